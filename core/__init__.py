@@ -1,0 +1,1 @@
+"""Shared domain: types, errors, configuration, clocks and the Redis store."""

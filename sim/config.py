@@ -1,0 +1,101 @@
+"""Configuration of the venue simulator (the built-in OKX-compatible paper venue)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_SECRET",
+    "DEFAULT_PASSPHRASE",
+    "FeeSchedule",
+    "SimInstrument",
+    "SimulatorConfig",
+    "default_instruments",
+]
+
+# Documented defaults: the simulator is a local paper venue, these are not secrets.
+DEFAULT_API_KEY = "tradetree-sim-key"
+DEFAULT_SECRET = "tradetree-sim-secret"
+DEFAULT_PASSPHRASE = "tradetree-sim-pass"
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class FeeSchedule(BaseModel):
+    """Fee rates as fractions of notional (0.001 = 0.1%)."""
+
+    model_config = _FROZEN
+
+    spot_maker: Decimal = Decimal("0.0008")
+    spot_taker: Decimal = Decimal("0.0010")
+    swap_maker: Decimal = Decimal("0.0002")
+    swap_taker: Decimal = Decimal("0.0005")
+
+
+class SimInstrument(BaseModel):
+    """One instrument the simulator lists, with its generated-price parameters."""
+
+    model_config = _FROZEN
+
+    inst_id: str  # "BTC-USDT" or "BTC-USDT-SWAP"
+    initial_price: Decimal
+    tick_size: Decimal
+    lot_size: Decimal
+    min_size: Decimal
+    contract_value: Decimal = Decimal(1)  # swaps: base units per contract
+    annual_volatility: float = 0.6
+
+
+def default_instruments() -> tuple[SimInstrument, ...]:
+    return (
+        SimInstrument(
+            inst_id="BTC-USDT", initial_price=Decimal("60000"), tick_size=Decimal("0.1"),
+            lot_size=Decimal("0.00001"), min_size=Decimal("0.00001"),
+        ),
+        SimInstrument(
+            inst_id="ETH-USDT", initial_price=Decimal("3000"), tick_size=Decimal("0.01"),
+            lot_size=Decimal("0.0001"), min_size=Decimal("0.0001"), annual_volatility=0.7,
+        ),
+        SimInstrument(
+            inst_id="BTC-USDT-SWAP", initial_price=Decimal("60000"), tick_size=Decimal("0.1"),
+            lot_size=Decimal("0.01"), min_size=Decimal("0.01"), contract_value=Decimal("0.01"),
+        ),
+        SimInstrument(
+            inst_id="ETH-USDT-SWAP", initial_price=Decimal("3000"), tick_size=Decimal("0.01"),
+            lot_size=Decimal("0.01"), min_size=Decimal("0.01"), contract_value=Decimal("0.1"),
+            annual_volatility=0.7,
+        ),
+    )
+
+
+class SimulatorConfig(BaseModel):
+    """Everything the simulator needs; defaults give a working paper venue.
+
+    ``port=0`` binds a free port (read it back from the running server).
+    ``time_scale`` multiplies how fast generated market time passes relative to
+    the wall clock, so short paper runs still see price movement.
+    """
+
+    model_config = _FROZEN
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    seed: int = 1
+    api_key: str = DEFAULT_API_KEY
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    passphrase: SecretStr = SecretStr(DEFAULT_PASSPHRASE)
+    data_path: Path | None = None  # candle CSV to replay instead of generated prices
+    instruments: tuple[SimInstrument, ...] = Field(default_factory=default_instruments)
+    initial_balances: dict[str, Decimal] = Field(
+        default_factory=lambda: {"USDT": Decimal("1000000"), "BTC": Decimal("10"), "ETH": Decimal("100")}
+    )
+    fees: FeeSchedule = FeeSchedule()
+    tick_interval_ms: int = Field(default=250, gt=0)
+    time_scale: float = Field(default=1.0, gt=0)
+    latency_ms: int = Field(default=0, ge=0)
+    book_levels: int = Field(default=20, gt=0)
+    leverage: Decimal = Decimal("10")

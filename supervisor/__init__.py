@@ -1,0 +1,1 @@
+"""tradetree: supervisor."""
