@@ -135,6 +135,7 @@ class StrategyConfig(BaseModel):
     venue: str
     symbols: tuple[str, ...] = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    bar_interval_ms: int = Field(default=60_000, gt=0)
     id: str = ""
 
     @model_validator(mode="after")

@@ -1,0 +1,300 @@
+"""StrategyActor: hosts one pure strategy, feeds it bars, sends its intents.
+
+The host owns no position state: before every decision it reads the
+strategy's positions and in-flight orders from Redis (the single source of
+truth), so a restarted host, a missed WS fill or a fill applied by the poller
+are all seen the same way. Orders go to the venue gateway; the gateway writes
+them to Redis before sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from decimal import Decimal
+from typing import Protocol
+
+import ray
+
+from core.bars import BarAggregator
+from core.clock import Clock, WallClock
+from core.config import StrategyConfig
+from core.errors import StoreError, TradetreeError
+from core.store import RedisStore
+from core.types import (
+    Fill,
+    HealthReport,
+    Order,
+    OrderIntent,
+    OrderState,
+    ProbeResult,
+    Side,
+    Ticker,
+)
+from strategies.base import StrategyContext
+from strategies.registry import build_strategy
+
+__all__ = ["StrategyState", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
+
+log = logging.getLogger(__name__)
+
+
+class StrategyState(str, enum.Enum):
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    WINDING_DOWN = "WINDING_DOWN"
+    KILLED = "KILLED"
+
+
+class OrderSink(Protocol):
+    async def submit_order(self, intent: OrderIntent) -> Order: ...
+
+
+class RayGatewaySink:
+    """Sends intents to the named gateway actor, re-resolving it after a restart."""
+
+    def __init__(self, gateway_name: str, namespace: str | None = None) -> None:
+        self.gateway_name = gateway_name
+        self.namespace = namespace
+        self._handle = None
+
+    def handle(self):
+        if self._handle is None:
+            self._handle = ray.get_actor(self.gateway_name, namespace=self.namespace)
+        return self._handle
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        try:
+            return await self.handle().submit_order.remote(intent)
+        except (ray.exceptions.RayActorError, ValueError):
+            self._handle = None  # the gateway died or is being restarted: resolve again next time
+            raise
+
+    async def subscribe(self, actor_name: str, inst_ids: list[str]) -> None:
+        await self.handle().subscribe.remote(actor_name, inst_ids)
+
+
+def pending_by_instrument(orders: list[Order], applied: dict[str, Decimal]) -> dict[str, Decimal]:
+    """Signed size of orders not yet reflected in positions, per instrument.
+
+    An order contributes what it is expected to fill minus what the store has
+    applied for it: the unfilled rest of a live order, and the unapplied part
+    of a filled or canceled one. The second part is the incident guard: an
+    order the venue says is filled, whose fills never arrived, still counts,
+    so the strategy does not order the same exposure again.
+    """
+    out: dict[str, Decimal] = {}
+    for o in orders:
+        if o.state is OrderState.REJECTED:
+            continue
+        expected = o.filled_size if o.state is OrderState.CANCELED else o.size
+        rest = expected - applied.get(o.client_order_id, Decimal(0))
+        if rest <= 0:
+            continue
+        signed = rest if o.side is Side.BUY else -rest
+        out[o.inst_id] = out.get(o.inst_id, Decimal(0)) + signed
+    return out
+
+
+class StrategyHost:
+    """Plain logic of the strategy actor (testable without Ray)."""
+
+    def __init__(
+        self,
+        config: StrategyConfig,
+        *,
+        redis_url: str,
+        namespace: str,
+        sink: OrderSink,
+        bar_interval_ms: int = 1000,
+        start_paused: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.strategy = build_strategy(config)
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.sink = sink
+        self.clock = clock or WallClock()
+        self.bars = BarAggregator(bar_interval_ms)
+        self.start_paused = start_paused
+        self.store: RedisStore | None = None
+        self._lock = asyncio.Lock()
+        self.last_ticker_ms = 0
+        self.last_error = ""
+        self.orders_sent = 0
+        self.rejections = 0
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    async def start(self) -> None:
+        """Connect to Redis and take up the state recorded there.
+
+        A strategy recorded as KILLED or WINDING_DOWN keeps that state; a new
+        one starts RUNNING, or PAUSED when ``start_paused``.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+        """
+        if self.store is None:
+            self.store = await RedisStore.connect(self.redis_url, self.namespace)
+        states = await self.store.strategy_states()
+        current = states.get(self.id)
+        if current in (StrategyState.KILLED.value, StrategyState.WINDING_DOWN.value):
+            return
+        wanted = StrategyState.PAUSED if self.start_paused else StrategyState.RUNNING
+        await self.store.set_strategy_state(self.id, wanted.value)
+        await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
+
+    async def stop(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    async def state(self) -> StrategyState:
+        assert self.store is not None, "start() first"
+        raw = (await self.store.strategy_states()).get(self.id, StrategyState.PAUSED.value)
+        return StrategyState(raw)
+
+    async def pause(self, reason: str = "") -> None:
+        assert self.store is not None, "start() first"
+        if await self.state() is StrategyState.RUNNING:
+            log.warning("strategy %s paused: %s", self.id, reason)
+            await self.store.set_strategy_state(self.id, StrategyState.PAUSED.value)
+
+    async def resume(self) -> None:
+        assert self.store is not None, "start() first"
+        if await self.state() is StrategyState.PAUSED:
+            await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+
+    async def context(self) -> StrategyContext:
+        """The strategy's positions and in-flight orders, read from Redis."""
+        assert self.store is not None
+        positions = {
+            p.inst_id: p.qty
+            for p in await self.store.positions(self.id)
+            if p.venue == self.config.venue
+        }
+        orders = await self.store.open_orders(venue=self.config.venue, strategy_id=self.id)
+        applied = {o.client_order_id: await self.store.applied_size(o.client_order_id) for o in orders}
+        return StrategyContext(
+            now_ms=self.clock.now_ms(),
+            positions=positions,
+            pending=pending_by_instrument(orders, applied),
+        )
+
+    async def on_ticker(self, ticker: Ticker) -> list[Order]:
+        """Feed one ticker; on a closed bar, decide and send. Returns orders sent.
+
+        Decisions are serialised: the next bar waits until this one's orders
+        are recorded in Redis, so in-flight orders are always visible to it.
+        Never raises into the caller (the gateway's fan-out): errors are
+        logged and kept in ``last_error`` for the health probe.
+        """
+        self.last_ticker_ms = max(self.last_ticker_ms, ticker.ts_ms)
+        if ticker.inst_id not in self.config.symbols:
+            return []
+        sent: list[Order] = []
+        async with self._lock:
+            try:
+                for bar in self.bars.add(ticker):
+                    sent.extend(await self._decide(bar))
+                self.last_error = ""
+            except (TradetreeError, ray.exceptions.RayError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("strategy %s: %s", self.id, self.last_error)
+        return sent
+
+    async def _decide(self, bar) -> list[Order]:
+        assert self.store is not None
+        await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
+        ctx = await self.context()
+        intents = self.strategy.on_bar(bar, ctx)  # always fed, so indicators stay warm while paused
+        if not intents:
+            return []
+        if await self.state() is not StrategyState.RUNNING:
+            return []
+        if await self.store.kill_flag() is not None:
+            return []
+        sent = []
+        for intent in intents:
+            order = await self.sink.submit_order(intent)
+            self.orders_sent += 1
+            if order.state is OrderState.REJECTED:
+                self.rejections += 1
+                log.warning("strategy %s: order rejected: %s", self.id, order.reject_reason)
+                break  # the rest of a plan (e.g. open after close) depends on this leg
+            sent.append(order)
+        return sent
+
+    def on_fill(self, fill: Fill) -> None:
+        self.strategy.on_fill(fill)
+
+    def on_order_update(self, order: Order) -> None:
+        self.strategy.on_order_update(order)
+
+    async def check_health(self) -> HealthReport:
+        probes = []
+        try:
+            if self.store is None:
+                raise StoreError("not started")
+            await self.store.ping()
+            state = await self.state()
+            probes.append(ProbeResult(name="store", ok=True))
+            probes.append(ProbeResult(name="state", ok=True, detail=state.value))
+        except TradetreeError as exc:
+            probes.append(ProbeResult(name="store", ok=False, detail=str(exc)))
+        probes.append(ProbeResult(name="decisions", ok=not self.last_error, detail=self.last_error))
+        return HealthReport(component=f"strategy:{self.id}", ts_ms=self.clock.now_ms(), probes=tuple(probes))
+
+    def stats(self) -> dict:
+        return {
+            "id": self.id,
+            "orders_sent": self.orders_sent,
+            "rejections": self.rejections,
+            "last_ticker_ms": self.last_ticker_ms,
+            "last_error": self.last_error,
+        }
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class StrategyActor:
+    """Ray shell around ``StrategyHost``. Its Ray name is the strategy id."""
+
+    def __init__(self, config: StrategyConfig, *, gateway_name: str, redis_url: str, namespace: str,
+                 ray_namespace: str | None = None, bar_interval_ms: int = 1000,
+                 start_paused: bool = False) -> None:
+        self._sink = RayGatewaySink(gateway_name, ray_namespace)
+        self._host = StrategyHost(config, redis_url=redis_url, namespace=namespace, sink=self._sink,
+                                  bar_interval_ms=bar_interval_ms, start_paused=start_paused)
+
+    async def start(self) -> None:
+        await self._host.start()
+        await self._sink.subscribe(self._host.id, list(self._host.config.symbols))
+
+    async def stop(self) -> None:
+        await self._host.stop()
+
+    async def on_ticker(self, ticker: Ticker) -> None:
+        await self._host.on_ticker(ticker)
+
+    def on_fill(self, fill: Fill) -> None:
+        self._host.on_fill(fill)
+
+    def on_order_update(self, order: Order) -> None:
+        self._host.on_order_update(order)
+
+    async def pause(self, reason: str = "") -> None:
+        await self._host.pause(reason)
+
+    async def resume(self) -> None:
+        await self._host.resume()
+
+    async def check_health(self) -> HealthReport:
+        return await self._host.check_health()
+
+    def stats(self) -> dict:
+        return self._host.stats()
