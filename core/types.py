@@ -35,6 +35,7 @@ __all__ = [
     "Bar",
     "ProbeResult",
     "HealthReport",
+    "OrderDenied",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -341,3 +342,15 @@ class HealthReport(BaseModel):
 
     def failing(self) -> list[ProbeResult]:
         return [p for p in self.probes if not p.ok]
+
+
+class OrderDenied(BaseModel):
+    """A pre-trade check refused an intent. An event, not an exception: nothing was sent
+    and nothing was written as an order."""
+
+    model_config = _FROZEN
+
+    intent: OrderIntent
+    reasons: tuple[str, ...]
+    ts_ms: int
+    checked_by: str = ""  # "strategy_host", "gateway", ...

@@ -1,0 +1,146 @@
+"""Control state shared through Redis by the defense layers.
+
+The reconciler writes when it last verified a venue's positions, the
+discrepancies it has open and the fill cursor; the risk monitor writes
+breakers and venue pauses; the freshness gate reads all of it before every
+order. Keeping it in Redis means any actor restarted anywhere resumes from it.
+
+Every key lives under ``{namespace}:ctl:``. Redis failures raise
+``StoreUnavailable``: callers in the order path treat that as "unknown state",
+which refuses the order (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import StoreError, StoreUnavailable
+
+__all__ = ["ControlSnapshot", "ControlState"]
+
+
+class ControlSnapshot(BaseModel):
+    """Everything the freshness gate needs about one venue, read in one round trip."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    venue: str
+    verified_at_ms: int | None
+    discrepancies: dict[str, dict[str, Any]]
+    venue_pause: str | None
+    breakers: dict[str, dict[str, Any]]
+
+
+def _s(v: bytes | str | None) -> str | None:
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class ControlState:
+    """Async access to the control keys. Works on redis.asyncio and fakeredis clients."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.namespace, "ctl", *parts))
+
+    async def _do(self, coro):
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
+        except RedisError as exc:
+            raise StoreError(f"Redis error: {exc}") from None
+
+    # -- verification ---------------------------------------------------------
+
+    async def mark_verified(self, venue: str, ts_ms: int) -> None:
+        """Record that ``venue``'s positions were checked against the venue at ``ts_ms``.
+
+        Never moves backwards: a slow poll finishing late cannot make the
+        venue look verified earlier than a faster one already recorded.
+        """
+        key = self._k("verified", venue)
+        script = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') " \
+                 "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1"
+        await self._do(self.client.eval(script, 1, key, str(ts_ms)))
+
+    async def verified_at(self, venue: str) -> int | None:
+        v = await self._do(self.client.get(self._k("verified", venue)))
+        return int(v) if v is not None else None
+
+    # -- discrepancies --------------------------------------------------------
+
+    async def open_discrepancy(self, venue: str, key: str, detail: str, ts_ms: int) -> bool:
+        """Open (or keep) a discrepancy. Returns True if it was newly opened."""
+        payload = json.dumps({"detail": detail, "since_ms": ts_ms})
+        return bool(await self._do(self.client.hsetnx(self._k("discrepancy", venue), key, payload)))
+
+    async def close_discrepancy(self, venue: str, key: str) -> bool:
+        return bool(await self._do(self.client.hdel(self._k("discrepancy", venue), key)))
+
+    async def discrepancies(self, venue: str) -> dict[str, dict[str, Any]]:
+        raw = await self._do(self.client.hgetall(self._k("discrepancy", venue)))
+        return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+
+    # -- venue pause ----------------------------------------------------------
+
+    async def pause_venue(self, venue: str, reason: str, ts_ms: int) -> None:
+        await self._do(self.client.set(self._k("venue_pause", venue), json.dumps({"reason": reason, "since_ms": ts_ms})))
+
+    async def resume_venue(self, venue: str) -> None:
+        await self._do(self.client.delete(self._k("venue_pause", venue)))
+
+    async def venue_pause(self, venue: str) -> str | None:
+        v = await self._do(self.client.get(self._k("venue_pause", venue)))
+        return json.loads(_s(v))["reason"] if v is not None else None
+
+    # -- breakers -------------------------------------------------------------
+
+    async def set_breaker(self, name: str, reason: str, ts_ms: int) -> bool:
+        """Open breaker ``name`` (e.g. ``strategy:X:rejections``). True if newly opened."""
+        payload = json.dumps({"reason": reason, "since_ms": ts_ms})
+        return bool(await self._do(self.client.hsetnx(self._k("breakers"), name, payload)))
+
+    async def clear_breaker(self, name: str) -> bool:
+        return bool(await self._do(self.client.hdel(self._k("breakers"), name)))
+
+    async def breakers(self) -> dict[str, dict[str, Any]]:
+        raw = await self._do(self.client.hgetall(self._k("breakers")))
+        return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+
+    # -- fill cursor ----------------------------------------------------------
+
+    async def get_cursor(self, venue: str, inst_id: str) -> dict[str, Any] | None:
+        v = await self._do(self.client.get(self._k("cursor", venue, inst_id)))
+        return json.loads(_s(v)) if v is not None else None
+
+    async def set_cursor(self, venue: str, inst_id: str, cursor: dict[str, Any]) -> None:
+        await self._do(self.client.set(self._k("cursor", venue, inst_id), json.dumps(cursor, sort_keys=True)))
+
+    # -- one read for the gate ------------------------------------------------
+
+    async def snapshot(self, venue: str) -> ControlSnapshot:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self._k("verified", venue))
+        pipe.hgetall(self._k("discrepancy", venue))
+        pipe.get(self._k("venue_pause", venue))
+        pipe.hgetall(self._k("breakers"))
+        verified, disc, pause, breakers = await self._do(pipe.execute())
+        return ControlSnapshot(
+            venue=venue,
+            verified_at_ms=int(verified) if verified is not None else None,
+            discrepancies={_s(k): json.loads(_s(v)) for k, v in disc.items()},
+            venue_pause=json.loads(_s(pause))["reason"] if pause is not None else None,
+            breakers={_s(k): json.loads(_s(v)) for k, v in breakers.items()},
+        )

@@ -1,0 +1,198 @@
+"""The ``tradetree`` command line.
+
+    tradetree sim        the venue simulator alone (a paper exchange any OKX client can use)
+    tradetree run        the whole tree from a config (paper trading by default)
+    tradetree positions  positions held in Redis, read-only
+
+Exit codes: 0 ok, 2 bad config or arguments, 3 Redis unavailable, 1 other errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from core.errors import ConfigError, StoreUnavailable, TradetreeError
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_CONFIG = Path("configs/paper.yaml")
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from sim.config import SimulatorConfig
+    from sim.server import serve_forever
+
+    overrides = {"host": args.host, "port": args.port, "seed": args.seed}
+    if args.data:
+        overrides["data_path"] = Path(args.data)
+    if args.api_key:
+        overrides["api_key"] = args.api_key
+    if args.secret:
+        overrides["secret_key"] = SecretStr(args.secret)
+    if args.passphrase:
+        overrides["passphrase"] = SecretStr(args.passphrase)
+    if args.time_scale:
+        overrides["time_scale"] = args.time_scale
+    config = SimulatorConfig(**overrides)
+    try:
+        asyncio.run(serve_forever(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _load_config(path: Path):
+    from core.config import load_engine_config
+
+    return load_engine_config(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from tradetree.runner import EngineRuntime
+    from tradetree.status import render_snapshot
+
+    console = Console()
+    config = _load_config(Path(args.config))
+    runtime = EngineRuntime(config, include_dashboard=not args.no_dashboard)
+    console.print(f"[bold]tradetree[/bold]: starting {config.name} from {args.config}")
+    runtime.start()
+    if runtime.sim_server is not None:
+        console.print(f"simulator: REST {runtime.sim_server.rest_url}  WS {runtime.sim_server.ws_url}  "
+                      f"admin {runtime.sim_server.admin_url}")
+    if not args.no_dashboard:
+        console.print(f"Ray dashboard: http://127.0.0.1:{config.dashboard_port}")
+    console.print(f"Redis: {runtime.redis_url} namespace {config.redis.namespace!r}")
+
+    stop = {"flag": False}
+
+    def _on_signal(signum, frame):  # noqa: ARG001
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    snap = None
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while not stop["flag"] and (deadline is None or time.monotonic() < deadline):
+                snap = runtime.snapshot()
+                live.update(render_snapshot(snap, elapsed_secs=time.monotonic() - runtime.started_at))
+                time.sleep(1.0)
+    finally:
+        console.print("shutting down: pausing strategies, canceling open orders, stopping the tree")
+        runtime.shutdown()
+    console.print("stopped; positions stay in Redis (`tradetree positions`)")
+    return 0
+
+
+def _cmd_positions(args: argparse.Namespace) -> int:
+    from core.embedded_redis import EmbeddedRedis, resolve_redis_url
+    from core.store import RedisStore
+    from tradetree.runner import DEFAULT_STATE_DIR
+    from tradetree.status import positions_json, positions_table
+
+    namespace = args.namespace
+    url = args.redis_url
+    if namespace is None or url is None:
+        config = _load_config(Path(args.config))
+        namespace = namespace or config.redis.namespace
+        url = url or resolve_redis_url(config.redis.url)
+    embedded = None
+    if url is None:
+        # The embedded Redis of `tradetree run` keeps its data under .tradetree/redis (AOF).
+        embedded = EmbeddedRedis(data_dir=DEFAULT_STATE_DIR / "redis", prefer="redis-server")
+        embedded.start()
+        url = embedded.url
+
+    async def _read():
+        store = await RedisStore.connect(url, namespace)
+        try:
+            return [p.model_dump(mode="json") for p in await store.positions()]
+        finally:
+            await store.close()
+
+    try:
+        rows = asyncio.run(_read())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if args.json:
+        print(positions_json(rows))
+    else:
+        from rich.console import Console
+
+        Console().print(positions_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradetree", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sim", help="run the OKX-compatible venue simulator alone")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--data", help="candle CSV to replay (timestamp_ms,open,high,low,close,volume)")
+    s.add_argument("--api-key")
+    s.add_argument("--secret")
+    s.add_argument("--passphrase")
+    s.add_argument("--time-scale", type=float, help="market time per wall time (default 1)")
+    s.set_defaults(func=_cmd_sim)
+
+    r = sub.add_parser("run", help="run the supervision tree (paper trading by default)")
+    r.add_argument("--config", default=str(DEFAULT_CONFIG))
+    r.add_argument("--duration", type=float, help="stop after this many seconds")
+    r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    r.set_defaults(func=_cmd_run)
+
+    q = sub.add_parser("positions", help="positions held in Redis (read-only)")
+    q.add_argument("--config", default=str(DEFAULT_CONFIG))
+    q.add_argument("--redis-url", default=None, help="default: config, then $REDIS_URL, then embedded")
+    q.add_argument("--namespace", default=None)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_positions)
+
+    try:
+        from ml.cli import register as register_ml
+    except ImportError:
+        register_ml = None
+    if register_ml is not None:
+        register_ml(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"tradetree: config error:\n{exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"tradetree: Redis unavailable: {exc}\nNo order was sent. Set REDIS_URL or "
+              "the config's redis.url to a reachable server.", file=sys.stderr)
+        return 3
+    except TradetreeError as exc:
+        print(f"tradetree: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os._exit(main())

@@ -1,0 +1,222 @@
+"""Start, watch and stop the whole engine: Redis, simulator, Ray, the supervision tree.
+
+Order of start matters and is fail-closed: the config is validated and Redis
+must answer before Ray or any actor exists, so a bad config or a dead Redis
+stops the start with a clear message and no order can have been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from core.config import EngineConfig, VenueCredentials
+from core.embedded_redis import EmbeddedRedis, resolve_redis_url
+from core.errors import StoreUnavailable, TradetreeError
+from core.store import RedisStore
+
+__all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path(".tradetree")
+
+
+@dataclass(frozen=True)
+class VenueEndpoint:
+    """Where the gateway of one venue connects, resolved at start."""
+
+    rest_url: str
+    ws_url: str
+    credentials: VenueCredentials = field(repr=False)
+
+
+async def _check_redis(url: str, namespace: str, timeout_secs: float) -> None:
+    store = await RedisStore.connect(url, namespace, socket_timeout_secs=timeout_secs)
+    await store.close()
+
+
+class EngineRuntime:
+    """The running engine of one process (the driver).
+
+    Use ``start()``, then ``snapshot()`` as often as wanted, then
+    ``shutdown()``; or as a context manager.
+    """
+
+    def __init__(self, config: EngineConfig, *, state_dir: Path = DEFAULT_STATE_DIR,
+                 ray_address: str | None = None, include_dashboard: bool = True) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.ray_address = ray_address
+        self.include_dashboard = include_dashboard
+        self.redis_url: str | None = None
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.simulator = None  # SimulatorThread when the embedded simulator is used
+        self.sim_server = None
+        self.endpoints: dict[str, VenueEndpoint] = {}
+        self.root = None
+        self.ray_namespace = config.name
+        self._started_ray = False
+        self.started_at = 0.0
+
+    # -- start -------------------------------------------------------------
+
+    def _start_redis(self) -> str:
+        url = resolve_redis_url(self.config.redis.url)
+        if url is None:
+            self.embedded_redis = EmbeddedRedis(data_dir=self.state_dir / "redis")
+            self.embedded_redis.start()
+            url = self.embedded_redis.url
+            log.info("embedded Redis (%s) at %s", self.embedded_redis.kind, url)
+        try:
+            asyncio.run(_check_redis(url, self.config.redis.namespace, self.config.redis.socket_timeout_secs))
+        except StoreUnavailable:
+            self._stop_redis()
+            raise
+        return url
+
+    def _start_simulator_if_needed(self) -> None:
+        from sim.server import SimulatorThread
+
+        needs_sim = [v for v in self.config.venues if v.uses_embedded_simulator]
+        if not needs_sim:
+            return
+        self.simulator = SimulatorThread(self.config.simulator)
+        self.sim_server = self.simulator.start()
+        sim_cfg = self.config.simulator
+        creds = VenueCredentials(
+            api_key=SecretStr(sim_cfg.api_key), secret_key=sim_cfg.secret_key, passphrase=sim_cfg.passphrase
+        )
+        for v in needs_sim:
+            self.endpoints[v.name] = VenueEndpoint(self.sim_server.rest_url, self.sim_server.ws_url, creds)
+
+    def _resolve_live_endpoints(self) -> None:
+        for v in self.config.venues:
+            if not v.uses_embedded_simulator:
+                assert v.rest_url and v.ws_url
+                self.endpoints[v.name] = VenueEndpoint(v.rest_url, v.ws_url, v.resolve_credentials())
+
+    def _start_ray(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"namespace": self.ray_namespace, "configure_logging": False,
+                                  "log_to_driver": False}
+        if self.ray_address:
+            kwargs["address"] = self.ray_address
+        else:
+            kwargs.update(include_dashboard=self.include_dashboard, dashboard_host="127.0.0.1",
+                          dashboard_port=self.config.dashboard_port, num_cpus=max(4, len(self.config.strategies) + 4))
+        ray.init(**kwargs)
+        self._started_ray = True
+
+    def start(self) -> None:
+        """Bring everything up. On any failure, what was started is stopped again.
+
+        Raises:
+            ConfigError: credentials missing for a live venue.
+            StoreUnavailable: Redis does not answer (nothing else was started).
+            TradetreeError: the tree failed to start (its message names the child).
+        """
+        from supervisor.tree import build_root_spec, start_root
+
+        self.started_at = time.monotonic()
+        self._resolve_live_endpoints()  # credentials first: fail before starting anything
+        self.redis_url = self._start_redis()
+        try:
+            if self.config.venues and any(v.uses_embedded_simulator for v in self.config.venues):
+                asyncio.run(self._reset_paper_namespace())
+            self._start_simulator_if_needed()
+            self._start_ray()
+            spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
+                                   ray_namespace=self.ray_namespace)
+            self.root = start_root(spec, ray_namespace=self.ray_namespace, redis_url=self.redis_url,
+                                   namespace=self.config.redis.namespace)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    async def _reset_paper_namespace(self) -> None:
+        # The embedded simulator's account is new each run; positions left in
+        # Redis by an earlier run would not match it, so paper state starts clean.
+        store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+        try:
+            await store.reset_namespace()
+        finally:
+            await store.close()
+
+    # -- watch ---------------------------------------------------------------
+
+    def actor_health(self) -> dict[str, Any]:
+        import ray
+
+        if self.root is None:
+            return {}
+        try:
+            return ray.get(self.root.status.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            return {"root": {"state": "UNREACHABLE", "detail": str(exc)}}
+
+    def snapshot(self) -> dict[str, Any]:
+        from tradetree.status import collect_snapshot
+
+        async def _snap():
+            store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+            try:
+                return await collect_snapshot(store, self.actor_health())
+            finally:
+                await store.close()
+
+        return asyncio.run(_snap())
+
+    # -- stop ----------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Pause strategies, cancel our open orders, stop the tree, then Ray, simulator, Redis.
+
+        Positions and orders stay in Redis. Safe to call more than once.
+        """
+        import ray
+
+        if self.root is not None:
+            from supervisor.tree import wind_down_for_shutdown
+
+            try:
+                wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)
+            except (ray.exceptions.RayError, TimeoutError, TradetreeError) as exc:
+                log.error("could not cancel every open order at shutdown: %s", exc)
+            try:
+                ray.get(self.root.stop.remote(), timeout=60)
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                log.error("tree stop incomplete: %s", exc)
+            try:
+                ray.kill(self.root)
+            except (ray.exceptions.RayError, ValueError):
+                pass
+            self.root = None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+            self._started_ray = False
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+        self._stop_redis()
+
+    def _stop_redis(self) -> None:
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+            self.embedded_redis = None
+
+    def __enter__(self) -> "EngineRuntime":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
