@@ -99,3 +99,7 @@ class SimulatorConfig(BaseModel):
     latency_ms: int = Field(default=0, ge=0)
     book_levels: int = Field(default=20, gt=0)
     leverage: Decimal = Decimal("10")
+    # Minutes of generated 1m history before start (ignored when replaying a file).
+    warmup_bars: int = Field(default=120, ge=0, le=2880)
+    # Shortest non-zero cancel-all-after timeout accepted (OKX: 10 s); lower it in tests.
+    cancel_all_after_min_secs: int = Field(default=10, ge=1, le=120)

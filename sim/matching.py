@@ -1,0 +1,948 @@
+"""The simulator's matching engine and account: pure, synchronous, deterministic.
+
+No I/O, no asyncio, no clock: every call takes the time it happens at
+(``ts_ms``), so the paper venue drives it in wall time and the backtester in
+simulated time. Same seed + same calls = same fills.
+
+Model (simplifications documented where they differ from a real venue):
+
+- **Book.** A synthetic order book per instrument is rebuilt around each
+  market price (``on_market``): ``levels`` per side, a two-tick spread, level
+  sizes drawn from the seeded RNG and growing with depth. What our orders take
+  from it stays taken until the next rebuild. Our own resting orders are not
+  part of that book and never match each other.
+- **Taker.** A market order (or the marketable part of a limit order) walks the
+  book; each level it consumes is one fill with its own trade id at that
+  level's price, so a large order fills as several partial fills (VWAP across
+  depth). What the book cannot fill is canceled (market, IOC) or rests (limit).
+  FOK fills completely or is canceled without fills. A post-only order that
+  would cross is accepted and then canceled (as OKX does).
+- **Maker.** A resting order fills when a public trade prints *through* its
+  price (strictly better than the limit: being at the price is not enough,
+  there is a queue in front of us). It fills at its limit price, and the size
+  is bounded by the trades' volume at that step, shared in price-time
+  priority, hence partial fills.
+- **Latency.** An order submitted at ``t`` is matched at the first market step
+  at or after ``t + latency_ms``; with zero latency it is matched at once
+  against the current book.
+- **Fees** are charged in the quote/settle currency (USDT) for every fill,
+  spot buys included (OKX charges a spot buy's fee in the base currency). A
+  quote-sized spot market buy (``tgtCcy=quote_ccy``) spends at most ``sz`` in
+  notional, with the fee on top.
+- **Account.** One unified account: cash balances per currency. Open spot
+  orders reserve what they may spend (quote for buys, base for sells). Swaps
+  are linear, settled in USDT, in net position mode: signed contracts, average
+  entry price, realized P&L into USDT. Margin is ``notional / leverage`` at the
+  entry price; a swap order reserves the margin of the part that opens
+  exposure. Available USDT = cash - reservations - position margin. An order
+  that does not fit is rejected with ``51008``; if the price moved by the time
+  it matches, it fills only what fits and the rest is canceled.
+- **reduceOnly** (swaps) needs a position to reduce, else it is rejected
+  (``51205``); its fills never exceed the position, the rest is canceled. On
+  spot, reduceOnly is ignored (cash mode has nothing to reduce).
+- Order ids and trade ids are sequential integers as strings; every change of
+  an order bumps its ``u_time`` strictly.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+
+from sim.config import FeeSchedule, SimInstrument
+from sim.market_data import MarketTick, spot_of
+
+__all__ = [
+    "BookShape",
+    "OrderRequest",
+    "OrderView",
+    "FillView",
+    "OrderEvent",
+    "SubmitResult",
+    "CancelResult",
+    "PositionView",
+    "BalanceView",
+    "BookView",
+    "MatchingEngine",
+    "ORDER_TYPES",
+    "LIVE_STATES",
+]
+
+ZERO = Decimal(0)
+_FEE_QUANTUM = Decimal("0.00000001")
+_CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+ORDER_TYPES = frozenset({"market", "limit", "post_only", "ioc", "fok"})
+LIVE_STATES = frozenset({"live", "partially_filled"})
+
+
+@dataclass(frozen=True, slots=True)
+class BookShape:
+    """How the synthetic book looks. Notional in quote units."""
+
+    spread_ticks: int = 2
+    level_spacing_bps: Decimal = Decimal("1")  # distance between levels, at least one tick
+    top_level_notional: Decimal = Decimal("50000")
+    depth_growth: Decimal = Decimal("0.5")  # level i holds about (1 + growth * i) x the top
+    market_buffer: Decimal = Decimal("0.02")  # price buffer when reserving for market orders
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An order as the venue receives it (OKX field semantics).
+
+    ``sz`` is base units for spot (or quote units for a spot market order with
+    ``tgt_ccy="quote_ccy"``) and contracts for swaps.
+    """
+
+    inst_id: str
+    side: str  # "buy" | "sell"
+    ord_type: str  # one of ORDER_TYPES
+    sz: Decimal
+    px: Decimal | None = None
+    cl_ord_id: str = ""
+    tag: str = ""
+    reduce_only: bool = False
+    tgt_ccy: str = ""  # spot market orders: "base_ccy" (default) or "quote_ccy"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """A snapshot of one order. ``fee`` is the cumulative fee paid (positive)."""
+
+    ord_id: str
+    cl_ord_id: str
+    tag: str
+    inst_id: str
+    inst_type: str  # "SPOT" | "SWAP"
+    side: str
+    ord_type: str
+    px: Decimal | None
+    sz: Decimal
+    tgt_ccy: str
+    reduce_only: bool
+    state: str  # live | partially_filled | filled | canceled
+    acc_fill_sz: Decimal
+    avg_px: Decimal | None
+    fee: Decimal
+    fee_ccy: str
+    c_time: int
+    u_time: int
+    fill_time: int | None
+    cancel_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillView:
+    """One execution of one of our orders. ``fee`` is positive when paid."""
+
+    trade_id: str
+    ord_id: str
+    cl_ord_id: str
+    tag: str
+    inst_id: str
+    inst_type: str
+    side: str
+    px: Decimal
+    sz: Decimal
+    fee: Decimal
+    fee_ccy: str
+    exec_type: str  # "T" taker | "M" maker
+    ts_ms: int
+    pnl: Decimal  # realized P&L of this fill (swaps), else 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """An order change, with the fill that caused it (if any)."""
+
+    order: OrderView
+    fill: FillView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """``s_code == "0"`` means accepted; then ``order`` is set."""
+
+    s_code: str
+    s_msg: str
+    order: OrderView | None
+    events: tuple[OrderEvent, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.s_code == "0"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """``s_code == "0"``: canceled; ``51400``/``51401``/``51402``: unknown / canceled / filled."""
+
+    s_code: str
+    s_msg: str
+    order: OrderView | None
+    events: tuple[OrderEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """A net swap position (contracts, signed)."""
+
+    inst_id: str
+    pos: Decimal
+    avg_px: Decimal
+    mark_px: Decimal
+    upl: Decimal
+    realized_pnl: Decimal
+    fees: Decimal
+    margin: Decimal
+    notional: Decimal  # |pos| * contract value * mark, in USDT
+    leverage: Decimal
+    c_time: int
+    u_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    """One currency: ``cash`` (settled), ``equity`` (cash + unrealized P&L),
+    ``available`` (cash - reservations - margin), ``frozen``."""
+
+    ccy: str
+    cash: Decimal
+    equity: Decimal
+    available: Decimal
+    frozen: Decimal
+    upl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class BookView:
+    """Book levels as ``(price, size)`` pairs, best first."""
+
+    inst_id: str
+    ts_ms: int
+    bids: tuple[tuple[Decimal, Decimal], ...]
+    asks: tuple[tuple[Decimal, Decimal], ...]
+
+
+@dataclass(slots=True)
+class _Inst:
+    cfg: SimInstrument
+    inst_type: str
+    base: str
+    quote: str
+    ct_val: Decimal  # 1 for spot
+
+    @property
+    def inst_id(self) -> str:
+        return self.cfg.inst_id
+
+
+@dataclass(slots=True)
+class _Order:
+    seq: int
+    inst: _Inst
+    cl_ord_id: str
+    tag: str
+    side: str
+    ord_type: str
+    px: Decimal | None
+    sz: Decimal
+    tgt_ccy: str
+    reduce_only: bool
+    c_time: int
+    due_ms: int
+    state: str = "live"
+    u_time: int = 0
+    acc_fill_sz: Decimal = ZERO
+    acc_notional: Decimal = ZERO
+    spent_quote: Decimal = ZERO  # quote_ccy market buys: quote spent so far
+    fee: Decimal = ZERO
+    fill_time: int | None = None
+    matched: bool = False  # has passed its first (taker) match
+    reserved: Decimal = ZERO
+    reserve_ccy: str = ""
+    cancel_source: str = ""
+
+    @property
+    def ord_id(self) -> str:
+        return str(self.seq)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.sz - self.acc_fill_sz
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(slots=True)
+class _Position:
+    pos: Decimal = ZERO
+    avg_px: Decimal = ZERO
+    realized: Decimal = ZERO
+    fees: Decimal = ZERO
+    c_time: int = 0
+    u_time: int = 0
+
+
+@dataclass(slots=True)
+class _Book:
+    ts_ms: int
+    bids: list[list[Decimal]] = field(default_factory=list)  # [px, size], best first
+    asks: list[list[Decimal]] = field(default_factory=list)
+
+
+class _Rejected(Exception):
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.msg = code, msg
+
+
+class MatchingEngine:
+    """One venue: books, orders, fills, balances and swap positions.
+
+    Every mutating call returns the :class:`OrderEvent` list it produced, in
+    order; nothing is pushed anywhere by the engine itself.
+    """
+
+    def __init__(
+        self,
+        instruments: Sequence[SimInstrument],
+        *,
+        fees: FeeSchedule | None = None,
+        initial_balances: Mapping[str, Decimal] | None = None,
+        leverage: Decimal = Decimal(10),
+        book_levels: int = 20,
+        latency_ms: int = 0,
+        seed: int = 1,
+        book_shape: BookShape | None = None,
+    ) -> None:
+        if leverage <= 0:
+            raise ValueError("leverage must be positive")
+        if book_levels <= 0:
+            raise ValueError("book_levels must be positive")
+        self._fees = fees or FeeSchedule()
+        self._leverage = Decimal(leverage)
+        self._levels = book_levels
+        self._latency_ms = latency_ms
+        self._shape = book_shape or BookShape()
+        self._rng = random.Random(seed)
+        self._insts: dict[str, _Inst] = {}
+        for cfg in instruments:
+            spot = spot_of(cfg.inst_id)
+            if spot is not None:
+                base, quote = spot.split("-", 1)
+                self._insts[cfg.inst_id] = _Inst(cfg, "SWAP", base, quote, cfg.contract_value)
+            else:
+                base, quote = cfg.inst_id.split("-", 1)
+                self._insts[cfg.inst_id] = _Inst(cfg, "SPOT", base, quote, Decimal(1))
+        self._cash: dict[str, Decimal] = {k: Decimal(v) for k, v in (initial_balances or {}).items()}
+        self._orders: dict[int, _Order] = {}
+        self._live: dict[int, _Order] = {}
+        self._fills: list[FillView] = []
+        self._positions: dict[str, _Position] = {}
+        self._books: dict[str, _Book] = {}
+        self._marks: dict[str, Decimal] = {k: v.cfg.initial_price for k, v in self._insts.items()}
+        self._order_seq = 0
+        self._trade_seq = 0
+        self._now_ms = 0
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def instruments(self) -> Mapping[str, SimInstrument]:
+        return {k: v.cfg for k, v in self._insts.items()}
+
+    @property
+    def leverage(self) -> Decimal:
+        return self._leverage
+
+    @property
+    def now_ms(self) -> int:
+        """The latest time the engine has seen (market step or call)."""
+        return self._now_ms
+
+    def inst_type(self, inst_id: str) -> str:
+        """``"SPOT"`` or ``"SWAP"``. Raises KeyError for an unknown instrument."""
+        return self._insts[inst_id].inst_type
+
+    def mark_price(self, inst_id: str) -> Decimal:
+        return self._marks[inst_id]
+
+    def book(self, inst_id: str, depth: int | None = None) -> BookView:
+        """The current synthetic book (empty before the first market step).
+
+        Raises:
+            KeyError: unknown instrument.
+        """
+        self._insts[inst_id]
+        book = self._books.get(inst_id)
+        if book is None:
+            return BookView(inst_id, self._now_ms, (), ())
+        n = depth or self._levels
+
+        def side(levels: list[list[Decimal]]) -> tuple[tuple[Decimal, Decimal], ...]:
+            return tuple((px, sz) for px, sz in levels if sz > 0)[:n]
+
+        return BookView(inst_id, book.ts_ms, side(book.bids), side(book.asks))
+
+    def get_order(self, inst_id: str | None = None, *, ord_id: str = "", cl_ord_id: str = "") -> OrderView | None:
+        """Look an order up by ``ord_id``, else by ``cl_ord_id`` (the live one first,
+        else the most recent). ``inst_id``, when given, must match."""
+        order = self._find(inst_id, ord_id, cl_ord_id)
+        return self._view(order) if order else None
+
+    def open_orders(self, inst_id: str | None = None, inst_type: str | None = None) -> list[OrderView]:
+        """Live and partially filled orders, newest first."""
+        return [
+            self._view(o)
+            for o in sorted(self._live.values(), key=lambda o: -o.seq)
+            if (inst_id is None or o.inst.inst_id == inst_id)
+            and (inst_type is None or o.inst.inst_type == inst_type)
+        ]
+
+    def order_history(self, inst_id: str | None = None, inst_type: str | None = None) -> list[OrderView]:
+        """Terminal (filled or canceled) orders, newest first."""
+        return [
+            self._view(o)
+            for o in sorted(self._orders.values(), key=lambda o: -o.seq)
+            if not o.is_live
+            and (inst_id is None or o.inst.inst_id == inst_id)
+            and (inst_type is None or o.inst.inst_type == inst_type)
+        ]
+
+    def fills(
+        self,
+        *,
+        inst_id: str | None = None,
+        inst_type: str | None = None,
+        ord_id: str | None = None,
+        begin_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[FillView]:
+        """Our fills, newest first; ``begin_ms``/``end_ms`` bound ``ts_ms`` inclusively."""
+        return [
+            f
+            for f in reversed(self._fills)
+            if (inst_id is None or f.inst_id == inst_id)
+            and (inst_type is None or f.inst_type == inst_type)
+            and (ord_id is None or f.ord_id == ord_id)
+            and (begin_ms is None or f.ts_ms >= begin_ms)
+            and (end_ms is None or f.ts_ms <= end_ms)
+        ]
+
+    def position(self, inst_id: str) -> PositionView:
+        """The net position of a swap (flat when never traded). Raises KeyError."""
+        inst = self._insts[inst_id]
+        if inst.inst_type != "SWAP":
+            raise KeyError(f"{inst_id} is not a swap")
+        p = self._positions.get(inst_id) or _Position()
+        mark = self._marks[inst_id]
+        notional = abs(p.pos) * inst.ct_val * mark
+        return PositionView(
+            inst_id=inst_id,
+            pos=p.pos,
+            avg_px=p.avg_px,
+            mark_px=mark,
+            upl=p.pos * inst.ct_val * (mark - p.avg_px),
+            realized_pnl=p.realized,
+            fees=p.fees,
+            margin=self._position_margin(inst, p),
+            notional=notional,
+            leverage=self._leverage,
+            c_time=p.c_time,
+            u_time=p.u_time,
+        )
+
+    def positions(self) -> list[PositionView]:
+        """Open (non-zero) swap positions."""
+        return [self.position(i) for i, p in self._positions.items() if p.pos != 0]
+
+    def balances(self) -> list[BalanceView]:
+        """Every currency the account has touched."""
+        reserved: dict[str, Decimal] = {}
+        for o in self._live.values():
+            reserved[o.reserve_ccy] = reserved.get(o.reserve_ccy, ZERO) + o.reserved
+        out = []
+        for ccy, cash in sorted(self._cash.items()):
+            margin = self._total_margin() if ccy == "USDT" else ZERO
+            upl = self._total_upl() if ccy == "USDT" else ZERO
+            frozen = reserved.get(ccy, ZERO) + margin
+            out.append(BalanceView(ccy, cash, cash + upl, cash - frozen, frozen, upl))
+        return out
+
+    def account_truth(self) -> dict:
+        """JSON-able truth for tests: balances, net swap positions and every fill."""
+        return {
+            "balances": {
+                b.ccy: {"cash": _s(b.cash), "equity": _s(b.equity), "available": _s(b.available), "frozen": _s(b.frozen)}
+                for b in self.balances()
+            },
+            "positions": {p.inst_id: _s(p.pos) for p in self.positions()},
+            "trades": [
+                {
+                    "trade_id": f.trade_id, "ord_id": f.ord_id, "cl_ord_id": f.cl_ord_id, "inst_id": f.inst_id,
+                    "side": f.side, "px": _s(f.px), "sz": _s(f.sz), "fee": _s(f.fee), "fee_ccy": f.fee_ccy,
+                    "exec_type": f.exec_type, "ts_ms": f.ts_ms,
+                }
+                for f in self._fills
+            ],
+            "open_orders": len(self._live),
+        }
+
+    # ------------------------------------------------------------------ market
+
+    def on_market(self, tick: MarketTick) -> list[OrderEvent]:
+        """One market step of one instrument.
+
+        Resting orders fill from the step's trades, then the book is rebuilt
+        around the new price, then orders whose latency has elapsed are matched
+        against it. Unknown instruments are ignored.
+        """
+        inst = self._insts.get(tick.inst_id)
+        if inst is None:
+            return []
+        self._now_ms = max(self._now_ms, tick.ts_ms)
+        events: list[OrderEvent] = []
+        self._fill_resting(inst, tick, events)
+        self._marks[inst.inst_id] = tick.price
+        self._rebuild_book(inst, tick.price, tick.ts_ms)
+        self._match_due(tick.ts_ms, events, only=inst.inst_id)
+        return events
+
+    def process_due(self, ts_ms: int) -> list[OrderEvent]:
+        """Match orders whose latency has elapsed at ``ts_ms`` against the current
+        books (for when no market step arrives, e.g. frozen market data)."""
+        self._now_ms = max(self._now_ms, ts_ms)
+        events: list[OrderEvent] = []
+        self._match_due(ts_ms, events, only=None)
+        return events
+
+    def _fill_resting(self, inst: _Inst, tick: MarketTick, events: list[OrderEvent]) -> None:
+        resting = [o for o in self._live.values() if o.inst is inst and o.matched]
+        if not resting or not tick.trades:
+            return
+        buys = sorted((o for o in resting if o.side == "buy"), key=lambda o: (-o.px, o.seq))
+        sells = sorted((o for o in resting if o.side == "sell"), key=lambda o: (o.px, o.seq))
+        for trade in tick.trades:
+            for queue, through in ((buys, lambda o: o.px > trade.price), (sells, lambda o: o.px < trade.price)):
+                budget = trade.size
+                for o in queue:
+                    if budget <= 0 or not through(o):
+                        break
+                    if not o.is_live:
+                        continue
+                    size = min(o.remaining, budget)
+                    filled = self._execute(o, o.px, size, "M", tick.ts_ms, events)
+                    budget -= filled
+                    if filled < size and o.is_live:
+                        # Could not afford or reduce more: the rest cannot fill.
+                        self._finish(o, "canceled", tick.ts_ms, events, source="funds")
+
+    def _rebuild_book(self, inst: _Inst, mid: Decimal, ts_ms: int) -> None:
+        shape = self._shape
+        tick = inst.cfg.tick_size
+        lot = inst.cfg.lot_size
+        mid = (mid / tick).to_integral_value(ROUND_HALF_UP) * tick
+        half = tick * (shape.spread_ticks // 2 or 1)
+        spacing = max(tick, (mid * shape.level_spacing_bps / 10_000 / tick).to_integral_value(ROUND_DOWN) * tick)
+        unit_value = mid * inst.ct_val
+        top = shape.top_level_notional / unit_value if unit_value > 0 else lot
+        book = _Book(ts_ms)
+        for i in range(self._levels):
+            for levels, px in ((book.bids, mid - half - spacing * i), (book.asks, mid + half + spacing * i)):
+                if px <= 0:
+                    continue
+                scale = (1 + shape.depth_growth * i) * Decimal(str(round(0.5 + self._rng.random(), 4)))
+                size = max(lot, (top * scale / lot).to_integral_value(ROUND_DOWN) * lot)
+                levels.append([px, size])
+        self._books[inst.inst_id] = book
+
+    def _match_due(self, ts_ms: int, events: list[OrderEvent], only: str | None) -> None:
+        due = sorted(
+            (
+                o
+                for o in self._live.values()
+                if not o.matched
+                and o.due_ms <= ts_ms
+                and (only is None or o.inst.inst_id == only)
+                and o.inst.inst_id in self._books
+            ),
+            key=lambda o: o.seq,
+        )
+        for o in due:
+            self._match_new(o, max(ts_ms, o.due_ms), events)
+
+    # ------------------------------------------------------------------ orders
+
+    def submit(self, req: OrderRequest, ts_ms: int) -> SubmitResult:
+        """Validate, accept and (with zero latency) match one order.
+
+        Returns a rejected result (``s_code`` != "0", no state change) for:
+        ``51001`` unknown instrument, ``51000`` bad parameter (ordType, side,
+        px, clOrdId, tgtCcy), ``51204`` limit order without price, ``51020``
+        below the minimum size, ``51121`` not a lot-size multiple, ``51016``
+        duplicate live clOrdId, ``51205`` reduceOnly without a position to
+        reduce, ``51008`` insufficient balance or margin.
+        """
+        self._now_ms = max(self._now_ms, ts_ms)
+        try:
+            inst = self._validate(req)
+            order = self._accept(inst, req, ts_ms)
+        except _Rejected as rej:
+            return SubmitResult(rej.code, rej.msg, None)
+        events: list[OrderEvent] = [OrderEvent(self._view(order))]
+        if self._latency_ms == 0 and inst.inst_id in self._books:
+            self._match_new(order, ts_ms, events)
+        return SubmitResult("0", "Order placed", self._view(order), tuple(events))
+
+    def _validate(self, req: OrderRequest) -> _Inst:
+        inst = self._insts.get(req.inst_id)
+        if inst is None:
+            raise _Rejected("51001", f"Instrument ID {req.inst_id} does not exist.")
+        if req.side not in ("buy", "sell"):
+            raise _Rejected("51000", "Parameter side error")
+        if req.ord_type not in ORDER_TYPES:
+            raise _Rejected("51000", "Parameter ordType error")
+        if req.cl_ord_id and not _CL_ORD_ID.match(req.cl_ord_id):
+            raise _Rejected("51000", "Parameter clOrdId error")
+        quote_sized = inst.inst_type == "SPOT" and req.ord_type == "market" and req.tgt_ccy == "quote_ccy"
+        if req.tgt_ccy not in ("", "base_ccy", "quote_ccy") or (req.tgt_ccy == "quote_ccy" and not quote_sized):
+            raise _Rejected("51000", "Parameter tgtCcy error")
+        if req.ord_type != "market":
+            if req.px is None:
+                raise _Rejected("51204", "The price for the limit order can not be empty")
+            if req.px <= 0 or req.px % inst.cfg.tick_size != 0:
+                raise _Rejected("51000", "Parameter px error")
+        if req.sz <= 0:
+            raise _Rejected("51000", "Parameter sz error")
+        if not quote_sized:
+            if req.sz < inst.cfg.min_size:
+                raise _Rejected("51020", f"Order amount should be greater than the min available amount {inst.cfg.min_size}")
+            if req.sz % inst.cfg.lot_size != 0:
+                raise _Rejected("51121", f"Order count should be the integer multiples of the lot size {inst.cfg.lot_size}")
+        if req.cl_ord_id and any(o.cl_ord_id == req.cl_ord_id for o in self._live.values()):
+            raise _Rejected("51016", "Duplicated client order ID")
+        if req.reduce_only and inst.inst_type == "SWAP":
+            pos = self._positions.get(inst.inst_id, _Position()).pos
+            if pos == 0 or (pos > 0) == (req.side == "buy"):
+                raise _Rejected("51205", "Reduce-Only is not available")
+        return inst
+
+    def _accept(self, inst: _Inst, req: OrderRequest, ts_ms: int) -> _Order:
+        order = _Order(
+            seq=self._order_seq + 1,
+            inst=inst,
+            cl_ord_id=req.cl_ord_id,
+            tag=req.tag,
+            side=req.side,
+            ord_type=req.ord_type,
+            px=req.px if req.ord_type != "market" else None,
+            sz=req.sz,
+            tgt_ccy=req.tgt_ccy or ("base_ccy" if inst.inst_type == "SPOT" else ""),
+            reduce_only=req.reduce_only and inst.inst_type == "SWAP",
+            c_time=ts_ms,
+            due_ms=ts_ms + self._latency_ms,
+            u_time=ts_ms,
+        )
+        ccy, amount = self._reservation(order)
+        if amount > self._available(ccy):
+            raise _Rejected("51008", "Order failed. Insufficient balance or margin.")
+        order.reserve_ccy, order.reserved = ccy, amount
+        self._order_seq += 1
+        self._orders[order.seq] = order
+        self._live[order.seq] = order
+        return order
+
+    def _reference_px(self, order: _Order) -> Decimal:
+        """The price to reserve at: the limit, else the far side of the book plus a buffer."""
+        if order.px is not None:
+            return order.px
+        inst = order.inst
+        book = self._books.get(inst.inst_id)
+        levels = (book.asks if order.side == "buy" else book.bids) if book else []
+        base = self._walk_estimate(levels, order.sz) if levels else self._marks[inst.inst_id]
+        buffer = self._shape.market_buffer
+        return base * (1 + buffer) if order.side == "buy" else base * (1 - buffer)
+
+    @staticmethod
+    def _walk_estimate(levels: list[list[Decimal]], size: Decimal) -> Decimal:
+        """The worst price a taker of ``size`` would reach (last level if the book is short)."""
+        left = size
+        px = levels[0][0]
+        for px, sz in levels:
+            left -= sz
+            if left <= 0:
+                break
+        return px
+
+    def _reservation(self, order: _Order) -> tuple[str, Decimal]:
+        inst = order.inst
+        fee_rate = self._taker_rate(inst)
+        if inst.inst_type == "SPOT":
+            if order.side == "sell":
+                return inst.base, order.sz
+            if order.tgt_ccy == "quote_ccy":
+                return inst.quote, order.sz * (1 + fee_rate)
+            return inst.quote, order.sz * self._reference_px(order) * (1 + fee_rate)
+        px = self._reference_px(order)
+        opening = self._opening_size(inst, order.side, order.sz)
+        notional = order.sz * inst.ct_val * px
+        return "USDT", opening * inst.ct_val * px / self._leverage + notional * fee_rate
+
+    def _opening_size(self, inst: _Inst, side: str, size: Decimal) -> Decimal:
+        pos = self._positions.get(inst.inst_id, _Position()).pos
+        closing = abs(pos) if pos != 0 and (pos > 0) != (side == "buy") else ZERO
+        return max(ZERO, size - closing)
+
+    def _match_new(self, order: _Order, ts_ms: int, events: list[OrderEvent]) -> None:
+        """First match of an accepted order: take liquidity, then rest or finish."""
+        order.matched = True
+        book = self._books[order.inst.inst_id]
+        levels = book.asks if order.side == "buy" else book.bids
+        limit = order.px
+
+        def crosses(px: Decimal) -> bool:
+            return limit is None or (px <= limit if order.side == "buy" else px >= limit)
+
+        if order.ord_type == "post_only":
+            if any(sz > 0 and crosses(px) for px, sz in levels):
+                self._finish(order, "canceled", ts_ms, events, source="post_only")
+            return
+        if order.ord_type == "fok":
+            depth = sum((sz for px, sz in levels if crosses(px)), ZERO)
+            worst = max((px for px, _ in levels if crosses(px)), default=None) if order.side == "buy" else min(
+                (px for px, _ in levels if crosses(px)), default=None)
+            if worst is None or depth < order.remaining or self._fillable(order, worst, order.remaining) < order.remaining:
+                self._finish(order, "canceled", ts_ms, events, source="fok")
+                return
+        last_px: Decimal | None = None
+        for level in levels:
+            if not order.is_live or not crosses(level[0]):
+                break
+            if level[1] <= 0:
+                continue
+            want = min(level[1], self._taker_want(order, level[0]))
+            if want <= 0:
+                break
+            filled = self._execute(order, level[0], want, "T", ts_ms, events)
+            level[1] -= filled
+            last_px = level[0]
+            if filled < want:
+                break
+        if not order.is_live:
+            return
+        if order.tgt_ccy == "quote_ccy":
+            px = last_px or self._marks[order.inst.inst_id]
+            one_lot = px * order.inst.cfg.lot_size
+            done = order.acc_fill_sz > 0 and order.sz - order.spent_quote < one_lot
+            self._finish(order, "filled" if done else "canceled", ts_ms, events, source="market")
+        elif order.ord_type in ("market", "ioc", "fok"):
+            self._finish(order, "canceled", ts_ms, events, source=order.ord_type)
+
+    def _taker_want(self, order: _Order, px: Decimal) -> Decimal:
+        if order.tgt_ccy != "quote_ccy":
+            return order.remaining
+        lot = order.inst.cfg.lot_size
+        left = (order.sz - order.spent_quote) / px
+        return (left / lot).to_integral_value(ROUND_DOWN) * lot
+
+    def _fillable(self, order: _Order, px: Decimal, want: Decimal) -> Decimal:
+        """How much of ``want`` at ``px`` the account can take (funds, margin, reduce-only)."""
+        inst = order.inst
+        if order.reduce_only:
+            pos = self._positions.get(inst.inst_id, _Position()).pos
+            reducing = pos != 0 and (pos > 0) != (order.side == "buy")
+            want = min(want, abs(pos)) if reducing else ZERO
+        if want <= 0:
+            return ZERO
+        budget = self._available(order.reserve_ccy) + order.reserved
+        cost = self._cost(order, px, want)
+        if cost <= budget:
+            return want
+        lot = inst.cfg.lot_size
+        size = (want * max(budget, ZERO) / cost / lot).to_integral_value(ROUND_DOWN) * lot
+        while size > 0 and self._cost(order, px, size) > budget:
+            size -= lot
+        return max(size, ZERO)
+
+    def _cost(self, order: _Order, px: Decimal, size: Decimal) -> Decimal:
+        """What filling ``size`` at ``px`` takes from the order's reserve currency (taker fee, to be safe)."""
+        inst = order.inst
+        rate = self._taker_rate(inst)
+        if inst.inst_type == "SPOT":
+            return size if order.side == "sell" else px * size * (1 + rate)
+        notional = px * size * inst.ct_val
+        return self._opening_size(inst, order.side, size) * inst.ct_val * px / self._leverage + notional * rate
+
+    def _execute(self, order: _Order, px: Decimal, want: Decimal, exec_type: str, ts_ms: int,
+                 events: list[OrderEvent]) -> Decimal:
+        """Fill up to ``want`` at ``px`` within funds and reduce-only limits; return the size filled."""
+        inst = order.inst
+        size = self._fillable(order, px, want)
+        if size <= 0:
+            return ZERO
+        rate = self._taker_rate(inst) if exec_type == "T" else self._maker_rate(inst)
+        notional = px * size * inst.ct_val
+        fee = (notional * rate).quantize(_FEE_QUANTUM, ROUND_HALF_UP)
+        # Release what this fill uses of the reservation before moving cash, so
+        # available balance never counts the same money twice.
+        consumed = self._cost(order, px, size) if inst.inst_type == "SWAP" else (
+            size if order.side == "sell" else notional + fee)
+        release = min(order.reserved, consumed)
+        order.reserved -= release
+        pnl = ZERO
+        if inst.inst_type == "SPOT":
+            sign = 1 if order.side == "buy" else -1
+            self._cash[inst.base] = self._cash.get(inst.base, ZERO) + sign * size
+            self._cash[inst.quote] = self._cash.get(inst.quote, ZERO) - sign * notional - fee
+        else:
+            pnl = self._apply_position(inst, order.side, px, size, fee, ts_ms)
+            self._cash["USDT"] = self._cash.get("USDT", ZERO) + pnl - fee
+        self._trade_seq += 1
+        order.acc_fill_sz += size
+        order.acc_notional += px * size
+        order.spent_quote += notional
+        order.fee += fee
+        order.fill_time = ts_ms
+        fill = FillView(
+            trade_id=str(self._trade_seq), ord_id=order.ord_id, cl_ord_id=order.cl_ord_id, tag=order.tag,
+            inst_id=inst.inst_id, inst_type=inst.inst_type, side=order.side, px=px, sz=size, fee=fee,
+            fee_ccy=inst.quote if inst.inst_type == "SPOT" else "USDT", exec_type=exec_type, ts_ms=ts_ms, pnl=pnl,
+        )
+        self._fills.append(fill)
+        done = order.tgt_ccy != "quote_ccy" and order.remaining <= 0
+        if done:
+            self._finish(order, "filled", ts_ms, events, fill=fill)
+        else:
+            self._touch(order, "partially_filled", ts_ms)
+            events.append(OrderEvent(self._view(order), fill))
+        return size
+
+    def _apply_position(self, inst: _Inst, side: str, px: Decimal, size: Decimal, fee: Decimal, ts_ms: int) -> Decimal:
+        """Apply a swap fill to the net position; return the realized P&L (before fees)."""
+        p = self._positions.setdefault(inst.inst_id, _Position(c_time=ts_ms))
+        qty = size if side == "buy" else -size
+        pnl = ZERO
+        if p.pos == 0:
+            p.c_time = ts_ms
+        if p.pos == 0 or (p.pos > 0) == (qty > 0):
+            new_pos = p.pos + qty
+            p.avg_px = (abs(p.pos) * p.avg_px + size * px) / abs(new_pos)
+            p.pos = new_pos
+        else:
+            closing = min(size, abs(p.pos))
+            direction = 1 if p.pos > 0 else -1
+            pnl = closing * inst.ct_val * (px - p.avg_px) * direction
+            p.pos += qty
+            if p.pos == 0:
+                p.avg_px = ZERO
+            elif (p.pos > 0) != (direction > 0):  # flipped: the rest opened at px
+                p.avg_px = px
+                p.c_time = ts_ms
+        p.realized += pnl
+        p.fees += fee
+        p.u_time = ts_ms
+        return pnl
+
+    def cancel(self, inst_id: str, *, ord_id: str = "", cl_ord_id: str = "", ts_ms: int,
+               source: str = "user") -> CancelResult:
+        """Cancel one live order by ``ord_id`` or ``cl_ord_id``.
+
+        Codes: ``51400`` unknown order, ``51401`` already canceled, ``51402``
+        already filled (OKX's codes; ccxt maps all three to OrderNotFound).
+        """
+        self._now_ms = max(self._now_ms, ts_ms)
+        order = self._find(inst_id, ord_id, cl_ord_id)
+        if order is None:
+            return CancelResult("51400", "Order cancellation failed as the order does not exist.", None)
+        if order.state == "canceled":
+            return CancelResult("51401", "Order cancellation failed as the order is already canceled.", self._view(order))
+        if order.state == "filled":
+            return CancelResult("51402", "Order cancellation failed as the order is already completed.", self._view(order))
+        events: list[OrderEvent] = []
+        self._finish(order, "canceled", ts_ms, events, source=source)
+        return CancelResult("0", "", self._view(order), tuple(events))
+
+    def cancel_all(self, ts_ms: int, *, inst_id: str | None = None, source: str = "cancel_all") -> list[OrderEvent]:
+        """Cancel every live order (of ``inst_id`` when given), oldest first."""
+        self._now_ms = max(self._now_ms, ts_ms)
+        events: list[OrderEvent] = []
+        for order in sorted(self._live.values(), key=lambda o: o.seq):
+            if inst_id is None or order.inst.inst_id == inst_id:
+                self._finish(order, "canceled", ts_ms, events, source=source)
+        return events
+
+    # ------------------------------------------------------------------ internals
+
+    def _find(self, inst_id: str | None, ord_id: str, cl_ord_id: str) -> _Order | None:
+        order: _Order | None = None
+        if ord_id:
+            order = self._orders.get(int(ord_id)) if ord_id.isdigit() else None
+        elif cl_ord_id:
+            matches = [o for o in self._orders.values() if o.cl_ord_id == cl_ord_id]
+            live = [o for o in matches if o.is_live]
+            order = (live or matches or [None])[-1]
+        if order is not None and inst_id is not None and order.inst.inst_id != inst_id:
+            return None
+        return order
+
+    def _finish(self, order: _Order, state: str, ts_ms: int, events: list[OrderEvent], *,
+                source: str = "", fill: FillView | None = None) -> None:
+        order.reserved = ZERO
+        order.matched = True
+        if state == "canceled":
+            order.cancel_source = source
+        self._live.pop(order.seq, None)
+        self._touch(order, state, ts_ms)
+        events.append(OrderEvent(self._view(order), fill))
+
+    @staticmethod
+    def _touch(order: _Order, state: str, ts_ms: int) -> None:
+        order.state = state
+        order.u_time = max(ts_ms, order.u_time + 1)
+
+    def _available(self, ccy: str) -> Decimal:
+        reserved = sum((o.reserved for o in self._live.values() if o.reserve_ccy == ccy), ZERO)
+        margin = self._total_margin() if ccy == "USDT" else ZERO
+        return self._cash.get(ccy, ZERO) - reserved - margin
+
+    def _position_margin(self, inst: _Inst, p: _Position) -> Decimal:
+        return abs(p.pos) * inst.ct_val * p.avg_px / self._leverage
+
+    def _total_margin(self) -> Decimal:
+        return sum((self._position_margin(self._insts[i], p) for i, p in self._positions.items()), ZERO)
+
+    def _total_upl(self) -> Decimal:
+        return sum(
+            (p.pos * self._insts[i].ct_val * (self._marks[i] - p.avg_px) for i, p in self._positions.items()),
+            ZERO,
+        )
+
+    def _taker_rate(self, inst: _Inst) -> Decimal:
+        return self._fees.spot_taker if inst.inst_type == "SPOT" else self._fees.swap_taker
+
+    def _maker_rate(self, inst: _Inst) -> Decimal:
+        return self._fees.spot_maker if inst.inst_type == "SPOT" else self._fees.swap_maker
+
+    def _view(self, o: _Order) -> OrderView:
+        avg = (o.acc_notional / o.acc_fill_sz) if o.acc_fill_sz > 0 else None
+        return OrderView(
+            ord_id=o.ord_id, cl_ord_id=o.cl_ord_id, tag=o.tag, inst_id=o.inst.inst_id, inst_type=o.inst.inst_type,
+            side=o.side, ord_type=o.ord_type, px=o.px, sz=o.sz, tgt_ccy=o.tgt_ccy, reduce_only=o.reduce_only,
+            state=o.state, acc_fill_sz=o.acc_fill_sz, avg_px=avg, fee=o.fee,
+            fee_ccy=o.inst.quote if o.inst.inst_type == "SPOT" else "USDT", c_time=o.c_time, u_time=o.u_time,
+            fill_time=o.fill_time, cancel_source=o.cancel_source,
+        )
+
+
+def _s(d: Decimal) -> str:
+    """A decimal as a plain string without exponent or trailing zeros."""
+    if d == 0:
+        return "0"
+    return format(d.normalize(), "f")
