@@ -1,0 +1,613 @@
+"""RiskMonitor: breakers from what Redis says, independent of the strategies.
+
+It never asks a strategy how it is doing. On its own timer it reads
+
+- the order events stream ``{namespace}:order_events`` (one entry per order
+  write, field ``order`` = ``Order.model_dump_json()``), from a cursor kept
+  in Redis: consecutive venue rejections per strategy;
+- every position: unintended flips, daily loss, position and notional limits.
+
+When a rule trips it opens the breaker in ``ControlState`` (the freshness
+gate refuses orders while it is open), sets the strategy PAUSED in Redis
+(only from RUNNING: a WINDING_DOWN or KILLED strategy keeps its state), asks
+the strategy's actor to pause (tolerating it being dead), and sends **one**
+alert: alerts go out only when a breaker is newly opened, so an event storm,
+a re-trip or a restarted monitor does not repeat them.
+
+Lose nothing: the event cursor is persisted together with the rule state
+only once the trips from those events are applied; a monitor that dies in
+between re-reads the same events from the same state and trips again
+(opening an open breaker is a no-op). Alerts that cannot be delivered stay
+in an outbox and are retried each loop.
+
+An operator clears a breaker with ``clear_breaker``; that re-arms the rule,
+it does not resume any strategy (resuming is a separate, deliberate act).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import time
+from collections import deque
+from decimal import Decimal
+from typing import Any, Protocol
+
+import ray
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.clock import Clock, WallClock
+from core.control_state import ControlState
+from core.errors import StoreError, StoreUnavailable
+from core.redis_keys import RedisKeys
+from core.store import RedisStore
+from core.types import HealthReport, Order, Position, ProbeResult
+from risk.config import RiskConfig
+from risk.rules import (
+    ExposureMonitor,
+    FlipDetector,
+    LossMonitor,
+    RejectionStreak,
+    Trip,
+    daily_pnl_by_strategy,
+    position_net_pnl,
+)
+
+__all__ = [
+    "COMPONENT",
+    "AlertSink",
+    "StrategyPauser",
+    "RayAlertSink",
+    "RayStrategyPauser",
+    "RiskMonitor",
+    "RiskMonitorActor",
+    "order_events_key",
+]
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "risk_monitor"
+ALERT_SEVERITY = "critical"
+_PNL_DAY_TTL_SECS = 3 * 86_400
+_MAX_BATCHES_PER_LOOP = 20  # bounds one loop; the rest is read on the next tick
+
+# Pause only a RUNNING strategy: a check-and-set, so a kill switch writing
+# WINDING_DOWN between our read and our write is never overwritten.
+_PAUSE_IF_RUNNING_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'RUNNING' then
+  redis.call('HSET', KEYS[1], ARGV[1], 'PAUSED')
+  return 1
+end
+return 0
+"""
+
+
+def order_events_key(namespace: str) -> str:
+    """The stream the store appends every order write to."""
+    return f"{namespace}:order_events"
+
+
+class AlertSink(Protocol):
+    """Where alerts go (the Alerter actor in production).
+
+    Raises whatever it likes when the alert was not delivered: the monitor
+    keeps it and tries again on the next loop.
+    """
+
+    async def alert(self, severity: str, key: str, title: str, text: str) -> None: ...
+
+
+class StrategyPauser(Protocol):
+    """Tells a running strategy to pause. True when it was told; never raises."""
+
+    async def pause(self, strategy_id: str, reason: str) -> bool: ...
+
+
+class RayAlertSink:
+    """Sends alerts to the Alerter actor, found by name; raises when it cannot be reached."""
+
+    def __init__(self, actor_name: str = "alerter", ray_namespace: str | None = None,
+                 timeout_secs: float = 5.0) -> None:
+        self.actor_name = actor_name
+        self.ray_namespace = ray_namespace
+        self.timeout_secs = timeout_secs
+
+    async def alert(self, severity: str, key: str, title: str, text: str) -> None:
+        handle = ray.get_actor(self.actor_name, namespace=self.ray_namespace)
+        await asyncio.wait_for(handle.alert.remote(severity, key, title, text), self.timeout_secs)
+
+
+class RayStrategyPauser:
+    """Calls ``pause(reason)`` on the strategy actor named after the strategy id."""
+
+    def __init__(self, ray_namespace: str | None = None, timeout_secs: float = 5.0) -> None:
+        self.ray_namespace = ray_namespace
+        self.timeout_secs = timeout_secs
+
+    async def pause(self, strategy_id: str, reason: str) -> bool:
+        try:
+            handle = ray.get_actor(strategy_id, namespace=self.ray_namespace)
+            await asyncio.wait_for(handle.pause.remote(reason), self.timeout_secs)
+            return True
+        except (ValueError, ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+            # Dead, restarting or never started: the Redis state and the breaker
+            # already stop it; its supervisor brings it back PAUSED.
+            log.warning("could not pause strategy actor %s: %s", strategy_id, exc)
+            return False
+
+
+class Lifecycle(str, enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RiskMonitor:
+    """Plain logic of the risk monitor (testable without Ray).
+
+    ``client`` may be given (tests, fakeredis); it then stays the caller's to
+    close. Otherwise ``start()`` connects to ``redis_url``.
+    """
+
+    def __init__(
+        self,
+        cfg: RiskConfig,
+        *,
+        namespace: str,
+        alerts: AlertSink,
+        pauser: StrategyPauser | None = None,
+        redis_url: str | None = None,
+        client: aioredis.Redis | None = None,
+        clock: Clock | None = None,
+        socket_timeout_secs: float = 2.0,
+    ) -> None:
+        if client is None and redis_url is None:
+            raise ValueError("RiskMonitor needs redis_url or client")
+        self.cfg = cfg
+        self.namespace = namespace
+        self.keys = RedisKeys(namespace)
+        self.alerts = alerts
+        self.pauser = pauser
+        self.redis_url = redis_url
+        self.clock: Clock = clock or WallClock()
+        self.socket_timeout_secs = socket_timeout_secs
+        self._client = client
+        self._owns_client = client is None
+        self.store: RedisStore | None = None
+        self.control: ControlState | None = None
+        self._lifecycle = Lifecycle.NEW
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+        self.streak = RejectionStreak(cfg.rejection_streak_limit)
+        self.flips = FlipDetector(int(cfg.flip_order_window_secs * 1000))
+        self.losses = LossMonitor(cfg.max_daily_loss_per_strategy, cfg.max_daily_loss_global)
+        self.exposure = ExposureMonitor(cfg)
+
+        self._loaded = False
+        self._cursor = "0-0"  # read position in the stream (in memory)
+        self._persisted_cursor = "0-0"
+        self._pending_trips: list[list] = []  # [trip, breaker newly opened by us]
+        self._outbox: deque[tuple[str, str, str, str]] = deque()
+        self._last_ok_mono: float | None = None
+        self._stats: dict[str, Any] = {
+            "loops": 0, "loop_errors": 0, "events_read": 0, "bad_events": 0, "trips": 0,
+            "breakers_opened": 0, "alerts_sent": 0, "alerts_dropped": 0, "pauses": 0,
+            "last_error": "", "last_loop_ms": 0,
+        }
+
+    # -- keys ------------------------------------------------------------------
+
+    def _ctl(self, *parts: str) -> str:
+        return ":".join((self.namespace, "ctl", *parts))
+
+    @property
+    def _cursor_key(self) -> str:
+        return self._ctl("risk_cursor")
+
+    @property
+    def _streaks_key(self) -> str:
+        return self._ctl("risk_streaks")
+
+    def _pnl_day_key(self, now_ms: int) -> str:
+        return self._ctl("risk_pnl_day", time.strftime("%Y%m%d", time.gmtime(now_ms / 1000)))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open the client (unless one was given) and build the store and control views.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+        """
+        if self._client is None:
+            assert self.redis_url is not None
+            client = aioredis.Redis.from_url(
+                self.redis_url,
+                socket_timeout=self.socket_timeout_secs,
+                socket_connect_timeout=self.socket_timeout_secs,
+                decode_responses=False,
+            )
+            try:
+                await self._redis(client.ping())
+            except StoreError:
+                await client.aclose()
+                raise
+            self._client = client
+        if self.store is None:
+            self.store = RedisStore(self._client, self.namespace)
+        if self.control is None:
+            self.control = ControlState(self._client, self.namespace)
+
+    async def _redis(self, coro):
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
+        except RedisError as exc:
+            raise StoreError(f"Redis error: {exc}") from None
+
+    async def _load_state(self) -> None:
+        """Take up the persisted cursor and rejection streaks (once)."""
+        assert self._client is not None
+        cursor, streaks = await self._redis(self._client.mget([self._cursor_key, self._streaks_key]))
+        if cursor is not None:
+            self._cursor = self._persisted_cursor = _text(cursor)
+        if streaks is not None:
+            self.streak.restore(json.loads(_text(streaks)))
+        self._loaded = True
+
+    async def start(self) -> None:
+        """Connect, take up the persisted state and start the timer. No-op when running.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+            RuntimeError: the monitor was stopped (create a new one to start again).
+        """
+        if self._lifecycle is Lifecycle.RUNNING:
+            return
+        if self._lifecycle is Lifecycle.STOPPED:
+            raise RuntimeError("a stopped RiskMonitor cannot be started again; create a new one")
+        await self._connect()
+        if not self._loaded:
+            await self._load_state()
+        self._lifecycle = Lifecycle.RUNNING
+        self._task = asyncio.create_task(self._timer(), name="risk-monitor-loop")
+
+    async def stop(self) -> None:
+        """Stop the timer and close the connection it opened. Idempotent."""
+        if self._lifecycle is Lifecycle.STOPPED:
+            return
+        self._lifecycle = Lifecycle.STOPPED
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _timer(self) -> None:
+        while True:
+            await self.run_once()
+            await asyncio.sleep(self.cfg.loop_interval_secs)
+
+    # -- one loop ----------------------------------------------------------------
+
+    async def run_once(self) -> list[Trip]:
+        """One pass: order events, positions, trips, alerts, heartbeat. Returns the new trips.
+
+        Never raises (cancellation aside): each stage has its own error
+        handling, and a failed stage is retried on the next loop. A stopped
+        monitor does nothing.
+        """
+        async with self._lock:
+            if self._lifecycle is Lifecycle.STOPPED:
+                return []
+            now_ms = self.clock.now_ms()
+            self._stats["loops"] += 1
+            errors: list[str] = []
+            trips: list[Trip] = []
+
+            async def guarded(name: str, coro):
+                try:
+                    return await coro
+                except Exception as exc:  # noqa: BLE001 - one stage failing must not stop the others
+                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                    if not isinstance(exc, StoreError):
+                        log.exception("risk monitor stage %s failed", name)
+                    return None
+
+            await guarded("load", self._stage_load())
+            if self._loaded:  # without the cursor and streaks, reading events would double count
+                # Positions first, events second: every order behind the positions read
+                # was recorded (and its event written) before its fills were applied, so
+                # the events read next include every order that can explain them.
+                positions = await guarded("positions", self._read_positions())
+                caught_up = await guarded("order events", self._stage_events(trips))
+                if positions is not None:
+                    await guarded("position rules",
+                                  self._stage_positions(positions, trips, now_ms, flips=bool(caught_up)))
+            self._stats["trips"] += len(trips)
+            self._pending_trips.extend([t, False] for t in trips)
+            try:
+                await self._apply_pending(now_ms)
+                await self._persist_cursor()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"apply: {type(exc).__name__}: {exc}")
+                if not isinstance(exc, StoreError):
+                    log.exception("risk monitor could not apply trips")
+            await self._flush_alerts()
+            if self.store is not None:
+                try:
+                    await self.store.heartbeat(COMPONENT, now_ms)
+                except StoreError as exc:
+                    errors.append(f"heartbeat: {exc}")
+            self._stats["last_loop_ms"] = now_ms
+            if errors:
+                self._stats["loop_errors"] += 1
+                self._stats["last_error"] = "; ".join(errors)
+                log.warning("risk monitor loop: %s", self._stats["last_error"])
+            else:
+                self._stats["last_error"] = ""
+                self._last_ok_mono = self.clock.monotonic()
+            return trips
+
+    async def _stage_load(self) -> None:
+        if self.control is None:
+            await self._connect()
+        if not self._loaded:
+            await self._load_state()
+
+    async def _stage_events(self, trips: list[Trip]) -> bool:
+        """Read new order events into the rules, adding trips; True when the stream was read to its end."""
+        assert self._client is not None
+        stream = order_events_key(self.namespace)
+        for _ in range(_MAX_BATCHES_PER_LOOP):
+            reply = await self._redis(
+                self._client.xread({stream: self._cursor}, count=self.cfg.order_events_batch)
+            )
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                self._stats["events_read"] += 1
+                order = self._parse_event(_text(entry_id), fields)
+                if order is not None:
+                    trip = self.streak.on_order(order)
+                    if trip is not None:
+                        trips.append(trip)
+                    self.flips.on_order(order)
+                self._cursor = _text(entry_id)
+            if len(entries) < self.cfg.order_events_batch:
+                return True
+        return False
+
+    def _parse_event(self, entry_id: str, fields: dict[Any, Any]) -> Order | None:
+        raw = fields.get(b"order", fields.get("order"))
+        try:
+            if raw is None:
+                raise ValueError("no 'order' field")
+            return Order.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
+            self._stats["bad_events"] += 1
+            log.error("order event %s unreadable, skipped: %s", entry_id, exc)
+            return None
+
+    async def _read_positions(self) -> list[Position]:
+        assert self.store is not None
+        return await self.store.positions()
+
+    async def _stage_positions(self, positions: list[Position], trips: list[Trip], now_ms: int,
+                               *, flips: bool) -> None:
+        """Position rules, adding trips. ``flips=False`` (events not read up to date)
+        defers flip detection to the next loop rather than judge without the orders."""
+        if flips:
+            trips.extend(t for t in (self.flips.on_position(p) for p in positions) if t is not None)
+        trips.extend(self.exposure.update(positions))
+        if self.cfg.max_daily_loss_per_strategy is not None or self.cfg.max_daily_loss_global is not None:
+            baselines = await self._day_baselines(positions, now_ms)
+            trips.extend(self.losses.update(daily_pnl_by_strategy(positions, baselines)))
+
+    async def _day_baselines(self, positions: list[Position], now_ms: int) -> dict[str, Decimal]:
+        """Each position's net P&L at its first observation today (UTC), kept in Redis."""
+        assert self._client is not None
+        key = self._pnl_day_key(now_ms)
+        pipe = self._client.pipeline(transaction=False)
+        for p in positions:
+            pid = RedisKeys.position_id(p.strategy_id, p.venue, p.inst_id)
+            pipe.hsetnx(key, pid, str(position_net_pnl(p)))
+        pipe.expire(key, _PNL_DAY_TTL_SECS)
+        pipe.hgetall(key)
+        raw = (await self._redis(pipe.execute()))[-1]
+        return {_text(k): Decimal(_text(v)) for k, v in raw.items()}
+
+    # -- applying trips --------------------------------------------------------------
+
+    async def _apply_pending(self, now_ms: int) -> None:
+        """Apply every pending trip in order; a failure leaves it and the rest pending."""
+        while self._pending_trips:
+            assert self.control is not None  # trips only come from loops that reached Redis
+            entry = self._pending_trips[0]
+            trip: Trip = entry[0]
+            # Remember that we opened it: if pausing fails now, the retry must still alert.
+            entry[1] = await self.control.set_breaker(trip.breaker, trip.reason, now_ms) or entry[1]
+            paused = await self._pause_for(trip)
+            self._pending_trips.pop(0)
+            if entry[1]:
+                self._stats["breakers_opened"] += 1
+                who = ", ".join(paused) if paused else "none was RUNNING"
+                log.error("breaker %s opened: %s (paused: %s)", trip.breaker, trip.reason, who)
+                self._queue_alert(
+                    key=trip.breaker,
+                    title=f"Breaker {trip.breaker} opened",
+                    text=f"{trip.reason}. Strategies paused: {who}.",
+                )
+
+    async def _pause_for(self, trip: Trip) -> list[str]:
+        """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
+        assert self.store is not None and self._client is not None
+        if trip.strategy_id is not None:
+            targets = [trip.strategy_id]
+        else:
+            states = await self.store.strategy_states()
+            targets = sorted(s for s, st in states.items() if st == "RUNNING")
+        paused = []
+        for sid in targets:
+            changed = await self._redis(
+                self._client.eval(_PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, sid)
+            )
+            if int(changed) == 1:
+                paused.append(sid)
+                self._stats["pauses"] += 1
+            if self.pauser is not None:
+                await self.pauser.pause(sid, f"{trip.breaker}: {trip.reason}")
+        return paused
+
+    async def _persist_cursor(self) -> None:
+        """Persist cursor and streaks together, once nothing read before the cursor is pending."""
+        if self._pending_trips or self._cursor == self._persisted_cursor:
+            return
+        assert self._client is not None
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(self._cursor_key, self._cursor)
+        pipe.set(self._streaks_key, json.dumps(self.streak.snapshot(), sort_keys=True))
+        await self._redis(pipe.execute())
+        self._persisted_cursor = self._cursor
+
+    # -- alerts ----------------------------------------------------------------------
+
+    def _queue_alert(self, *, key: str, title: str, text: str) -> None:
+        if len(self._outbox) >= self.cfg.alert_outbox_max:
+            dropped = self._outbox.popleft()
+            self._stats["alerts_dropped"] += 1
+            log.error("alert outbox full, dropped: %s: %s", dropped[2], dropped[3])
+        self._outbox.append((ALERT_SEVERITY, key, title, text))
+
+    async def _flush_alerts(self) -> None:
+        while self._outbox:
+            severity, key, title, text = self._outbox[0]
+            try:
+                await self.alerts.alert(severity, key, title, text)
+            except Exception as exc:  # noqa: BLE001 - keep it and retry next loop
+                log.warning("alert %s not delivered (will retry): %s: %s", key, type(exc).__name__, exc)
+                return
+            self._outbox.popleft()
+            self._stats["alerts_sent"] += 1
+
+    # -- operator and supervisor API ---------------------------------------------------
+
+    async def breakers(self) -> dict[str, dict[str, Any]]:
+        """Open breakers: name -> {reason, since_ms}.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+        """
+        if self.control is None:
+            await self._connect()
+        assert self.control is not None
+        return await self.control.breakers()
+
+    async def clear_breaker(self, name: str) -> bool:
+        """Operator action: close breaker ``name`` and re-arm the rule that opened it.
+
+        Strategies it paused stay PAUSED. Returns True if it was open. If the
+        condition still holds, the rule trips again on the next loop.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+        """
+        if self.control is None:
+            await self._connect()
+        assert self.control is not None
+        async with self._lock:
+            was_open = await self.control.clear_breaker(name)
+            prefix, _, rest = name.partition(":")
+            if prefix == "strategy" and rest.endswith(":rejections"):
+                self.streak.rearm(rest[: -len(":rejections")])
+            self.losses.rearm(name)
+            self.exposure.rearm(name)
+            log.warning("breaker %s cleared by operator (was open: %s)", name, was_open)
+            return was_open
+
+    async def check_health(self) -> HealthReport:
+        """Probes: ``store`` (Redis answers) and ``loop_fresh`` (a full loop completed recently)."""
+        probes = []
+        try:
+            if self._client is None:
+                raise StoreError("not started")
+            await self._redis(self._client.ping())
+            probes.append(ProbeResult(name="store", ok=True))
+        except StoreError as exc:
+            probes.append(ProbeResult(name="store", ok=False, detail=str(exc)))
+        if self._last_ok_mono is None:
+            detail = self._stats["last_error"] or "no loop completed yet"
+            probes.append(ProbeResult(name="loop_fresh", ok=False, detail=detail))
+        else:
+            age = self.clock.monotonic() - self._last_ok_mono
+            ok = age <= self.cfg.loop_stale_after_secs
+            detail = f"last good loop {age:.1f} s ago"
+            if not ok and self._stats["last_error"]:
+                detail += f"; {self._stats['last_error']}"
+            probes.append(ProbeResult(name="loop_fresh", ok=ok, detail=detail))
+        return HealthReport(component=COMPONENT, ts_ms=self.clock.now_ms(), probes=tuple(probes))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self._stats,
+            "lifecycle": self._lifecycle.value,
+            "cursor": self._cursor,
+            "persisted_cursor": self._persisted_cursor,
+            "pending_trips": len(self._pending_trips),
+            "alerts_pending": len(self._outbox),
+            "rejection_streaks": self.streak.snapshot(),
+        }
+
+
+@ray.remote(num_cpus=0)
+class RiskMonitorActor:
+    """Ray shell around ``RiskMonitor``; name, namespace and max_restarts come from the caller.
+
+    Alerts go to the actor named ``alerter_name``; strategies are paused
+    through their actors, named after their ids, in ``ray_namespace``.
+    """
+
+    def __init__(self, cfg: RiskConfig, *, redis_url: str, namespace: str,
+                 ray_namespace: str | None = None, alerter_name: str = "alerter") -> None:
+        self._monitor = RiskMonitor(
+            cfg, namespace=namespace, redis_url=redis_url,
+            alerts=RayAlertSink(alerter_name, ray_namespace),
+            pauser=RayStrategyPauser(ray_namespace),
+        )
+
+    async def start(self) -> None:
+        await self._monitor.start()
+
+    async def stop(self) -> None:
+        await self._monitor.stop()
+
+    async def run_once(self) -> list[Trip]:
+        return await self._monitor.run_once()
+
+    async def check_health(self) -> HealthReport:
+        return await self._monitor.check_health()
+
+    async def breakers(self) -> dict[str, dict[str, Any]]:
+        return await self._monitor.breakers()
+
+    async def clear_breaker(self, name: str) -> bool:
+        return await self._monitor.clear_breaker(name)
+
+    def stats(self) -> dict[str, Any]:
+        return self._monitor.stats()

@@ -1,0 +1,154 @@
+"""Redis key naming: every key tradetree writes, all under ``{namespace}:``.
+
+One place builds key names so that the store, its Lua scripts and any tool
+that inspects Redis agree on them. Components that come from outside
+(strategy ids, instrument ids, trade ids, client order ids) are escaped
+(``%`` -> ``%25``, ``:`` -> ``%3A``) so a colon inside an id can never make
+two different triples map to the same key. Ids without ``%`` or ``:`` (every
+id OKX and Binance produce) appear verbatim, so ``fill_id`` equals
+``Fill.key`` for them.
+
+Layout (``ns`` is the namespace):
+
+    ns:fill:{venue}:{inst}:{trade}     hash   one applied fill (its presence is the dedup mark)
+    ns:order:{coid}                    hash   order snapshot (json) + strategy_id, venue, rev
+    ns:order_applied:{coid}            string atoms of applied fills of the order (INCRBY)
+    ns:order_fills:{coid}              zset   fill ids of the order, score ts_ms
+    ns:venue_order:{venue}:{void}      string venue order id -> client order id
+    ns:open:{venue}                    set    client order ids the poller still tracks
+    ns:open_venues                     set    venues that ever had a tracked order
+    ns:pos:{strategy}:{venue}:{inst}   hash   position state
+    ns:pos_fills:{position id}         zset   fill ids of the position by ts_ms (canonical order)
+    ns:pos_ledger:{position id}        hash   fill id -> accounting details of the fill
+    ns:pos_after:{position id}         hash   fill id -> position state right after that fill
+    ns:positions                       set    position ids
+    ns:audit                           stream one entry per applied fill
+    ns:fill_layers                     hash   "{venue}:{layer}:delivered|applied" -> count
+    ns:heartbeats                      hash   component -> ts_ms
+    ns:strategy_states                 hash   strategy_id -> state
+    ns:kill                            hash   reason, ts_ms (present = kill flag set)
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["NAMESPACE_PATTERN", "RedisKeys", "escape_component"]
+
+# Same rule as core.config.RedisConfig.namespace: no ':' (a namespace must not
+# be a prefix of another one's keys) and no glob characters (SCAN MATCH).
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def escape_component(value: str) -> str:
+    """Escape one key component so that it contains no ``:``."""
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+class RedisKeys:
+    """Key names of one namespace.
+
+    Raises:
+        ValueError: ``namespace`` is empty or has characters outside
+            ``[A-Za-z0-9_.-]``.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        if not NAMESPACE_PATTERN.match(namespace):
+            raise ValueError(
+                f"invalid Redis namespace {namespace!r}: use letters, digits, '_', '.', '-'"
+            )
+        self.namespace = namespace
+        self._p = namespace + ":"
+
+    # -- scanning -----------------------------------------------------------
+
+    @property
+    def scan_pattern(self) -> str:
+        """SCAN MATCH pattern of every key of the namespace (namespace has no glob chars)."""
+        return self._p + "*"
+
+    @property
+    def unused(self) -> str:
+        """A key the scripts never touch; fills a KEYS slot that does not apply to a call."""
+        return self._p + "unused"
+
+    # -- fills ---------------------------------------------------------------
+
+    @staticmethod
+    def fill_id(venue: str, inst_id: str, trade_id: str) -> str:
+        """The identity of a venue trade: ``venue:inst_id:trade_id`` (escaped)."""
+        return ":".join(escape_component(c) for c in (venue, inst_id, trade_id))
+
+    def fill(self, fill_id: str) -> str:
+        return f"{self._p}fill:{fill_id}"
+
+    @property
+    def audit(self) -> str:
+        return self._p + "audit"
+
+    @property
+    def fill_layers(self) -> str:
+        return self._p + "fill_layers"
+
+    @property
+    def order_events(self) -> str:
+        """Stream of every order write (record and update), for the risk monitor."""
+        return self._p + "order_events"
+
+    # -- orders ----------------------------------------------------------------
+
+    def order(self, client_order_id: str) -> str:
+        return f"{self._p}order:{escape_component(client_order_id)}"
+
+    def order_applied(self, client_order_id: str) -> str:
+        return f"{self._p}order_applied:{escape_component(client_order_id)}"
+
+    def order_fills(self, client_order_id: str) -> str:
+        return f"{self._p}order_fills:{escape_component(client_order_id)}"
+
+    def venue_order(self, venue: str, venue_order_id: str) -> str:
+        return f"{self._p}venue_order:{escape_component(venue)}:{escape_component(venue_order_id)}"
+
+    def open_orders(self, venue: str) -> str:
+        return f"{self._p}open:{escape_component(venue)}"
+
+    @property
+    def open_venues(self) -> str:
+        return self._p + "open_venues"
+
+    # -- positions -------------------------------------------------------------
+
+    @staticmethod
+    def position_id(strategy_id: str, venue: str, inst_id: str) -> str:
+        return ":".join(escape_component(c) for c in (strategy_id, venue, inst_id))
+
+    def position(self, position_id: str) -> str:
+        return f"{self._p}pos:{position_id}"
+
+    def position_fills(self, position_id: str) -> str:
+        return f"{self._p}pos_fills:{position_id}"
+
+    def position_ledger(self, position_id: str) -> str:
+        return f"{self._p}pos_ledger:{position_id}"
+
+    def position_after(self, position_id: str) -> str:
+        return f"{self._p}pos_after:{position_id}"
+
+    @property
+    def positions(self) -> str:
+        return self._p + "positions"
+
+    # -- liveness and control -------------------------------------------------
+
+    @property
+    def heartbeats(self) -> str:
+        return self._p + "heartbeats"
+
+    @property
+    def strategy_states(self) -> str:
+        return self._p + "strategy_states"
+
+    @property
+    def kill(self) -> str:
+        return self._p + "kill"

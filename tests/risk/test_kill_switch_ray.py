@@ -1,0 +1,75 @@
+"""The Ray ports of the kill switch against stand-in actors: errors arrive as ``core.errors``."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from core.errors import OrderRejected, VenueUnavailable
+from core.types import Order, OrderIntent, Side
+from risk.kill_switch import RayStrategyPort, RayVenuePort, gateway_actor_name
+
+pytestmark = pytest.mark.integration
+
+
+class _Gateway:
+    def __init__(self, fail_cancel: bool) -> None:
+        self.fail_cancel = fail_cancel
+
+    async def cancel_all(self, strategy_id=None) -> int:
+        if self.fail_cancel:
+            raise VenueUnavailable("okx answered 503", venue="okx", code="50001")
+        return 2 if strategy_id is None else 1
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        if intent.size > 5:
+            raise OrderRejected("size too large", venue=intent.venue, code="51008")
+        return Order.from_intent(intent, now_ms=1, client_order_id="c1")
+
+
+class _Strategy:
+    def __init__(self) -> None:
+        self.paused: list[str] = []
+
+    async def pause(self, reason: str = "") -> None:
+        self.paused.append(reason)
+
+    async def reasons(self) -> list[str]:
+        return self.paused
+
+
+async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
+    ray = ray_session
+    tag = uuid.uuid4().hex[:6]
+    ok_venue, bad_venue, gone_venue = f"ok{tag}", f"bad{tag}", f"gone{tag}"
+    gateway = ray.remote(num_cpus=0)(_Gateway)
+    actors = [
+        gateway.options(name=gateway_actor_name(ok_venue)).remote(False),
+        gateway.options(name="custom-name-" + tag).remote(True),
+    ]
+    strategy = ray.remote(num_cpus=0)(_Strategy).options(name=f"S_{tag}").remote()
+    try:
+        port = RayVenuePort({ok_venue: gateway_actor_name(ok_venue), bad_venue: "custom-name-" + tag})
+        assert port.venues() == tuple(sorted((ok_venue, bad_venue)))
+        assert await port.cancel_all(ok_venue) == 2 and await port.cancel_all(ok_venue, "A") == 1
+        intent = OrderIntent(strategy_id="A", venue=ok_venue, inst_id="BTC-USDT-SWAP", side=Side.SELL,
+                             size=Decimal(1), reduce_only=True)
+        assert (await port.submit_order(intent)).client_order_id == "c1"
+
+        with pytest.raises(VenueUnavailable) as err:
+            await port.cancel_all(bad_venue)
+        assert type(err.value) is VenueUnavailable and err.value.code == "50001"
+        with pytest.raises(OrderRejected):
+            await port.submit_order(intent.model_copy(update={"size": Decimal(9)}))
+        with pytest.raises(VenueUnavailable, match="not found"):
+            await port.cancel_all(gone_venue)
+
+        await RayStrategyPort().pause(f"S_{tag}", "killed")
+        assert await strategy.reasons.remote() == ["killed"]
+        with pytest.raises(VenueUnavailable):
+            await RayStrategyPort().pause(f"missing_{tag}", "killed")
+    finally:
+        for a in (*actors, strategy):
+            ray.kill(a)
