@@ -20,18 +20,22 @@ import ray
 from core.bars import BarAggregator
 from core.clock import Clock, WallClock
 from core.config import StrategyConfig
+from core.control_state import ControlState
 from core.errors import StoreError, TradetreeError
 from core.store import RedisStore
 from core.types import (
     Fill,
     HealthReport,
     Order,
+    OrderDenied,
     OrderIntent,
     OrderState,
     ProbeResult,
     Side,
     Ticker,
 )
+from risk import freshness_gate, pre_trade
+from risk.config import RiskConfig
 from strategies.base import StrategyContext
 from strategies.registry import build_strategy
 
@@ -48,7 +52,7 @@ class StrategyState(str, enum.Enum):
 
 
 class OrderSink(Protocol):
-    async def submit_order(self, intent: OrderIntent) -> Order: ...
+    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied: ...
 
 
 class RayGatewaySink:
@@ -64,7 +68,7 @@ class RayGatewaySink:
             self._handle = ray.get_actor(self.gateway_name, namespace=self.namespace)
         return self._handle
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied:
         try:
             return await self.handle().submit_order.remote(intent)
         except (ray.exceptions.RayActorError, ValueError):
@@ -109,9 +113,11 @@ class StrategyHost:
         sink: OrderSink,
         bar_interval_ms: int = 1000,
         start_paused: bool = False,
+        risk: RiskConfig | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.risk = risk or RiskConfig()
         self.strategy = build_strategy(config)
         self.redis_url = redis_url
         self.namespace = namespace
@@ -120,11 +126,15 @@ class StrategyHost:
         self.bars = BarAggregator(bar_interval_ms)
         self.start_paused = start_paused
         self.store: RedisStore | None = None
+        self.control: ControlState | None = None
         self._lock = asyncio.Lock()
-        self.last_ticker_ms = 0
+        self.last_ticker_ms = 0  # venue time of the newest ticker
+        self.last_ticker_recv_ms: int | None = None  # our clock when it arrived (freshness)
         self.last_error = ""
         self.orders_sent = 0
         self.rejections = 0
+        self.denials = 0
+        self.last_denial: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -133,58 +143,92 @@ class StrategyHost:
     async def start(self) -> None:
         """Connect to Redis and take up the state recorded there.
 
-        A strategy recorded as KILLED or WINDING_DOWN keeps that state; a new
-        one starts RUNNING, or PAUSED when ``start_paused``.
+        KILLED and WINDING_DOWN are kept. A strategy paused for any reason
+        other than the supervisor's start hold stays paused (only an operator
+        resumes it). Otherwise it starts RUNNING, or PAUSED under the
+        supervisor's hold when ``start_paused``.
 
         Raises:
             StoreUnavailable: Redis does not answer.
         """
         if self.store is None:
             self.store = await RedisStore.connect(self.redis_url, self.namespace)
-        states = await self.store.strategy_states()
-        current = states.get(self.id)
+            self.control = ControlState(self.store.client, self.namespace)
+        now = self.clock.now_ms()
+        current = (await self.store.strategy_states()).get(self.id)
+        await self.store.heartbeat(f"strategy:{self.id}", now)
         if current in (StrategyState.KILLED.value, StrategyState.WINDING_DOWN.value):
             return
-        wanted = StrategyState.PAUSED if self.start_paused else StrategyState.RUNNING
-        await self.store.set_strategy_state(self.id, wanted.value)
-        await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
+        if current == StrategyState.PAUSED.value:
+            hold = await self.control.strategy_pause(self.id)
+            if hold is None:  # paused by someone who could not say why (e.g. we died first): keep it
+                await self.control.set_strategy_pause(self.id, "unknown", "paused before restart", now)
+            if hold is None or hold["source"] != "supervisor":
+                return
+        if self.start_paused:
+            await self.control.set_strategy_pause(self.id, "supervisor", "held until the venue's probes pass", now)
+            await self.store.set_strategy_state(self.id, StrategyState.PAUSED.value)
+        else:
+            await self.control.clear_strategy_pause(self.id)
+            await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
 
     async def stop(self) -> None:
         if self.store is not None:
             await self.store.close()
             self.store = None
+            self.control = None
 
     async def state(self) -> StrategyState:
         assert self.store is not None, "start() first"
         raw = (await self.store.strategy_states()).get(self.id, StrategyState.PAUSED.value)
         return StrategyState(raw)
 
-    async def pause(self, reason: str = "") -> None:
-        assert self.store is not None, "start() first"
-        if await self.state() is StrategyState.RUNNING:
-            log.warning("strategy %s paused: %s", self.id, reason)
+    async def pause(self, reason: str = "", source: str | None = None) -> None:
+        """Pause (RUNNING -> PAUSED) and record why. WINDING_DOWN / KILLED are left alone.
+
+        The supervisor's hold never masks another pause: a strategy paused by
+        risk or an operator stays paused when the supervisor releases its hold.
+        """
+        assert self.store is not None and self.control is not None, "start() first"
+        source = source or ("supervisor" if reason.startswith("supervisor ") else "other")
+        state = await self.state()
+        if state in (StrategyState.KILLED, StrategyState.WINDING_DOWN):
+            return
+        existing = await self.control.strategy_pause(self.id)
+        if not (source == "supervisor" and existing is not None and existing["source"] != "supervisor"):
+            await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
+        if state is StrategyState.RUNNING:
+            log.warning("strategy %s paused (%s): %s", self.id, source, reason)
             await self.store.set_strategy_state(self.id, StrategyState.PAUSED.value)
 
-    async def resume(self) -> None:
-        assert self.store is not None, "start() first"
-        if await self.state() is StrategyState.PAUSED:
-            await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+    async def resume(self) -> bool:
+        """Release the supervisor's hold. Returns True if the strategy now runs.
+
+        A pause from any other source stays: see ``operator_resume``.
+        """
+        assert self.store is not None and self.control is not None, "start() first"
+        if await self.state() is not StrategyState.PAUSED:
+            return await self.state() is StrategyState.RUNNING
+        hold = await self.control.strategy_pause(self.id)
+        if hold is not None and hold["source"] != "supervisor":
+            log.warning("strategy %s stays paused (%s): %s", self.id, hold["source"], hold["reason"])
+            return False
+        await self.control.clear_strategy_pause(self.id)
+        await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+        return True
+
+    async def operator_resume(self) -> bool:
+        """Clear any pause (the control API checks probes before calling this)."""
+        assert self.store is not None and self.control is not None, "start() first"
+        if await self.state() is not StrategyState.PAUSED:
+            return False
+        await self.control.clear_strategy_pause(self.id)
+        await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+        return True
 
     async def context(self) -> StrategyContext:
         """The strategy's positions and in-flight orders, read from Redis."""
-        assert self.store is not None
-        positions = {
-            p.inst_id: p.qty
-            for p in await self.store.positions(self.id)
-            if p.venue == self.config.venue
-        }
-        orders = await self.store.open_orders(venue=self.config.venue, strategy_id=self.id)
-        applied = {o.client_order_id: await self.store.applied_size(o.client_order_id) for o in orders}
-        return StrategyContext(
-            now_ms=self.clock.now_ms(),
-            positions=positions,
-            pending=pending_by_instrument(orders, applied),
-        )
+        return (await self._read_state())[0]
 
     async def on_ticker(self, ticker: Ticker) -> list[Order]:
         """Feed one ticker; on a closed bar, decide and send. Returns orders sent.
@@ -195,6 +239,7 @@ class StrategyHost:
         logged and kept in ``last_error`` for the health probe.
         """
         self.last_ticker_ms = max(self.last_ticker_ms, ticker.ts_ms)
+        self.last_ticker_recv_ms = self.clock.now_ms()
         if ticker.inst_id not in self.config.symbols:
             return []
         sent: list[Order] = []
@@ -209,26 +254,61 @@ class StrategyHost:
         return sent
 
     async def _decide(self, bar) -> list[Order]:
-        assert self.store is not None
+        assert self.store is not None and self.control is not None
         await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
-        ctx = await self.context()
+        ctx, orders, applied = await self._read_state()
         intents = self.strategy.on_bar(bar, ctx)  # always fed, so indicators stay warm while paused
-        if not intents:
-            return []
-        if await self.state() is not StrategyState.RUNNING:
-            return []
-        if await self.store.kill_flag() is not None:
-            return []
         sent = []
         for intent in intents:
-            order = await self.sink.submit_order(intent)
-            self.orders_sent += 1
-            if order.state is OrderState.REJECTED:
-                self.rejections += 1
-                log.warning("strategy %s: order rejected: %s", self.id, order.reject_reason)
+            reasons = await self.pre_trade_reasons(intent, orders, applied)
+            if reasons:
+                self.denials += 1
+                self.last_denial = tuple(reasons)
+                log.info("strategy %s: %s denied: %s", self.id, intent.reason, "; ".join(reasons))
                 break  # the rest of a plan (e.g. open after close) depends on this leg
-            sent.append(order)
+            result = await self.sink.submit_order(intent)
+            if isinstance(result, OrderDenied):
+                self.denials += 1
+                self.last_denial = result.reasons
+                break
+            self.orders_sent += 1
+            if result.state is OrderState.REJECTED:
+                self.rejections += 1
+                log.warning("strategy %s: order rejected: %s", self.id, result.reject_reason)
+                break
+            sent.append(result)
+            orders.append(result)
         return sent
+
+    async def pre_trade_reasons(self, intent: OrderIntent, orders: list[Order],
+                                applied: dict[str, Decimal]) -> list[str]:
+        """Freshness gate, then limits and the duplicate-close guard. Empty = allowed."""
+        assert self.store is not None and self.control is not None
+        now = self.clock.now_ms()
+        inputs = await freshness_gate.read_gate_inputs(
+            self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now
+        )
+        reasons = freshness_gate.check(intent, inputs, self.risk)
+        if reasons:
+            return reasons
+        positions = tuple(p for p in await self.store.positions(self.id) if p.venue == self.config.venue)
+        return pre_trade.check(
+            intent,
+            pre_trade.PreTradeInputs(positions=positions, in_flight=tuple(orders), applied_sizes=applied,
+                                     daily_pnl=None if self.risk.max_daily_loss_per_strategy else {}),
+            self.risk,
+        )
+
+    async def _read_state(self) -> tuple[StrategyContext, list[Order], dict[str, Decimal]]:
+        assert self.store is not None
+        positions = {
+            p.inst_id: p.qty for p in await self.store.positions(self.id) if p.venue == self.config.venue
+        }
+        orders = await self.store.open_orders(venue=self.config.venue, strategy_id=self.id)
+        applied = {o.client_order_id: await self.store.applied_size(o.client_order_id) for o in orders}
+        ctx = StrategyContext(now_ms=self.clock.now_ms(), positions=positions,
+                              pending=pending_by_instrument(orders, applied))
+        return ctx, orders, applied
 
     def on_fill(self, fill: Fill) -> None:
         self.strategy.on_fill(fill)
@@ -255,6 +335,8 @@ class StrategyHost:
             "id": self.id,
             "orders_sent": self.orders_sent,
             "rejections": self.rejections,
+            "denials": self.denials,
+            "last_denial": list(self.last_denial),
             "last_ticker_ms": self.last_ticker_ms,
             "last_error": self.last_error,
         }
@@ -266,10 +348,10 @@ class StrategyActor:
 
     def __init__(self, config: StrategyConfig, *, gateway_name: str, redis_url: str, namespace: str,
                  ray_namespace: str | None = None, bar_interval_ms: int = 1000,
-                 start_paused: bool = False) -> None:
+                 start_paused: bool = False, risk: RiskConfig | None = None) -> None:
         self._sink = RayGatewaySink(gateway_name, ray_namespace)
         self._host = StrategyHost(config, redis_url=redis_url, namespace=namespace, sink=self._sink,
-                                  bar_interval_ms=bar_interval_ms, start_paused=start_paused)
+                                  bar_interval_ms=bar_interval_ms, start_paused=start_paused, risk=risk)
 
     async def start(self) -> None:
         await self._host.start()
@@ -287,11 +369,14 @@ class StrategyActor:
     def on_order_update(self, order: Order) -> None:
         self._host.on_order_update(order)
 
-    async def pause(self, reason: str = "") -> None:
-        await self._host.pause(reason)
+    async def pause(self, reason: str = "", source: str | None = None) -> None:
+        await self._host.pause(reason, source)
 
-    async def resume(self) -> None:
-        await self._host.resume()
+    async def resume(self) -> bool:
+        return await self._host.resume()
+
+    async def operator_resume(self) -> bool:
+        return await self._host.operator_resume()
 
     async def check_health(self) -> HealthReport:
         return await self._host.check_health()

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from core.errors import ConfigError
+from risk.config import RiskConfig
 from sim.config import SimulatorConfig
 
 __all__ = [
@@ -157,6 +158,7 @@ class EngineConfig(BaseModel):
     strategies: tuple[StrategyConfig, ...] = ()
     strategy_files: tuple[Path, ...] = ()  # relative to the engine config's folder
     simulator: SimulatorConfig = SimulatorConfig()
+    risk: RiskConfig = RiskConfig()
     heartbeat_interval_secs: float = Field(default=1.0, gt=0)
     dashboard_port: int = 8265
 

@@ -119,6 +119,20 @@ class ControlState:
         raw = await self._do(self.client.hgetall(self._k("breakers")))
         return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
 
+    # -- why a strategy is paused -----------------------------------------------
+
+    async def set_strategy_pause(self, strategy_id: str, source: str, reason: str, ts_ms: int) -> None:
+        """Record who paused a strategy and why (``source``: supervisor, risk, operator, ...)."""
+        payload = json.dumps({"source": source, "reason": reason, "since_ms": ts_ms})
+        await self._do(self.client.hset(self._k("strategy_pause"), strategy_id, payload))
+
+    async def clear_strategy_pause(self, strategy_id: str) -> None:
+        await self._do(self.client.hdel(self._k("strategy_pause"), strategy_id))
+
+    async def strategy_pause(self, strategy_id: str) -> dict[str, Any] | None:
+        v = await self._do(self.client.hget(self._k("strategy_pause"), strategy_id))
+        return json.loads(_s(v)) if v is not None else None
+
     # -- fill cursor ----------------------------------------------------------
 
     async def get_cursor(self, venue: str, inst_id: str) -> dict[str, Any] | None:

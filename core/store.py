@@ -255,6 +255,11 @@ class RedisStore:
         return self._keys.namespace
 
     @property
+    def client(self) -> aioredis.Redis:
+        """The underlying client, for sibling modules sharing the namespace (control state)."""
+        return self._client
+
+    @property
     def keys(self) -> RedisKeys:
         return self._keys
 

@@ -137,8 +137,8 @@ class EngineRuntime:
             self._start_ray()
             spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
                                    ray_namespace=self.ray_namespace)
-            self.root = start_root(spec, ray_namespace=self.ray_namespace, redis_url=self.redis_url,
-                                   namespace=self.config.redis.namespace)
+            self.root = start_root(spec, config=self.config, ray_namespace=self.ray_namespace,
+                                   redis_url=self.redis_url)
         except BaseException:
             self.shutdown()
             raise
@@ -190,7 +190,7 @@ class EngineRuntime:
 
             try:
                 wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)
-            except (ray.exceptions.RayError, TimeoutError, TradetreeError) as exc:
+            except (ray.exceptions.RayError, TimeoutError, TradetreeError, ValueError) as exc:
                 log.error("could not cancel every open order at shutdown: %s", exc)
             try:
                 ray.get(self.root.stop.remote(), timeout=60)

@@ -1,0 +1,196 @@
+"""The engine's supervision tree, built as plain data from an ``EngineConfig``.
+
+    RootSupervisor                      one_for_one; escalation => SAFE MODE
+    ├── VenueSupervisor[<venue>]        one_for_one: gateway and its siblings live and die apart
+    │   └── VenueGateway[<venue>]
+    └── StrategySupervisor              one_for_one
+        └── <strategy id> ...           start paused; released when their venue's probes are green
+
+``build_root_spec`` has no side effects; ``start_root`` launches it on Ray.
+Actor names are the spec ids, all in one Ray namespace, so the dashboard and
+the control API find them with ``ray.get_actor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any, Mapping
+
+from core.config import EngineConfig
+from supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
+
+__all__ = [
+    "ROOT_ID",
+    "STRATEGY_SUPERVISOR_ID",
+    "gateway_id",
+    "venue_supervisor_id",
+    "build_root_spec",
+    "start_root",
+    "enter_safe_mode",
+    "wind_down_for_shutdown",
+]
+
+log = logging.getLogger(__name__)
+
+ROOT_ID = "RootSupervisor"
+STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
+
+
+def gateway_id(venue: str) -> str:
+    return f"VenueGateway[{venue}]"
+
+
+def venue_supervisor_id(venue: str) -> str:
+    return f"VenueSupervisor[{venue}]"
+
+
+def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redis_url: str,
+                   ray_namespace: str) -> SupervisorSpec:
+    venue = config.venue(venue_name)
+    ns = config.redis.namespace
+    gateway = ChildSpec(
+        id=gateway_id(venue_name),
+        actor_class="actors.gateway:VenueGatewayActor",
+        args=(venue,),
+        kwargs={
+            "rest_url": endpoint.rest_url,
+            "ws_url": endpoint.ws_url,
+            "credentials": endpoint.credentials,
+            "redis_url": redis_url,
+            "namespace": ns,
+            "heartbeat_interval_secs": config.heartbeat_interval_secs,
+            "ray_namespace": ray_namespace,
+        },
+        restart=RestartType.PERMANENT,
+        backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
+        heartbeat_key=f"gateway:{venue_name}",
+        heartbeat_stale_secs=max(10.0, 10 * config.heartbeat_interval_secs),
+        startup_timeout_secs=60.0,
+    )
+    return SupervisorSpec(
+        id=venue_supervisor_id(venue_name),
+        intensity=5,
+        period_secs=60.0,
+        children=(gateway,),
+    )
+
+
+def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_namespace: str) -> ChildSpec:
+    return ChildSpec(
+        id=strategy.id,
+        actor_class="actors.strategy_host:StrategyActor",
+        args=(strategy,),
+        kwargs={
+            "gateway_name": gateway_id(strategy.venue),
+            "redis_url": redis_url,
+            "namespace": config.redis.namespace,
+            "ray_namespace": ray_namespace,
+            "bar_interval_ms": strategy.bar_interval_ms,
+            "start_paused": True,
+        },
+        restart=RestartType.PERMANENT,
+        start_paused=True,
+        release_after=(gateway_id(strategy.venue),),
+        startup_timeout_secs=30.0,
+    )
+
+
+def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[str, Any],
+                    ray_namespace: str) -> SupervisorSpec:
+    """The whole tree for ``config``. ``endpoints[venue]`` gives rest_url, ws_url, credentials."""
+    venues = tuple(
+        _venue_subtree(config, v.name, endpoints[v.name], redis_url=redis_url, ray_namespace=ray_namespace)
+        for v in config.venues
+    )
+    children: tuple[Any, ...] = venues
+    if config.strategies:
+        strategies = SupervisorSpec(
+            id=STRATEGY_SUPERVISOR_ID,
+            intensity=10,
+            period_secs=60.0,
+            children=tuple(
+                _strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
+                for s in config.strategies
+            ),
+        )
+        children = children + (strategies,)
+    return SupervisorSpec(
+        id=ROOT_ID,
+        intensity=3,
+        period_secs=60.0,
+        children=children,
+        # SAFE MODE pauses strategies through their actors, so keep them alive.
+        stop_children_on_escalate=False,
+    )
+
+
+async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strategy_ids: tuple[str, ...],
+                          ray_namespace: str) -> None:
+    """Root escalation: kill flag first, then every strategy PAUSED (in Redis and in its actor)."""
+    import ray
+
+    from core.clock import WallClock
+    from core.store import RedisStore
+
+    log.critical("SAFE MODE: %s", reason)
+    store = await RedisStore.connect(redis_url, namespace)
+    try:
+        await store.set_kill_flag(f"SAFE MODE: {reason}", WallClock().now_ms())
+        for sid in strategy_ids:
+            await store.set_strategy_state(sid, "PAUSED")
+    finally:
+        await store.close()
+    for sid in strategy_ids:
+        try:
+            ray.get_actor(sid, namespace=ray_namespace).pause.remote(f"SAFE MODE: {reason}")
+        except (ValueError, ray.exceptions.RayError):
+            pass  # dead or never started: its Redis state already says PAUSED
+
+
+def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str) -> Any:
+    """Launch the root supervisor (detached, named ``RootSupervisor``) and start the tree.
+
+    Raises:
+        StartFailed: a child did not start; what had started was unwound.
+    """
+    from core.store import RedisStore
+    from supervisor.supervisor import launch_supervisor
+
+    safe_mode = functools.partial(
+        enter_safe_mode,
+        redis_url=redis_url,
+        namespace=config.redis.namespace,
+        strategy_ids=tuple(s.id for s in config.strategies),
+        ray_namespace=ray_namespace,
+    )
+    store_factory = functools.partial(RedisStore.connect, redis_url, config.redis.namespace)
+    return asyncio.run(
+        launch_supervisor(spec, namespace=ray_namespace, store_factory=store_factory, on_escalate=safe_mode)
+    )
+
+
+def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_secs: float = 20.0) -> int:
+    """Before a clean stop: pause every strategy, then cancel our open orders on every venue.
+
+    Returns how many orders were canceled. Raises the first venue error after
+    trying every venue.
+    """
+    import ray
+
+    for s in config.strategies:
+        try:
+            ray.get(ray.get_actor(s.id, namespace=ray_namespace).pause.remote("shutdown"), timeout=timeout_secs)
+        except (ValueError, ray.exceptions.RayError) as exc:
+            log.warning("could not pause %s at shutdown: %s", s.id, exc)
+    canceled, first_error = 0, None
+    for v in config.venues:
+        try:
+            gw = ray.get_actor(gateway_id(v.name), namespace=ray_namespace)
+            canceled += ray.get(gw.cancel_all.remote(), timeout=timeout_secs)
+        except (ValueError, ray.exceptions.RayError) as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return canceled

@@ -1,0 +1,148 @@
+"""StrategyHost without Ray: Redis-backed context, the pre-trade gate, pause sources."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import fakeredis
+import pytest
+
+from actors.strategy_host import StrategyHost, StrategyState, pending_by_instrument
+from core.clock import ManualClock
+from core.config import StrategyConfig
+from core.control_state import ControlState
+from core.store import RedisStore
+from core.types import (
+    Fill,
+    FillLayer,
+    Instrument,
+    InstrumentKind,
+    Order,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    Side,
+    Ticker,
+)
+
+INST = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
+                  settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
+                  lot_size=Decimal("0.01"), min_size=Decimal("0.01"))
+
+
+class RecordingSink:
+    """Stands in for the gateway: records the order in Redis as the gateway does, then acks it."""
+
+    def __init__(self, store: RedisStore, clock: ManualClock) -> None:
+        self.store, self.clock, self.intents = store, clock, []
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        self.intents.append(intent)
+        order = Order.from_intent(intent, now_ms=self.clock.now_ms())
+        await self.store.record_order(order)
+        return await self.store.update_order(order.transition(OrderState.LIVE, now_ms=self.clock.now_ms() + 1))
+
+
+def _config(**params):
+    p = {"window_bars": 3, "entry_z": 1.0, "exit_z": 0.1, "stop_z": 5.0, "size": "1"}
+    p.update(params)
+    return StrategyConfig.model_validate({"class": "MeanReversion", "version": "v1", "venue": "okx",
+                                          "symbols": ["BTC-USDT-SWAP"], "bar_interval_ms": 1000, "params": p})
+
+
+@pytest.fixture
+async def env():
+    server = fakeredis.FakeServer()
+    clock = ManualClock(start_ms=1_000_000)
+    store = RedisStore(fakeredis.FakeAsyncRedis(server=server), "t")
+    host = StrategyHost(_config(), redis_url="unused", namespace="t", sink=None, clock=clock)
+    host.store = store
+    host.control = ControlState(store.client, "t")
+    host.sink = RecordingSink(store, clock)
+    yield host, store, clock
+    await store.client.aclose()
+
+
+async def _feed(host, clock, prices):
+    sent = []
+    for i, px in enumerate(prices):
+        clock.advance(1.0)
+        sent += await host.on_ticker(Ticker(venue="okx", inst_id="BTC-USDT-SWAP", ts_ms=clock.now_ms(),
+                                            last=Decimal(px)))
+    return sent
+
+
+async def test_never_verified_positions_refuse_every_order(env):
+    host, store, clock = env
+    await host.start()
+    await _feed(host, clock, [100, 101, 100, 101, 80, 80])
+    assert host.sink.intents == []
+    assert host.denials >= 1, host.last_denial
+    assert any("verif" in r for r in host.last_denial), host.last_denial
+
+
+async def test_fresh_state_lets_the_entry_through_once(env):
+    host, store, clock = env
+    await host.start()
+    await host.control.mark_verified("okx", clock.now_ms() + 10_000)
+    await _feed(host, clock, [100, 101, 100, 101, 80, 80, 79])
+    assert len(host.sink.intents) == 1  # the live order counts as exposure: no second entry
+    assert host.sink.intents[0].side is Side.BUY
+
+
+async def test_filled_order_whose_fill_never_arrived_still_counts_as_exposure():
+    order = Order(client_order_id="a", strategy_id="S", venue="okx", inst_id="X", side=Side.SELL,
+                  type=OrderType.MARKET, size=Decimal(2), state=OrderState.FILLED, filled_size=Decimal(2),
+                  created_ms=1, updated_ms=2)
+    assert pending_by_instrument([order], {}) == {"X": Decimal(-2)}
+    assert pending_by_instrument([order], {"a": Decimal(2)}) == {}
+    canceled = order.model_copy(update={"state": OrderState.CANCELED, "filled_size": Decimal(1)})
+    assert pending_by_instrument([canceled], {"a": Decimal(1)}) == {}
+    rejected = order.model_copy(update={"state": OrderState.REJECTED, "filled_size": Decimal(0)})
+    assert pending_by_instrument([rejected], {}) == {}
+
+
+async def test_context_reads_positions_applied_by_any_layer(env):
+    host, store, clock = env
+    await host.start()
+    order = Order.from_intent(OrderIntent(strategy_id=host.id, venue="okx", inst_id="BTC-USDT-SWAP",
+                                          side=Side.BUY, size=Decimal(3)), now_ms=clock.now_ms())
+    await store.record_order(order)
+    await store.apply_fill(Fill(venue="okx", inst_id="BTC-USDT-SWAP", trade_id="t1",
+                                client_order_id=order.client_order_id, side=Side.BUY, price=Decimal(100),
+                                size=Decimal(1), ts_ms=clock.now_ms(), layer=FillLayer.POLL), INST)
+    ctx = await host.context()
+    assert ctx.positions == {"BTC-USDT-SWAP": Decimal(1)}
+    assert ctx.pending == {"BTC-USDT-SWAP": Decimal(2)}
+
+
+async def test_supervisor_release_does_not_override_a_risk_pause(env):
+    host, store, clock = env
+    host.start_paused = True
+    await host.start()
+    assert await host.state() is StrategyState.PAUSED
+    assert await host.resume() is True  # the supervisor's own hold is released
+    await host.pause("5 consecutive rejections", source="risk")
+    await host.pause("supervisor StrategySupervisor: held paused")  # a restart's hold must not mask it
+    assert await host.resume() is False
+    assert await host.state() is StrategyState.PAUSED
+    assert await host.operator_resume() is True
+    assert await host.state() is StrategyState.RUNNING
+
+
+async def test_restart_keeps_a_pause_it_cannot_explain(env):
+    host, store, clock = env
+    await store.set_strategy_state(host.id, StrategyState.PAUSED.value)  # e.g. risk paused, actor was dead
+    host.start_paused = True
+    await host.start()
+    assert await host.resume() is False
+    assert (await host.control.strategy_pause(host.id))["source"] == "unknown"
+
+
+async def test_killed_and_winding_down_are_never_resumed_by_start(env):
+    host, store, clock = env
+    await store.set_strategy_state(host.id, StrategyState.WINDING_DOWN.value)
+    await host.start()
+    assert await host.state() is StrategyState.WINDING_DOWN
+    await host.pause("x")
+    assert await host.state() is StrategyState.WINDING_DOWN
