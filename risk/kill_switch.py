@@ -5,7 +5,11 @@ strategy's state ``WINDING_DOWN`` -- and only then touches the venue: it
 cancels the scope's open orders, sends reduce-only **market** orders (at most
 ``max_clip_size`` each) until every position of the scope is zero, and checks
 that it stays flat. A killed strategy's positions are wound down, never
-abandoned.
+abandoned. The freshness gate lets reduce-only orders through the kill flag
+only for WINDING_DOWN strategies, so a global kill also puts every strategy
+(and ``_unattributed``, when it holds a position) in WINDING_DOWN; the
+strategies it wound down are KILLED when it is done, and the kill flag stays
+set until an operator clears it.
 
 The incident this answers had a kill switch stuck in an infinite retry loop,
 so everything here is bounded: a failing step is retried with exponential
@@ -16,8 +20,9 @@ left ``STALLED`` with the reason, in Redis, for anyone to see; the next
 ``kill()`` or ``resume_pending()`` retries it. No exception escapes into the
 host (the RiskMonitor actor).
 
-Three parts:
+The parts:
 
+- ``KillSwitchConfig`` and ``backoff_delay``: the bounds.
 - ``plan_wind_down``: the pure planner. From the positions, the scope's
   orders and what the store has applied for them, the next commands.
 - ``KillSwitch``: the executor (plain async, hosted by the RiskMonitor). It
@@ -265,7 +270,7 @@ def order_is_settled(order: Order, applied_size: Decimal) -> bool:
     unsettled: the incident was exactly an order reported filled whose fills
     never arrived, and closing the position again on top of it doubles it.
     """
-    return order.state.is_terminal
+    return order.state.is_terminal and applied_size >= order.filled_size
 
 
 def _sign(qty: Decimal) -> int:
@@ -412,7 +417,10 @@ class VenuePort(Protocol):
 
 
 class StrategyControlPort(Protocol):
-    async def pause(self, strategy_id: str, reason: str) -> None: ...
+    """Pauses a strategy's actor. Returning False (as ``actors.risk_monitor.RayStrategyPauser``
+    does for an unreachable actor) or raising means it was not paused."""
+
+    async def pause(self, strategy_id: str, reason: str) -> bool | None: ...
 
 
 def gateway_actor_name(venue: str) -> str:
@@ -482,8 +490,10 @@ class RayStrategyPort:
     def __init__(self, *, ray_namespace: str | None = None) -> None:
         self._actors = _RayActors(ray_namespace)
 
-    async def pause(self, strategy_id: str, reason: str) -> None:
+    async def pause(self, strategy_id: str, reason: str) -> bool:
+        """Raises ``VenueUnavailable`` when the actor is missing, dead or unreachable."""
         await self._actors.call(strategy_id, "pause", reason)
+        return True
 
 
 # -- progress records -------------------------------------------------------------------------
@@ -959,11 +969,15 @@ class KillSwitch:
             return
         step = f"pause {run.strategy_id}"
         try:
-            await asyncio.wait_for(self._strategies.pause(run.strategy_id, f"killed: {run.progress.reason}"),
-                                   timeout=self.config.call_timeout_secs)
+            paused = await asyncio.wait_for(
+                self._strategies.pause(run.strategy_id, f"killed: {run.progress.reason}"),
+                timeout=self.config.call_timeout_secs)
+            why = "the port says so" if paused is False else ""
         except Exception as exc:  # best effort: WINDING_DOWN in Redis is what stops it
-            await self._record(run, step, StepOutcome.INFO, f"strategy actor not reachable "
-                               f"({type(exc).__name__}: {exc}); WINDING_DOWN in Redis stops it")
+            why = f"{type(exc).__name__}: {exc}"
+        if why:
+            await self._record(run, step, StepOutcome.INFO,
+                               f"strategy actor not reachable ({why}); WINDING_DOWN in Redis stops it")
         else:
             await self._record(run, step, StepOutcome.OK, "strategy actor paused")
 
@@ -1082,6 +1096,9 @@ class KillSwitch:
                    client_order_ids=(*run.progress.client_order_ids, result.client_order_id))
         if result.state is OrderState.REJECTED:
             raise _StepRefused(f"order {result.client_order_id} rejected: {result.reject_reason}")
+        if result.state is OrderState.CANCELED and result.filled_size == 0:
+            # No liquidity took it: count it against the step, or a thin book would be hit every interval.
+            raise _StepRefused(f"order {result.client_order_id} canceled without a fill")
         return f"{intent.side.value} {intent.size}: order {result.client_order_id} {result.state.value}"
 
     async def _confirm_flat(self, run: _Run) -> None:

@@ -95,6 +95,7 @@ class FakeVenue:
         self.fail = {"cancel_all": 0, "submit_order": 0}
         self.error: Exception = VenueUnavailable("503 from the venue", venue="okx")
         self.deny_first = 0
+        self.no_liquidity = False
         self.apply_fills = True
         self.hold: asyncio.Event | None = None
         self.entered = asyncio.Event()
@@ -139,6 +140,10 @@ class FakeVenue:
                                         reject_reason="reduce-only order would not reduce the position")
             self.book.orders[order.client_order_id] = rejected
             return rejected
+        if self.no_liquidity:
+            canceled = order.transition(OrderState.CANCELED, now_ms=order.updated_ms + 1)
+            self.book.orders[order.client_order_id] = canceled
+            return canceled
         if self.hold is not None:
             self.entered.set()
             await self.hold.wait()
@@ -150,14 +155,18 @@ class FakeVenue:
 
 
 class FakeStrategies:
-    def __init__(self, reachable: bool = True) -> None:
+    """``reachable``: True pauses, False answers "not paused", None raises."""
+
+    def __init__(self, reachable: bool | None = True) -> None:
         self.reachable = reachable
         self.paused: list[tuple[str, str]] = []
 
-    async def pause(self, strategy_id: str, reason: str) -> None:
-        if not self.reachable:
+    async def pause(self, strategy_id: str, reason: str) -> bool:
+        if self.reachable is None:
             raise VenueUnavailable(f"actor {strategy_id} not found")
-        self.paused.append((strategy_id, reason))
+        if self.reachable:
+            self.paused.append((strategy_id, reason))
+        return self.reachable
 
 
 class SimTime:
@@ -383,9 +392,10 @@ async def test_missing_fills_make_the_kill_wait_instead_of_closing_twice(book, v
     assert resumed.state is KillState.DONE and len(venue.submitted) == 1 and book.position("A") == 0
 
 
-async def test_unreachable_strategy_actor_does_not_stop_the_kill(book, venue, fake_redis, namespace, sim):
+@pytest.mark.parametrize("reachable", [False, None])
+async def test_unreachable_strategy_actor_does_not_stop_the_kill(book, venue, fake_redis, namespace, sim, reachable):
     book.qty = {("A", "okx", BTC): D(1)}
-    ks = make(book, venue, fake_redis, namespace, sim, strategies=FakeStrategies(reachable=False))
+    ks = make(book, venue, fake_redis, namespace, sim, strategies=FakeStrategies(reachable=reachable))
     result = await ks.kill("test", strategy_id="A")
     assert result.state is KillState.DONE
     pause = [s for s in await ks.steps("A") if s.step == "pause A"]
@@ -494,3 +504,11 @@ async def test_while_another_executor_holds_the_lease_a_kill_protects_records_an
     await ks.journal.release_lease("ks-1")
     [done] = await ks.resume_pending()
     assert done.state is KillState.DONE and book.position("B") == 0 and book.states["B"] == "KILLED"
+
+
+async def test_market_orders_canceled_without_fills_count_against_the_bounds(book, venue, fake_redis, namespace, sim):
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.no_liquidity = True
+    result = await make(book, venue, fake_redis, namespace, sim, cfg=config(step_max_attempts=3)).kill("test")
+    assert result.state is KillState.STALLED and "canceled without a fill" in result.stalled_reason
+    assert len(venue.submitted) == 3 and book.position("A") == 1

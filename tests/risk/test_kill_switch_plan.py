@@ -213,3 +213,12 @@ def test_clips_only_reduce_and_reduce_only_never_flips_a_venue(raw, clip, allow,
     assert {(b.strategy_id, b.venue, b.inst_id) for b in p.blocked}.isdisjoint(seen)
     assert len(seen) + len(p.blocked) == len(in_scope)
     assert not (allow and p.blocked), "with offsetting orders allowed every position gets a clip"
+
+
+def test_public_surface_is_what_all_claims():
+    import risk.kill_switch as module
+
+    assert all(hasattr(module, name) for name in module.__all__)
+    public = {n for n, v in vars(module).items()
+              if not n.startswith("_") and getattr(v, "__module__", "") == module.__name__}
+    assert public <= set(module.__all__)
