@@ -1,1 +1,88 @@
-"""tradetree: supervisor."""
+"""OTP-style supervision of Ray actors.
+
+Specs (``SupervisorSpec``, ``ChildSpec``) are plain data; ``Supervisor`` is the
+plain async logic over an ``ActorBackend``; ``SupervisorActor`` hosts it in
+Ray; ``launch_supervisor`` starts a root. The restart rules themselves live in
+``supervisor.restart_policy`` (pure, clock injected).
+"""
+
+from supervisor.ray_backend import (
+    ActorBackend,
+    ActorClassNotFound,
+    ActorDied,
+    ActorNameTaken,
+    BackendError,
+    CallFailed,
+    CallTimeout,
+    RayBackend,
+)
+from supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
+from supervisor.spec import (
+    BackoffSpec,
+    BadBackoff,
+    BadCombination,
+    BadIntensity,
+    ChildSpec,
+    CircularRelease,
+    DuplicateChildId,
+    RestartType,
+    SpecError,
+    Strategy,
+    SupervisorSpec,
+    UnknownReleaseTarget,
+    as_child_spec,
+    validate_tree,
+)
+from supervisor.supervisor import (
+    HeartbeatSource,
+    RestartRefused,
+    StartFailed,
+    Supervisor,
+    SupervisorActor,
+    SupervisorError,
+    SupervisorState,
+    SupervisorStateError,
+    UnknownChild,
+    launch_supervisor,
+)
+
+__all__ = [
+    # specs
+    "RestartType",
+    "Strategy",
+    "BackoffSpec",
+    "ChildSpec",
+    "SupervisorSpec",
+    "as_child_spec",
+    "validate_tree",
+    "SpecError",
+    "BadIntensity",
+    "BadBackoff",
+    "BadCombination",
+    "DuplicateChildId",
+    "UnknownReleaseTarget",
+    "CircularRelease",
+    # runtime
+    "Supervisor",
+    "SupervisorActor",
+    "SupervisorState",
+    "launch_supervisor",
+    "HeartbeatSource",
+    "ChildState",
+    "ExitReason",
+    "SupervisorError",
+    "SupervisorStateError",
+    "StartFailed",
+    "RestartRefused",
+    "UnknownChild",
+    "InvalidLifecycleTransition",
+    # backend
+    "ActorBackend",
+    "RayBackend",
+    "BackendError",
+    "ActorClassNotFound",
+    "ActorNameTaken",
+    "ActorDied",
+    "CallTimeout",
+    "CallFailed",
+]

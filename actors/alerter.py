@@ -1,0 +1,488 @@
+"""The Alerter: log every alert, de-duplicate, rate-limit, deliver to Slack off the caller's path.
+
+``Alerter`` is the plain logic, ``AlerterActor`` the thin Ray actor.
+
+Guarantees:
+
+- ``alert()`` never waits on Slack: it decides (log, de-duplicate, rate
+  limit), enqueues, and returns. A background task delivers with a timeout
+  per attempt and a bounded number of attempts, so a failing or hanging Slack
+  can never block trading or risk actions; failures are counted.
+- Every alert is logged (logger ``tradetree.alerts``) at its severity.
+- The same ``key`` within ``dedup_window_secs`` is sent once; a later alert
+  of *higher* severity for the key still goes out.
+- Info and warning alerts share a token bucket of ``rate_limit_per_min``;
+  critical alerts are never rate limited (they are de-duplicated). The next
+  message that goes out says how many were held back.
+- Slack is reached with slack-sdk: an incoming webhook
+  (``AsyncWebhookClient``) or a bot token + channel (``AsyncWebClient``
+  ``chat_postMessage``, ``base_url`` configurable). With neither configured
+  the alerter is log-only. The webhook URL and token are ``SecretStr``, never
+  logged (error texts are redacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from core.clock import Clock, WallClock
+from core.errors import ConfigError, TradetreeError
+from core.types import HealthReport, ProbeResult
+
+__all__ = [
+    "Severity",
+    "AlerterConfig",
+    "SlackTarget",
+    "resolve_slack_target",
+    "AlertRecord",
+    "SlackSender",
+    "SlackDeliveryError",
+    "WebhookSender",
+    "ChatPostSender",
+    "Alerter",
+    "AlerterActor",
+]
+
+log = logging.getLogger("tradetree.alerts")
+
+# slack-sdk logs request URLs (a webhook URL is a secret) at debug level: silence its logger for our clients.
+_SDK_LOG = logging.getLogger("tradetree.alerts.slack_sdk")
+_SDK_LOG.disabled = True
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_SECRET_PATTERNS = (
+    re.compile(r"(hooks\.slack\.com/services/)[^\s'\"]+"),
+    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),
+)
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "critical": 2}[self.value]
+
+    @property
+    def log_level(self) -> int:
+        return {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}[self.value]
+
+
+class AlerterConfig(BaseModel):
+    """Where alerts go and how often. Secrets are named by environment variable, never stored here.
+
+    ``slack_webhook_url_env`` wins when both it and ``slack_token_env`` resolve;
+    a token needs ``slack_channel``. ``slack_base_url`` points the Web API
+    client elsewhere (tests).
+    """
+
+    model_config = _FROZEN
+
+    slack_webhook_url_env: str | None = "TRADETREE_SLACK_WEBHOOK_URL"
+    slack_token_env: str | None = "TRADETREE_SLACK_TOKEN"
+    slack_channel: str | None = None
+    slack_base_url: str | None = None
+    dedup_window_secs: float = Field(default=300.0, ge=0)
+    rate_limit_per_min: int = Field(default=20, ge=1)
+    send_timeout_secs: float = Field(default=5.0, gt=0)
+    send_max_attempts: int = Field(default=3, ge=1)
+    send_retry_delay_secs: float = Field(default=1.0, ge=0)
+    queue_max: int = Field(default=1000, ge=1)
+    recent_max: int = Field(default=500, ge=1)
+
+
+class SlackTarget(BaseModel):
+    """A resolved Slack destination. ``repr`` and dumps never show the secrets."""
+
+    model_config = _FROZEN
+
+    webhook_url: SecretStr | None = None
+    token: SecretStr | None = None
+    channel: str | None = None
+    base_url: str | None = None
+
+    def secrets(self) -> list[str]:
+        return [s.get_secret_value() for s in (self.webhook_url, self.token) if s is not None]
+
+
+def resolve_slack_target(config: AlerterConfig, environ: Mapping[str, str] | None = None) -> SlackTarget | None:
+    """The Slack destination from the environment, or None for log-only.
+
+    Raises:
+        ConfigError: a token is set but ``slack_channel`` is not.
+    """
+    env = os.environ if environ is None else environ
+    webhook = env.get(config.slack_webhook_url_env) if config.slack_webhook_url_env else None
+    if webhook:
+        return SlackTarget(webhook_url=SecretStr(webhook))
+    token = env.get(config.slack_token_env) if config.slack_token_env else None
+    if token:
+        if not config.slack_channel:
+            raise ConfigError(f"alerter: {config.slack_token_env} is set but slack_channel is not")
+        return SlackTarget(token=SecretStr(token), channel=config.slack_channel, base_url=config.slack_base_url)
+    return None
+
+
+class AlertRecord(BaseModel):
+    """One alert as the control API shows it.
+
+    ``outcome``: queued | sent | failed | dropped (queue overflow) |
+    deduplicated | rate_limited | log_only.
+    """
+
+    model_config = _FROZEN
+
+    ts_ms: int
+    severity: Severity
+    key: str
+    title: str
+    text: str
+    outcome: str
+    attempts: int = 0
+    error: str = ""
+
+
+class SlackDeliveryError(TradetreeError):
+    """Slack did not accept a message (HTTP error, API error, network failure)."""
+
+
+class SlackSender(Protocol):
+    async def send(self, message: str) -> None:
+        """Deliver one message. Raises SlackDeliveryError (or any exception) on failure."""
+        ...
+
+
+class WebhookSender:
+    """Posts to an incoming webhook with slack-sdk's ``AsyncWebhookClient``."""
+
+    def __init__(self, url: SecretStr, *, timeout_secs: float) -> None:
+        from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+        self._client = AsyncWebhookClient(
+            url=url.get_secret_value(),
+            timeout=max(1, int(timeout_secs + 0.999)),
+            logger=_SDK_LOG,
+            retry_handlers=[],  # retries are ours: bounded and counted
+        )
+
+    async def send(self, message: str) -> None:
+        response = await self._client.send(text=message)
+        if response.status_code != 200:
+            raise SlackDeliveryError(f"webhook answered HTTP {response.status_code}: {response.body[:200]}")
+
+
+class ChatPostSender:
+    """Posts with slack-sdk's ``AsyncWebClient.chat_postMessage`` (bot token + channel)."""
+
+    def __init__(self, token: SecretStr, channel: str, *, base_url: str | None, timeout_secs: float) -> None:
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        kwargs: dict[str, Any] = {"base_url": base_url} if base_url else {}
+        self._channel = channel
+        self._client = AsyncWebClient(
+            token=token.get_secret_value(),
+            timeout=max(1, int(timeout_secs + 0.999)),
+            logger=_SDK_LOG,
+            retry_handlers=[],
+            **kwargs,
+        )
+
+    async def send(self, message: str) -> None:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            await self._client.chat_postMessage(channel=self._channel, text=message)
+        except SlackApiError as exc:
+            status = getattr(exc.response, "status_code", "?")
+            error = exc.response.get("error", "") if hasattr(exc.response, "get") else ""
+            raise SlackDeliveryError(f"chat.postMessage failed: HTTP {status} {error}".strip()) from None
+
+
+@dataclass(eq=False)
+class _Entry:
+    ts_ms: int
+    severity: Severity
+    key: str
+    title: str
+    text: str
+    outcome: str
+    message: str = ""
+    attempts: int = 0
+    error: str = ""
+
+    def record(self) -> AlertRecord:
+        return AlertRecord(
+            ts_ms=self.ts_ms, severity=self.severity, key=self.key, title=self.title, text=self.text,
+            outcome=self.outcome, attempts=self.attempts, error=self.error,
+        )
+
+
+class _TokenBucket:
+    def __init__(self, per_min: int, clock: Clock) -> None:
+        self._capacity = float(per_min)
+        self._rate = per_min / 60.0
+        self._tokens = float(per_min)
+        self._clock = clock
+        self._at = clock.monotonic()
+
+    def take(self) -> bool:
+        now = self._clock.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class Alerter:
+    """Alert logic: decide, log, enqueue; a background task talks to Slack.
+
+    Args:
+        config: the alerter's settings.
+        environ: where the secrets' environment variables are read (default os.environ).
+        sender: a SlackSender to use instead of the one the config resolves to.
+        clock, sleep: injectable for tests.
+
+    Raises:
+        ConfigError: the Slack settings are inconsistent (see resolve_slack_target).
+    """
+
+    def __init__(
+        self,
+        config: AlerterConfig | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        sender: SlackSender | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self._config = config or AlerterConfig()
+        self._clock: Clock = clock or WallClock()
+        self._sleep = sleep or asyncio.sleep
+        target = resolve_slack_target(self._config, environ)
+        self._secrets = target.secrets() if target else []
+        self._sender: SlackSender | None = sender or _sender_for(target, self._config)
+        self._queue: deque[_Entry] = deque()
+        self._wakeup = asyncio.Event()
+        self._recent: deque[_Entry] = deque(maxlen=self._config.recent_max)
+        self._last_sent: dict[str, tuple[float, Severity]] = {}
+        self._suppressed: dict[str, int] = {}
+        self._held_back = 0
+        self._bucket = _TokenBucket(self._config.rate_limit_per_min, self._clock)
+        self._task: asyncio.Task[None] | None = None
+        self._last_error = ""
+        self._stats = dict.fromkeys(
+            ("received", "queued", "sent", "failed", "dropped", "deduplicated", "rate_limited", "log_only"), 0
+        )
+
+    @property
+    def slack_configured(self) -> bool:
+        return self._sender is not None
+
+    async def start(self) -> None:
+        """Start the delivery task (idempotent). Alerts raised before are kept and sent."""
+        if self._sender is not None and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._deliver_loop(), name="alerter-delivery")
+
+    async def stop(self) -> None:
+        """Stop delivering. Undelivered alerts stay in ``recent()`` as queued."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def alert(self, severity: Severity | str, key: str, title: str, text: str = "") -> AlertRecord:
+        """Raise an alert. Never waits on Slack; returns what was decided.
+
+        Raises:
+            ValueError: ``severity`` is not info, warning or critical.
+        """
+        sev = Severity(severity)
+        now = self._clock.monotonic()
+        entry = _Entry(ts_ms=self._clock.now_ms(), severity=sev, key=key, title=title, text=text, outcome="")
+        self._stats["received"] += 1
+        self._recent.append(entry)
+        last = self._last_sent.get(key)
+        if last is not None and now - last[0] < self._config.dedup_window_secs and sev.rank <= last[1].rank:
+            entry.outcome = "deduplicated"
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._count_and_log(entry)
+            return entry.record()
+        if sev is not Severity.CRITICAL and not self._bucket.take():
+            entry.outcome = "rate_limited"
+            self._held_back += 1
+            self._count_and_log(entry)
+            return entry.record()
+        self._last_sent[key] = (now, sev)
+        self._prune_dedup(now)
+        if self._sender is None:
+            entry.outcome = "log_only"
+            self._count_and_log(entry)
+            return entry.record()
+        entry.message = self._format(entry)
+        entry.outcome = "queued"
+        self._count_and_log(entry)
+        if len(self._queue) >= self._config.queue_max:
+            dropped = self._queue.popleft()
+            dropped.outcome = "dropped"
+            self._stats["dropped"] += 1
+            log.warning("alert queue full: dropped %s %r", dropped.severity.value, dropped.title)
+        self._queue.append(entry)
+        self._wakeup.set()
+        return entry.record()
+
+    def recent(self, n: int = 50) -> list[AlertRecord]:
+        """The last ``n`` alerts (every outcome), oldest first."""
+        if n <= 0:
+            return []
+        return [e.record() for e in list(self._recent)[-n:]]
+
+    def stats(self) -> dict[str, int]:
+        """Counters: received, queued, sent, failed, dropped, deduplicated, rate_limited, log_only, pending."""
+        return {**self._stats, "pending": len(self._queue)}
+
+    def check_health(self) -> HealthReport:
+        """Probes what a restart can fix: the delivery task runs and the queue is not full.
+
+        A Slack outage is reported in the detail but does not fail a probe:
+        restarting the alerter would not bring Slack back, and must not
+        escalate the tree.
+        """
+        if self._sender is None:
+            sender = ProbeResult(name="delivery_task", ok=True, detail="log-only (no Slack configured)")
+        else:
+            running = self._task is not None and not self._task.done()
+            detail = "running" if running else "not running"
+            if self._last_error:
+                detail += f"; last Slack error: {self._last_error}"
+            sender = ProbeResult(name="delivery_task", ok=running, detail=detail)
+        full = len(self._queue) >= self._config.queue_max
+        queue = ProbeResult(name="queue", ok=not full, detail=f"{len(self._queue)}/{self._config.queue_max} pending")
+        return HealthReport(component="alerter", ts_ms=self._clock.now_ms(), probes=(sender, queue))
+
+    # -- internals
+
+    def _format(self, entry: _Entry) -> str:
+        lines = [f"[{entry.severity.value.upper()}] {entry.title}"]
+        if entry.text:
+            lines.append(entry.text)
+        notes = []
+        suppressed = self._suppressed.pop(entry.key, 0)
+        if suppressed:
+            notes.append(f"+{suppressed} similar alert(s) suppressed")
+        if self._held_back:
+            notes.append(f"{self._held_back} alert(s) held back by the rate limit, see logs")
+            self._held_back = 0
+        if notes:
+            lines.append("(" + "; ".join(notes) + ")")
+        lines.append(f"key: {entry.key}")
+        return "\n".join(lines)
+
+    def _count_and_log(self, entry: _Entry) -> None:
+        self._stats[entry.outcome] += 1
+        level = entry.severity.log_level if entry.outcome in ("queued", "log_only") else logging.INFO
+        log.log(level, "alert %s [%s] %s: %s (%s)", entry.severity.value, entry.key, entry.title,
+                self._redact(entry.text), entry.outcome)
+
+    def _prune_dedup(self, now: float) -> None:
+        if len(self._last_sent) > 4096:
+            window = self._config.dedup_window_secs
+            for key in [k for k, (t, _) in self._last_sent.items() if now - t >= window]:
+                del self._last_sent[key]
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        for pattern in _SECRET_PATTERNS:
+            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+        return text
+
+    async def _deliver_loop(self) -> None:
+        assert self._sender is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            entry = self._queue.popleft()
+            await self._deliver(entry)
+
+    async def _deliver(self, entry: _Entry) -> None:
+        assert self._sender is not None
+        cfg = self._config
+        for attempt in range(1, cfg.send_max_attempts + 1):
+            entry.attempts = attempt
+            try:
+                await asyncio.wait_for(self._sender.send(entry.message), timeout=cfg.send_timeout_secs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure of Slack is counted, never propagated to callers
+                if isinstance(exc, asyncio.TimeoutError):
+                    error = f"no answer within {cfg.send_timeout_secs:g}s"
+                else:
+                    error = self._redact(f"{type(exc).__name__}: {exc}")[:300]
+                entry.error = error
+                self._last_error = error
+                if attempt < cfg.send_max_attempts:
+                    await self._sleep(cfg.send_retry_delay_secs * 2 ** (attempt - 1))
+                continue
+            entry.outcome = "sent"
+            entry.error = ""
+            self._stats["sent"] += 1
+            self._last_error = ""
+            return
+        entry.outcome = "failed"
+        self._stats["failed"] += 1
+        log.warning("alert %r not delivered to Slack after %d attempt(s): %s", entry.title, entry.attempts,
+                    entry.error)
+
+
+def _sender_for(target: SlackTarget | None, config: AlerterConfig) -> SlackSender | None:
+    if target is None:
+        return None
+    if target.webhook_url is not None:
+        return WebhookSender(target.webhook_url, timeout_secs=config.send_timeout_secs)
+    assert target.token is not None and target.channel is not None
+    return ChatPostSender(target.token, target.channel, base_url=target.base_url,
+                          timeout_secs=config.send_timeout_secs)
+
+
+class AlerterActor:
+    """Thin Ray actor over ``Alerter`` (the supervisor applies ``ray.remote`` and the options).
+
+    Secrets are read from the actor process's environment (set them through the
+    cluster or the actor's ``runtime_env``).
+    """
+
+    def __init__(self, config: AlerterConfig | None = None) -> None:
+        self._impl = Alerter(config)
+
+    async def start(self) -> None:
+        await self._impl.start()
+
+    async def stop(self) -> None:
+        await self._impl.stop()
+
+    async def check_health(self) -> HealthReport:
+        return self._impl.check_health()
+
+    async def alert(self, severity: str, key: str, title: str, text: str = "") -> AlertRecord:
+        return self._impl.alert(severity, key, title, text)
+
+    async def recent(self, n: int = 50) -> list[AlertRecord]:
+        return self._impl.recent(n)
+
+    async def stats(self) -> dict[str, int]:
+        return self._impl.stats()

@@ -1,0 +1,284 @@
+"""Every Ray call the supervisor makes, behind one small wrapper.
+
+The supervisor's decision logic talks to an ``ActorBackend``; ``RayBackend``
+is the real one, and tests use a fake with the same methods. Ray's exceptions
+are translated here into the backend's own:
+
+    BackendError(TradetreeError)
+    ├── ActorClassNotFound   "module:Attr" does not import
+    ├── ActorNameTaken       a live actor already has that name
+    ├── ActorDied            Ray reports the actor dead (``intended`` if it exited on purpose)
+    ├── CallTimeout          no answer within the timeout (the actor may be hung)
+    └── CallFailed           the method raised, or Ray could not deliver the call
+
+Children are created detached, named, with ``max_restarts=0`` (the supervisor
+owns the restart policy; a dead detached actor frees its name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from typing import Any, Protocol
+
+from core.errors import TradetreeError
+
+__all__ = [
+    "ActorBackend",
+    "RayBackend",
+    "BackendError",
+    "ActorClassNotFound",
+    "ActorNameTaken",
+    "ActorDied",
+    "CallTimeout",
+    "CallFailed",
+    "import_actor_class",
+]
+
+log = logging.getLogger(__name__)
+
+# Ray's message for an actor that called exit_actor() (checked on ray 2.60).
+_INTENDED_EXIT_MARKER = "INTENDED_USER_EXIT"
+
+
+class BackendError(TradetreeError):
+    """A call through the actor backend failed."""
+
+
+class ActorClassNotFound(BackendError):
+    """The ``module:Attr`` import path of an actor class does not resolve."""
+
+
+class ActorNameTaken(BackendError):
+    """A live actor already holds the name."""
+
+
+class ActorDied(BackendError):
+    """The actor is dead. ``intended`` is True when it exited on purpose (clean stop)."""
+
+    def __init__(self, message: str, *, intended: bool = False) -> None:
+        super().__init__(message)
+        self.intended = intended
+
+
+class CallTimeout(BackendError):
+    """The actor did not answer within the timeout."""
+
+
+class CallFailed(BackendError):
+    """The method raised (the message carries its error) or could not be delivered."""
+
+
+class ActorBackend(Protocol):
+    """What the supervisor needs from an actor runtime. Handles are opaque."""
+
+    def create(
+        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float
+    ) -> Any:
+        """Create a named, detached actor with no automatic restarts; returns its handle.
+
+        Synchronous on purpose: a caller cancelled mid-way never loses a created handle.
+
+        Raises:
+            ActorClassNotFound: the class does not import.
+            ActorNameTaken: a live actor has the name.
+            BackendError: anything else went wrong creating it.
+        """
+        ...
+
+    async def get_existing(self, name: str) -> Any | None:
+        """The live actor with that name, or None."""
+        ...
+
+    async def call(self, handle: Any, method: str, *args: Any, timeout_secs: float, **kwargs: Any) -> Any:
+        """Call ``method`` and wait at most ``timeout_secs`` for its result.
+
+        Raises:
+            ActorDied, CallTimeout, CallFailed: as their names say.
+        """
+        ...
+
+    def tell(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> None:
+        """Fire and forget: submit the call, never wait, never raise."""
+        ...
+
+    async def kill(self, handle: Any) -> None:
+        """Kill the actor (no restart) and wait briefly until Ray sees it dead. Never raises."""
+        ...
+
+    async def is_dead(self, handle: Any) -> bool:
+        """True if Ray reports the actor dead."""
+        ...
+
+    def kill_current_actor(self) -> None:
+        """Kill the actor this code runs in (a supervisor exiting after escalation)."""
+        ...
+
+
+def import_actor_class(path: str) -> Any:
+    """Resolve ``"package.module:Attr"`` (Attr may be dotted).
+
+    Raises:
+        ActorClassNotFound: bad format, module or attribute missing.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ActorClassNotFound(f"actor class {path!r}: expected 'package.module:Attr'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ActorClassNotFound(f"actor class {path!r} does not import: {exc}") from None
+    return obj
+
+
+class RayBackend:
+    """``ActorBackend`` over Ray. ``namespace=None`` means the caller's namespace."""
+
+    def __init__(self, namespace: str | None = None, *, kill_wait_secs: float = 5.0) -> None:
+        self._namespace = namespace
+        self._kill_wait_secs = kill_wait_secs
+
+    def _ns(self) -> str:
+        import ray
+
+        return self._namespace or ray.get_runtime_context().namespace
+
+    def create(
+        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float
+    ) -> Any:
+        import ray
+        from ray.actor import ActorClass
+        from ray.exceptions import ActorAlreadyExistsError
+
+        cls = import_actor_class(actor_class)
+        if not isinstance(cls, ActorClass):
+            if not isinstance(cls, type):
+                raise ActorClassNotFound(f"actor class {actor_class!r} is not a class")
+            cls = ray.remote(cls)
+        try:
+            return cls.options(
+                name=name,
+                namespace=self._ns(),
+                lifetime="detached",
+                max_restarts=0,
+                num_cpus=num_cpus,
+            ).remote(*args, **kwargs)
+        except ActorAlreadyExistsError:
+            raise ActorNameTaken(f"actor name {name!r} is taken in namespace {self._ns()!r}") from None
+        except Exception as exc:  # Ray raises assorted types for bad options or GCS trouble
+            raise BackendError(f"cannot create actor {name!r}: {type(exc).__name__}: {exc}") from None
+
+    async def get_existing(self, name: str) -> Any | None:
+        import ray
+
+        try:
+            handle = await asyncio.to_thread(ray.get_actor, name, self._ns())
+        except ValueError:
+            return None
+        if await self.is_dead(handle):
+            return None
+        return handle
+
+    async def call(self, handle: Any, method: str, *args: Any, timeout_secs: float, **kwargs: Any) -> Any:
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError, RayTaskError
+
+        try:
+            ref = getattr(handle, method).remote(*args, **kwargs)
+        except AttributeError:
+            raise CallFailed(f"actor has no method {method!r}") from None
+        except RayError as exc:
+            raise _translate_actor_error(exc) from None
+
+        async def _result() -> Any:
+            return await ref
+
+        try:
+            return await asyncio.wait_for(_result(), timeout=timeout_secs)
+        except asyncio.TimeoutError:
+            raise CallTimeout(f"{method}() did not answer within {timeout_secs:g}s") from None
+        except ActorUnavailableError as exc:
+            raise CallFailed(f"{method}(): actor unavailable: {_first_line(exc)}") from None
+        except (ActorDiedError, RayActorError) as exc:
+            raise _translate_actor_error(exc) from None
+        except RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(cause, RayActorError):
+                raise _translate_actor_error(cause) from None
+            raise CallFailed(f"{method}() raised {type(cause).__name__}: {_first_line(cause)}") from None
+        except RayError as exc:
+            raise CallFailed(f"{method}(): {type(exc).__name__}: {_first_line(exc)}") from None
+
+    def tell(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            getattr(handle, method).remote(*args, **kwargs)
+        except Exception as exc:  # fire and forget: a lost notification must not break the caller
+            log.warning("tell %s() failed: %s", method, type(exc).__name__)
+
+    async def kill(self, handle: Any) -> None:
+        import ray
+
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as exc:  # already gone, or GCS trouble: the dead-wait below decides
+            log.debug("ray.kill: %s", exc)
+        deadline = time.monotonic() + self._kill_wait_secs
+        while time.monotonic() < deadline:
+            if await self.is_dead(handle):
+                return
+            await asyncio.sleep(0.02)
+        log.warning("actor %s not reported dead %.1fs after ray.kill", _actor_id(handle), self._kill_wait_secs)
+
+    async def is_dead(self, handle: Any) -> bool:
+        state = await asyncio.to_thread(_gcs_actor_state, handle)
+        if state is not None:
+            return state == "DEAD"
+        # GCS table unavailable: fall back to Ray's readiness call.
+        try:
+            await self.call(handle, "__ray_ready__", timeout_secs=1.0)
+        except ActorDied:
+            return True
+        except BackendError:
+            return False
+        return False
+
+    def kill_current_actor(self) -> None:
+        import ray
+
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+def _gcs_actor_state(handle: Any) -> str | None:
+    """The actor's state in the GCS actor table ("ALIVE", "DEAD", ...), or None if unknown."""
+    try:
+        from ray._private import state as ray_state
+
+        info = ray_state.actors(actor_id=handle._actor_id.hex())
+    except Exception:  # private API: any failure means "unknown", never a verdict
+        return None
+    return info.get("State") if info else None
+
+
+def _actor_id(handle: Any) -> str:
+    try:
+        return handle._actor_id.hex()
+    except AttributeError:
+        return "?"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _translate_actor_error(exc: BaseException) -> BackendError:
+    text = str(exc)
+    if _INTENDED_EXIT_MARKER in text:
+        return ActorDied("actor exited on purpose", intended=True)
+    if getattr(exc, "actor_init_failed", False):
+        return ActorDied(f"actor constructor raised: {text.splitlines()[-1] if text else ''}")
+    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    return ActorDied(f"actor died: {last}")

@@ -1,0 +1,64 @@
+"""The supervisor package's public surface is what ``__all__`` claims, and the backend's
+error translation holds without Ray running."""
+
+from __future__ import annotations
+
+import pytest
+
+import supervisor
+from core.errors import TradetreeError
+from supervisor.ray_backend import (
+    ActorClassNotFound,
+    ActorDied,
+    BackendError,
+    RayBackend,
+    _translate_actor_error,
+    import_actor_class,
+)
+
+
+def test_all_names_exist_and_are_unique():
+    assert len(set(supervisor.__all__)) == len(supervisor.__all__)
+    for name in supervisor.__all__:
+        assert getattr(supervisor, name) is not None, name
+
+
+def test_core_entry_points_are_exported():
+    expected = {
+        "SupervisorSpec", "ChildSpec", "BackoffSpec", "RestartType", "Strategy",
+        "Supervisor", "SupervisorActor", "launch_supervisor", "RayBackend",
+        "StartFailed", "RestartRefused", "ChildState",
+    }
+    assert expected <= set(supervisor.__all__)
+
+
+def test_errors_belong_to_the_project_tree():
+    for name in ("BackendError", "SupervisorError", "SpecError", "InvalidLifecycleTransition"):
+        assert issubclass(getattr(supervisor, name), TradetreeError), name
+
+
+def test_import_actor_class_resolves_and_reports():
+    assert import_actor_class("supervisor.supervisor:SupervisorActor") is supervisor.SupervisorActor
+    with pytest.raises(ActorClassNotFound, match="expected"):
+        import_actor_class("no_colon")
+    with pytest.raises(ActorClassNotFound, match="does not import"):
+        import_actor_class("supervisor.nope:X")
+    with pytest.raises(ActorClassNotFound, match="does not import"):
+        import_actor_class("supervisor.supervisor:Nope")
+
+
+def test_create_refuses_a_non_class():
+    with pytest.raises(ActorClassNotFound, match="not a class"):
+        RayBackend("ns").create("x", "supervisor.supervisor:launch_supervisor", (), {}, num_cpus=0)
+
+
+def test_intended_exit_is_told_apart_from_a_crash():
+    from ray.exceptions import ActorDiedError
+
+    exited = ActorDiedError()
+    exited.error_msg = "The actor is dead because its worker process has died. Worker exit type: INTENDED_USER_EXIT"
+    killed = ActorDiedError()
+    killed.error_msg = "The actor died unexpectedly.\nThe actor is dead because it was killed by `ray.kill`."
+    assert isinstance(_translate_actor_error(exited), ActorDied) and _translate_actor_error(exited).intended
+    died = _translate_actor_error(killed)
+    assert isinstance(died, BackendError) and not died.intended and "ray.kill" in str(died)
