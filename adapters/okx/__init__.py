@@ -1,1 +1,35 @@
-"""tradetree: adapters/okx."""
+"""The OKX v5 venue adapter: REST through ccxt, streams through websockets, row parsing.
+
+Public surface (``__all__``); implementation details stay in the submodules.
+"""
+
+from adapters.okx.parsing import (
+    parse_candle,
+    parse_instrument,
+    parse_order_fill,
+    parse_order_report,
+    parse_ticker,
+    parse_trade_fill,
+)
+from adapters.okx.reports import VenueOrderReport, apply_report
+from adapters.okx.rest import OkxRestClient, translate_ccxt_error
+from adapters.okx.signing import ws_login_request, ws_login_signature
+from adapters.okx.ws import OkxWsClient, WsState, backoff_delay_secs
+
+__all__ = [
+    "OkxRestClient",
+    "OkxWsClient",
+    "WsState",
+    "VenueOrderReport",
+    "apply_report",
+    "backoff_delay_secs",
+    "translate_ccxt_error",
+    "ws_login_request",
+    "ws_login_signature",
+    "parse_candle",
+    "parse_instrument",
+    "parse_order_fill",
+    "parse_order_report",
+    "parse_ticker",
+    "parse_trade_fill",
+]

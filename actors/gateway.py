@@ -1,0 +1,582 @@
+"""VenueGateway: one venue's REST and WS connections, the order path, and the WS fill layer.
+
+``VenueGateway`` is plain async Python (testable without Ray);
+``VenueGatewayActor`` is its one-line-per-method Ray shell. The supervisor
+gives it its name, namespace, lifetime and ``max_restarts=0`` via
+``.options(...)``.
+
+What the gateway guarantees:
+- an order is written to Redis *before* it is sent; if Redis is down nothing
+  is sent (``StoreUnavailable``);
+- every fill pushed on the private ``orders`` channel is applied to the store
+  tagged ``ws`` (idempotent there), including fills of orders tradetree does
+  not know (the store books them to ``_unattributed``);
+- order status from the WS only ever moves an order forward, and the WS path
+  never untracks an order: only the poller does (the incident's lesson);
+- subscribers are fed fire-and-forget; a slow or dead one never stalls the WS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from typing import Any
+
+import ray
+
+from adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, apply_report
+from adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
+from actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
+from core.clock import Clock, WallClock
+from core.config import VenueConfig, VenueCredentials
+from core.errors import (
+    ConfigError,
+    InvalidOrderTransition,
+    OrderNotFound,
+    OrderRejected,
+    StoreError,
+    VenueAuthError,
+    VenueError,
+    VenueProtocolError,
+)
+from core.store import RedisStore
+from core.types import (
+    Fill,
+    FillLayer,
+    HealthReport,
+    Instrument,
+    Order,
+    OrderIntent,
+    OrderState,
+    ProbeResult,
+)
+
+__all__ = ["GatewayState", "VenueGateway", "VenueGatewayActor"]
+
+log = logging.getLogger(__name__)
+
+ORDERS_CHANNEL = {"channel": "orders", "instType": "ANY"}
+_STOP_TIMEOUT_SECS = 5.0
+
+
+class GatewayState(str, enum.Enum):
+    UNOPENED = "unopened"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class VenueGateway:
+    """The gateway of one venue. ``start()`` before anything else; ``stop()`` at the end.
+
+    ``dead_man_switch_secs`` (0 = off) arms the venue's cancel-all-after
+    switch and re-arms it every ``dead_man_rearm_secs``: if this process dies
+    or hangs, the venue cancels our open orders by itself. ``stop()`` leaves
+    the switch armed on purpose (a stopped engine should not leave orders
+    working); a restarted gateway re-arms it.
+    """
+
+    def __init__(
+        self,
+        venue: VenueConfig,
+        *,
+        rest_url: str,
+        ws_url: str,
+        credentials: VenueCredentials,
+        redis_url: str,
+        namespace: str,
+        clock: Clock | None = None,
+        heartbeat_interval_secs: float = 1.0,
+        market_data_stale_secs: float = 10.0,
+        dead_man_switch_secs: int = 60,
+        dead_man_rearm_secs: float = 15.0,
+        ray_namespace: str | None = None,
+    ) -> None:
+        self.venue = venue
+        self.component = f"gateway:{venue.name}"
+        self._rest_url = rest_url
+        self._ws_url = ws_url.rstrip("/")
+        self._credentials = credentials
+        self._redis_url = redis_url
+        self._namespace = namespace
+        self._clock = clock or WallClock()
+        self._heartbeat_interval_secs = heartbeat_interval_secs
+        self._market_data_stale_secs = market_data_stale_secs
+        self._dead_man_switch_secs = dead_man_switch_secs
+        self._dead_man_rearm_secs = dead_man_rearm_secs
+        self._ray_namespace = ray_namespace
+        self.state = GatewayState.UNOPENED
+        self._store: RedisStore | None = None
+        self._rest: OkxRestClient | None = None
+        self._ws_public: OkxWsClient | None = None
+        self._ws_private: OkxWsClient | None = None
+        self._instruments: dict[str, Instrument] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._fanout = FanOut()
+        self._order_lock = asyncio.Lock()
+        self._last_ticker_ms: dict[str, int] = {}
+        self.counters: dict[str, int] = {
+            "ws_fills_applied": 0,
+            "ws_fills_duplicate": 0,
+            "order_updates": 0,
+            "stale_updates": 0,
+            "unknown_orders": 0,
+            "ws_garbled_rows": 0,
+            "ws_apply_errors": 0,
+            "heartbeat_errors": 0,
+            "dead_man_errors": 0,
+        }
+        self.last_error = ""
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect Redis, load instruments, open WS public and private, start the heartbeat.
+
+        On failure everything opened so far is closed again and the error raised.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+            VenueAuthError: the venue rejected the credentials (REST or WS login).
+            VenueUnavailable: the venue does not answer.
+            ConfigError: a configured instrument is not listed by the venue.
+            RuntimeError: the gateway was already started.
+        """
+        if self.state is not GatewayState.UNOPENED:
+            raise RuntimeError(f"{self.component}: start() is allowed once, state is {self.state.value}")
+        self.state = GatewayState.STARTING
+        try:
+            self._store = await RedisStore.connect(self._redis_url, self._namespace, clock=self._clock)
+            self._rest = OkxRestClient(self.venue, self._credentials, rest_url=self._rest_url, clock=self._clock)
+            instruments = await self._rest.load_instruments()
+            self._instruments = {i.inst_id: i for i in instruments}
+            missing = sorted(set(self.venue.instruments) - set(self._instruments))
+            if missing:
+                raise ConfigError(f"venue {self.venue.name}: instruments {missing} are not listed by the venue")
+            suffix = "?brokerId=9999" if self.venue.sandbox else ""  # OKX demo WS, as ccxt does
+            self._ws_private = OkxWsClient(
+                f"{self._ws_url}/private{suffix}", venue=self.venue, on_message=self._on_private,
+                credentials=self._credentials, clock=self._clock,
+            )
+            await self._ws_private.subscribe([ORDERS_CHANNEL])
+            await self._ws_private.start()
+            self._ws_public = OkxWsClient(
+                f"{self._ws_url}/public{suffix}", venue=self.venue, on_message=self._on_public, clock=self._clock,
+            )
+            await self._ws_public.subscribe(_ticker_args(self.venue.instruments))
+            await self._ws_public.start()
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name=f"{self.component} heartbeat"))
+            if self._dead_man_switch_secs:
+                await self._rest.cancel_all_after(self._dead_man_switch_secs)
+                self._tasks.append(asyncio.create_task(self._dead_man_loop(), name=f"{self.component} dead-man"))
+        except BaseException:
+            await self._close_all()
+            self.state = GatewayState.STOPPED
+            raise
+        self.state = GatewayState.RUNNING
+        log.info("%s: running with %d instruments", self.component, len(self._instruments))
+
+    async def stop(self) -> None:
+        """Close WS, REST and Redis connections. Cancels no order. Idempotent."""
+        if self.state is GatewayState.STOPPED:
+            return
+        self.state = GatewayState.STOPPED
+        await self._close_all()
+
+    async def _close_all(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            # A library can swallow a cancellation (a timeout racing the cancel in
+            # redis-py or aiohttp); the loops also watch ``_closing``, and stop()
+            # never waits on them for ever.
+            _, pending = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT_SECS)
+            for task in pending:
+                log.error("%s: task %s did not stop", self.component, task.get_name())
+        self._tasks.clear()
+        for ws in (self._ws_public, self._ws_private):
+            if ws is not None:
+                await ws.stop()
+        await self._fanout.close()
+        if self._rest is not None:
+            await self._rest.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
+
+    def _running(self) -> tuple[RedisStore, OkxRestClient]:
+        if self.state is not GatewayState.RUNNING or self._store is None or self._rest is None:
+            raise RuntimeError(f"{self.component}: not running (state {self.state.value}); call start() first")
+        return self._store, self._rest
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._store is not None
+        while not self._closing:
+            try:
+                await self._store.heartbeat(self.component, self._clock.now_ms())
+            except StoreError as exc:
+                self.counters["heartbeat_errors"] += 1
+                self.last_error = f"heartbeat: {exc}"
+                log.warning("%s: heartbeat failed: %s", self.component, exc)
+            await asyncio.sleep(self._heartbeat_interval_secs)
+
+    async def _dead_man_loop(self) -> None:
+        assert self._rest is not None
+        while not self._closing:
+            await asyncio.sleep(self._dead_man_rearm_secs)
+            try:
+                await self._rest.cancel_all_after(self._dead_man_switch_secs)
+            except VenueError as exc:
+                self.counters["dead_man_errors"] += 1
+                self.last_error = f"dead-man switch: {exc}"
+                log.warning("%s: re-arming the dead-man switch failed: %s", self.component, exc)
+
+    # -- health ----------------------------------------------------------------------
+
+    async def check_health(self) -> HealthReport:
+        """Probes: store, rest, ws_public, ws_private, market_data_fresh. Never raises."""
+        now = self._clock.now_ms()
+        if self.state is not GatewayState.RUNNING:
+            probe = ProbeResult(name="running", ok=False, detail=f"state {self.state.value}")
+            return HealthReport(component=self.component, ts_ms=now, probes=(probe,))
+        probes = [await self._probe_store(), await self._probe_rest()]
+        for name, ws in (("ws_public", self._ws_public), ("ws_private", self._ws_private)):
+            ok = ws is not None and ws.connected and (name == "ws_public" or ws.logged_in)
+            detail = "" if ok else f"state {ws.state.value if ws else 'none'}; {ws.last_error if ws else ''}"
+            probes.append(ProbeResult(name=name, ok=ok, detail=detail))
+        probes.append(self._probe_market_data(now))
+        return HealthReport(component=self.component, ts_ms=now, probes=tuple(probes))
+
+    async def _probe_store(self) -> ProbeResult:
+        assert self._store is not None
+        try:
+            await self._store.ping()
+        except StoreError as exc:
+            return ProbeResult(name="store", ok=False, detail=str(exc))
+        return ProbeResult(name="store", ok=True)
+
+    async def _probe_rest(self) -> ProbeResult:
+        assert self._rest is not None
+        try:
+            await self._rest.fetch_time()
+        except VenueError as exc:
+            return ProbeResult(name="rest", ok=False, detail=str(exc))
+        return ProbeResult(name="rest", ok=True)
+
+    def _probe_market_data(self, now_ms: int) -> ProbeResult:
+        limit_ms = int(self._market_data_stale_secs * 1000)
+        stale = []
+        for inst_id in sorted(set(self.venue.instruments) | self._fanout.inst_ids):
+            seen = self._last_ticker_ms.get(inst_id)
+            if seen is None:
+                stale.append(f"{inst_id}: no ticker yet")
+            elif now_ms - seen > limit_ms:
+                stale.append(f"{inst_id}: last ticker {now_ms - seen} ms ago")
+        return ProbeResult(name="market_data_fresh", ok=not stale, detail="; ".join(stale))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the control API and metrics."""
+        ws = {
+            name: {
+                "state": c.state.value, "reconnects": c.reconnects, "last_message_ms": c.last_message_ms,
+                "garbled": c.garbled_messages, "handler_errors": c.handler_errors,
+            }
+            for name, c in (("public", self._ws_public), ("private", self._ws_private)) if c is not None
+        }
+        return {"state": self.state.value, "counters": dict(self.counters), "ws": ws,
+                "subscribers": self._fanout.stats(), "last_error": self.last_error}
+
+    # -- market data and subscribers ----------------------------------------------------
+
+    async def instruments(self) -> list[Instrument]:
+        self._running()
+        return sorted(self._instruments.values(), key=lambda i: i.inst_id)
+
+    async def subscribe(self, actor_name: str, inst_ids: list[str], strategy_id: str | None = None) -> None:
+        """Feed the Ray actor ``actor_name``: tickers of ``inst_ids``, and order updates and
+        fills of strategy ``strategy_id`` (default: ``actor_name``, the strategy actor's name).
+
+        Raises ValueError for an instrument the venue does not list.
+        """
+        target = RayActorTarget(actor_name, namespace=self._ray_namespace, clock=self._clock)
+        await self._add_subscriber(target, inst_ids, strategy_id or actor_name)
+
+    async def subscribe_local(self, obj: Any, inst_ids: list[str], strategy_id: str | None = None) -> None:
+        """As ``subscribe`` for an in-process object; order events only when ``strategy_id`` is given."""
+        await self._add_subscriber(LocalTarget(obj), inst_ids, strategy_id)
+
+    async def _add_subscriber(self, target: Any, inst_ids: list[str], strategy_id: str | None) -> None:
+        self._running()
+        unknown = sorted(set(inst_ids) - set(self._instruments))
+        if unknown:
+            raise ValueError(f"{self.component}: unknown instruments {unknown}")
+        self._fanout.add(target, inst_ids, strategy_id)
+        assert self._ws_public is not None
+        await self._ws_public.subscribe(_ticker_args(inst_ids))
+
+    async def _on_public(self, message: dict[str, Any]) -> None:
+        if message["arg"].get("channel") != "tickers":
+            return
+        for row in message["data"]:
+            try:
+                ticker = parse_ticker(row, venue=self.venue.name)
+            except VenueProtocolError as exc:
+                self.counters["ws_garbled_rows"] += 1
+                log.warning("%s: ticker row ignored: %s", self.component, exc)
+                continue
+            self._last_ticker_ms[ticker.inst_id] = self._clock.now_ms()
+            self._fanout.ticker(ticker)
+
+    # -- the WS order and fill layer ------------------------------------------------------
+
+    async def _on_private(self, message: dict[str, Any]) -> None:
+        if message["arg"].get("channel") != "orders":
+            return
+        for row in message["data"]:
+            await self._handle_order_row(row)
+
+    async def _handle_order_row(self, row: Any) -> None:
+        """Apply one ``orders`` row: its fill (if it carries one) first, then its status.
+
+        The two are parsed and applied independently: a garbled status must not
+        cost us a good fill, nor the reverse. Nothing here raises.
+        """
+        name = self.venue.name
+        for parse, apply in (
+            (lambda: parse_order_fill(row, venue=name, layer=FillLayer.WS), self._apply_ws_fill),
+            (lambda: parse_order_report(row, venue=name), self._apply_ws_report),
+        ):
+            try:
+                item = parse()
+            except VenueProtocolError as exc:
+                self.counters["ws_garbled_rows"] += 1
+                log.warning("%s: orders row part ignored: %s", self.component, exc)
+                continue
+            if item is None:
+                continue
+            try:
+                await apply(item)
+            except Exception as exc:  # Redis trouble: the poller backs this layer up
+                self.counters["ws_apply_errors"] += 1
+                self.last_error = f"ws apply: {exc}"
+                log.error("%s: applying a WS %s failed: %s", self.component, type(item).__name__, exc)
+
+    async def _apply_ws_fill(self, fill: Fill) -> None:
+        assert self._store is not None
+        instrument = self._instruments.get(fill.inst_id)
+        if instrument is None:
+            raise VenueProtocolError(f"fill {fill.key} for unlisted instrument", venue=self.venue.name)
+        result = await self._store.apply_fill(fill, instrument)
+        if not result.applied:
+            self.counters["ws_fills_duplicate"] += 1
+            return
+        self.counters["ws_fills_applied"] += 1
+        self._fanout.fill(fill, result.strategy_id)
+
+    async def _apply_ws_report(self, report: VenueOrderReport) -> None:
+        await self._merge_report(report)
+
+    async def _merge_report(self, report: VenueOrderReport) -> Order | None:
+        """Move the stored order forward by ``report``; the stored order, or None if unknown/stale."""
+        assert self._store is not None
+        store = self._store
+        async with self._order_lock:
+            order = await store.get_order(report.client_order_id) if report.client_order_id else None
+            if order is None:
+                order = await store.find_order_by_venue_id(self.venue.name, report.venue_order_id)
+            if order is None:
+                self.counters["unknown_orders"] += 1
+                log.info("%s: update for unknown order %s/%s", self.component,
+                         report.client_order_id, report.venue_order_id)
+                return None
+            try:
+                updated = apply_report(order, report, now_ms=self._clock.now_ms())
+                if updated is None:
+                    self.counters["stale_updates"] += 1
+                    return None
+                stored = await store.update_order(updated)
+            except (InvalidOrderTransition, VenueProtocolError) as exc:
+                self.counters["stale_updates"] += 1
+                log.warning("%s: order %s: update skipped: %s", self.component, order.client_order_id, exc)
+                return None
+        self.counters["order_updates"] += 1
+        self._fanout.order_update(stored)
+        return stored
+
+    # -- the order path ------------------------------------------------------------------------
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        """Record the order in Redis, then send it; return it as known after the attempt.
+
+        Returns the order LIVE (or further) when acknowledged, REJECTED (with
+        ``reject_reason``) when the venue refused it, or PENDING_NEW when the
+        outcome could not be learned (it stays tracked; the poller settles it).
+
+        Raises:
+            StoreUnavailable / StoreError: the order could not be recorded; nothing was sent.
+            VenueAuthError: credentials rejected (the order is recorded REJECTED).
+            ValueError: the intent is for another venue.
+        """
+        store, rest = self._running()
+        if intent.venue != self.venue.name:
+            raise ValueError(f"{self.component}: intent for venue {intent.venue!r}")
+        order = Order.from_intent(intent, now_ms=self._clock.now_ms())
+        if not await store.record_order(order):
+            raise StoreError(f"client order id {order.client_order_id} is already recorded")
+        if intent.inst_id not in self._instruments:
+            return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
+        try:
+            venue_order_id = await rest.create_order(order)
+        except OrderRejected as exc:
+            return await self._reject(order, str(exc))
+        except VenueAuthError as exc:
+            await self._reject(order, f"credentials rejected: {exc}")
+            raise
+        except VenueError as exc:  # unavailable, timeout, garbled ack: the outcome is unknown
+            log.warning("%s: order %s outcome unknown: %s", self.component, order.client_order_id, exc)
+            return await self._resolve_unknown(order)
+        return await self._acknowledge(order, venue_order_id)
+
+    async def _acknowledge(self, order: Order, venue_order_id: str) -> Order:
+        assert self._store is not None
+        try:
+            async with self._order_lock:
+                current = await self._store.get_order(order.client_order_id) or order
+                stamp = max(self._clock.now_ms(), current.updated_ms)
+                if current.state is OrderState.PENDING_NEW:
+                    acked = current.transition(OrderState.LIVE, now_ms=stamp, venue_order_id=venue_order_id)
+                elif current.venue_order_id is None:  # the WS got there first, without the id
+                    acked = current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
+                else:
+                    return current
+                stored = await self._store.update_order(acked)
+        except StoreError as exc:
+            # The order is at the venue; Redis holds it as PENDING_NEW and the poller will catch up.
+            self.last_error = f"ack of {order.client_order_id}: {exc}"
+            log.error("%s: recording the ack of %s failed: %s", self.component, order.client_order_id, exc)
+            return order.transition(OrderState.LIVE, now_ms=self._clock.now_ms(), venue_order_id=venue_order_id)
+        self._fanout.order_update(stored)
+        return stored
+
+    async def _reject(self, order: Order, reason: str) -> Order:
+        assert self._store is not None
+        rejected = order.transition(OrderState.REJECTED, now_ms=max(self._clock.now_ms(), order.updated_ms),
+                                    reject_reason=reason)
+        async with self._order_lock:
+            stored = await self._store.update_order(rejected)
+        log.info("%s: order %s rejected: %s", self.component, order.client_order_id, reason)
+        self._fanout.order_update(stored)
+        return stored
+
+    async def _resolve_unknown(self, order: Order) -> Order:
+        assert self._store is not None and self._rest is not None
+        try:
+            report = await self._rest.fetch_order(order)
+        except VenueError as exc:
+            log.warning("%s: order %s still unknown (%s); left PENDING_NEW for the poller",
+                        self.component, order.client_order_id, exc)
+            return await self._store.get_order(order.client_order_id) or order
+        merged = await self._merge_report(report)
+        return merged or await self._store.get_order(order.client_order_id) or order
+
+    async def cancel_order(self, client_order_id: str) -> Order:
+        """Cancel a recorded order; return it as the venue then reports it.
+
+        A terminal order is returned as is. If the venue no longer has the
+        order open, its final state is fetched instead.
+
+        Raises:
+            OrderNotFound: tradetree never recorded ``client_order_id``.
+            VenueUnavailable / VenueAuthError: the cancel request failed.
+        """
+        store, rest = self._running()
+        order = await store.get_order(client_order_id)
+        if order is None:
+            raise OrderNotFound(f"{self.component}: no recorded order {client_order_id}", venue=self.venue.name)
+        if order.state.is_terminal:
+            return order
+        try:
+            await rest.cancel_order(order)
+        except OrderNotFound:
+            pass  # already final at the venue (or never placed): the fetch below tells which
+        try:
+            report = await rest.fetch_order(order)
+        except VenueError as exc:
+            log.warning("%s: state after cancel of %s unknown: %s", self.component, client_order_id, exc)
+            return await store.get_order(client_order_id) or order
+        return await self._merge_report(report) or await store.get_order(client_order_id) or order
+
+    async def cancel_all(self, strategy_id: str | None = None) -> int:
+        """Cancel, via REST, every non-terminal order Redis tracks on this venue (of one strategy).
+
+        Every order is attempted. Returns how many cancels the venue accepted;
+        orders the venue no longer has open are skipped.
+
+        Raises:
+            VenueError: at least one cancel failed for another reason (the
+                message counts them); the others were still attempted.
+        """
+        store, rest = self._running()
+        orders = [o for o in await store.open_orders(venue=self.venue.name, strategy_id=strategy_id)
+                  if not o.state.is_terminal]
+        accepted, failures = 0, []
+        for order in orders:
+            try:
+                await rest.cancel_order(order)
+                accepted += 1
+            except OrderNotFound:
+                continue
+            except VenueError as exc:
+                failures.append(exc)
+        if failures:
+            first = failures[0]
+            raise type(first)(
+                f"{self.component}: cancel_all: {len(failures)} of {len(orders)} cancels failed "
+                f"({accepted} accepted); first: {first}", venue=self.venue.name, code=first.code,
+            )
+        return accepted
+
+
+def _ticker_args(inst_ids: Any) -> list[dict[str, str]]:
+    return [{"channel": "tickers", "instId": inst_id} for inst_id in inst_ids]
+
+
+class _VenueGatewayShell:
+    """Ray shell: builds a ``VenueGateway`` and delegates to it, one line per method."""
+
+    def __init__(self, venue: VenueConfig, **kwargs: Any) -> None:
+        self._gateway = VenueGateway(venue, **kwargs)
+
+    async def start(self) -> None:
+        await self._gateway.start()
+
+    async def stop(self) -> None:
+        await self._gateway.stop()
+
+    async def check_health(self) -> HealthReport:
+        return await self._gateway.check_health()
+
+    async def instruments(self) -> list[Instrument]:
+        return await self._gateway.instruments()
+
+    async def subscribe(self, actor_name: str, inst_ids: list[str], strategy_id: str | None = None) -> None:
+        await self._gateway.subscribe(actor_name, inst_ids, strategy_id)
+
+    async def submit_order(self, intent: OrderIntent) -> Order:
+        return await self._gateway.submit_order(intent)
+
+    async def cancel_order(self, client_order_id: str) -> Order:
+        return await self._gateway.cancel_order(client_order_id)
+
+    async def cancel_all(self, strategy_id: str | None = None) -> int:
+        return await self._gateway.cancel_all(strategy_id)
+
+    async def stats(self) -> dict[str, Any]:
+        return self._gateway.stats()
+
+
+VenueGatewayActor = ray.remote(num_cpus=0, max_restarts=0)(_VenueGatewayShell)
