@@ -93,8 +93,11 @@ class VenueGateway:
         dead_man_switch_secs: int = 60,
         dead_man_rearm_secs: float = 15.0,
         ray_namespace: str | None = None,
+        subscribers: dict[str, list[str]] | None = None,
     ) -> None:
         self.venue = venue
+        # Strategy actors fed from the start: a restarted gateway feeds them again by itself.
+        self._configured_subscribers = dict(subscribers or {})
         self.component = f"gateway:{venue.name}"
         self._rest_url = rest_url
         self._ws_url = ws_url.rstrip("/")
@@ -177,6 +180,8 @@ class VenueGateway:
             self.state = GatewayState.STOPPED
             raise
         self.state = GatewayState.RUNNING
+        for actor_name, inst_ids in self._configured_subscribers.items():
+            await self.subscribe(actor_name, list(inst_ids))
         log.info("%s: running with %d instruments", self.component, len(self._instruments))
 
     async def stop(self) -> None:

@@ -49,6 +49,7 @@ from core.redis_keys import RedisKeys
 from core.store import RedisStore
 from core.types import HealthReport, Order, Position, ProbeResult
 from risk.config import RiskConfig
+from risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
 from risk.rules import (
     ExposureMonitor,
     FlipDetector,
@@ -577,25 +578,96 @@ class RiskMonitor:
 
 @ray.remote(num_cpus=0)
 class RiskMonitorActor:
-    """Ray shell around ``RiskMonitor``; name, namespace and max_restarts come from the caller.
+    """Ray shell around ``RiskMonitor`` and the ``KillSwitch`` it hosts.
 
-    Alerts go to the actor named ``alerter_name``; strategies are paused
-    through their actors, named after their ids, in ``ray_namespace``.
+    Name, namespace and max_restarts come from the caller. Alerts go to the
+    actor named ``alerter_name``; strategies are paused through their actors,
+    named after their ids, in ``ray_namespace``; wind-down orders go to the
+    gateways named in ``gateways`` (venue -> actor name). At start, and then
+    every ``kill_resume_interval_secs``, an unfinished kill recorded in Redis
+    is resumed, so a kill survives this actor's restart.
     """
 
     def __init__(self, cfg: RiskConfig, *, redis_url: str, namespace: str,
-                 ray_namespace: str | None = None, alerter_name: str = "alerter") -> None:
+                 ray_namespace: str | None = None, alerter_name: str = "alerter",
+                 kill_switch: KillSwitchConfig | None = None, gateways: dict[str, str] | None = None,
+                 kill_resume_interval_secs: float = 5.0) -> None:
+        self._namespace = namespace
+        self._ray_namespace = ray_namespace
+        self._pauser = RayStrategyPauser(ray_namespace)
         self._monitor = RiskMonitor(
             cfg, namespace=namespace, redis_url=redis_url,
             alerts=RayAlertSink(alerter_name, ray_namespace),
-            pauser=RayStrategyPauser(ray_namespace),
+            pauser=self._pauser,
         )
+        self._kill_cfg = kill_switch
+        self._gateways = dict(gateways or {})
+        self._kill_resume_interval_secs = kill_resume_interval_secs
+        self._kill_switch: KillSwitch | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         await self._monitor.start()
+        if self._kill_cfg is not None and self._kill_switch is None:
+            assert self._monitor.store is not None
+            self._kill_switch = KillSwitch(
+                self._monitor.store, self._monitor.store.client, self._namespace,
+                RayVenuePort(self._gateways, ray_namespace=self._ray_namespace), self._kill_cfg,
+                strategies=self._pauser,
+            )
+            self._spawn(self._resume_kills_loop())
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._kill_switch is not None:
+            await self._kill_switch.aclose()
         await self._monitor.stop()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _resume_kills_loop(self) -> None:
+        assert self._kill_switch is not None
+        while True:
+            await self._kill_switch.resume_pending()  # never raises; each run is bounded
+            await asyncio.sleep(self._kill_resume_interval_secs)
+
+    async def kill(self, reason: str, strategy_id: str | None = None, wait: bool = False) -> dict[str, Any]:
+        """Start a kill (global when ``strategy_id`` is None) and return its recorded progress.
+
+        Returns once the kill flag (or the strategy's WINDING_DOWN state) is
+        recorded; with ``wait=True``, once the kill is DONE or STALLED.
+
+        Raises:
+            RuntimeError: this monitor was configured without a kill switch.
+        """
+        if self._kill_switch is None:
+            raise RuntimeError("the risk monitor was started without a kill switch configuration")
+        task = self._spawn(self._kill_switch.kill(reason, strategy_id))
+        if wait:
+            return (await task).model_dump(mode="json")
+        for _ in range(100):
+            progress = await self._kill_switch.progress(strategy_id)
+            if progress is not None and progress.started_ms and (task.done() or progress.reason == reason):
+                return progress.model_dump(mode="json")
+            await asyncio.sleep(0.05)
+        progress = await self._kill_switch.progress(strategy_id)
+        return progress.model_dump(mode="json") if progress is not None else {}
+
+    async def kill_progress(self, strategy_id: str | None = None) -> dict[str, Any] | None:
+        if self._kill_switch is None:
+            return None
+        progress = await self._kill_switch.progress(strategy_id)
+        return progress.model_dump(mode="json") if progress is not None else None
+
+    async def kill_steps(self, strategy_id: str | None = None, count: int = 50) -> list[dict[str, Any]]:
+        if self._kill_switch is None:
+            return []
+        return [s.model_dump(mode="json") for s in await self._kill_switch.steps(strategy_id, count)]
 
     async def run_once(self) -> list[Trip]:
         return await self._monitor.run_once()

@@ -1,7 +1,10 @@
-"""Engine configuration: pydantic models loaded from YAML.
+"""Configuration pieces shared by every layer: Redis, venues, strategies.
+
+The whole engine's config (``EngineConfig``) lives in ``tradetree.config``,
+which assembles these with the simulator, risk, reconciler and alert settings.
 
 Every model is frozen and rejects unknown fields; units are in field names.
-``load_engine_config`` and ``load_strategy_config`` turn any problem into a
+``load_strategy_config`` (and ``tradetree.config.load_engine_config``) turn any problem into a
 ``ConfigError`` whose message names the file and the dotted field path.
 
 Credentials never live in config files: a venue names the environment
@@ -19,18 +22,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from core.errors import ConfigError
-from risk.config import RiskConfig
-from sim.config import SimulatorConfig
 
 __all__ = [
     "RedisConfig",
     "VenueCredentials",
     "VenueConfig",
     "StrategyConfig",
-    "EngineConfig",
-    "load_engine_config",
     "load_strategy_config",
     "format_validation_error",
+    "read_yaml",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -147,41 +147,6 @@ class StrategyConfig(BaseModel):
         return self
 
 
-class EngineConfig(BaseModel):
-    """The whole tree: Redis, venues, strategies and the embedded simulator."""
-
-    model_config = _FROZEN
-
-    name: str = "tradetree"
-    redis: RedisConfig = RedisConfig()
-    venues: tuple[VenueConfig, ...] = Field(min_length=1)
-    strategies: tuple[StrategyConfig, ...] = ()
-    strategy_files: tuple[Path, ...] = ()  # relative to the engine config's folder
-    simulator: SimulatorConfig = SimulatorConfig()
-    risk: RiskConfig = RiskConfig()
-    heartbeat_interval_secs: float = Field(default=1.0, gt=0)
-    dashboard_port: int = 8265
-
-    @model_validator(mode="after")
-    def _check_refs(self) -> "EngineConfig":
-        names = [v.name for v in self.venues]
-        if len(set(names)) != len(names):
-            raise ValueError(f"venue names must be unique, got {names}")
-        for i, s in enumerate(self.strategies):
-            if s.venue not in names:
-                raise ValueError(f"strategies.{i}.venue: unknown venue {s.venue!r} (have {names})")
-        ids = [s.id for s in self.strategies]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"strategy ids must be unique, got {ids}")
-        return self
-
-    def venue(self, name: str) -> VenueConfig:
-        for v in self.venues:
-            if v.name == name:
-                return v
-        raise KeyError(name)
-
-
 def format_validation_error(exc: ValidationError, *, source: str) -> str:
     """One line per problem: ``<source>: <dotted.field>: <message>``."""
     lines = []
@@ -191,7 +156,7 @@ def format_validation_error(exc: ValidationError, *, source: str) -> str:
     return "\n".join(lines)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -205,35 +170,10 @@ def _read_yaml(path: Path) -> Any:
 def load_strategy_config(path: str | Path) -> StrategyConfig:
     """Load one strategy file. Raises ConfigError naming the file and field."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
         return StrategyConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=str(path))) from None
-
-
-def load_engine_config(path: str | Path) -> EngineConfig:
-    """Load an engine config and the strategy files it names.
-
-    Raises:
-        ConfigError: unreadable file, bad YAML, or a field that fails
-            validation; the message names the file and the field.
-    """
-    path = Path(path)
-    raw = _read_yaml(path)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    files = raw.get("strategy_files") or []
-    if not isinstance(files, list):
-        raise ConfigError(f"{path}: strategy_files: expected a list of paths")
-    extra = [load_strategy_config(path.parent / f).model_dump(by_alias=True) for f in files]
-    if extra:
-        raw = {**raw, "strategies": list(raw.get("strategies") or []) + extra}
-    try:
-        return EngineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=str(path))) from None

@@ -82,6 +82,8 @@ class MeanReversion(Strategy):
             target, reason = Decimal(0), f"exit long z={z:.2f}"
         elif exposure < 0 and z <= p.exit_z:
             target, reason = Decimal(0), f"exit short z={z:.2f}"
+        elif exposure == 0 and p.stop_z is not None and abs(z) >= p.stop_z:
+            pass  # already beyond the stop: entering would only stop out on the next bar
         elif exposure == 0 and z <= -p.entry_z:
             target, reason = p.size, f"entry long z={z:.2f}"
         elif exposure == 0 and z >= p.entry_z and p.allow_short:

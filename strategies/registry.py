@@ -5,12 +5,20 @@ from __future__ import annotations
 from core.config import StrategyConfig
 from core.errors import ConfigError
 from strategies.base import Strategy
+from strategies.market_making import SingleVenueMarketMaking
 from strategies.mean_reversion import MeanReversion
+from strategies.stats_arb import StatsArb
+from strategies.trend_following import TrendFollowing
+from strategies.vol_scaled import VolScaledDirectional
 
 __all__ = ["STRATEGY_CLASSES", "strategy_class", "build_strategy"]
 
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
     "MeanReversion": MeanReversion,
+    "TrendFollowing": TrendFollowing,
+    "SingleVenueMarketMaking": SingleVenueMarketMaking,
+    "StatsArb": StatsArb,
+    "VolScaledDirectional": VolScaledDirectional,
 }
 
 

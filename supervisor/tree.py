@@ -1,8 +1,11 @@
 """The engine's supervision tree, built as plain data from an ``EngineConfig``.
 
     RootSupervisor                      one_for_one; escalation => SAFE MODE
-    ├── VenueSupervisor[<venue>]        one_for_one: gateway and its siblings live and die apart
-    │   └── VenueGateway[<venue>]
+    ├── Alerter                         Slack + log, de-duplicated, rate-limited
+    ├── VenueSupervisor[<venue>]        one_for_one: gateway and reconciler live and die apart
+    │   ├── VenueGateway[<venue>]       REST (ccxt) + WS (websockets); fills tagged ws
+    │   └── FillReconciler[<venue>]     its own REST client: polling, fill health, drift
+    ├── RiskMonitor                     breakers from Redis; hosts the kill switch
     └── StrategySupervisor              one_for_one
         └── <strategy id> ...           start paused; released when their venue's probes are green
 
@@ -18,7 +21,7 @@ import functools
 import logging
 from typing import Any, Mapping
 
-from core.config import EngineConfig
+from tradetree.config import EngineConfig
 from supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "STRATEGY_SUPERVISOR_ID",
     "gateway_id",
     "venue_supervisor_id",
+    "reconciler_id",
+    "ALERTER_ID",
+    "RISK_MONITOR_ID",
     "build_root_spec",
     "start_root",
     "enter_safe_mode",
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ROOT_ID = "RootSupervisor"
 STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
+ALERTER_ID = "Alerter"
+RISK_MONITOR_ID = "RiskMonitor"
 
 
 def gateway_id(venue: str) -> str:
@@ -44,6 +52,10 @@ def gateway_id(venue: str) -> str:
 
 def venue_supervisor_id(venue: str) -> str:
     return f"VenueSupervisor[{venue}]"
+
+
+def reconciler_id(venue: str) -> str:
+    return f"FillReconciler[{venue}]"
 
 
 def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redis_url: str,
@@ -62,6 +74,7 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
             "namespace": ns,
             "heartbeat_interval_secs": config.heartbeat_interval_secs,
             "ray_namespace": ray_namespace,
+            "subscribers": {s.id: list(s.symbols) for s in config.strategies if s.venue == venue_name},
         },
         restart=RestartType.PERMANENT,
         backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
@@ -69,11 +82,30 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         heartbeat_stale_secs=max(10.0, 10 * config.heartbeat_interval_secs),
         startup_timeout_secs=60.0,
     )
+    reconciler = ChildSpec(
+        id=reconciler_id(venue_name),
+        actor_class="actors.reconciler:FillReconcilerActor",
+        args=(venue,),
+        kwargs={
+            "rest_url": endpoint.rest_url,
+            "credentials": endpoint.credentials,
+            "redis_url": redis_url,
+            "namespace": ns,
+            "config": config.reconciler,
+            "alerter_name": ALERTER_ID,
+            "ray_namespace": ray_namespace,
+        },
+        restart=RestartType.PERMANENT,
+        backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
+        heartbeat_key=f"reconciler:{venue_name}",
+        heartbeat_stale_secs=max(10.0, 5 * config.reconciler.poll_interval_secs),
+        startup_timeout_secs=60.0,
+    )
     return SupervisorSpec(
         id=venue_supervisor_id(venue_name),
         intensity=5,
         period_secs=60.0,
-        children=(gateway,),
+        children=(gateway, reconciler),
     )
 
 
@@ -89,10 +121,12 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
             "ray_namespace": ray_namespace,
             "bar_interval_ms": strategy.bar_interval_ms,
             "start_paused": True,
+            "risk": config.risk,
         },
         restart=RestartType.PERMANENT,
         start_paused=True,
-        release_after=(gateway_id(strategy.venue),),
+        # The whole fill pipeline of the venue must be green, not just the gateway.
+        release_after=(gateway_id(strategy.venue), reconciler_id(strategy.venue), RISK_MONITOR_ID),
         startup_timeout_secs=30.0,
     )
 
@@ -104,7 +138,28 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         _venue_subtree(config, v.name, endpoints[v.name], redis_url=redis_url, ray_namespace=ray_namespace)
         for v in config.venues
     )
-    children: tuple[Any, ...] = venues
+    alerter = ChildSpec(
+        id=ALERTER_ID,
+        actor_class="actors.alerter:AlerterActor",
+        args=(config.alerts,),
+        restart=RestartType.PERMANENT,
+    )
+    risk_monitor = ChildSpec(
+        id=RISK_MONITOR_ID,
+        actor_class="actors.risk_monitor:RiskMonitorActor",
+        args=(config.risk,),
+        kwargs={
+            "redis_url": redis_url,
+            "namespace": config.redis.namespace,
+            "ray_namespace": ray_namespace,
+            "alerter_name": ALERTER_ID,
+            "kill_switch": config.kill_switch,
+            "gateways": {v.name: gateway_id(v.name) for v in config.venues},
+        },
+        restart=RestartType.PERMANENT,
+        startup_timeout_secs=30.0,
+    )
+    children: tuple[Any, ...] = (alerter, *venues, risk_monitor)
     if config.strategies:
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,
@@ -167,7 +222,8 @@ def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str
     )
     store_factory = functools.partial(RedisStore.connect, redis_url, config.redis.namespace)
     return asyncio.run(
-        launch_supervisor(spec, namespace=ray_namespace, store_factory=store_factory, on_escalate=safe_mode)
+        launch_supervisor(spec, namespace=ray_namespace, store_factory=store_factory, on_escalate=safe_mode,
+                          alerter=ALERTER_ID)
     )
 
 

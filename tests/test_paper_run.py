@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import EngineConfig
+from tradetree.config import EngineConfig
 from core.store import RedisStore
 from supervisor.tree import wind_down_for_shutdown
 from tradetree.runner import EngineRuntime

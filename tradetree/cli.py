@@ -51,7 +51,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _load_config(path: Path):
-    from core.config import load_engine_config
+    from tradetree.config import load_engine_config
 
     return load_engine_config(path)
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from core.config import EngineConfig, VenueCredentials
+from core.config import VenueCredentials
+from tradetree.config import EngineConfig
 from core.embedded_redis import EmbeddedRedis, resolve_redis_url
 from core.errors import StoreUnavailable, TradetreeError
 from core.store import RedisStore

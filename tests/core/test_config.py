@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import VenueConfig, load_engine_config, load_strategy_config
+from core.config import VenueConfig, load_strategy_config
+from tradetree.config import load_engine_config
 from core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

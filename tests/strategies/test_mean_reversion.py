@@ -97,3 +97,11 @@ def test_unknown_class_is_a_config_error():
     cfg = StrategyConfig.model_validate({"class": "Nope", "version": "v1", "venue": "okx", "symbols": ["X"]})
     with pytest.raises(ConfigError, match="unknown strategy class 'Nope'"):
         build_strategy(cfg)
+
+
+def test_no_entry_when_already_beyond_the_stop():
+    s = MeanReversion(_cfg(window_bars=10, entry_z=1.0, exit_z=0.2, stop_z=2.5))
+    for i, c in enumerate([100, 100.5, 99.5, 100, 100.5, 99.5, 100, 100.5, 99.5]):
+        s.on_bar(_bar(i, c), StrategyContext(now_ms=i))
+    assert s.on_bar(_bar(20, 130), StrategyContext(now_ms=20)) == []
+    assert s.last_z is not None and s.last_z > 2.5

@@ -1,0 +1,101 @@
+"""DriftDetector: venue positions vs the sum of Redis positions, confirmed over two checks."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from core.types import Position
+from execution.drift import DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
+
+D = Decimal
+BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
+
+
+def pos(strategy: str, inst_id: str, qty: str, venue: str = "okx") -> Position:
+    return Position(strategy_id=strategy, venue=venue, inst_id=inst_id, qty=D(qty))
+
+
+def test_expected_positions_sums_strategies_of_the_venue_only():
+    positions = [pos("a", BTC, "2"), pos("b", BTC, "-0.5"), pos("_unattributed", BTC, "1"),
+                 pos("a", ETH, "3"), pos("a", BTC, "7", venue="binance"), pos("a", "BTC-USDT", "0.1")]
+    assert expected_positions(positions, "okx") == {BTC: D("2.5"), ETH: D(3), "BTC-USDT": D("0.1")}
+    only_swaps = expected_positions(positions, "okx", include=lambda i: i.endswith("-SWAP"))
+    assert only_swaps == {BTC: D("2.5"), ETH: D(3)}
+
+
+def test_in_flight_counts_only_missing_fills_with_their_side():
+    rows = [(BTC, 1, D(2), D(1)), (BTC, -1, D(3), D(0)), (ETH, 1, D(1), D(2)), (ETH, 1, D(1), D(1))]
+    assert in_flight_fills(rows) == {BTC: D(-2)}
+
+
+def test_rejects_negative_tolerance():
+    with pytest.raises(ValueError):
+        DriftDetector("okx", tolerance=D("-1"))
+
+
+def test_matching_positions_are_clean():
+    det = DriftDetector("okx")
+    for _ in range(3):
+        check = det.check({BTC: D(2)}, {BTC: D(2), ETH: D(0)})
+        assert check.clean and check.suspected == () and check.confirmed == ()
+
+
+def test_drift_in_one_check_only_is_a_fill_in_transit():
+    det = DriftDetector("okx")
+    first = det.check({BTC: D(3)}, {BTC: D(2)})
+    assert first.suspected == (BTC,) and first.confirmed == () and first.clean
+    second = det.check({BTC: D(3)}, {BTC: D(3)})  # the fill arrived
+    assert second.clean and second.suspected == () and second.resolved == ()
+    assert det.confirmed_total == 0
+
+
+def test_drift_persisting_over_two_consecutive_checks_is_confirmed_once():
+    det = DriftDetector("okx")
+    det.check({BTC: D(3)}, {BTC: D(2)})
+    second = det.check({BTC: D(3)}, {BTC: D(2)})
+    (row,) = second.confirmed
+    assert row.inst_id == BTC and row.drift == 1 and second.drifting == (BTC,)
+    assert "drift 1" in row.describe()
+    third = det.check({BTC: D(3)}, {BTC: D(2)})
+    assert third.confirmed == () and third.drifting == (BTC,)
+    fixed = det.check({BTC: D(3)}, {BTC: D(3)})
+    assert fixed.resolved == (BTC,) and fixed.clean and det.drifting == ()
+
+
+def test_non_consecutive_drifts_are_not_confirmed():
+    det = DriftDetector("okx")
+    for venue_qty in ("3", "2", "3", "2", "3"):
+        assert det.check({BTC: D(venue_qty)}, {BTC: D(2)}).confirmed == ()
+
+
+def test_in_flight_fills_explain_a_difference():
+    det = DriftDetector("okx")
+    for _ in range(3):
+        check = det.check({BTC: D(3)}, {BTC: D(2)}, in_flight={BTC: D(1)})
+        assert check.clean and check.suspected == ()
+
+
+def test_tolerance_is_exclusive_of_its_bound():
+    det = DriftDetector("okx", tolerance=D("0.5"))
+    det.check({BTC: D("2.5")}, {BTC: D(2)})
+    assert det.check({BTC: D("2.5")}, {BTC: D(2)}).clean
+    det.check({BTC: D("2.51")}, {BTC: D(2)})
+    assert det.check({BTC: D("2.51")}, {BTC: D(2)}).drifting == (BTC,)
+
+
+def test_position_only_on_one_side_is_drift():
+    det = DriftDetector("okx")
+    det.check({}, {ETH: D(-1)})
+    check = det.check({}, {ETH: D(-1)})
+    assert [r.inst_id for r in check.confirmed] == [ETH]
+    assert check.confirmed[0].venue_qty == 0 and check.confirmed[0].drift == 1
+    det2 = DriftDetector("okx")
+    det2.check({BTC: D(1)}, {})
+    assert det2.check({BTC: D(1)}, {}).drifting == (BTC,)
+
+
+def test_instrument_drift_arithmetic():
+    row = InstrumentDrift(inst_id=BTC, venue_qty=D(5), redis_qty=D(3), in_flight_qty=D(1))
+    assert row.expected_qty == 4 and row.drift == 1

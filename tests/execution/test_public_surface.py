@@ -1,0 +1,24 @@
+"""The ``execution`` package exports exactly the public names of its modules."""
+
+from __future__ import annotations
+
+import execution
+from execution import drift, fill_health, reconciliation
+
+
+def test_public_surface_is_what_it_claims():
+    modules = (drift, fill_health, reconciliation)
+    exported_by_modules = {name for module in modules for name in module.__all__}
+    assert set(execution.__all__) == exported_by_modules
+    assert len(execution.__all__) == len(set(execution.__all__))
+    for name in execution.__all__:
+        obj = getattr(execution, name)
+        assert any(getattr(module, name, None) is obj for module in modules), name
+
+
+def test_actor_module_surface():
+    from actors import reconciler
+
+    for name in reconciler.__all__:
+        assert hasattr(reconciler, name), name
+    assert reconciler.ReconcilerConfig is reconciliation.ReconcilerConfig

@@ -1,0 +1,97 @@
+"""The whole engine's configuration: one YAML file plus the strategy files it names.
+
+``EngineConfig`` assembles the shared pieces (``core.config``) with the
+simulator, risk, kill switch, reconciler and alert settings. Every model is
+frozen and rejects unknown fields; ``load_engine_config`` turns any problem
+into a ``ConfigError`` naming the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from actors.alerter import AlerterConfig
+from core.config import (
+    RedisConfig,
+    StrategyConfig,
+    VenueConfig,
+    format_validation_error,
+    load_strategy_config,
+    read_yaml,
+)
+from core.errors import ConfigError
+from execution.reconciliation import ReconcilerConfig
+from risk.config import RiskConfig
+from risk.kill_switch import KillSwitchConfig
+from sim.config import SimulatorConfig
+
+__all__ = ["EngineConfig", "load_engine_config"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class EngineConfig(BaseModel):
+    """The whole tree: Redis, venues, strategies and the embedded simulator."""
+
+    model_config = _FROZEN
+
+    name: str = "tradetree"
+    redis: RedisConfig = RedisConfig()
+    venues: tuple[VenueConfig, ...] = Field(min_length=1)
+    strategies: tuple[StrategyConfig, ...] = ()
+    strategy_files: tuple[Path, ...] = ()  # relative to the engine config's folder
+    simulator: SimulatorConfig = SimulatorConfig()
+    risk: RiskConfig = RiskConfig()
+    reconciler: ReconcilerConfig = ReconcilerConfig()
+    alerts: AlerterConfig = AlerterConfig()
+    # Wind-down clips in venue units (contracts for swaps): 100 BTC-USDT-SWAP contracts = 1 BTC.
+    kill_switch: KillSwitchConfig = KillSwitchConfig(max_clip_size=Decimal("100"))
+    heartbeat_interval_secs: float = Field(default=1.0, gt=0)
+    dashboard_port: int = 8265
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> "EngineConfig":
+        names = [v.name for v in self.venues]
+        if len(set(names)) != len(names):
+            raise ValueError(f"venue names must be unique, got {names}")
+        for i, s in enumerate(self.strategies):
+            if s.venue not in names:
+                raise ValueError(f"strategies.{i}.venue: unknown venue {s.venue!r} (have {names})")
+        ids = [s.id for s in self.strategies]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"strategy ids must be unique, got {ids}")
+        return self
+
+    def venue(self, name: str) -> VenueConfig:
+        for v in self.venues:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+
+def load_engine_config(path: str | Path) -> EngineConfig:
+    """Load an engine config and the strategy files it names.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, or a field that fails
+            validation; the message names the file and the field.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    files = raw.get("strategy_files") or []
+    if not isinstance(files, list):
+        raise ConfigError(f"{path}: strategy_files: expected a list of paths")
+    extra = [load_strategy_config(path.parent / f).model_dump(by_alias=True) for f in files]
+    if extra:
+        raw = {**raw, "strategies": list(raw.get("strategies") or []) + extra}
+    try:
+        return EngineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=str(path))) from None
