@@ -108,7 +108,8 @@ class EmbeddedRedis:
             raise ValueError(f"prefer must be one of {', '.join(_PREFER)}, not {prefer!r}")
         if prefer == "fakeredis" and data_dir is not None:
             raise ValueError("fakeredis cannot persist: pass data_dir only with redis-server")
-        self._data_dir = Path(data_dir) if data_dir is not None else None
+        # absolute: redis-server chdirs to --dir before it opens --logfile
+        self._data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._requested_port = port
         self._prefer = prefer
         self._state = _Lifecycle.UNSTARTED

@@ -133,7 +133,8 @@ def _cmd_positions(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        Console().print(positions_table(rows))
+        # Piped output gets a fixed wide layout instead of truncated columns.
+        Console(width=None if sys.stdout.isatty() else 160).print(positions_table(rows))
     return 0
 
 

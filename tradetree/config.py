@@ -28,7 +28,7 @@ from risk.config import RiskConfig
 from risk.kill_switch import KillSwitchConfig
 from sim.config import SimulatorConfig
 
-__all__ = ["EngineConfig", "load_engine_config"]
+__all__ = ["EngineConfig", "load_engine_config", "check_strategies"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -92,6 +92,23 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     if extra:
         raw = {**raw, "strategies": list(raw.get("strategies") or []) + extra}
     try:
-        return EngineConfig.model_validate(raw)
+        config = EngineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source=str(path))) from None
+    try:
+        check_strategies(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return config
+
+
+def check_strategies(config: EngineConfig) -> None:
+    """Build every configured strategy once, so bad classes or params fail at start.
+
+    Raises:
+        ConfigError: unknown class, or params that fail validation (named).
+    """
+    from strategies.registry import build_strategy
+
+    for strategy in config.strategies:
+        build_strategy(strategy)

@@ -128,7 +128,10 @@ class EngineRuntime:
         """
         from supervisor.tree import build_root_spec, start_root
 
+        from tradetree.config import check_strategies
+
         self.started_at = time.monotonic()
+        check_strategies(self.config)
         self._resolve_live_endpoints()  # credentials first: fail before starting anything
         self.redis_url = self._start_redis()
         try:
@@ -156,14 +159,11 @@ class EngineRuntime:
     # -- watch ---------------------------------------------------------------
 
     def actor_health(self) -> dict[str, Any]:
-        import ray
+        from supervisor.tree import tree_status
 
         if self.root is None:
             return {}
-        try:
-            return ray.get(self.root.status.remote(), timeout=5)
-        except (ray.exceptions.RayError, TimeoutError) as exc:
-            return {"root": {"state": "UNREACHABLE", "detail": str(exc)}}
+        return tree_status(self.ray_namespace)
 
     def snapshot(self) -> dict[str, Any]:
         from tradetree.status import collect_snapshot

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from core.store import RedisStore
@@ -38,15 +39,17 @@ def _fmt(x: Any, places: int = 4) -> str:
 def positions_table(positions: list[dict[str, Any]]) -> Table:
     t = Table(title="Positions (Redis)", expand=False)
     for col in ("strategy", "venue", "instrument", "qty", "avg price", "realized P&L", "fees", "fills"):
-        t.add_column(col, justify="right" if col not in ("strategy", "venue", "instrument") else "left")
+        left = col in ("strategy", "venue", "instrument")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True)
     for p in sorted(positions, key=lambda p: (p["strategy_id"], p["venue"], p["inst_id"])):
-        t.add_row(p["strategy_id"], p["venue"], p["inst_id"], _fmt(p["qty"]), _fmt(p["avg_price"], 2),
+        t.add_row(escape(p["strategy_id"]), escape(p["venue"]), escape(p["inst_id"]), _fmt(p["qty"]), _fmt(p["avg_price"], 2),
                   _fmt(p["realized_pnl"], 2), _fmt(p["fees"], 2), str(p["fill_count"]))
     return t
 
 
 def positions_json(positions: list[dict[str, Any]]) -> str:
-    return json.dumps(positions, indent=2, sort_keys=True)
+    rows = sorted(positions, key=lambda p: (p["strategy_id"], p["venue"], p["inst_id"]))
+    return json.dumps(rows, indent=2, sort_keys=True)
 
 
 def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) -> Group:
@@ -65,7 +68,7 @@ def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) 
         pnl[p["strategy_id"]] = (r + Decimal(str(p["realized_pnl"])), f + Decimal(str(p["fees"])))
     for sid in sorted(set(snap["strategies"]) | set(pnl)):
         r, f = pnl.get(sid, (Decimal(0), Decimal(0)))
-        strat.add_row(sid, snap["strategies"].get(sid, "-"), _fmt(r, 2), _fmt(f, 2))
+        strat.add_row(escape(sid), snap["strategies"].get(sid, "-"), _fmt(r, 2), _fmt(f, 2))
 
     layers = Table(title="Fills by layer")
     layers.add_column("layer")
@@ -82,6 +85,7 @@ def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) 
     for name, info in sorted(snap["actors"].items()):
         state = str(info.get("state", "?"))
         colour = "green" if state.upper() == "RUNNING" else "yellow"
-        actors.add_row(name, f"[{colour}]{state}[/]", str(info.get("restarts", 0)), str(info.get("detail", ""))[:60])
+        actors.add_row(escape(name), f"[{colour}]{escape(state)}[/]", str(info.get("restarts", 0)),
+                       escape(str(info.get("detail", ""))[:80]))
 
     return Group(head, strat, positions_table(snap["positions"]), layers, actors)

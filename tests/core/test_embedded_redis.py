@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 import shutil
 import socket
 from decimal import Decimal
@@ -141,3 +142,17 @@ def test_resolve_redis_url_prefers_config_then_environment(monkeypatch):
     assert resolve_redis_url(None) is None
     monkeypatch.setenv("REDIS_URL", "")
     assert resolve_redis_url(None) is None
+
+
+def test_relative_data_dir_works(tmp_path, monkeypatch):
+    """`make run` passes .tradetree/redis, relative to the checkout."""
+    import redis as _redis
+
+    from core.embedded_redis import EmbeddedRedis
+
+    monkeypatch.chdir(tmp_path)
+    with EmbeddedRedis(data_dir=Path("state/redis"), prefer="redis-server") as er:
+        client = _redis.Redis.from_url(er.url)
+        assert client.ping()
+        client.close()
+    assert (tmp_path / "state" / "redis").is_dir()

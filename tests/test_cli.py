@@ -1,0 +1,88 @@
+"""The tradetree CLI: failing starts are clear and send nothing; positions are read-only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from decimal import Decimal
+
+import pytest
+
+from core.store import RedisStore
+from core.types import Fill, FillLayer, Instrument, InstrumentKind, Side
+from tradetree.cli import main
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_malformed_config_stops_with_file_and_field(tmp_path, capsys):
+    bad = tmp_path / "engine.yaml"
+    bad.write_text("venues: [{name: okx, rest_url: 'http://127.0.0.1:1'}]\nbogus_key: 1\n")
+    assert main(["run", "--config", str(bad), "--no-dashboard", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "bogus_key" in err and "venues.0" in err
+
+
+def test_bad_strategy_params_stop_the_start(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text(
+        "class: MeanReversion\nversion: v1\nvenue: okx\nsymbols: [BTC-USDT-SWAP]\nparams: {size: '-1'}\n")
+    cfg = tmp_path / "engine.yaml"
+    cfg.write_text("venues: [{name: okx}]\nstrategy_files: [s.yaml]\n")
+    assert main(["run", "--config", str(cfg), "--no-dashboard", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "MeanReversion_v1_BTC" in err and "size" in err
+
+
+def test_unreachable_redis_stops_the_start_before_anything_runs(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr("sim.server.SimulatorThread.start", lambda self: started.append("sim"))
+    cfg = tmp_path / "engine.yaml"
+    cfg.write_text(f"redis: {{url: 'redis://127.0.0.1:{_closed_port()}/0'}}\nvenues: [{{name: okx}}]\n")
+    assert main(["run", "--config", str(cfg), "--no-dashboard", "--duration", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "Redis unavailable" in err and "No order was sent" in err
+    assert started == []  # no simulator, hence no venue connection and no order
+
+
+def test_missing_live_credentials_stop_the_start(tmp_path, capsys, monkeypatch):
+    for var in ("OKX_API_KEY", "OKX_SECRET_KEY", "OKX_PASSPHRASE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "engine.yaml"
+    cfg.write_text("venues: [{name: okx, rest_url: 'http://127.0.0.1:1', ws_url: 'ws://127.0.0.1:1/ws/v5'}]\n")
+    assert main(["run", "--config", str(cfg), "--no-dashboard", "--duration", "1"]) == 2
+    assert "OKX_API_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_positions_reads_redis(redis_url, namespace, capsys):
+    inst = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
+                      settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
+                      lot_size=Decimal("0.01"), min_size=Decimal("0.01"))
+
+    async def seed():
+        store = await RedisStore.connect(redis_url, namespace)
+        try:
+            await store.apply_fill(Fill(venue="okx", inst_id="BTC-USDT-SWAP", trade_id="1", side=Side.SELL,
+                                        price=Decimal("60000"), size=Decimal("3"), ts_ms=1,
+                                        layer=FillLayer.WS), inst)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    try:
+        assert main(["positions", "--json", "--redis-url", redis_url, "--namespace", namespace]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [(r["strategy_id"], r["inst_id"], r["qty"]) for r in rows] == [("_unattributed", "BTC-USDT-SWAP", "-3")]
+        assert main(["positions", "--redis-url", redis_url, "--namespace", namespace]) == 0
+        assert "BTC-USDT-SWAP" in capsys.readouterr().out
+    finally:
+        async def cleanup():
+            store = await RedisStore.connect(redis_url, namespace)
+            await store.reset_namespace()
+            await store.close()
+        asyncio.run(cleanup())
