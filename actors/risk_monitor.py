@@ -672,6 +672,19 @@ class RiskMonitorActor:
     async def run_once(self) -> list[Trip]:
         return await self._monitor.run_once()
 
+    async def positions(self) -> list[dict[str, Any]]:
+        """Positions in Redis (for the control API), JSON-friendly."""
+        assert self._monitor.store is not None, "start() first"
+        return [p.model_dump(mode="json") for p in await self._monitor.store.positions()]
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Strategy states, kill flag and venue control state (for the control API)."""
+        store, control = self._monitor.store, self._monitor.control
+        assert store is not None and control is not None, "start() first"
+        venues = {v: (await control.snapshot(v)).model_dump(mode="json") for v in self._gateways}
+        return {"strategies": await store.strategy_states(), "kill_flag": await store.kill_flag(),
+                "venues": venues, "fills_by_layer": await store.fill_layer_counts()}
+
     async def check_health(self) -> HealthReport:
         return await self._monitor.check_health()
 

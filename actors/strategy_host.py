@@ -333,6 +333,7 @@ class StrategyHost:
     def stats(self) -> dict:
         return {
             "id": self.id,
+            "venue": self.config.venue,
             "orders_sent": self.orders_sent,
             "rejections": self.rejections,
             "denials": self.denials,

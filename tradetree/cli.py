@@ -3,8 +3,12 @@
     tradetree sim        the venue simulator alone (a paper exchange any OKX client can use)
     tradetree run        the whole tree from a config (paper trading by default)
     tradetree positions  positions held in Redis, read-only
+    tradetree status|pause|resume|kill|reconcile|restart
+                         operate a running tree (the control API)
+    tradetree ml ...     train, evaluate and list models
 
-Exit codes: 0 ok, 2 bad config or arguments, 3 Redis unavailable, 1 other errors.
+Exit codes: 0 ok, 2 bad config or arguments, 3 Redis unavailable, 4 refused (a probe
+is failing), 1 other errors.
 """
 
 from __future__ import annotations
@@ -138,6 +142,69 @@ def _cmd_positions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control(args: argparse.Namespace):
+    from tradetree.control import connect
+
+    namespace = args.namespace
+    if namespace is None:
+        namespace = _load_config(Path(args.config)).name
+    return connect(address=args.address, namespace=namespace)
+
+
+def _print_json(value) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tradetree.status import render_snapshot
+
+    status = _control(args).status()
+    if args.json:
+        _print_json(status)
+        return 0
+    snap = status.get("snapshot") or {}
+    view = {
+        "strategies": snap.get("strategies", {}),
+        "positions": _control(args).positions(),
+        "fills_by_layer": snap.get("fills_by_layer", {}),
+        "kill_flag": snap.get("kill_flag"),
+        "heartbeats": {},
+        "actors": status["actors"],
+    }
+    Console().print(render_snapshot(view))
+    if status.get("breakers"):
+        Console().print("[red]open breakers:[/]", status["breakers"])
+    return 0
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from tradetree.control import ProbesFailing
+
+    ctl = _control(args)
+    try:
+        if args.command == "pause":
+            ctl.pause(args.strategy, args.reason)
+            print(f"{args.strategy} paused")
+        elif args.command == "resume":
+            ctl.resume(args.strategy)
+            print(f"{args.strategy} resumed")
+        elif args.command == "kill":
+            _print_json(ctl.kill(args.reason, args.strategy, wait=args.wait))
+        elif args.command == "reconcile":
+            _print_json(ctl.reconcile(args.venue))
+        elif args.command == "restart":
+            ctl.restart(args.child)
+            print(f"{args.child} restarted and its probes pass")
+    except ProbesFailing as exc:
+        print(f"tradetree: {exc}", file=sys.stderr)
+        return 4
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradetree", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,12 +235,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_cmd_positions)
 
-    try:
-        from ml.cli import register as register_ml
-    except ImportError:
-        register_ml = None
-    if register_ml is not None:
-        register_ml(sub)
+    def control_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text)
+        c.add_argument("--config", default=str(DEFAULT_CONFIG), help="to find the Ray namespace (its name)")
+        c.add_argument("--namespace", default=None, help="Ray namespace of the tree (default: config name)")
+        c.add_argument("--address", default=None, help="Ray address (default: the local cluster)")
+        c.set_defaults(func=_cmd_control)
+        return c
+
+    st = control_parser("status", "the running tree: actors, strategies, positions, breakers")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_cmd_status)
+    control_parser("pause", "pause a strategy").add_argument("strategy")
+    sub.choices["pause"].add_argument("--reason", default="operator")
+    control_parser("resume", "resume a strategy (refused until its probes pass)").add_argument("strategy")
+    k = control_parser("kill", "kill switch: flag, cancel, wind down (all, or one strategy)")
+    k.add_argument("reason")
+    k.add_argument("--strategy", default=None)
+    k.add_argument("--wait", action="store_true", help="return when flat (or stalled)")
+    control_parser("reconcile", "reconcile one venue now").add_argument("venue")
+    control_parser("restart", "restart one actor through its supervisor").add_argument("child")
+
+    from ml.cli import register as register_ml
+
+    register_ml(sub)
     return p
 
 

@@ -1,0 +1,203 @@
+"""Run the whole tree for a scenario: real Ray, real Redis, the simulator over loopback.
+
+``running_tree(...)`` starts an ``EngineRuntime`` on the embedded simulator
+with fast timers, yields a ``Tree`` with helpers to read Redis, the simulator's
+account truth and the actors, and shuts everything down afterwards.
+Nothing here sleeps a fixed time to make a point: ``Tree.wait_for`` polls a
+condition with a deadline and fails with what it saw last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from decimal import Decimal
+from typing import Any, Callable, Iterator
+
+import pytest
+import ray
+
+from core.control_state import ControlState
+from core.store import AuditEntry, RedisStore
+from core.types import Order, Position
+from supervisor.tree import (
+    ALERTER_ID,
+    RISK_MONITOR_ID,
+    gateway_id,
+    reconciler_id,
+    tree_status,
+)
+from tradetree.config import EngineConfig
+from tradetree.runner import EngineRuntime
+
+__all__ = ["Tree", "running_tree", "scenario_config", "STRATEGY"]
+
+STRATEGY = {
+    "class": "MeanReversion", "version": "v1", "venue": "okx", "bar_interval_ms": 30000,
+    "params": {"window_bars": 8, "entry_z": 1.0, "exit_z": 0.2, "stop_z": 6.0, "size": "1"},
+}
+
+
+def scenario_config(redis_url: str, namespace: str, *, strategies: list[dict] | None = None,
+                    **overrides: Any) -> EngineConfig:
+    """A small, fast engine config: one venue (the embedded simulator), quick timers."""
+    if strategies is None:
+        strategies = [{**STRATEGY, "symbols": ["BTC-USDT-SWAP"]}]
+    raw: dict[str, Any] = {
+        "name": f"tt-scn-{uuid.uuid4().hex[:6]}",
+        "redis": {"url": redis_url, "namespace": namespace},
+        "venues": [{"name": "okx", "instruments": ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]}],
+        "strategies": strategies,
+        "simulator": {"seed": 11, "tick_interval_ms": 100, "time_scale": 60.0},
+        "reconciler": {"poll_interval_secs": 0.5, "fill_health_interval_secs": 0.25,
+                       "fill_gap_alert_secs": 1.5, "drift_interval_secs": 1.0},
+        "risk": {"max_verification_age_secs": 3.0, "max_market_data_age_secs": 3.0, "loop_interval_secs": 0.25},
+        "kill_switch": {"max_clip_size": "100", "backoff_min_secs": 0.2, "backoff_max_secs": 2.0,
+                        "max_duration_secs": 60, "verify_interval_secs": 0.2},
+        "heartbeat_interval_secs": 0.5,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return EngineConfig.model_validate(raw)
+
+
+class Tree:
+    """A running engine plus read helpers. Every read opens its own short Redis connection."""
+
+    def __init__(self, runtime: EngineRuntime) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.ns = runtime.config.redis.namespace
+        self.ray_ns = runtime.ray_namespace
+
+    # -- the simulator ----------------------------------------------------------------
+
+    @property
+    def sim(self):
+        return self.runtime.sim_server
+
+    def truth(self) -> dict[str, Any]:
+        return self.sim.account_truth()
+
+    def venue_positions(self) -> dict[str, Decimal]:
+        return {k: Decimal(v) for k, v in self.truth()["positions"].items() if Decimal(v) != 0}
+
+    # -- Redis ------------------------------------------------------------------------
+
+    def redis(self, fn: Callable[[RedisStore, ControlState], Any]) -> Any:
+        """Run ``await fn(store, control)`` on a fresh connection and return its result."""
+
+        async def go():
+            store = await RedisStore.connect(self.runtime.redis_url, self.ns)
+            try:
+                return await fn(store, ControlState(store.client, self.ns))
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
+
+    def positions(self) -> list[Position]:
+        return self.redis(lambda s, c: s.positions())
+
+    def summed_positions(self) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for p in self.positions():
+            out[p.inst_id] = out.get(p.inst_id, Decimal(0)) + p.qty
+        return {k: v for k, v in out.items() if v != 0}
+
+    def audit(self) -> list[AuditEntry]:
+        return self.redis(lambda s, c: s.audit_entries())
+
+    def open_orders(self) -> list[Order]:
+        return self.redis(lambda s, c: s.open_orders())
+
+    def strategy_states(self) -> dict[str, str]:
+        return self.redis(lambda s, c: s.strategy_states())
+
+    def layer_counts(self) -> dict[str, dict[str, int]]:
+        return self.redis(lambda s, c: s.fill_layer_counts())
+
+    def control_snapshot(self, venue: str = "okx"):
+        return self.redis(lambda s, c: c.snapshot(venue))
+
+    def assert_matches_venue(self) -> None:
+        """Redis positions summed over strategies equal the venue; each venue trade audited once."""
+        assert self.summed_positions() == self.venue_positions()
+        audited = Counter(e.fill.trade_id for e in self.audit())
+        assert all(n == 1 for n in audited.values()), audited
+        assert set(audited) == {t["trade_id"] for t in self.truth()["trades"]}
+
+    def matches_venue(self) -> bool:
+        try:
+            self.assert_matches_venue()
+        except AssertionError:
+            return False
+        return True
+
+    # -- actors -----------------------------------------------------------------------
+
+    def actor(self, name: str):
+        return ray.get_actor(name, namespace=self.ray_ns)
+
+    def gateway(self, venue: str = "okx"):
+        return self.actor(gateway_id(venue))
+
+    def reconciler(self, venue: str = "okx"):
+        return self.actor(reconciler_id(venue))
+
+    def risk_monitor(self):
+        return self.actor(RISK_MONITOR_ID)
+
+    def alerter(self):
+        return self.actor(ALERTER_ID)
+
+    def alerts(self, n: int = 200) -> list[dict[str, Any]]:
+        return [a if isinstance(a, dict) else a.model_dump(mode="json")
+                for a in ray.get(self.alerter().recent.remote(n), timeout=10)]
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return tree_status(self.ray_ns)
+
+    def health(self, name: str):
+        return ray.get(self.actor(name).check_health.remote(), timeout=10)
+
+    # -- waiting ----------------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], Any], timeout_secs: float, what: str, interval_secs: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout_secs
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = predicate()
+            except Exception as exc:  # noqa: BLE001 - keep polling, report the last failure
+                last = exc
+            else:
+                if last:
+                    return last
+            time.sleep(interval_secs)
+        pytest.fail(f"timed out after {timeout_secs}s waiting for {what}; last: {last!r}")
+
+    def wait_for_fills(self, n: int, timeout_secs: float = 90) -> None:
+        self.wait_for(lambda: len(self.audit()) >= n, timeout_secs, f"{n} applied fills")
+
+    def wait_running(self, timeout_secs: float = 60) -> None:
+        ids = [s.id for s in self.config.strategies]
+        self.wait_for(lambda: all(self.strategy_states().get(i) == "RUNNING" for i in ids), timeout_secs,
+                      "strategies RUNNING")
+
+
+@contextlib.contextmanager
+def running_tree(config: EngineConfig) -> Iterator[Tree]:
+    runtime = EngineRuntime(config, include_dashboard=False)
+    runtime.start()
+    try:
+        yield Tree(runtime)
+    finally:
+        runtime.shutdown()

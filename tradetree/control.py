@@ -1,0 +1,179 @@
+"""The Python control API: what an operator (or the CLI) does to a running tree.
+
+    from tradetree.control import connect
+    ctl = connect(namespace="tradetree")      # address=None: the local Ray cluster
+    ctl.status(); ctl.positions()
+    ctl.pause("MeanReversion_v10_BTC"); ctl.resume("MeanReversion_v10_BTC")
+    ctl.kill("manual stop")                   # or kill(reason, strategy=...)
+    ctl.reconcile("okx"); ctl.restart("VenueGateway[okx]"); ctl.alerts()
+
+Everything goes through the named actors of the tree (``ray.get_actor``), so
+the API works from any process attached to the cluster. ``resume`` and
+``restart`` refuse, naming the failing probe, until the probes they depend on
+pass: a strategy is never released onto a broken fill pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from core.errors import TradetreeError
+from supervisor.tree import (
+    ALERTER_ID,
+    RISK_MONITOR_ID,
+    ROOT_ID,
+    gateway_id,
+    reconciler_id,
+    tree_status,
+)
+
+__all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
+
+_TIMEOUT_SECS = 30.0
+
+
+class ControlError(TradetreeError):
+    """A control action could not be carried out (unknown name, actor unreachable)."""
+
+
+class ProbesFailing(ControlError):
+    """The action was refused because a probe it depends on is failing. The message names it."""
+
+
+def connect(address: str | None = None, namespace: str = "tradetree") -> "Control":
+    """Attach to the cluster running the tree (``namespace`` = the engine config's ``name``).
+
+    ``address=None`` attaches to a local cluster started by ``tradetree run``
+    ("auto"); give ``ray://host:10001`` or ``host:6379`` for a remote one.
+    """
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", namespace=namespace, log_to_driver=False, configure_logging=False)
+    return Control(namespace)
+
+
+class Control:
+    """Operator actions on the tree in Ray namespace ``namespace``."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _actor(self, name: str):
+        try:
+            return ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            raise ControlError(f"no actor named {name!r} in namespace {self.namespace!r}") from None
+
+    def _call(self, name: str, method: str, *args: Any, timeout_secs: float = _TIMEOUT_SECS, **kwargs: Any) -> Any:
+        handle = self._actor(name)
+        try:
+            return ray.get(getattr(handle, method).remote(*args, **kwargs), timeout=timeout_secs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+            if isinstance(cause, TradetreeError):
+                raise cause from None
+            raise ControlError(f"{name}.{method} failed: {cause}") from None
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            raise ControlError(f"{name}.{method} did not answer: {type(exc).__name__}: {exc}") from None
+
+    def _strategy_venue(self, strategy: str) -> str:
+        status = tree_status(self.namespace)
+        if strategy not in status or status[strategy].get("supervisor"):
+            raise ControlError(f"unknown strategy {strategy!r}")
+        stats = self._call(strategy, "stats")
+        return stats.get("venue", "okx")
+
+    def _failing_probes(self, names: list[str]) -> list[str]:
+        failing = []
+        for name in names:
+            try:
+                report = self._call(name, "check_health", timeout_secs=10)
+            except ControlError as exc:
+                failing.append(f"{name}: unreachable ({exc})")
+                continue
+            failing += [f"{name}: {p.name}: {p.detail}" for p in report.failing()]
+        return failing
+
+    # -- read --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The tree (state, restarts, failing probes per actor), strategy states, breakers, kill state."""
+        out: dict[str, Any] = {"actors": tree_status(self.namespace)}
+        try:
+            out["breakers"] = self._call(RISK_MONITOR_ID, "breakers")
+            out["kill"] = self._call(RISK_MONITOR_ID, "kill_progress")
+            out["snapshot"] = self._call(RISK_MONITOR_ID, "snapshot")
+        except ControlError as exc:
+            out["risk_monitor_error"] = str(exc)
+        return out
+
+    def positions(self) -> list[dict[str, Any]]:
+        """Positions in Redis, per strategy, venue and instrument (read through the RiskMonitor)."""
+        return self._call(RISK_MONITOR_ID, "positions")
+
+    def alerts(self, n: int = 50) -> list[dict[str, Any]]:
+        """The most recent alerts, oldest first."""
+        return [a if isinstance(a, dict) else a.model_dump(mode="json") for a in self._call(ALERTER_ID, "recent", n)]
+
+    # -- act ---------------------------------------------------------------------
+
+    def pause(self, strategy: str, reason: str = "operator") -> None:
+        """Pause a strategy. It stays paused until ``resume`` (a supervisor release does not lift it)."""
+        self._call(strategy, "pause", reason, "operator")
+
+    def resume(self, strategy: str) -> None:
+        """Resume a paused strategy once its venue's pipeline is healthy.
+
+        Raises:
+            ProbesFailing: the strategy, its venue's gateway or reconciler, or
+                the risk monitor has a failing probe (named in the message);
+                or a breaker for it is open.
+        """
+        venue = self._strategy_venue(strategy)
+        failing = self._failing_probes([strategy, gateway_id(venue), reconciler_id(venue), RISK_MONITOR_ID])
+        breakers = self._call(RISK_MONITOR_ID, "breakers")
+        failing += [f"breaker {name}: {info.get('reason', '')}" for name, info in breakers.items()
+                    if name.startswith(f"strategy:{strategy}:") or name.startswith("global:")]
+        if failing:
+            raise ProbesFailing(f"resume {strategy} refused: " + "; ".join(failing))
+        self._call(reconciler_id(venue), "release_venue")
+        if not self._call(strategy, "operator_resume"):
+            raise ControlError(f"{strategy} was not paused (KILLED and WINDING_DOWN are not resumed)")
+
+    def kill(self, reason: str, strategy: str | None = None, wait: bool = False) -> dict[str, Any]:
+        """Kill everything (or one strategy): flag first, cancel, wind down. Returns the progress record."""
+        return self._call(RISK_MONITOR_ID, "kill", reason, strategy, wait,
+                          timeout_secs=_TIMEOUT_SECS if not wait else 900)
+
+    def kill_progress(self, strategy: str | None = None) -> dict[str, Any] | None:
+        return self._call(RISK_MONITOR_ID, "kill_progress", strategy)
+
+    def reconcile(self, venue: str) -> dict[str, Any]:
+        """Run one full reconciliation of ``venue`` now and return what it changed."""
+        report = self._call(reconciler_id(venue), "reconcile_now", timeout_secs=60)
+        return report.model_dump(mode="json") if hasattr(report, "model_dump") else report
+
+    def restart(self, child: str) -> None:
+        """Restart one actor of the tree through its supervisor.
+
+        Raises:
+            ProbesFailing: the fresh child's probes did not pass in time
+                (the message names them); the supervisor keeps trying.
+            ControlError: no such child.
+        """
+        status = tree_status(self.namespace)
+        if child not in status or status[child].get("parent") is None:
+            raise ControlError(f"unknown child {child!r} (the root cannot be restarted from here)")
+        try:
+            self._call(status[child]["parent"], "restart_child", child, timeout_secs=120)
+        except ControlError:
+            raise
+        except TradetreeError as exc:
+            raise ProbesFailing(f"restart {child} refused: {exc}") from None
+
+    @property
+    def root(self) -> str:
+        return ROOT_ID
