@@ -280,3 +280,54 @@ async def test_open_gap_keeps_its_discrepancy_across_a_restart(venue, store, con
     rec = make(venue, store, control, clock)
     await rec.check_fill_health()
     assert "fill_gap:c1" in await control.discrepancies("okx")
+
+
+async def _probe_ok(rec, name: str) -> bool:
+    report = await rec.check_health()
+    return next(p for p in report.probes if p.name == name).ok
+
+
+async def test_a_restart_does_not_forget_that_the_ws_stopped_carrying_fills(venue, store, control, clock):
+    # A previous incarnation applied fills over REST that the WS never delivered.
+    for i, layer in enumerate((FillLayer.WS, FillLayer.POLL, FillLayer.POLL)):
+        await store.apply_fill(fill(str(i), clock.now_ms() + i, coid="").model_copy(update={"layer": layer}), SWAP)
+        clock.advance(0.5)
+    fresh = make(venue, store, control, clock)
+    fresh.state = ReconcilerState.RUNNING  # probes without timers
+    await fresh.poll_once()
+    await fresh.check_fill_health()
+    await fresh.check_drift()
+    clock.advance(CONFIG.fill_gap_alert_secs)
+    await fresh.poll_once()
+    await fresh.check_fill_health()
+    assert not await _probe_ok(fresh, "fills_flowing_ws")
+    assert "not delivered by the WS" in fresh.monitor.ws_flow(clock.monotonic()).detail
+    # the WS delivers again (a duplicate counts): flowing
+    await store.apply_fill(fill("2", clock.now_ms(), coid="").model_copy(update={"layer": FillLayer.WS}), SWAP)
+    await fresh.check_fill_health()
+    assert await _probe_ok(fresh, "fills_flowing_ws")
+
+
+async def test_a_restart_dates_an_open_gap_from_its_discrepancy(venue, store, control, clock):
+    order = await record(store, clock)
+    await store.update_order(order.transition(OrderState.FILLED, now_ms=clock.now_ms() + 1, filled_size=Decimal(2),
+                                              venue_order_id="v1"))
+    clock.advance(60)
+    await control.open_discrepancy("okx", "fill_gap:c1", "seen by a previous incarnation", clock.now_ms() - 30_000)
+    fresh = make(venue, store, control, clock)
+    fresh.state = ReconcilerState.RUNNING
+    assert await fresh.check_fill_health() == []  # first look: the gap is known since 30 s ago...
+    assert not await _probe_ok(fresh, "fills_flowing_ws")  # ...and the probe already says so
+    clock.advance(CONFIG.fill_health_interval_secs)
+    actions = await fresh.check_fill_health()  # ...so the episode opens now, not T from now
+    assert [a.kind.value for a in actions] == ["alert", "targeted_fetch"]
+
+
+async def test_no_drift_probe_reads_drift_discrepancies_from_redis(venue, store, control, clock):
+    await control.open_discrepancy("okx", "drift:BTC-USDT-SWAP", "seen by a previous incarnation", clock.now_ms())
+    fresh = make(venue, store, control, clock)
+    fresh.state = ReconcilerState.RUNNING
+    fresh.last_drift_ok_ms = clock.now_ms()
+    assert not await _probe_ok(fresh, "no_drift")
+    await fresh.check_drift()  # venue and Redis agree (both flat): the discrepancy closes
+    assert await _probe_ok(fresh, "no_drift")

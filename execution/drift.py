@@ -1,0 +1,178 @@
+"""Position drift: the venue's net positions against what Redis says tradetree holds.
+
+Pure logic, no I/O. For one venue and each instrument, *expected* is the sum
+over every strategy of the Redis position (the ``_unattributed`` bucket
+included) plus the fills known to be in flight (an order's venue status says
+more is filled than its applied fills add up to; the fill-health layer owns
+that gap). *Drift* is venue minus expected.
+
+A fill in transit (the venue's position moved, the fill is not applied yet)
+shows up as drift for one check; so a drift counts only when it is beyond
+``tolerance`` at two consecutive checks. A confirmed drift is reported once
+(``confirmed``); when it falls back within tolerance it is reported once as
+``resolved``.
+
+Only instruments the venue reports positions for can be compared (swaps on
+OKX): the caller leaves spot holdings out of ``expected``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.types import Position
+
+__all__ = [
+    "InstrumentDrift",
+    "DriftCheck",
+    "DriftDetector",
+    "expected_positions",
+    "in_flight_fills",
+]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class InstrumentDrift(BaseModel):
+    """One instrument at one check (quantities in venue units, signed)."""
+
+    model_config = _FROZEN
+
+    inst_id: str
+    venue_qty: Decimal
+    redis_qty: Decimal
+    in_flight_qty: Decimal = Decimal(0)
+
+    @property
+    def expected_qty(self) -> Decimal:
+        return self.redis_qty + self.in_flight_qty
+
+    @property
+    def drift(self) -> Decimal:
+        return self.venue_qty - self.expected_qty
+
+    def describe(self) -> str:
+        flight = f" + in flight {self.in_flight_qty}" if self.in_flight_qty else ""
+        return (f"{self.inst_id}: venue {self.venue_qty}, Redis {self.redis_qty}{flight}, "
+                f"drift {self.drift}")
+
+
+class DriftCheck(BaseModel):
+    """The outcome of one check.
+
+    ``instruments`` every compared instrument; ``suspected`` beyond tolerance
+    at this check only; ``confirmed`` newly confirmed (beyond tolerance at
+    this and the previous check); ``drifting`` every instrument confirmed and
+    still beyond tolerance (including the new ones); ``resolved`` confirmed
+    before and within tolerance now.
+    """
+
+    model_config = _FROZEN
+
+    instruments: tuple[InstrumentDrift, ...] = ()
+    suspected: tuple[str, ...] = ()
+    confirmed: tuple[InstrumentDrift, ...] = ()
+    drifting: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.drifting
+
+
+def expected_positions(
+    positions: Iterable[Position], venue: str, *, include: Callable[[str], bool] | None = None
+) -> dict[str, Decimal]:
+    """Net Redis quantity per instrument of ``venue``, summed over strategies.
+
+    ``include`` (inst_id -> bool) restricts it to instruments the venue reports
+    positions for.
+    """
+    total: dict[str, Decimal] = {}
+    for position in positions:
+        if position.venue != venue or (include is not None and not include(position.inst_id)):
+            continue
+        total[position.inst_id] = total.get(position.inst_id, Decimal(0)) + position.qty
+    return total
+
+
+def in_flight_fills(orders: Iterable[tuple[str, int, Decimal, Decimal]]) -> dict[str, Decimal]:
+    """Signed quantity per instrument that the venue has filled and Redis has not applied yet.
+
+    ``orders`` yields ``(inst_id, side_sign, venue_filled, applied)``; only
+    positive shortfalls count (over-applied orders are the fill-health
+    monitor's concern, not an excuse for drift).
+    """
+    flight: dict[str, Decimal] = {}
+    for inst_id, sign, venue_filled, applied in orders:
+        missing = venue_filled - applied
+        if missing > 0:
+            flight[inst_id] = flight.get(inst_id, Decimal(0)) + sign * missing
+    return flight
+
+
+class DriftDetector:
+    """Drift state of one venue across checks.
+
+    Raises:
+        ValueError: ``tolerance`` is negative.
+    """
+
+    def __init__(self, venue: str, *, tolerance: Decimal = Decimal(0)) -> None:
+        if tolerance < 0:
+            raise ValueError("drift tolerance must not be negative")
+        self.venue = venue
+        self.tolerance = tolerance
+        self._previous_beyond: set[str] = set()
+        self._confirmed: set[str] = set()
+        self.checks = 0
+        self.confirmed_total = 0
+
+    @property
+    def drifting(self) -> tuple[str, ...]:
+        """Instruments whose drift is confirmed and not resolved yet."""
+        return tuple(sorted(self._confirmed))
+
+    def check(
+        self,
+        venue_positions: Mapping[str, Decimal],
+        expected: Mapping[str, Decimal],
+        *,
+        in_flight: Mapping[str, Decimal] | None = None,
+    ) -> DriftCheck:
+        """Compare one complete snapshot of both sides and update the state.
+
+        ``venue_positions`` and ``expected`` map inst_id to signed quantity; an
+        instrument missing on one side is flat there. Call it only with a
+        complete read of both sides: a failed read is no check at all (it
+        neither confirms nor resolves anything).
+        """
+        flight = in_flight or {}
+        names = sorted(set(venue_positions) | set(expected))
+        rows = tuple(
+            InstrumentDrift(
+                inst_id=name,
+                venue_qty=venue_positions.get(name, Decimal(0)),
+                redis_qty=expected.get(name, Decimal(0)),
+                in_flight_qty=flight.get(name, Decimal(0)),
+            )
+            for name in names
+        )
+        beyond = {row.inst_id for row in rows if abs(row.drift) > self.tolerance}
+        newly = [row for row in rows if row.inst_id in beyond and row.inst_id in self._previous_beyond
+                 and row.inst_id not in self._confirmed]
+        resolved = tuple(sorted(self._confirmed - beyond))
+        self._confirmed = (self._confirmed & beyond) | {row.inst_id for row in newly}
+        self._previous_beyond = beyond
+        self.checks += 1
+        self.confirmed_total += len(newly)
+        return DriftCheck(
+            instruments=rows,
+            suspected=tuple(sorted(beyond - self._confirmed)),
+            confirmed=tuple(newly),
+            drifting=self.drifting,
+            resolved=resolved,
+        )
