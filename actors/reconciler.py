@@ -798,27 +798,38 @@ class FillReconciler:
         except StoreError as exc:
             probes.append(ProbeResult(name="store", ok=False, detail=str(exc)))
 
+        # Liveness: the timers themselves run. A crashed or stuck poll loop is ours to fix by a
+        # restart; a venue that answers badly is not (that is the readiness probes below).
+        dead = [t.get_name() for t in self._tasks if t.done()]
         last = self.last_poll
+        stuck_ms = int((3 * self.config.poll_interval_secs + 2 * self.venue.http_timeout_secs) * 1000)
+        if dead:
+            probes.append(ProbeResult(name="timers", ok=False, detail=f"stopped: {', '.join(dead)}"))
+        elif last is not None and now_ms - last.started_ms > stuck_ms:
+            probes.append(ProbeResult(name="timers", ok=False,
+                                      detail=f"no poll cycle started for {now_ms - last.started_ms} ms"))
+        else:
+            probes.append(ProbeResult(name="timers", ok=True))
         if last is None:
-            probes.append(ProbeResult(name="rest", ok=False, detail="no poll cycle yet"))
+            probes.append(ProbeResult(name="rest", liveness=False, ok=False, detail="no poll cycle yet"))
         elif not last.ok:
-            probes.append(ProbeResult(name="rest", ok=False, detail=f"last poll failed: {'; '.join(last.errors)}"[:500]))
+            probes.append(ProbeResult(name="rest", liveness=False, ok=False, detail=f"last poll failed: {'; '.join(last.errors)}"[:500]))
         elif now_ms - last.started_ms > fresh_ms:
-            probes.append(ProbeResult(name="rest", ok=False,
+            probes.append(ProbeResult(name="rest", liveness=False, ok=False,
                                       detail=f"last poll cycle {now_ms - last.started_ms} ms ago"))
         else:
-            probes.append(ProbeResult(name="rest", ok=True))
+            probes.append(ProbeResult(name="rest", liveness=False, ok=True))
 
         try:
             verified = await self._control.verified_at(self.name)
             if verified is None:
-                probes.append(ProbeResult(name="poll_fresh", ok=False, detail="never verified"))
+                probes.append(ProbeResult(name="poll_fresh", liveness=False, ok=False, detail="never verified"))
             else:
                 age = now_ms - verified
-                probes.append(ProbeResult(name="poll_fresh", ok=age <= fresh_ms,
+                probes.append(ProbeResult(name="poll_fresh", liveness=False, ok=age <= fresh_ms,
                                           detail="" if age <= fresh_ms else f"verified {age} ms ago"))
         except StoreError as exc:
-            probes.append(ProbeResult(name="poll_fresh", ok=False, detail=str(exc)))
+            probes.append(ProbeResult(name="poll_fresh", liveness=False, ok=False, detail=str(exc)))
 
         # Redis remembers what this process may not (it may be a fresh incarnation).
         try:
@@ -837,20 +848,20 @@ class FillReconciler:
             problems.append(flow.detail)
         if self.last_health_ok_ms is None:
             problems.append("no fill-health check yet")
-        probes.append(ProbeResult(name="fills_flowing_ws", ok=not problems, detail="; ".join(problems)))
+        probes.append(ProbeResult(name="fills_flowing_ws", liveness=False, ok=not problems, detail="; ".join(problems)))
 
         drift_fresh_ms = int(3 * self.config.drift_interval_secs * 1000)
         drift_keys = [k for k in open_keys if k.startswith(("drift:", "unknown"))]
         if self.detector.drifting or drift_keys:
             names = sorted(set(self.detector.drifting) | {k.removeprefix("drift:") for k in drift_keys})
-            probes.append(ProbeResult(name="no_drift", ok=False, detail=f"drift on {', '.join(names)}"))
+            probes.append(ProbeResult(name="no_drift", liveness=False, ok=False, detail=f"drift on {', '.join(names)}"))
         elif self.last_drift_ok_ms is None:
-            probes.append(ProbeResult(name="no_drift", ok=False, detail="no drift check yet"))
+            probes.append(ProbeResult(name="no_drift", liveness=False, ok=False, detail="no drift check yet"))
         elif now_ms - self.last_drift_ok_ms > drift_fresh_ms:
-            probes.append(ProbeResult(name="no_drift", ok=False,
+            probes.append(ProbeResult(name="no_drift", liveness=False, ok=False,
                                       detail=f"last drift check {now_ms - self.last_drift_ok_ms} ms ago"))
         else:
-            probes.append(ProbeResult(name="no_drift", ok=True))
+            probes.append(ProbeResult(name="no_drift", liveness=False, ok=True))
         return HealthReport(component=self.component, ts_ms=now_ms, probes=tuple(probes))
 
     def stats(self) -> dict[str, Any]:

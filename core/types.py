@@ -318,13 +318,22 @@ class Bar(BaseModel):
 
 
 class ProbeResult(BaseModel):
-    """One health probe: did the mechanism it checks work, and why not."""
+    """One health probe: did the mechanism it checks work, and why not.
+
+    ``liveness=False`` marks a readiness probe: it reports on something the
+    component watches but cannot fix by being restarted (fills not flowing on
+    the venue's WS, positions drifting, the venue's REST down). It gates the
+    release of what depends on it, never a restart of the component itself:
+    restarting the reconciler because the venue stopped sending fills would
+    only switch off the layer that is catching them.
+    """
 
     model_config = _FROZEN
 
     name: str
     ok: bool
     detail: str = ""
+    liveness: bool = True
 
 
 class HealthReport(BaseModel):
@@ -338,7 +347,13 @@ class HealthReport(BaseModel):
 
     @property
     def healthy(self) -> bool:
+        """Every probe passes: ready for dependents to be released onto it."""
         return all(p.ok for p in self.probes)
+
+    @property
+    def live(self) -> bool:
+        """Every liveness probe passes: no reason to restart the component."""
+        return all(p.ok for p in self.probes if p.liveness)
 
     def failing(self) -> list[ProbeResult]:
         return [p for p in self.probes if not p.ok]

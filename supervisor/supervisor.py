@@ -616,7 +616,7 @@ class Supervisor:
         except BackendError as exc:
             return _BringUpFailed(ExitReason.HUNG, f"adopted actor does not answer: {exc}")
         self._record_report(child, report)
-        child.failures.record(child.last_report is not None and child.last_report.healthy)
+        child.failures.record(child.last_report is not None and child.last_report.live)
         if child.spec.start_paused:
             child.lifecycle.to(ChildState.PAUSED)
         else:
@@ -693,7 +693,8 @@ class Supervisor:
         child.last_probe_error = ""
         if child.is_supervisor:
             return all(p.ok for p in report.probes if p.name == SUPERVISOR_PROBE)
-        return report.healthy
+        # Readiness probes (liveness=False) gate releases, not restarts: see ProbeResult.
+        return report.live
 
     async def _check_heartbeats(self) -> None:
         assert self._store is not None

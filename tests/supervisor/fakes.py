@@ -45,6 +45,7 @@ class Behaviour:
     start_hang: bool = False
     probe_hang: bool = False
     resume_error: str | None = None
+    ready: bool = True  # the readiness probe (liveness=False): gates releases, never restarts
 
 
 @dataclass(eq=False)
@@ -97,7 +98,11 @@ class FakeChild:
         return HealthReport(
             component=self.name,
             ts_ms=0,
-            probes=(ProbeResult(name="fills_flowing", ok=ok, detail="" if ok else "no fills for 30s"),),
+            probes=(
+                ProbeResult(name="fills_flowing", ok=ok, detail="" if ok else "no fills for 30s"),
+                ProbeResult(name="venue_ready", ok=self.behaviour.ready, liveness=False,
+                            detail="" if self.behaviour.ready else "venue REST failing"),
+            ),
         )
 
 

@@ -500,7 +500,7 @@ async def test_status_reports_each_child(h):
     assert status["id"] == "root" and status["state"] == "running" and status["strategy"] == "one_for_one"
     b = status["children"]["b"]
     assert b["state"] == "running" and b["consecutive_failures"] == 1
-    assert b["failing_probes"] == [{"name": "fills_flowing", "ok": False, "detail": "no fills for 30s"}]
+    assert b["failing_probes"] == [{"name": "fills_flowing", "ok": False, "detail": "no fills for 30s", "liveness": True}]
     assert b["last_probe"]["component"] == "b"
     assert status["children"]["a"]["failing_probes"] == []
 
@@ -594,3 +594,21 @@ async def test_heartbeats_from_the_redis_store(h, fake_redis, namespace):
     await h.advance(sup, 3.0)  # last beat is now 6s old
     assert len(h.backend.incarnations("gw")) == 2
     assert "heartbeat 'gateway:okx'" in sup.status()["children"]["gw"]["last_exit"]
+
+
+async def test_failing_readiness_gates_release_but_never_restarts(h):
+    """A reconciler that sees the venue's fills stop is doing its job: restarting it would switch
+    off the layer that catches them. Its readiness probe holds strategies paused instead."""
+    sup = h.supervisor(child("rec", probe_failures_to_restart=2),
+                       child("strat", start_paused=True, release_after=("rec",)))
+    h.backend.behaviour("rec").ready = False
+    await sup.start()  # liveness passes: the reconciler is put to work
+    assert sup.child_state("rec") is ChildState.RUNNING
+    await h.advance(sup, 1.1, passes=6)
+    assert len(h.backend.incarnations("rec")) == 1
+    assert sup.child_state("strat") is ChildState.PAUSED
+    assert "resume" not in h.backend.child("strat").events
+    assert "venue REST failing" in sup.status()["children"]["rec"]["failing_probes"][0]["detail"]
+    h.backend.behaviour("rec").ready = True
+    await h.advance(sup, 1.1, passes=2)
+    assert sup.child_state("strat") is ChildState.RUNNING
