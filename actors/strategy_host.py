@@ -54,6 +54,8 @@ class StrategyState(str, enum.Enum):
 class OrderSink(Protocol):
     async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied: ...
 
+    async def cancel_order(self, client_order_id: str) -> Order: ...
+
 
 class RayGatewaySink:
     """Sends intents to the named gateway actor, re-resolving it after a restart."""
@@ -73,6 +75,13 @@ class RayGatewaySink:
             return await self.handle().submit_order.remote(intent)
         except (ray.exceptions.RayActorError, ValueError):
             self._handle = None  # the gateway died or is being restarted: resolve again next time
+            raise
+
+    async def cancel_order(self, client_order_id: str) -> Order:
+        try:
+            return await self.handle().cancel_order.remote(client_order_id)
+        except (ray.exceptions.RayActorError, ValueError):
+            self._handle = None
             raise
 
     async def subscribe(self, actor_name: str, inst_ids: list[str]) -> None:
@@ -157,6 +166,8 @@ class StrategyHost:
         now = self.clock.now_ms()
         current = (await self.store.strategy_states()).get(self.id)
         await self.store.heartbeat(f"strategy:{self.id}", now)
+        for order in await self.store.open_orders(venue=self.config.venue, strategy_id=self.id):
+            self.strategy.on_order_update(order)  # a restarted host's strategy learns its resting orders
         if current in (StrategyState.KILLED.value, StrategyState.WINDING_DOWN.value):
             return
         if current == StrategyState.PAUSED.value:
@@ -258,6 +269,11 @@ class StrategyHost:
         await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
         ctx, orders, applied = await self._read_state()
         intents = self.strategy.on_bar(bar, ctx)  # always fed, so indicators stay warm while paused
+        for coid in self.strategy.cancels():
+            try:
+                self.strategy.on_order_update(await self.sink.cancel_order(coid))
+            except TradetreeError as exc:  # already final at the venue, or the venue is down
+                log.info("strategy %s: cancel %s: %s", self.id, coid, exc)
         sent = []
         for intent in intents:
             reasons = await self.pre_trade_reasons(intent, orders, applied)
@@ -273,11 +289,13 @@ class StrategyHost:
                 break
             self.orders_sent += 1
             if result.state is OrderState.REJECTED:
+                self.strategy.on_order_update(result)
                 self.rejections += 1
                 log.warning("strategy %s: order rejected: %s", self.id, result.reject_reason)
                 break
             sent.append(result)
             orders.append(result)
+            self.strategy.on_order_update(result)
         return sent
 
     async def pre_trade_reasons(self, intent: OrderIntent, orders: list[Order],

@@ -77,6 +77,15 @@ class Strategy(ABC):
     def on_order_update(self, order: Order) -> None:  # noqa: B027 - optional hook
         """One of this strategy's orders changed state. Default: nothing to do."""
 
+    def cancels(self) -> list[str]:
+        """Client order ids the host should cancel now (each returned once). Default: none.
+
+        Strategies that rest orders (quoting) use this to requote; the host
+        carries cancels out even while the strategy is paused, since a cancel
+        only removes risk.
+        """
+        return []
+
     def intent(self, inst_id: str, side: Side, size: Decimal, *, reason: str,
                reduce_only: bool = False, order_type: OrderType = OrderType.MARKET,
                price: Decimal | None = None) -> OrderIntent:

@@ -130,6 +130,9 @@ class SingleVenueMarketMaking(Strategy):
         out, self._to_cancel = self._to_cancel, []
         return out
 
+    def cancels(self) -> list[str]:
+        return self.quotes_to_cancel()
+
     @property
     def live_quotes(self) -> tuple[Order, ...]:
         """The quotes this strategy knows to be resting (not yet terminal)."""

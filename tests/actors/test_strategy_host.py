@@ -146,3 +146,27 @@ async def test_killed_and_winding_down_are_never_resumed_by_start(env):
     assert await host.state() is StrategyState.WINDING_DOWN
     await host.pause("x")
     assert await host.state() is StrategyState.WINDING_DOWN
+
+
+async def test_strategy_cancels_are_carried_out_even_while_paused(env):
+    host, store, clock = env
+    canceled = []
+
+    async def cancel_order(coid):
+        canceled.append(coid)
+        order = await store.get_order(coid)
+        return await store.update_order(order.transition(OrderState.CANCELED, now_ms=clock.now_ms() + 5))
+
+    host.sink.cancel_order = cancel_order
+    await host.start()
+    resting = Order.from_intent(OrderIntent(strategy_id=host.id, venue="okx", inst_id="BTC-USDT-SWAP",
+                                            side=Side.BUY, type=OrderType.POST_ONLY, size=Decimal(1),
+                                            price=Decimal(90)), now_ms=clock.now_ms())
+    await store.record_order(resting)
+    seen = []
+    host.strategy.cancels = lambda: [resting.client_order_id] if not canceled else []
+    host.strategy.on_order_update = seen.append
+    await host.pause("operator says stop", source="operator")
+    await _feed(host, clock, [100, 101, 102])
+    assert canceled == [resting.client_order_id]
+    assert seen[-1].state is OrderState.CANCELED
