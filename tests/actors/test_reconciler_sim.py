@@ -296,7 +296,7 @@ async def test_rest_polling_failing_reports_unhealthy_and_stops_verifying(sim, s
 async def _healthy(reconciler) -> bool:
     report = await reconciler.check_health()
     names = {p.name for p in report.probes}
-    return report.healthy and names == {"store", "rest", "poll_fresh", "fills_flowing_ws", "no_drift"}
+    return report.healthy and names >= {"store", "timers", "rest", "poll_fresh", "fills_flowing_ws", "no_drift"}
 
 
 # -- orders whose submit outcome was unknown -----------------------------------------------------------
