@@ -7,10 +7,17 @@ simulated time. Same seed + same calls = same fills.
 Model (simplifications documented where they differ from a real venue):
 
 - **Book.** A synthetic order book per instrument is rebuilt around each
-  market price (``on_market``): ``levels`` per side, a two-tick spread, level
-  sizes drawn from the seeded RNG and growing with depth. What our orders take
-  from it stays taken until the next rebuild. Our own resting orders are not
-  part of that book and never match each other.
+  market price (``on_market``): ``levels`` per side, a two-tick spread
+  (``BookShape.spread_ticks``; 0 means bid = ask = the market price, a
+  frictionless book for comparisons), level sizes drawn at random and growing
+  with depth. What our orders take from it stays taken until the next rebuild.
+  Our own resting orders are not part of that book and never match each other.
+  The level sizes of a step are drawn from a hash of (seed, instrument, step
+  time), so a book depends only on that step and never on how many steps came
+  before; the book is materialised only when something needs it
+  (a match, a reservation, ``book()``). Both together let the backtester skip
+  the market steps during which we have no orders and still see exactly the
+  books the paper venue shows.
 - **Taker.** A market order (or the marketable part of a limit order) walks the
   book; each level it consumes is one fill with its own trade id at that
   level's price, so a large order fills as several partial fills (VWAP across
@@ -46,14 +53,15 @@ Model (simplifications documented where they differ from a real venue):
 
 from __future__ import annotations
 
-import random
+import hashlib
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from sim.config import FeeSchedule, SimInstrument
-from sim.market_data import MarketTick, spot_of
+from sim.market_data import MarketTick, derive_seed, spot_of
 
 __all__ = [
     "BookShape",
@@ -72,6 +80,7 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
+_TWO_POW_M53 = 2.0**-53  # 53 random bits -> a float in [0, 1)
 _FEE_QUANTUM = Decimal("0.00000001")
 _CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
@@ -83,7 +92,7 @@ LIVE_STATES = frozenset({"live", "partially_filled"})
 class BookShape:
     """How the synthetic book looks. Notional in quote units."""
 
-    spread_ticks: int = 2
+    spread_ticks: int = 2  # 0: bid = ask = the market price (no spread)
     level_spacing_bps: Decimal = Decimal("1")  # distance between levels, at least one tick
     top_level_notional: Decimal = Decimal("50000")
     depth_growth: Decimal = Decimal("0.5")  # level i holds about (1 + growth * i) x the top
@@ -266,6 +275,7 @@ class _Order:
     reserved: Decimal = ZERO
     reserve_ccy: str = ""
     cancel_source: str = ""
+    view: "OrderView | None" = None  # the last snapshot, valid while u_time is unchanged (see _view)
 
     @property
     def ord_id(self) -> str:
@@ -331,7 +341,9 @@ class MatchingEngine:
         self._levels = book_levels
         self._latency_ms = latency_ms
         self._shape = book_shape or BookShape()
-        self._rng = random.Random(seed)
+        self._book_salt: dict[str, bytes] = {}  # per instrument: keys the level sizes, see _rebuild_book
+        self._book_draws = struct.Struct(f"<{2 * book_levels}Q")
+        self._book_due: dict[str, tuple[Decimal, int]] = {}  # inst -> (price, ts) of a book not built yet
         self._insts: dict[str, _Inst] = {}
         for cfg in instruments:
             spot = spot_of(cfg.inst_id)
@@ -341,6 +353,8 @@ class MatchingEngine:
             else:
                 base, quote = cfg.inst_id.split("-", 1)
                 self._insts[cfg.inst_id] = _Inst(cfg, "SPOT", base, quote, Decimal(1))
+        self._book_salt = {inst_id: derive_seed(seed, f"book:{inst_id}").to_bytes(8, "little")
+                           for inst_id in self._insts}
         self._cash: dict[str, Decimal] = {k: Decimal(v) for k, v in (initial_balances or {}).items()}
         self._orders: dict[int, _Order] = {}
         self._live: dict[int, _Order] = {}
@@ -381,7 +395,7 @@ class MatchingEngine:
             KeyError: unknown instrument.
         """
         self._insts[inst_id]
-        book = self._books.get(inst_id)
+        book = self._current_book(inst_id)
         if book is None:
             return BookView(inst_id, self._now_ms, (), ())
         n = depth or self._levels
@@ -511,7 +525,8 @@ class MatchingEngine:
         events: list[OrderEvent] = []
         self._fill_resting(inst, tick, events)
         self._marks[inst.inst_id] = tick.price
-        self._rebuild_book(inst, tick.price, tick.ts_ms)
+        self._books.pop(inst.inst_id, None)
+        self._book_due[inst.inst_id] = (tick.price, tick.ts_ms)
         self._match_due(tick.ts_ms, events, only=inst.inst_id)
         return events
 
@@ -544,24 +559,49 @@ class MatchingEngine:
                         # Could not afford or reduce more: the rest cannot fill.
                         self._finish(o, "canceled", tick.ts_ms, events, source="funds")
 
-    def _rebuild_book(self, inst: _Inst, mid: Decimal, ts_ms: int) -> None:
+    def _has_book(self, inst_id: str) -> bool:
+        return inst_id in self._books or inst_id in self._book_due
+
+    def _current_book(self, inst_id: str) -> _Book | None:
+        """The book of the latest market step, built now if it was not yet (None before any step)."""
+        book = self._books.get(inst_id)
+        if book is None:
+            due = self._book_due.pop(inst_id, None)
+            if due is not None:
+                book = self._rebuild_book(self._insts[inst_id], *due)
+        return book
+
+    def _rebuild_book(self, inst: _Inst, mid: Decimal, ts_ms: int) -> _Book:
         shape = self._shape
         tick = inst.cfg.tick_size
         lot = inst.cfg.lot_size
-        mid = (mid / tick).to_integral_value(ROUND_HALF_UP) * tick
-        half = tick * (shape.spread_ticks // 2 or 1)
-        spacing = max(tick, (mid * shape.level_spacing_bps / 10_000 / tick).to_integral_value(ROUND_DOWN) * tick)
-        unit_value = mid * inst.ct_val
-        top = shape.top_level_notional / unit_value if unit_value > 0 else lot
+        # Keyed by the step alone: the same step always gets the same book (see the module doc).
+        # One uniform in [0, 1) per (level, side), from a hash of (seed, instrument, step time).
+        key = self._book_salt[inst.inst_id] + (ts_ms & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        draws = self._book_draws.unpack(hashlib.shake_128(key).digest(self._book_draws.size))
+        if mid % tick:
+            mid = (mid / tick).to_integral_value(ROUND_HALF_UP) * tick
+        half = ZERO if shape.spread_ticks == 0 else tick * (shape.spread_ticks // 2 or 1)
+        spacing = tick  # level 0 does not use it
+        if self._levels > 1:
+            spacing = max(tick, (mid * shape.level_spacing_bps / 10_000 / tick).to_integral_value(ROUND_DOWN) * tick)
+        unit_value = float(mid * inst.ct_val)
+        # Sizes in whole lots, computed in floats (the exact size of a random level does not matter,
+        # only that it is deterministic): top x (1 + growth * i) x U[0.5, 1.5), at least one lot.
+        top_lots = float(shape.top_level_notional) / unit_value / float(lot) if unit_value > 0 else 1.0
+        growth = float(shape.depth_growth)
         book = _Book(ts_ms)
+        bids, asks = book.bids, book.asks
+        bid_px, ask_px = mid - half, mid + half
         for i in range(self._levels):
-            for levels, px in ((book.bids, mid - half - spacing * i), (book.asks, mid + half + spacing * i)):
-                if px <= 0:
-                    continue
-                scale = (1 + shape.depth_growth * i) * Decimal(str(round(0.5 + self._rng.random(), 4)))
-                size = max(lot, (top * scale / lot).to_integral_value(ROUND_DOWN) * lot)
-                levels.append([px, size])
+            level_lots = top_lots * (1 + growth * i)
+            if bid_px > 0:
+                bids.append([bid_px, lot * max(1, int(level_lots * (0.5 + (draws[2 * i] >> 11) * _TWO_POW_M53)))])
+            asks.append([ask_px, lot * max(1, int(level_lots * (0.5 + (draws[2 * i + 1] >> 11) * _TWO_POW_M53)))])
+            bid_px -= spacing
+            ask_px += spacing
         self._books[inst.inst_id] = book
+        return book
 
     def _match_due(self, ts_ms: int, events: list[OrderEvent], only: str | None) -> None:
         due = sorted(
@@ -571,7 +611,7 @@ class MatchingEngine:
                 if not o.matched
                 and o.due_ms <= ts_ms
                 and (only is None or o.inst.inst_id == only)
-                and o.inst.inst_id in self._books
+                and self._has_book(o.inst.inst_id)
             ),
             key=lambda o: o.seq,
         )
@@ -597,7 +637,7 @@ class MatchingEngine:
         except _Rejected as rej:
             return SubmitResult(rej.code, rej.msg, None)
         events: list[OrderEvent] = [OrderEvent(self._view(order))]
-        if self._latency_ms == 0 and inst.inst_id in self._books:
+        if self._latency_ms == 0 and self._has_book(inst.inst_id):
             self._match_new(order, ts_ms, events)
         return SubmitResult("0", "Order placed", self._view(order), tuple(events))
 
@@ -664,7 +704,7 @@ class MatchingEngine:
         if order.px is not None:
             return order.px
         inst = order.inst
-        book = self._books.get(inst.inst_id)
+        book = self._current_book(inst.inst_id)
         levels = (book.asks if order.side == "buy" else book.bids) if book else []
         base = self._walk_estimate(levels, order.sz) if levels else self._marks[inst.inst_id]
         buffer = self._shape.market_buffer
@@ -703,7 +743,8 @@ class MatchingEngine:
     def _match_new(self, order: _Order, ts_ms: int, events: list[OrderEvent]) -> None:
         """First match of an accepted order: take liquidity, then rest or finish."""
         order.matched = True
-        book = self._books[order.inst.inst_id]
+        book = self._current_book(order.inst.inst_id)
+        assert book is not None  # only due orders of instruments with a market step get here
         levels = book.asks if order.side == "buy" else book.bids
         limit = order.px
 
@@ -909,7 +950,7 @@ class MatchingEngine:
 
     def _available(self, ccy: str) -> Decimal:
         reserved = sum((o.reserved for o in self._live.values() if o.reserve_ccy == ccy), ZERO)
-        margin = self._total_margin() if ccy == "USDT" else ZERO
+        margin = self._total_margin() if ccy == "USDT" and self._positions else ZERO
         return self._cash.get(ccy, ZERO) - reserved - margin
 
     def _position_margin(self, inst: _Inst, p: _Position) -> Decimal:
@@ -931,14 +972,20 @@ class MatchingEngine:
         return self._fees.spot_maker if inst.inst_type == "SPOT" else self._fees.swap_maker
 
     def _view(self, o: _Order) -> OrderView:
+        # Every change of a field shown in a view goes with a strictly later u_time (_touch), so a
+        # snapshot with the current u_time is still exact.
+        cached = o.view
+        if cached is not None and cached.u_time == o.u_time:
+            return cached
         avg = (o.acc_notional / o.acc_fill_sz) if o.acc_fill_sz > 0 else None
-        return OrderView(
+        o.view = OrderView(
             ord_id=o.ord_id, cl_ord_id=o.cl_ord_id, tag=o.tag, inst_id=o.inst.inst_id, inst_type=o.inst.inst_type,
             side=o.side, ord_type=o.ord_type, px=o.px, sz=o.sz, tgt_ccy=o.tgt_ccy, reduce_only=o.reduce_only,
             state=o.state, acc_fill_sz=o.acc_fill_sz, avg_px=avg, fee=o.fee,
             fee_ccy=o.inst.quote if o.inst.inst_type == "SPOT" else "USDT", c_time=o.c_time, u_time=o.u_time,
             fill_time=o.fill_time, cancel_source=o.cancel_source,
         )
+        return o.view
 
 
 def _s(d: Decimal) -> str:

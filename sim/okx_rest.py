@@ -302,6 +302,8 @@ class OkxRestApi:
 
     def __init__(self, backend: VenueBackend) -> None:
         self._b = backend
+        # Order rows that got past the fault gate (placed or rejected): what reached the venue.
+        self.order_requests = 0
         self._routes: dict[tuple[str, str], Handler] = {
             ("GET", "public/time"): self._time,
             ("GET", "public/instruments"): self._instruments,
@@ -594,6 +596,7 @@ class OkxRestApi:
 
     def _place(self, raw: Any) -> tuple[dict[str, str], list[OrderEvent]]:
         b = self._b
+        self.order_requests += 1
         cl = str(raw.get("clOrdId") or "") if isinstance(raw, dict) else ""
         tag = str(raw.get("tag") or "") if isinstance(raw, dict) else ""
         now = str(b.venue_now_ms())

@@ -245,6 +245,11 @@ class SimulatorServer:
             return
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._hub.close_all()))
 
+    @property
+    def order_requests(self) -> int:
+        """Order rows received over REST since start (placed or rejected; not those a fault dropped)."""
+        return self._rest.order_requests
+
     def account_truth(self) -> dict[str, Any]:
         """Balances, net swap positions ``{instId: contracts}`` and every fill (JSON-able)."""
         with self.lock:

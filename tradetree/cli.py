@@ -6,6 +6,8 @@
     tradetree status|pause|resume|kill|reconcile|restart
                          operate a running tree (the control API)
     tradetree ml ...     train, evaluate and list models
+    tradetree backtest|sweep|compare
+                         backtest a strategy config, sweep its parameters, compare two runs
 
 Exit codes: 0 ok, 2 bad config or arguments, 3 Redis unavailable, 4 refused (a probe
 is failing), 1 other errors.
@@ -257,8 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     control_parser("restart", "restart one actor through its supervisor").add_argument("child")
 
     from ml.cli import register as register_ml
+    from sim.backtest.cli import register as register_backtest
 
     register_ml(sub)
+    register_backtest(sub)
     return p
 
 

@@ -1,0 +1,34 @@
+"""The backtester: the same strategies, pre-trade checks and matching engine as paper trading, in simulated time.
+
+Public surface (the rest lives in the submodules named below):
+
+- configuration: :class:`BacktestConfig`, :class:`FillRule`, :class:`BookModel`
+  (``config``, ``book_model``);
+- data: :class:`CandleSeries`, :func:`load_candle_series`, :func:`synthetic_candles`
+  (``data``);
+- running: :class:`Backtester`, :func:`run_backtest`, :class:`BacktestResult`
+  (``engine``), :func:`run_for_parity` (``parity``);
+- outputs: ``report.write_run`` (run folder with plots), ``compare.compare_runs``
+  (divergence report), ``export.export_run_from_redis`` (paper/live run folder),
+  ``sweep.run_sweep`` (Ray sweeps), ``cli.register`` (``tradetree`` sub-commands).
+"""
+
+from sim.backtest.book_model import BookModel
+from sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
+from sim.backtest.data import CandleSeries, load_candle_series, synthetic_candles
+from sim.backtest.engine import BacktestResult, Backtester, run_backtest
+from sim.backtest.parity import run_for_parity
+
+__all__ = [
+    "BacktestConfig",
+    "FillRule",
+    "BookModel",
+    "load_backtest_config",
+    "CandleSeries",
+    "load_candle_series",
+    "synthetic_candles",
+    "Backtester",
+    "BacktestResult",
+    "run_backtest",
+    "run_for_parity",
+]

@@ -1,0 +1,677 @@
+"""The backtester: a strategy, the pre-trade checks and the simulator's matching engine, in simulated time.
+
+Same code as paper trading, driven from candles instead of the wall clock:
+
+- **Strategy.** The configured class (``strategies.registry``), fed
+  :class:`~core.types.Bar` objects and a :class:`~strategies.base.StrategyContext`
+  per bar, as the strategy host feeds it; its ``on_fill`` / ``on_order_update``
+  hooks get every fill and order change, and a strategy with
+  ``quotes_to_cancel()`` (market making) has those ids canceled after each bar.
+- **Pre-trade checks.** ``risk.pre_trade.check`` on every intent, with the
+  host's rules: a denial drops the rest of the bar's plan, and so does a
+  venue rejection. The freshness gate is satisfied by construction and not
+  called: positions are the engine's own truth, updated synchronously with
+  every fill (never stale, no discrepancy possible), market data is the
+  replay's current point (age 0), and a backtest has no kill flag, breakers
+  or pauses. The checks get better inputs than the host has: marks (the
+  current point's price, so notional limits can be evaluated) and today's
+  realized P&L net of fees (so loss limits are enforced, not failed closed).
+- **Matching.** ``sim.matching.MatchingEngine``, the simulator's, with the
+  market path and book of :mod:`sim.backtest.book_model`. Decision timing is
+  the :class:`~sim.backtest.config.FillRule`; orders go in at decision time
+  and the engine applies ``latency_ms``: an order is matched when it is due,
+  against the book of the latest market point (``process_due`` at the due
+  time, as the simulator's market loop does between points), or by the point
+  that arrives exactly then.
+
+**Speed without leaving the event loop.** Every bar goes through
+``strategy.on_bar`` and every order through the engine. The engine is fed
+the market points only while one of our orders is live; the points in
+between are skipped because they cannot change anything: with no live order
+a point only moves the mark and replaces the book, and books are keyed by
+their step (never by history), so feeding just the current point before an
+order reproduces exactly the state that feeding all of them would have. The
+parity test compares against a dense, simulator-style drive. Bars are built
+while preparing (as a data loader would; they are immutable) and contexts per
+bar, both without re-validating values the backtester made itself
+(:mod:`sim.backtest._fast`; validation was the largest per-bar cost). The
+cyclic garbage collector is paused during the loop (see :meth:`Backtester.run`).
+
+Deterministic: client order ids are sequential (``bt0000000001``...), the
+book is seeded by ``BacktestConfig.seed``, nothing reads the wall clock
+except the timings.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from core.config import StrategyConfig
+from core.errors import ConfigError
+from core.types import (
+    Bar,
+    Fill,
+    FillLayer,
+    Liquidity,
+    Order,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    Side,
+)
+from risk import pre_trade
+from sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, unvalidated
+from sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
+from sim.backtest.config import BacktestConfig, FillRule
+from sim.backtest.data import CandleSeries, align_series
+from sim.backtest.ledger import PositionLedger
+from sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
+from sim.backtest.runfolder import TradeRow
+from sim.market_data import spot_of
+from sim.matching import MatchingEngine, OrderEvent, OrderRequest
+from strategies.base import Strategy, StrategyContext
+from strategies.registry import build_strategy
+
+__all__ = [
+    "OrderRecord",
+    "DenialRecord",
+    "EquityCurve",
+    "BacktestResult",
+    "Backtester",
+    "run_backtest",
+    "ProgressCallback",
+]
+
+ProgressCallback = Callable[[int, int], None]  # (candles done, candles total)
+
+_ZERO = Decimal(0)
+_DAY_MS = 86_400_000
+_STATE = {
+    "live": OrderState.LIVE,
+    "partially_filled": OrderState.PARTIALLY_FILLED,
+    "filled": OrderState.FILLED,
+    "canceled": OrderState.CANCELED,
+}
+_ORD_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.POST_ONLY: "post_only"}
+
+_BAR_FIELDS = set(Bar.model_fields)
+_CTX_FIELDS = set(StrategyContext.model_fields)
+_ORDER_FIELDS = set(Order.model_fields)
+_INPUT_FIELDS = set(pre_trade.PreTradeInputs.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One order of the run, in its final state (or its state at the end of the data)."""
+
+    client_order_id: str
+    inst_id: str
+    side: str
+    type: str
+    size: Decimal
+    price: Decimal | None
+    reduce_only: bool
+    submitted_ms: int
+    state: str
+    filled_size: Decimal
+    avg_fill_price: Decimal | None
+    reason: str
+    reject_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DenialRecord:
+    """An intent the pre-trade checks refused (nothing was sent)."""
+
+    ts_ms: int
+    inst_id: str
+    side: str
+    size: Decimal
+    reduce_only: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EquityCurve:
+    """Sampled at every candle close: equity, and per instrument position and close price."""
+
+    ts_ms: np.ndarray  # candle close times
+    equity: np.ndarray
+    positions: dict[str, np.ndarray]
+    closes: dict[str, np.ndarray]
+    gross_notional: np.ndarray
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Everything a run produced. ``trades`` is the reproducible output (byte-identical per seed)."""
+
+    strategy_config: StrategyConfig
+    config: BacktestConfig
+    sources: dict[str, str]
+    contract_values: dict[str, Decimal]
+    trades: list[TradeRow]
+    orders: list[OrderRecord]
+    denials: list[DenialRecord]
+    equity: EquityCurve
+    metrics: Metrics
+    round_trips: list[RoundTrip]
+    account: dict
+    notes: list[str]
+    timings: dict[str, float]
+    trade_from_ms: int | None = None
+    warmup_intents_dropped: int = 0
+    interval_ms: int = 60_000
+
+
+class _BarTable:
+    """The strategy's bars of one instrument: candles grouped into ``bar_ms`` bars, on the tick grid.
+
+    The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
+    run's hot path; they are immutable, so the run hands out the same objects.
+    """
+
+    def __init__(self, path: ReplayPath, bar_ms: int, venue: str) -> None:
+        ts = path.ts_ms
+        self.venue = venue
+        self.inst_id = path.inst_id
+        self.interval_ms = bar_ms
+        starts = [t - t % bar_ms for t in ts]
+        self.group_of: list[int] = []
+        self.ts: list[int] = []
+        o: list[Decimal] = []
+        h: list[Decimal] = []
+        lo: list[Decimal] = []
+        c: list[Decimal] = []
+        v: list[Decimal] = []
+        for i, start in enumerate(starts):
+            if not self.ts or self.ts[-1] != start:
+                self.ts.append(start)
+                o.append(path.open[i])
+                h.append(path.high[i])
+                lo.append(path.low[i])
+                c.append(path.close[i])
+                v.append(path.volume[i])
+            else:
+                h[-1] = max(h[-1], path.high[i])
+                lo[-1] = min(lo[-1], path.low[i])
+                c[-1] = path.close[i]
+                v[-1] = v[-1] + path.volume[i]
+            self.group_of.append(len(self.ts) - 1)
+        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
+        new, set_dict, set_fields, set_extra, set_private = (
+            object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
+        bars: list[Bar] = []
+        for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
+            bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
+            set_dict(bar, {"venue": venue, "inst_id": self.inst_id, "ts_ms": t, "interval_ms": bar_ms,
+                           "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
+            set_fields(bar, _BAR_FIELDS)
+            set_extra(bar, None)
+            set_private(bar, None)
+            bars.append(bar)
+        self.bars = bars
+
+    def bar(self, b: int) -> Bar:
+        return self.bars[b]
+
+
+def _series_by_symbol(
+    symbols: tuple[str, ...], data: CandleSeries | Mapping[str, CandleSeries]
+) -> dict[str, CandleSeries]:
+    if isinstance(data, CandleSeries):
+        if len(symbols) != 1:
+            raise ConfigError(f"the strategy trades {list(symbols)}: give one candle series per symbol")
+        return {symbols[0]: data}
+    out = {}
+    for s in symbols:
+        series = data.get(s)
+        if series is None and spot_of(s) is not None:
+            series = data.get(spot_of(s) or "")
+        if series is None:
+            raise ConfigError(f"no candle data for {s} (have {sorted(data)})")
+        out[s] = series
+    return out
+
+
+class Backtester:
+    """One backtest run. Build it (prepares data, strategy and engine), then :meth:`run` once.
+
+    Args:
+        strategy_config: the strategy as deployed (class, venue, symbols, params).
+        data: one :class:`CandleSeries` for a single-symbol strategy, or one per
+            symbol (a swap may use its spot's candles); several series are
+            aligned on their common open times.
+        config: fill rule, latency, fees, book model, limits...
+        strategy: an already-built strategy object (default: built from the config).
+        trade_from_ms: bars before this time warm the strategy up; its intents
+            are dropped (counted) and metrics start here.
+        progress: called every ``config.progress_every_bars`` candles.
+
+    Raises:
+        ConfigError: unknown strategy class or instrument, bad params, missing
+            data, or a bar interval that is not a multiple of the candle length.
+    """
+
+    def __init__(
+        self,
+        strategy_config: StrategyConfig,
+        data: CandleSeries | Mapping[str, CandleSeries],
+        config: BacktestConfig | None = None,
+        *,
+        strategy: Strategy | None = None,
+        trade_from_ms: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        t0 = time.perf_counter()
+        self.config = config = config or BacktestConfig()
+        self.strategy_config = strategy_config
+        symbols = tuple(strategy_config.symbols)
+        try:
+            series = align_series(_series_by_symbol(symbols, data))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.series = series
+        self.strategy = strategy if strategy is not None else build_strategy(strategy_config)
+        self.strategy_id = self.strategy.id
+        self.venue = strategy_config.venue
+        self.notes: list[str] = []
+        insts = [config.instrument(s) for s in symbols]
+        k = len(symbols)
+        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i)
+                      for i, (inst, s) in enumerate(zip(insts, symbols))]
+        first = series[symbols[0]]
+        self.interval_ms = candle_ms = first.interval_ms
+        bar_ms = config.bar_interval_ms or candle_ms
+        if bar_ms % candle_ms:
+            raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
+        if config.bar_interval_ms is None and strategy_config.bar_interval_ms != candle_ms:
+            self.notes.append(
+                f"the strategy config asks for {strategy_config.bar_interval_ms} ms bars (paper); this backtest "
+                f"uses the candle length, {candle_ms} ms (set bar_interval_ms to aggregate candles)"
+            )
+        self.bar_ms = bar_ms
+        self.bars = [_BarTable(p, bar_ms, self.venue) for p in self.paths]
+        n = len(first)
+        groups = self.bars[0].group_of
+        # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
+        self._emit = [-1] * n
+        if config.fill_rule is FillRule.NEXT_TICK:
+            self._phase = 0
+            for i in range(1, n):
+                if groups[i] != groups[i - 1]:
+                    self._emit[i] = groups[i - 1]
+            self.notes.append("the last bar is never final (no later market point): it is not traded")
+        else:
+            self._phase = POINTS_PER_CANDLE - 1
+            for i in range(n):
+                if i == n - 1 or groups[i + 1] != groups[i]:
+                    self._emit[i] = groups[i]
+        self._decision_ms = [self.paths[0].point_ts(i, self._phase) for i in range(n)]
+        self.contract_values = {inst.inst_id: inst.contract_value for inst in insts}
+        self.engine = MatchingEngine(
+            insts, fees=config.fees, initial_balances=config.initial_balances, leverage=config.leverage,
+            book_levels=config.book.levels, latency_ms=config.latency_ms, seed=config.seed,
+            book_shape=config.book.shape(),
+        )
+        self.ledger = PositionLedger(self.strategy_id, self.venue, self.contract_values)
+        quote = insts[0].inst_id.split("-")[1]
+        self.capital = config.capital_quote or config.initial_balances.get(quote) or Decimal("100000")
+        self.trade_from_ms = trade_from_ms
+        self._progress = progress
+        self._wants_fills = type(self.strategy).on_fill is not Strategy.on_fill
+        self._wants_updates = type(self.strategy).on_order_update is not Strategy.on_order_update
+        self._cancels = getattr(self.strategy, "quotes_to_cancel", None)
+        self._spot = {inst.inst_id: spot_of(inst.inst_id) is None for inst in insts}
+        # run state
+        self._live: dict[str, Order] = {}  # non-terminal orders by client order id
+        self._all_orders: dict[str, Order] = {}
+        self._reasons: dict[str, str] = {}
+        self._pending: dict[str, Decimal] = {}  # recomputed whenever an order changes
+        self._fed = -1  # the last market point fed to the engine, as 4 * candle + phase
+        self._dues: deque[int] = deque()  # due times of submitted orders (latency > 0), in order
+        self._seq = 0
+        self._trades: list[TradeRow] = []
+        self._denials: list[DenialRecord] = []
+        self._day = -1
+        self._day_base = _ZERO
+        self._warmup_dropped = 0
+        self._ran = False
+        self.timings: dict[str, float] = {"prep_secs": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> BacktestResult:
+        """Replay every candle; return the result.
+
+        Raises:
+            RuntimeError: called twice.
+        """
+        if self._ran:
+            raise RuntimeError("a Backtester runs once; build a new one")
+        self._ran = True
+        t0 = time.perf_counter()
+        n = len(self.paths[0])
+        chunk = self.config.progress_every_bars
+        loop = self._loop_one if len(self.paths) == 1 else self._loop_many
+        # The loop allocates a bar and a context per bar, which keeps triggering the cyclic garbage
+        # collector, and its passes over the long-lived data (prepared bars, every import) took 15-25 %
+        # of the run. What the loop makes is acyclic and freed by reference counting, so the collector
+        # is paused for the loop and restored after it.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for start in range(0, n, chunk):
+                loop(start, min(n, start + chunk))
+                if self._progress is not None:
+                    self._progress(min(n, start + chunk), n)
+            last = POINTS_PER_CANDLE * n - 1
+            if self._fed != last:  # the final marks, so the account is valued at the last price
+                self._feed(n - 1, POINTS_PER_CANDLE - 1)
+            while self._dues:  # orders due after the data ends meet the last book, as in paper
+                self._on_events(self.engine.process_due(self._dues.popleft()))
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        run_secs = time.perf_counter() - t0
+        self.timings.update(run_secs=run_secs, candles=float(n),
+                            candles_per_sec=n / run_secs if run_secs > 0 else float("inf"))
+        return self._result()
+
+    def _loop_many(self, start: int, stop: int) -> None:
+        feed, decide, live, emit, phase = self._feed, self._decide, self._live, self._emit, self._phase
+        for i in range(start, stop):
+            if live:
+                feed(i, 0)
+                if phase:
+                    feed(i, 1)
+                    feed(i, 2)
+                    feed(i, 3)
+            b = emit[i]
+            if b >= 0:
+                decide(b, i, phase)
+            if live and not phase:
+                feed(i, 1)
+                feed(i, 2)
+                feed(i, 3)
+
+    def _loop_one(self, start: int, stop: int) -> None:
+        """``_loop_many`` for one instrument with ``_decide`` inlined: the hot path."""
+        feed, live, emit, phase, now_ms = self._feed, self._live, self._emit, self._phase, self._decision_ms
+        bars = self.bars[0].bars
+        on_bar, cancels, ledger = self.strategy.on_bar, self._cancels, self.ledger
+        new, ctx_cls, ctx_fields = object.__new__, StrategyContext, _CTX_FIELDS
+        set_dict, set_fields, set_extra, set_private = SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE
+        for i in range(start, stop):
+            if live:
+                feed(i, 0)
+                if phase:
+                    feed(i, 1)
+                    feed(i, 2)
+                    feed(i, 3)
+            b = emit[i]
+            if b >= 0:
+                now = now_ms[i]
+                ctx = new(ctx_cls)  # sim.backtest._fast.unvalidated, inlined
+                set_dict(ctx, {"now_ms": now, "positions": ledger.quantities, "pending": self._pending})
+                set_fields(ctx, ctx_fields)
+                set_extra(ctx, None)
+                set_private(ctx, None)
+                intents = on_bar(bars[b], ctx)
+                if intents:
+                    self._submit_plan(intents, now, i, phase)
+                if cancels is not None:
+                    ids = cancels()
+                    if ids:
+                        self._cancel(ids, now)
+            if live and not phase:
+                feed(i, 1)
+                feed(i, 2)
+                feed(i, 3)
+
+    def _feed(self, i: int, j: int) -> None:
+        """Feed market point ``(i, j)`` of every instrument to the engine, then process its events."""
+        self._fed = POINTS_PER_CANDLE * i + j
+        dues = self._dues
+        ts = self.paths[0].point_ts(i, j)
+        if dues:
+            while dues and dues[0] < ts:
+                events = self.engine.process_due(dues.popleft())
+                if events:
+                    self._on_events(events)
+        on_market = self.engine.on_market
+        for path in self.paths:
+            events = on_market(path.tick(i, j, with_trade=bool(self._live)))
+            if events:
+                self._on_events(events)
+        while dues and dues[0] <= ts:  # matched by this point (due exactly now)
+            dues.popleft()
+
+    def _context(self, now_ms: int) -> StrategyContext:
+        return unvalidated(StrategyContext, {
+            "now_ms": now_ms, "positions": self.ledger.quantities, "pending": self._pending,
+        }, _CTX_FIELDS)
+
+    def _pending_now(self) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for o in self._live.values():
+            rest = pre_trade.in_flight_size(o, o.filled_size)  # fills are applied as they happen
+            if rest > 0:
+                out[o.inst_id] = out.get(o.inst_id, _ZERO) + (rest if o.side is Side.BUY else -rest)
+        return out
+
+    def _decide(self, b: int, i: int, j: int) -> None:
+        """Bar ``b`` became final at market point ``(i, j)``: ask the strategy, act on its answer."""
+        now = self._decision_ms[i]
+        on_bar = self.strategy.on_bar
+        for table in self.bars:
+            intents = on_bar(table.bar(b), self._context(now))
+            if intents:
+                self._submit_plan(intents, now, i, j)
+            if self._cancels is not None:
+                ids = self._cancels()
+                if ids:
+                    self._cancel(ids, now)
+
+    # ------------------------------------------------------------------ orders
+
+    def _submit_plan(self, intents: list[OrderIntent], now: int, i: int, j: int) -> None:
+        if self.trade_from_ms is not None and now < self.trade_from_ms:
+            self._warmup_dropped += len(intents)
+            return
+        risk = self.config.risk
+        for intent in intents:
+            reasons = pre_trade.check(intent, self._pre_trade_inputs(now, i, j), risk)
+            if reasons:
+                self._denials.append(DenialRecord(now, intent.inst_id, intent.side.value, intent.size,
+                                                  intent.reduce_only, tuple(reasons)))
+                break  # the rest of a plan (e.g. open after close) depends on this leg
+            if self._fed != POINTS_PER_CANDLE * i + j:
+                self._feed(i, j)  # bring the engine to this point (see the module doc)
+            if not self._send(intent, now):
+                break
+
+    def _send(self, intent: OrderIntent, now: int) -> bool:
+        """Submit one intent; False when the venue rejected it."""
+        self._seq += 1
+        coid = f"bt{self._seq:010d}"
+        order = unvalidated(Order, {  # Order.from_intent without re-validating the validated intent
+            "client_order_id": coid, "strategy_id": intent.strategy_id, "venue": intent.venue,
+            "inst_id": intent.inst_id, "side": intent.side, "type": intent.type, "size": intent.size,
+            "price": intent.price, "reduce_only": intent.reduce_only, "state": OrderState.PENDING_NEW,
+            "venue_order_id": None, "filled_size": _ZERO, "avg_fill_price": None, "created_ms": now,
+            "updated_ms": now, "reject_reason": "",
+        }, _ORDER_FIELDS)
+        self._reasons[coid] = intent.reason
+        spot = self._spot[intent.inst_id]
+        result = self.engine.submit(OrderRequest(
+            inst_id=intent.inst_id, side=intent.side.value, ord_type=_ORD_TYPE[intent.type], sz=intent.size,
+            px=intent.price, cl_ord_id=coid, reduce_only=intent.reduce_only, tgt_ccy="base_ccy" if spot else "",
+        ), now)
+        if not result.accepted:
+            order = order.transition(OrderState.REJECTED, now_ms=now,
+                                     reject_reason=f"{result.s_code}: {result.s_msg}")
+            self._all_orders[coid] = order
+            self.strategy.on_order_update(order)
+            return False
+        self._live[coid] = order
+        self._all_orders[coid] = order
+        self._pending = self._pending_now()
+        if self.config.latency_ms:
+            self._dues.append(now + self.config.latency_ms)
+        self._on_events(result.events)
+        return True
+
+    def _cancel(self, ids: list[str], now: int) -> None:
+        for coid in ids:
+            order = self._live.get(coid)
+            if order is None:
+                continue  # already final: canceling it is harmless
+            if self._fed < 0:
+                continue  # nothing reached the engine yet
+            result = self.engine.cancel(order.inst_id, ord_id=order.venue_order_id or "", cl_ord_id=coid, ts_ms=now)
+            if result.events:
+                self._on_events(result.events)
+
+    def _pre_trade_inputs(self, now: int, i: int, j: int) -> pre_trade.PreTradeInputs:
+        self._roll_day(now)
+        return unvalidated(pre_trade.PreTradeInputs, {
+            "positions": self.ledger.positions(),
+            "in_flight": tuple(self._live.values()),
+            "applied_sizes": {c: o.filled_size for c, o in self._live.items()},
+            "marks": {(self.venue, p.inst_id): p.point_price(i, j) for p in self.paths},
+            "daily_pnl": {self.strategy_id: self.ledger.realized_total - self.ledger.fees_total - self._day_base},
+        }, _INPUT_FIELDS)
+
+    def _roll_day(self, ts_ms: int) -> None:
+        day = ts_ms // _DAY_MS
+        if day != self._day:
+            self._day = day
+            self._day_base = self.ledger.realized_total - self.ledger.fees_total
+
+    def _on_events(self, events: list[OrderEvent] | tuple[OrderEvent, ...]) -> None:
+        strategy = self.strategy
+        last = len(events) - 1
+        for k, ev in enumerate(events):
+            view = ev.order
+            coid = view.cl_ord_id
+            order = self._live.get(coid)
+            if order is None:
+                continue  # not one of ours, or already final
+            fill = self._apply_fill(ev) if ev.fill is not None else None
+            if (k < last and events[k + 1].order.cl_ord_id == coid and not self._wants_updates
+                    and (fill is None or not self._wants_fills)):
+                continue  # a later event of this batch supersedes this state, and nobody watches it
+            state = _STATE[view.state]
+            order = order.transition(state, now_ms=view.u_time, venue_order_id=view.ord_id,
+                                     filled_size=view.acc_fill_sz, avg_fill_price=view.avg_px)
+            self._all_orders[coid] = order
+            if state.is_terminal:
+                del self._live[coid]
+            else:
+                self._live[coid] = order
+            self._pending = self._pending_now()
+            if fill is not None:
+                strategy.on_fill(fill)
+            strategy.on_order_update(order)
+
+    def _apply_fill(self, ev: OrderEvent) -> Fill | None:
+        fv = ev.fill
+        assert fv is not None
+        self._roll_day(fv.ts_ms)
+        self.ledger.apply(fv.inst_id, fv.side == "buy", fv.px, fv.sz, fv.fee, fv.ts_ms)
+        liquidity = "taker" if fv.exec_type == "T" else "maker"
+        self._trades.append(TradeRow(
+            ts_ms=fv.ts_ms, inst_id=fv.inst_id, side=fv.side, price=fv.px, size=fv.sz, fee=fv.fee,
+            fee_ccy=fv.fee_ccy, liquidity=liquidity, client_order_id=fv.cl_ord_id, strategy_id=self.strategy_id,
+            venue=self.venue, trade_id=fv.trade_id,
+        ))
+        if not self._wants_fills:
+            return None
+        return Fill(
+            venue=self.venue, inst_id=fv.inst_id, trade_id=fv.trade_id, client_order_id=fv.cl_ord_id,
+            venue_order_id=fv.ord_id, side=Side(fv.side), price=fv.px, size=fv.sz, fee=fv.fee,
+            fee_ccy=fv.fee_ccy, liquidity=Liquidity(liquidity), ts_ms=fv.ts_ms, layer=FillLayer.WS,
+        )
+
+    # ------------------------------------------------------------------ results
+
+    def _equity(self) -> EquityCurve:
+        first = self.paths[0]
+        ts = np.asarray(first.ts_ms, dtype=np.int64)
+        n = len(ts)
+        cash = np.zeros(n)
+        positions: dict[str, np.ndarray] = {}
+        closes: dict[str, np.ndarray] = {}
+        value = np.zeros(n)
+        gross = np.zeros(n)
+        for path in self.paths:
+            inst = path.inst_id
+            cv = float(self.contract_values[inst])
+            rows = [t for t in self._trades if t.inst_id == inst]
+            qty = np.zeros(n)
+            if rows:
+                idx = np.searchsorted(ts, np.asarray([t.ts_ms for t in rows], dtype=np.int64), side="right") - 1
+                idx = np.clip(idx, 0, n - 1)
+                signed = np.asarray([float(t.size) * t.sign for t in rows])
+                flows = np.asarray([-float(t.price) * float(t.size) * t.sign * cv - float(t.fee) for t in rows])
+                np.add.at(qty, idx, signed)
+                np.add.at(cash, idx, flows)
+            qty = np.cumsum(qty)
+            close = self.series[inst].close
+            positions[inst] = qty
+            closes[inst] = close
+            value += qty * close * cv
+            gross += np.abs(qty) * close * cv
+        equity = float(self.capital) + np.cumsum(cash) + value
+        return EquityCurve(ts + self.interval_ms, equity, positions, closes, gross)
+
+    def _result(self) -> BacktestResult:
+        curve = self._equity()
+        start = 0
+        if self.trade_from_ms is not None:
+            start = int(np.searchsorted(curve.ts_ms - self.interval_ms, self.trade_from_ms, side="left"))
+            start = min(start, len(curve.ts_ms) - 1)
+        orders = [self._record(o) for o in self._all_orders.values()]
+        metrics, trips = compute_metrics(
+            equity=curve.equity[start:], bar_close_ms=curve.ts_ms[start:], capital=float(self.capital),
+            interval_ms=self.interval_ms, trades=self._trades, orders=len(orders),
+            contract_values=self.contract_values, gross_notional=curve.gross_notional[start:],
+        )
+        return BacktestResult(
+            strategy_config=self.strategy_config, config=self.config,
+            sources={s: self.series[s].source for s in self.series}, contract_values=self.contract_values,
+            trades=list(self._trades), orders=orders, denials=list(self._denials), equity=curve, metrics=metrics,
+            round_trips=trips, account=self.engine.account_truth(), notes=list(self.notes),
+            timings=dict(self.timings), trade_from_ms=self.trade_from_ms,
+            warmup_intents_dropped=self._warmup_dropped, interval_ms=self.interval_ms,
+        )
+
+    def _record(self, o: Order) -> OrderRecord:
+        return OrderRecord(
+            client_order_id=o.client_order_id, inst_id=o.inst_id, side=o.side.value, type=o.type.value,
+            size=o.size, price=o.price, reduce_only=o.reduce_only, submitted_ms=o.created_ms, state=o.state.value,
+            filled_size=o.filled_size, avg_fill_price=o.avg_fill_price, reason=self._reasons.get(o.client_order_id, ""),
+            reject_reason=o.reject_reason,
+        )
+
+
+def run_backtest(
+    strategy_config: StrategyConfig,
+    data: CandleSeries | Mapping[str, CandleSeries],
+    config: BacktestConfig | None = None,
+    *,
+    strategy: Strategy | None = None,
+    trade_from_ms: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> BacktestResult:
+    """Build a :class:`Backtester` and run it. Raises as :class:`Backtester`."""
+    return Backtester(strategy_config, data, config, strategy=strategy, trade_from_ms=trade_from_ms,
+                      progress=progress).run()

@@ -1,0 +1,318 @@
+"""Parameter sweeps: many backtests as Ray tasks, ranked, the best re-run on held-out data.
+
+The data is split in time: the first ``1 - holdout_fraction`` of the candles
+is the **in-sample** period every parameter set is backtested on; the rest is
+the **held-out** period, never seen while ranking. The ``top`` sets by the
+ranking metric are then backtested on the held-out period (with
+``warmup_bars`` candles before it to warm the strategy's indicators; intents
+during warm-up are dropped). Comparing the two columns shows how much of the
+in-sample result was fitted to noise.
+
+Parameter specs (``--grid`` on the command line), one per parameter:
+``name=v1,v2,v3`` (choices; each value parsed as YAML, so ``1``, ``0.5``,
+``true`` and ``"1"`` keep their types) or ``name=lo..hi`` (a range, random
+search only: integers if both ends are integers, else uniform floats).
+Without ``random`` every combination of the choices runs; with ``random=N``, N
+distinct combinations are drawn with the sweep's seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from core.config import StrategyConfig
+from core.errors import ConfigError, TradetreeError
+from sim.backtest.config import BacktestConfig
+from sim.backtest.data import CandleSeries, align_series
+
+__all__ = [
+    "ParamRange",
+    "SweepSpec",
+    "SweepRow",
+    "SweepResult",
+    "parse_param_spec",
+    "parameter_sets",
+    "run_sweep",
+    "RANK_METRICS",
+    "sweep_markdown",
+    "sweep_rows_for_csv",
+]
+
+RANK_METRICS = ("sharpe", "sortino", "net_pnl", "return_pct", "profit_factor", "win_rate")
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    lo: float
+    hi: float
+    integer: bool
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Choices and ranges per parameter; ``random`` = how many sets to draw (None: the full grid)."""
+
+    choices: dict[str, list[Any]] = field(default_factory=dict)
+    ranges: dict[str, ParamRange] = field(default_factory=dict)
+    random: int | None = None
+    seed: int = 1
+
+
+def parse_param_spec(spec: str) -> tuple[str, list[Any] | ParamRange]:
+    """``'name=v1,v2'`` -> ``(name, [v1, v2])``; ``'name=lo..hi'`` -> ``(name, ParamRange)``.
+
+    Raises:
+        ConfigError: no ``=``, an empty name or value list, or a bad range.
+    """
+    name, sep, values = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not values.strip():
+        raise ConfigError(f"parameter spec {spec!r}: expected name=v1,v2,... or name=lo..hi")
+    if ".." in values and "," not in values:
+        lo_text, hi_text = values.split("..", 1)
+        try:
+            lo, hi = yaml.safe_load(lo_text), yaml.safe_load(hi_text)
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)) or lo > hi:
+                raise ValueError
+        except (ValueError, yaml.YAMLError):
+            raise ConfigError(f"parameter spec {spec!r}: a range needs two numbers lo..hi with lo <= hi") from None
+        return name, ParamRange(float(lo), float(hi), isinstance(lo, int) and isinstance(hi, int))
+    try:
+        parsed = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"parameter spec {spec!r}: {exc}") from None
+    if not parsed:
+        raise ConfigError(f"parameter spec {spec!r}: no values")
+    return name, parsed
+
+
+def parameter_sets(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The parameter sets to run, deterministic for ``spec.seed``.
+
+    Raises:
+        ConfigError: ranges without ``random``, or nothing to sweep.
+    """
+    if not spec.choices and not spec.ranges:
+        raise ConfigError("nothing to sweep: give at least one parameter")
+    if spec.random is None:
+        if spec.ranges:
+            raise ConfigError(f"ranges ({', '.join(spec.ranges)}) need random search (--random N)")
+        names = list(spec.choices)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(spec.choices[n] for n in names))]
+    rng = random.Random(spec.seed)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    total = math.prod(len(v) for v in spec.choices.values()) if not spec.ranges else None
+    wanted = spec.random if total is None else min(spec.random, total)
+    attempts = 0
+    while len(out) < wanted and attempts < 100 * max(wanted, 1):
+        attempts += 1
+        params: dict[str, Any] = {n: rng.choice(v) for n, v in spec.choices.items()}
+        for n, r in spec.ranges.items():
+            params[n] = rng.randint(int(r.lo), int(r.hi)) if r.integer else rng.uniform(r.lo, r.hi)
+        key = repr(sorted(params.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(params)
+    return out
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One parameter set: its in-sample metrics, and held-out metrics if it made the top."""
+
+    params: dict[str, Any]
+    in_sample: dict[str, Any] | None
+    held_out: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Rows ranked by ``metric`` (best first; failed and undefined ones last)."""
+
+    strategy_id: str
+    metric: str
+    rows: list[SweepRow]
+    split_ms: int
+    in_sample_bars: int
+    held_out_bars: int
+    top: int
+    elapsed_secs: float
+
+    def top_rows(self) -> list[SweepRow]:
+        return [r for r in self.rows if r.held_out is not None]
+
+
+def _backtest_task(strategy_config: dict, params: dict, data: dict[str, CandleSeries], config: dict,
+                   start: int, stop: int | None, trade_from_ms: int | None) -> dict:
+    """One backtest (runs in a Ray worker): metrics, or the error that stopped it."""
+    from sim.backtest.engine import run_backtest
+
+    try:
+        sc = StrategyConfig.model_validate({**strategy_config, "params": {**strategy_config["params"], **params}})
+        window = {k: s.slice(start, stop) for k, s in data.items()}
+        result = run_backtest(sc, window, BacktestConfig.model_validate(config), trade_from_ms=trade_from_ms)
+    except (TradetreeError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"metrics": result.metrics.as_dict(), "run_secs": result.timings.get("run_secs", 0.0)}
+
+
+def _sort_key(metric: str) -> Callable[[SweepRow], tuple]:
+    def key(row: SweepRow) -> tuple:
+        value = (row.in_sample or {}).get(metric)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return (1, 0.0)
+        return (0, -float(value))
+
+    return key
+
+
+def run_sweep(
+    strategy_config: StrategyConfig,
+    data: CandleSeries | Mapping[str, CandleSeries],
+    config: BacktestConfig,
+    spec: SweepSpec,
+    *,
+    holdout_fraction: float = 0.25,
+    top: int = 5,
+    metric: str = "sharpe",
+    warmup_bars: int = 500,
+    num_cpus: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Backtest every parameter set of ``spec`` in-sample as Ray tasks, rank, re-run the ``top`` held-out.
+
+    Starts a local Ray (``num_cpus``) when none is running and shuts it down
+    again; uses the running one otherwise. ``progress(done, total)`` is called
+    as tasks finish.
+
+    Raises:
+        ConfigError: a bad metric, fraction or spec, or data too short to split.
+    """
+    import ray
+
+    if metric not in RANK_METRICS:
+        raise ConfigError(f"unknown ranking metric {metric!r} (use one of {', '.join(RANK_METRICS)})")
+    if not 0 < holdout_fraction < 1:
+        raise ConfigError("holdout_fraction must be between 0 and 1")
+    if top < 1:
+        raise ConfigError("top must be at least 1")
+    sets = parameter_sets(spec)
+    if isinstance(data, CandleSeries):
+        if len(strategy_config.symbols) != 1:
+            raise ConfigError("give one candle series per symbol")
+        data = {strategy_config.symbols[0]: data}
+    try:
+        series = align_series(dict(data))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    n = len(next(iter(series.values())))
+    split = int(round(n * (1 - holdout_fraction)))
+    if split < 2 or n - split < 2:
+        raise ConfigError(f"{n} candles cannot be split {1 - holdout_fraction:.0%} / {holdout_fraction:.0%}")
+    split_ms = int(next(iter(series.values())).ts_ms[split])
+    t0 = time.perf_counter()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1)(_backtest_task)
+        data_ref = ray.put(series)
+        sc = strategy_config.model_dump(mode="json", by_alias=True)
+        cfg = config.model_dump(mode="json")
+        total = len(sets) + min(top, len(sets))
+        done = [0]
+
+        def collect(refs: list) -> list[dict]:
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done[0] += len(ready)
+                if progress is not None:
+                    progress(done[0], total)
+            return ray.get(list(refs))
+
+        in_sample = collect([task.remote(sc, p, data_ref, cfg, 0, split, None) for p in sets])
+        rows = [SweepRow(p, r.get("metrics"), None, r.get("error", "")) for p, r in zip(sets, in_sample)]
+        rows.sort(key=_sort_key(metric))
+        best = [r for r in rows if r.in_sample is not None][:top]
+        start = max(0, split - warmup_bars)
+        held = collect([task.remote(sc, r.params, data_ref, cfg, start, None, split_ms) for r in best])
+        evaluated = {id(r): h for r, h in zip(best, held)}
+        rows = [
+            SweepRow(r.params, r.in_sample, evaluated[id(r)].get("metrics"), evaluated[id(r)].get("error", r.error))
+            if id(r) in evaluated else r
+            for r in rows
+        ]
+    finally:
+        if started:
+            ray.shutdown()
+    return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def sweep_markdown(result: SweepResult, *, rows: int = 30) -> str:
+    """The ranking and the in-sample vs held-out table, as Markdown."""
+    m = result.metric
+    lines = [
+        f"# Sweep: {result.strategy_id}",
+        "",
+        f"{len(result.rows)} parameter sets, ranked by in-sample `{m}` on {result.in_sample_bars} bars; the top "
+        f"{len(result.top_rows())} re-run on the held-out {result.held_out_bars} bars from {result.split_ms} "
+        f"({result.elapsed_secs:.1f} s).",
+        "",
+        "## In-sample vs held-out (overfitting check)",
+        "",
+        f"| rank | params | in-sample {m} | held-out {m} | in-sample net P&L | held-out net P&L | "
+        "in-sample trips | held-out trips |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rank, r in enumerate(result.rows, start=1):
+        if r.held_out is None:
+            continue
+        i, h = r.in_sample or {}, r.held_out or {}
+        lines.append(f"| {rank} | `{r.params}` | {_fmt(i.get(m))} | {_fmt(h.get(m))} | {_fmt(i.get('net_pnl'))} | "
+                     f"{_fmt(h.get('net_pnl'))} | {_fmt(i.get('round_trips'))} | {_fmt(h.get('round_trips'))} |")
+    top = result.top_rows()
+    ins = [r.in_sample.get(m) for r in top if r.in_sample and r.in_sample.get(m) is not None]
+    outs = [r.held_out.get(m) for r in top if r.held_out and r.held_out.get(m) is not None]
+    if ins and outs:
+        lines += ["", f"Mean `{m}` of the top sets: in-sample {_fmt(sum(ins) / len(ins))}, held-out "
+                      f"{_fmt(sum(outs) / len(outs))}."]
+    lines += ["", "## Ranking (in-sample)", "", f"| rank | params | {m} | net P&L | round trips | error |",
+              "|---:|---|---:|---:|---:|---|"]
+    for rank, r in enumerate(result.rows[:rows], start=1):
+        i = r.in_sample or {}
+        lines.append(f"| {rank} | `{r.params}` | {_fmt(i.get(m))} | {_fmt(i.get('net_pnl'))} | "
+                     f"{_fmt(i.get('round_trips'))} | {r.error} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_rows_for_csv(result: SweepResult) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of ``sweep.csv``: one row per parameter set, in rank order."""
+    names = sorted({k for r in result.rows for k in r.params})
+    keys = ("sharpe", "sortino", "net_pnl", "return_pct", "max_drawdown_pct", "win_rate", "round_trips", "fees")
+    header = ["rank", *names, *(f"is_{k}" for k in keys), *(f"ho_{k}" for k in keys), "error"]
+    out: list[list[Any]] = []
+    for rank, r in enumerate(result.rows, start=1):
+        i, h = r.in_sample or {}, r.held_out or {}
+        out.append([rank, *(r.params.get(n, "") for n in names), *(i.get(k, "") for k in keys),
+                    *(h.get(k, "") if r.held_out is not None else "" for k in keys), r.error])
+    return header, out
+
