@@ -26,7 +26,7 @@ from typing import Any
 
 import ray
 
-from adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, apply_report
+from adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, WsState, apply_report
 from adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
 from actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
 from core.clock import Clock, WallClock
@@ -243,16 +243,18 @@ class VenueGateway:
     # -- health ----------------------------------------------------------------------
 
     async def check_health(self) -> HealthReport:
-        """Probes: store, rest, ws_public, ws_private, market_data_fresh. Never raises."""
+        """Probes: store, rest, ws_public, ws_private, market_data_fresh. Never raises.
+
+        ``rest`` is a readiness probe (``liveness=False``): it holds back what is
+        released after the gateway, it never restarts the gateway.
+        """
         now = self._clock.now_ms()
         if self.state is not GatewayState.RUNNING:
             probe = ProbeResult(name="running", ok=False, detail=f"state {self.state.value}")
             return HealthReport(component=self.component, ts_ms=now, probes=(probe,))
         probes = [await self._probe_store(), await self._probe_rest()]
         for name, ws in (("ws_public", self._ws_public), ("ws_private", self._ws_private)):
-            ok = ws is not None and ws.connected and (name == "ws_public" or ws.logged_in)
-            detail = "" if ok else f"state {ws.state.value if ws else 'none'}; {ws.last_error if ws else ''}"
-            probes.append(ProbeResult(name=name, ok=ok, detail=detail))
+            probes.append(_probe_ws(name, ws))
         probes.append(self._probe_market_data(now))
         return HealthReport(component=self.component, ts_ms=now, probes=tuple(probes))
 
@@ -265,12 +267,14 @@ class VenueGateway:
         return ProbeResult(name="store", ok=True)
 
     async def _probe_rest(self) -> ProbeResult:
+        # Readiness, not liveness: a venue whose REST API is down is not fixed by restarting the
+        # gateway, and a restart would drop the WS connections that may still deliver fills.
         assert self._rest is not None
         try:
             await self._rest.fetch_time()
         except VenueError as exc:
-            return ProbeResult(name="rest", ok=False, detail=str(exc))
-        return ProbeResult(name="rest", ok=True)
+            return ProbeResult(name="rest", ok=False, liveness=False, detail=str(exc))
+        return ProbeResult(name="rest", ok=True, liveness=False)
 
     def _probe_market_data(self, now_ms: int) -> ProbeResult:
         limit_ms = int(self._market_data_stale_secs * 1000)
@@ -289,6 +293,8 @@ class VenueGateway:
             name: {
                 "state": c.state.value, "reconnects": c.reconnects, "last_message_ms": c.last_message_ms,
                 "garbled": c.garbled_messages, "handler_errors": c.handler_errors,
+                # (attempt, delay) of the latest reconnect waits, oldest first
+                "backoff": [[attempt, delay] for attempt, delay in c.backoff_history],
             }
             for name, c in (("public", self._ws_public), ("private", self._ws_private)) if c is not None
         }
@@ -544,6 +550,23 @@ class VenueGateway:
                 f"({accepted} accepted); first: {first}", venue=self.venue.name, code=first.code,
             )
         return accepted
+
+
+def _probe_ws(name: str, ws: OkxWsClient | None) -> ProbeResult:
+    """Connected (and logged in, for the private endpoint), or why not.
+
+    A client that is reconnecting by itself (the venue dropped or refused us)
+    fails as a readiness probe: restarting the gateway would not bring the
+    venue back, and would only interrupt the backoff. A client whose loop
+    ended (a fatal login error, stopped) fails as a liveness probe.
+    """
+    if ws is None:
+        return ProbeResult(name=name, ok=False, detail="not opened")
+    if ws.connected and (name == "ws_public" or ws.logged_in):
+        return ProbeResult(name=name, ok=True)
+    reconnecting = ws.state in (WsState.CONNECTING, WsState.BACKOFF)
+    return ProbeResult(name=name, ok=False, liveness=not reconnecting,
+                       detail=f"state {ws.state.value}; reconnects {ws.reconnects}; {ws.last_error}")
 
 
 def _ticker_args(inst_ids: Any) -> list[dict[str, str]]:

@@ -22,6 +22,17 @@ error handling, so one failing never stops the others:
 - **drift** (``drift_interval_secs``): venue net positions vs the sum of
   Redis positions; a drift confirmed by two consecutive checks is alerted,
   opened as a discrepancy and pauses the venue.
+- **canary** (when ``execution.canary.canary_active``; checked every
+  ``fill_health_interval_secs``): while the venue is paused by the fill-health
+  layer, the REST poll is healthy and the kill flag is not set, a net-zero
+  market round trip (strategy ``_canary``) every ``canary_interval_secs``
+  (doubling while it fails); the fill-health pause is lifted only when the WS
+  delivered its fills and the ``fills_flowing_ws`` probe passes.
+
+Venue pauses are held per source in ``ControlState``: the fill-health layer
+pauses as ``fill_health``, the drift check as ``drift``; the canary lifts only
+``fill_health``. ``release_venue`` (the operator's resume, through the control
+API) lifts every source once this reconciler's readiness probes pass.
 
 The reconciler owns its own ``OkxRestClient``: it never goes through the
 gateway, so a hung or restarting gateway cannot starve it.
@@ -39,6 +50,7 @@ import contextlib
 import enum
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any, Protocol
@@ -51,10 +63,11 @@ from adapters.okx.reports import VenueOrderReport
 from adapters.okx.rest import OkxRestClient
 from core.clock import Clock, WallClock
 from core.config import VenueConfig, VenueCredentials
-from core.control_state import ControlState
+from core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
 from core.errors import (
     InvalidOrderTransition,
     OrderNotFound,
+    OrderRejected,
     StoreError,
     TradetreeError,
     VenueAuthError,
@@ -62,9 +75,36 @@ from core.errors import (
     VenueProtocolError,
 )
 from core.store import AuditEntry, RedisStore
-from core.types import Fill, FillLayer, HealthReport, Instrument, InstrumentKind, Order, OrderState, ProbeResult
+from core.types import (
+    Fill,
+    FillLayer,
+    HealthReport,
+    Instrument,
+    InstrumentKind,
+    Order,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    ProbeResult,
+    Side,
+    new_client_order_id,
+)
+from execution.canary import (
+    CANARY_ORDER_PREFIX,
+    CANARY_STRATEGY_ID,
+    CanaryOutcome,
+    CanarySchedule,
+    CanaryVerdict,
+    canary_active,
+    canary_instrument,
+    canary_size,
+    first_leg_side,
+    judge,
+    leftover_close,
+)
 from execution.drift import DriftCheck, DriftDetector, expected_positions, in_flight_fills
 from execution.fill_health import (
+    WS_FLOW_KEY,
     FillHealthAction,
     FillHealthActionKind,
     FillHealthMonitor,
@@ -85,6 +125,7 @@ from execution.reconciliation import (
 __all__ = [
     "ReconcilerConfig",
     "ReconcilerState",
+    "VenueReleaseRefused",
     "AlertSink",
     "PollOutcome",
     "DriftOutcome",
@@ -101,17 +142,25 @@ AlertSink = Callable[[str, str, str, str], "Awaitable[None] | None"]
 
 _LOOKUP_CONCURRENCY = 8  # parallel order-status requests per poll cycle
 _AUDIT_SEED_ENTRIES = 500  # audit entries read once at start to recover the WS-flow evidence
+_CANARY_STEP_SECS = 0.05  # how often a canary round trip re-reads the venue and Redis while it waits
+_CANARY_HISTORY = 20  # canary outcomes kept for stats
+_STOP_TIMEOUT_SECS = 5.0  # how long stop() waits for the timers to end
 
 
 class RestApi(Protocol):
     """The part of ``OkxRestClient`` the reconciler uses (a test can wrap it)."""
 
     async def load_instruments(self) -> list[Instrument]: ...
+    async def create_order(self, order: Order) -> str: ...
     async def fetch_order(self, order: Order) -> VenueOrderReport: ...
     async def fetch_fills(self, inst_id: str, since_ms: int | None = None,
                           layer: FillLayer = FillLayer.POLL) -> list[Fill]: ...
     async def fetch_positions(self) -> dict[str, Decimal]: ...
     async def close(self) -> None: ...
+
+
+class VenueReleaseRefused(TradetreeError):
+    """``release_venue`` refused: a readiness probe of the reconciler fails (named in the message)."""
 
 
 class ReconcilerState(str, enum.Enum):
@@ -221,9 +270,11 @@ class FillReconciler:
         self.state = ReconcilerState.UNOPENED
         self._instruments: dict[str, Instrument] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self._poll_lock = asyncio.Lock()
         self._drift_lock = asyncio.Lock()
         self._health_lock = asyncio.Lock()
+        self._canary_lock = asyncio.Lock()
         cfg = self.config
         self.monitor = FillHealthMonitor(
             venue.name, gap_alert_secs=cfg.fill_gap_alert_secs, recurrence_count=cfg.gap_recurrence_count,
@@ -238,6 +289,13 @@ class FillReconciler:
         self.last_errors: dict[str, str] = {}
         self._alerted_anomalies: dict[str, str] = {}
         self._ws_flow_seeded = False
+        self._poll_failures_in_row = 0
+        self._poll_failure_alerted = False
+        self.canary_enabled = canary_active(cfg, venue)
+        self.canary_schedule = CanarySchedule(cfg.canary_interval_secs, cfg.canary_max_interval_secs)
+        self.canary_history: deque[CanaryOutcome] = deque(maxlen=_CANARY_HISTORY)
+        self.canary_in_flight = False
+        self.canary_waiting = ""  # why a due canary did not run (empty: nothing is waiting)
         self.counters: dict[str, int] = {
             "poll_cycles": 0, "poll_cycles_ok": 0, "poll_cycles_failed": 0,
             "fills_applied_poll": 0, "fills_duplicate_poll": 0,
@@ -246,6 +304,9 @@ class FillReconciler:
             "anomalies": 0, "health_checks": 0, "health_checks_failed": 0, "targeted_fetches": 0,
             "targeted_fetch_failures": 0, "venue_pauses": 0, "drift_checks": 0, "drift_checks_failed": 0,
             "drift_confirmed": 0, "alerts": 0, "alert_failures": 0, "loop_crashes": 0,
+            "poll_failure_alerts": 0, "venue_resumes": 0,
+            "canary_runs": 0, "canary_ws": 0, "canary_not_ws": 0, "canary_incomplete": 0, "canary_failed": 0,
+            "canary_orders_sent": 0, "canary_leftovers_closed": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -280,13 +341,18 @@ class FillReconciler:
                 asyncio.create_task(self._every("drift", cfg.drift_interval_secs, self.check_drift),
                                     name=f"{self.component} drift"),
             ]
+            if self.canary_enabled:
+                self._tasks.append(asyncio.create_task(
+                    self._every("canary", cfg.fill_health_interval_secs, self.check_canary),
+                    name=f"{self.component} canary"))
         except BaseException:
             await self._close()
             self.state = ReconcilerState.STOPPED
             raise
         self.state = ReconcilerState.RUNNING
-        log.info("%s: running (poll %.1fs, fill health %.1fs, drift %.1fs)", self.component,
-                 cfg.poll_interval_secs, cfg.fill_health_interval_secs, cfg.drift_interval_secs)
+        log.info("%s: running (poll %.1fs, fill health %.1fs, drift %.1fs, canary %s)", self.component,
+                 cfg.poll_interval_secs, cfg.fill_health_interval_secs, cfg.drift_interval_secs,
+                 f"every {cfg.canary_interval_secs:g}s while paused" if self.canary_enabled else "off")
 
     async def stop(self) -> None:
         """Stop the timers and close what ``start()`` opened. Idempotent."""
@@ -310,11 +376,16 @@ class FillReconciler:
             self._rest = OkxRestClient(self.venue, self._credentials, rest_url=self._rest_url, clock=self._clock)
 
     async def _close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # A library can turn a cancellation into an ordinary error (a timeout racing the
+            # cancel in redis-py or fakeredis); the loops also watch ``_closing``, and stop()
+            # never waits on them for ever.
+            _, pending = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT_SECS)
+            for task in pending:
+                log.error("%s: task %s did not stop", self.component, task.get_name())
         self._tasks.clear()
         if self._rest is not None and self._owns_rest:
             await self._rest.close()
@@ -326,13 +397,16 @@ class FillReconciler:
                 await self._store.close()
 
     async def _every(self, name: str, interval_secs: float, check: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``check`` now and then every ``interval_secs``; no failure ends the loop."""
+        """Run ``check`` now and then every ``interval_secs``; no failure ends the loop, ``stop()`` does."""
         loop = asyncio.get_running_loop()
-        while True:
+        task = asyncio.current_task()
+        while not self._closing:
             started = loop.time()
             try:
                 await check()
             except Exception as exc:  # a check must never take its timer (or another) down
+                if self._closing or (task is not None and task.cancelling()):
+                    return  # our cancellation, surfacing as a library's error
                 self.counters["loop_crashes"] += 1
                 self.last_errors[name] = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: %s check crashed", self.component, name)
@@ -367,11 +441,11 @@ class FillReconciler:
             self.counters["alert_failures"] += 1
             log.warning("%s: alert sink failed: %s", self.component, exc)
 
-    async def _pause_venue(self, reason: str) -> None:
+    async def _pause_venue(self, reason: str, source: str) -> None:
         _, control, _ = self._parts()
         self.counters["venue_pauses"] += 1
         try:
-            await control.pause_venue(self.name, reason, self._clock.now_ms())
+            await control.pause_venue(self.name, reason, self._clock.now_ms(), source=source)
         except StoreError as exc:
             await self._alert("critical", "pause_failed", f"{self.name}: could not pause the venue",
                               f"{reason}; pausing failed: {exc}")
@@ -394,7 +468,28 @@ class FillReconciler:
         else:
             self.counters["poll_cycles_failed"] += 1
             self.last_errors["poll"] = "; ".join(outcome.errors)[:500]
+        await self._alert_on_poll_health(outcome)
         return outcome
+
+    async def _alert_on_poll_health(self, outcome: PollOutcome) -> None:
+        """Alert once when ``poll_failure_alert_cycles`` cycles in a row failed, and once when
+        a clean cycle follows (the freshness gate refuses orders meanwhile, on its own)."""
+        if outcome.ok:
+            failed, self._poll_failures_in_row = self._poll_failures_in_row, 0
+            if self._poll_failure_alerted:
+                self._poll_failure_alerted = False
+                await self._alert("info", "poll_failing", f"{self.name}: REST polling recovered",
+                                  f"a clean poll cycle after {failed} failed ones; the venue is verified again")
+            return
+        self._poll_failures_in_row += 1
+        if not self._poll_failure_alerted and self._poll_failures_in_row >= self.config.poll_failure_alert_cycles:
+            self._poll_failure_alerted = True
+            self.counters["poll_failure_alerts"] += 1
+            await self._alert(
+                "critical", "poll_failing", f"{self.name}: REST polling failing",
+                f"{self._poll_failures_in_row} poll cycles in a row failed; positions are no longer verified "
+                f"(new orders are refused once verification is stale). Last: {'; '.join(outcome.errors)}"[:1000],
+            )
 
     async def _poll_cycle(self) -> PollOutcome:
         store, control, rest = self._parts()
@@ -581,7 +676,7 @@ class FillReconciler:
             if audit is not None:
                 self.monitor.seed_unmatched(self._unmatched_in_audit(audit, now, now_ms), now)
                 self._ws_flow_seeded = True
-            actions = self.monitor.evaluate(observations, now)
+            actions = self.monitor.evaluate(observations, now) + self.monitor.check_ws_flow(now)
             # A gap this process has not watched from its start may be older (a restart):
             # its discrepancy in Redis says since when.
             for key, info in open_discrepancies.items():
@@ -640,9 +735,13 @@ class FillReconciler:
                 await control.open_discrepancy(self.name, action.key, action.detail, now_ms)
             await self._alert("warning", action.key, f"{self.name}: fill health", action.detail)
         elif kind is FillHealthActionKind.PAUSE_VENUE:
-            await self._pause_venue(f"fill health: {action.detail}")
+            await self._pause_venue(f"fill health: {action.detail}", PAUSE_SOURCE_FILL_HEALTH)
         elif kind is FillHealthActionKind.RESOLVED:
-            if await control.close_discrepancy(self.name, action.key):
+            if action.key == WS_FLOW_KEY:
+                # Not a lift of the pause: only a canary round trip (or an operator) does that.
+                await self._alert("info", action.key, f"{self.name}: no fill waits for the WS any more",
+                                  action.detail)
+            elif await control.close_discrepancy(self.name, action.key):
                 await self._alert("info", action.key, f"{self.name}: fill gap closed", action.detail)
 
     async def _targeted_fetch(self, order: Order) -> None:
@@ -747,7 +846,7 @@ class FillReconciler:
             detail = f"position drift on {self.name} beyond {self.detector.tolerance}: {row.describe()}"
             await control.open_discrepancy(self.name, f"drift:{row.inst_id}", detail, now_ms)
             await self._alert("critical", f"drift:{row.inst_id}", f"{self.name}: position drift", detail)
-            await self._pause_venue(detail)
+            await self._pause_venue(detail, PAUSE_SOURCE_DRIFT)
         # Every drift discrepancy of an instrument within tolerance now is closed, including
         # ones opened before a restart (the detector's memory is in-process, Redis's is not).
         beyond = set(check.suspected) | set(check.drifting)
@@ -757,6 +856,259 @@ class FillReconciler:
                 if await control.close_discrepancy(self.name, key):
                     await self._alert("info", key, f"{self.name}: position drift resolved",
                                       f"{inst_id}: venue and Redis agree again")
+
+    # -- canary -----------------------------------------------------------------------------------------
+
+    async def check_canary(self) -> CanaryOutcome | None:
+        """One canary tick; returns the outcome of a round trip run now, or None.
+
+        Nothing happens unless the venue holds a ``fill_health`` pause. Then a
+        round trip runs once the schedule says it is due, the last poll cycle
+        is clean and recent, the kill flag is not set, and no earlier canary
+        order is still settling (a ``_canary`` position left by an interrupted
+        round trip is closed first, on its own tick). Raises nothing for venue
+        or Redis trouble (the outcome, ``canary_waiting`` and the alerts say it).
+        """
+        async with self._canary_lock:
+            store, control, _ = self._parts()
+            try:
+                pauses = await control.venue_pauses(self.name)
+                kill = await store.kill_flag()
+            except StoreError as exc:
+                self.last_errors["canary"] = f"reading the venue pause: {exc}"
+                return None
+            now = self._clock.monotonic()
+            if PAUSE_SOURCE_FILL_HEALTH not in pauses:
+                self.canary_schedule.disarm()
+                self.canary_waiting = ""
+                return None
+            self.canary_schedule.arm(now)
+            if not self.canary_schedule.due(now):
+                return None
+            self.canary_waiting = self._canary_blocker(kill)
+            if self.canary_waiting:
+                return None
+            try:
+                self.canary_waiting = await self._settle_earlier_canaries()
+            except TradetreeError as exc:
+                # Backs off like a failed round trip: a venue refusing the close is not retried every tick.
+                self.canary_waiting = f"closing a leftover canary position failed: {exc}"
+                self.canary_schedule.record(self._clock.monotonic(), CanaryVerdict.FAILED)
+                await self._alert("warning", "canary_failed", f"{self.name}: leftover canary position not closed",
+                                  f"{exc}; next attempt in {self.canary_schedule.interval_secs:g}s")
+            if self.canary_waiting:
+                return None
+            self.last_errors.pop("canary", None)
+            self.canary_in_flight = True
+            try:
+                outcome = await self._canary_round_trip()
+                outcome = await self._after_canary(outcome)
+            finally:
+                self.canary_in_flight = False
+            self.canary_schedule.record(self._clock.monotonic(), outcome.verdict)
+            self.canary_history.append(outcome)
+            return outcome
+
+    def _canary_blocker(self, kill_flag: str | None) -> str:
+        if kill_flag is not None:
+            return f"kill flag set: {kill_flag}"
+        last = self.last_poll
+        fresh_ms = int(3 * self.config.poll_interval_secs * 1000)
+        if last is None or not last.ok or self._clock.now_ms() - last.started_ms > fresh_ms:
+            return "the REST poll is not healthy: the canary's fills could not be judged"
+        return ""
+
+    async def _settle_earlier_canaries(self) -> str:
+        """Why a round trip must wait for earlier canary orders (empty: it need not).
+
+        Every tracked ``_canary`` order must be final with its fills applied;
+        then a non-zero ``_canary`` position is a leg left by an interrupted
+        round trip, and it is closed now (the round trip runs on a later tick).
+        """
+        store, _, rest = self._parts()
+        for order in await store.open_orders(venue=self.name, strategy_id=CANARY_STRATEGY_ID):
+            applied = await store.applied_size(order.client_order_id)
+            if not order.state.is_terminal or applied != order.filled_size:
+                return f"earlier canary order {order.client_order_id} still settling ({order.state.value})"
+        leftovers = [p for p in await store.positions(CANARY_STRATEGY_ID) if p.venue == self.name and p.qty != 0]
+        if not leftovers:
+            return ""
+        await self._ensure_instruments()
+        venue_net = await rest.fetch_positions()
+        for position in leftovers:
+            instrument = self._instruments.get(position.inst_id)
+            close = leftover_close(position.qty, venue_net.get(position.inst_id, Decimal(0)))
+            if instrument is None or close is None:
+                continue
+            log.warning("%s: closing a leftover canary position of %s %s", self.component, position.qty,
+                        position.inst_id)
+            await self._canary_send(instrument, close.side, close.size, reduce_only=close.reduce_only)
+            self.counters["canary_leftovers_closed"] += 1
+        return "closing a leftover canary position"
+
+    async def _canary_round_trip(self) -> CanaryOutcome:
+        """Send the two legs and watch which layer delivers their fills (never raises)."""
+        store, _, rest = self._parts()
+        loop = asyncio.get_running_loop()
+        started = self._clock.now_ms()
+        self.counters["canary_runs"] += 1
+        legs: list[Order] = []
+        filled: list[Decimal] = []
+        layers: dict[str, FillLayer] = {}
+        ws_delivered = 0
+        try:
+            await self._ensure_instruments()
+            instrument = canary_instrument(self.config, self.venue, self._instruments)
+            size = canary_size(self.config, instrument)
+        except (TradetreeError, ValueError) as exc:
+            return CanaryOutcome(started_ms=started, finished_ms=self._clock.now_ms(),
+                                 verdict=CanaryVerdict.FAILED, detail=f"no canary instrument: {exc}")
+        side = Side.BUY
+        try:
+            side = first_leg_side((await rest.fetch_positions()).get(instrument.inst_id, Decimal(0)))
+            ws_before = (await store.fill_layer_counts(self.name))[FillLayer.WS.value]["delivered"]
+            legs.append(await self._canary_send(instrument, side, size, reduce_only=False))
+            filled.append(await self._canary_wait_filled(legs[0], loop.time() + self.config.canary_deadline_secs))
+            if filled[0] == 0:
+                raise VenueError(f"the first leg {legs[0].client_order_id} did not fill within "
+                                 f"{self.config.canary_deadline_secs:g}s", venue=self.name)
+            legs.append(await self._canary_send(instrument, side.opposite, filled[0], reduce_only=True))
+            watch_until = loop.time() + self.config.canary_deadline_secs
+            filled.append(await self._canary_wait_filled(legs[1], watch_until))
+            while True:
+                layers, all_applied = await self._canary_fills(legs, filled)
+                ws_delivered = (await store.fill_layer_counts(self.name))[FillLayer.WS.value]["delivered"] - ws_before
+                verdict = judge(len(layers), layers, ws_delivered, all_applied=all_applied)
+                if verdict is CanaryVerdict.WS or loop.time() >= watch_until:
+                    break
+                await asyncio.sleep(_CANARY_STEP_SECS)
+            detail = (f"{len(layers)} canary fill(s) applied by "
+                      f"{', '.join(sorted({layer.value for layer in layers.values()})) or 'no layer'}; "
+                      f"the WS delivered {ws_delivered} fill(s) meanwhile")
+        except TradetreeError as exc:
+            verdict, detail = CanaryVerdict.FAILED, f"{type(exc).__name__}: {exc}"
+        return CanaryOutcome(
+            started_ms=started, finished_ms=self._clock.now_ms(), inst_id=instrument.inst_id, size=size,
+            first_side=side, client_order_ids=tuple(o.client_order_id for o in legs), venue_filled=tuple(filled),
+            trade_layers=layers, ws_delivered=ws_delivered, verdict=verdict, detail=detail,
+        )
+
+    async def _canary_send(self, instrument: Instrument, side: Side, size: Decimal, *, reduce_only: bool) -> Order:
+        """Record a ``_canary`` market order in Redis, then send it through our own REST client.
+
+        Raises:
+            StoreError: it could not be recorded (nothing was sent).
+            OrderRejected: the venue refused it (recorded REJECTED).
+            VenueError: the outcome is unknown (it stays tracked; the poller settles it).
+        """
+        store, _, rest = self._parts()
+        intent = OrderIntent(strategy_id=CANARY_STRATEGY_ID, venue=self.name, inst_id=instrument.inst_id, side=side,
+                             type=OrderType.MARKET, size=size, reduce_only=reduce_only, reason="canary round trip")
+        order = Order.from_intent(intent, now_ms=self._clock.now_ms(),
+                                  client_order_id=new_client_order_id(CANARY_ORDER_PREFIX))
+        if not await store.record_order(order):
+            raise StoreError(f"canary order id {order.client_order_id} is already recorded")
+        self.counters["canary_orders_sent"] += 1
+        try:
+            venue_order_id = await rest.create_order(order)
+        except OrderRejected as exc:
+            with contextlib.suppress(TradetreeError):
+                await store.update_order(order.transition(
+                    OrderState.REJECTED, now_ms=max(self._clock.now_ms(), order.updated_ms), reject_reason=str(exc)))
+            raise
+        current = await store.get_order(order.client_order_id) or order
+        stamp = max(self._clock.now_ms(), current.updated_ms)
+        if current.state is OrderState.PENDING_NEW:
+            acked = current.transition(OrderState.LIVE, now_ms=stamp, venue_order_id=venue_order_id)
+        elif current.venue_order_id is None:  # the WS got there first, without the id
+            acked = current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
+        else:
+            return current
+        try:
+            return await store.update_order(acked)
+        except InvalidOrderTransition:  # the WS moved it on meanwhile
+            return await store.get_order(order.client_order_id) or current
+
+    async def _canary_wait_filled(self, order: Order, until: float) -> Decimal:
+        """The venue's filled size of ``order`` once it is final, or what it is at ``until`` (loop time)."""
+        _, _, rest = self._parts()
+        loop = asyncio.get_running_loop()
+        filled = Decimal(0)
+        while True:
+            try:
+                report = await rest.fetch_order(order)
+                filled = report.filled_size
+                if report.state.is_terminal:
+                    return filled
+            except VenueError as exc:  # not known yet, or a hiccup: ask again until the deadline
+                log.info("%s: canary order %s: %s", self.component, order.client_order_id, exc)
+            if loop.time() >= until:
+                return filled
+            await asyncio.sleep(_CANARY_STEP_SECS)
+
+    async def _canary_fills(self, legs: list[Order], filled: list[Decimal]) -> tuple[dict[str, FillLayer], bool]:
+        """The layer that applied each canary trade, and whether every leg's fills add up."""
+        store, _, _ = self._parts()
+        layers: dict[str, FillLayer] = {}
+        complete = True
+        for order, venue_filled in zip(legs, filled):
+            for fill in await store.fills_for_order(order.client_order_id):
+                layers[fill.trade_id] = fill.layer
+            complete = complete and await store.applied_size(order.client_order_id) == venue_filled
+        return layers, complete
+
+    async def _after_canary(self, outcome: CanaryOutcome) -> CanaryOutcome:
+        """Count, alert, and lift the fill-health pause when the WS delivered and the probe passes."""
+        _, control, _ = self._parts()
+        self.counters[f"canary_{outcome.verdict.value}"] += 1
+        ids = ", ".join(outcome.client_order_ids) or "none sent"
+        if outcome.verdict is CanaryVerdict.WS:
+            await self.check_fill_health()  # let the monitor see the WS deliveries now
+            problems = self._fills_flowing_problems(await self._open_discrepancy_keys())
+            if not problems:
+                try:
+                    lifted = await control.resume_venue(self.name, PAUSE_SOURCE_FILL_HEALTH)
+                except StoreError as exc:
+                    problems = [f"lifting the pause failed: {exc}"]
+                else:
+                    self.counters["venue_resumes"] += bool(lifted)
+                    await self._alert("info", "venue_resumed", f"{self.name}: fill-health pause lifted",
+                                      f"canary round trip ({ids}): {outcome.detail}; fills arrive on the WS again")
+                    return outcome.model_copy(update={"resumed": True})
+            await self._alert("warning", "canary_failed",
+                              f"{self.name}: canary fills arrived on the WS, venue stays paused",
+                              f"canary round trip ({ids}): {outcome.detail}; fills_flowing_ws still failing: "
+                              f"{'; '.join(problems)}"[:1000])
+            return outcome
+        next_secs = min(self.canary_schedule.interval_secs * 2, self.canary_schedule.max_interval_secs)
+        # A key of its own, apart from the lift's: the alerter de-duplicates by key.
+        await self._alert("warning", "canary_failed",
+                          f"{self.name}: canary round trip {outcome.verdict.value}, venue stays paused",
+                          f"canary round trip ({ids}): {outcome.detail}; next one in {next_secs:g}s")
+        return outcome
+
+    async def release_venue(self) -> list[str]:
+        """The operator's resume of the venue: lift every pause source, once this reconciler's
+        own probes pass. Returns the sources lifted (empty: it was not paused).
+
+        Raises:
+            VenueReleaseRefused: a probe fails (named in the message); nothing was lifted.
+            StoreError: Redis failed.
+        """
+        _, control, _ = self._parts()
+        failing = (await self.check_health()).failing()
+        if failing:
+            raise VenueReleaseRefused(
+                f"{self.component}: venue pause kept, probes failing: "
+                + "; ".join(f"{p.name}: {p.detail}" for p in failing)
+            )
+        lifted = await control.resume_venue(self.name)
+        self.canary_schedule.disarm()
+        if lifted:
+            self.counters["venue_resumes"] += 1
+            await self._alert("info", "venue_released", f"{self.name}: venue pause lifted by an operator",
+                              f"sources lifted: {', '.join(lifted)}")
+        return lifted
 
     # -- control API ----------------------------------------------------------------------------------
 
@@ -831,23 +1183,8 @@ class FillReconciler:
         except StoreError as exc:
             probes.append(ProbeResult(name="poll_fresh", liveness=False, ok=False, detail=str(exc)))
 
-        # Redis remembers what this process may not (it may be a fresh incarnation).
-        try:
-            open_keys = sorted(await self._control.discrepancies(self.name))
-        except StoreError as exc:
-            open_keys = [f"unknown ({exc})"]
-        mono = self._clock.monotonic()
-        overdue = self.monitor.overdue_gaps(mono)
-        flow = self.monitor.ws_flow(mono)
-        problems = [f"{g.client_order_id}: applied {g.applied} of {g.venue_filled} for {g.age_secs:.0f}s"
-                    for g in overdue[:5]]
-        watched = {f"fill_gap:{g.client_order_id}" for g in overdue}
-        problems += [f"open discrepancy {k}" for k in open_keys
-                     if (k.startswith("fill_gap:") and k not in watched) or k.startswith("unknown")]
-        if not flow.flowing:
-            problems.append(flow.detail)
-        if self.last_health_ok_ms is None:
-            problems.append("no fill-health check yet")
+        open_keys = await self._open_discrepancy_keys()
+        problems = self._fills_flowing_problems(open_keys)
         probes.append(ProbeResult(name="fills_flowing_ws", liveness=False, ok=not problems, detail="; ".join(problems)))
 
         drift_fresh_ms = int(3 * self.config.drift_interval_secs * 1000)
@@ -863,6 +1200,30 @@ class FillReconciler:
         else:
             probes.append(ProbeResult(name="no_drift", liveness=False, ok=True))
         return HealthReport(component=self.component, ts_ms=now_ms, probes=tuple(probes))
+
+    async def _open_discrepancy_keys(self) -> list[str]:
+        """Redis remembers what this process may not (it may be a fresh incarnation)."""
+        assert self._control is not None
+        try:
+            return sorted(await self._control.discrepancies(self.name))
+        except StoreError as exc:
+            return [f"unknown ({exc})"]
+
+    def _fills_flowing_problems(self, open_keys: list[str]) -> list[str]:
+        """Why the ``fills_flowing_ws`` probe fails (empty: it passes)."""
+        mono = self._clock.monotonic()
+        overdue = self.monitor.overdue_gaps(mono)
+        flow = self.monitor.ws_flow(mono)
+        problems = [f"{g.client_order_id}: applied {g.applied} of {g.venue_filled} for {g.age_secs:.0f}s"
+                    for g in overdue[:5]]
+        watched = {f"fill_gap:{g.client_order_id}" for g in overdue}
+        problems += [f"open discrepancy {k}" for k in open_keys
+                     if (k.startswith("fill_gap:") and k not in watched) or k.startswith("unknown")]
+        if not flow.flowing:
+            problems.append(flow.detail)
+        if self.last_health_ok_ms is None:
+            problems.append("no fill-health check yet")
+        return problems
 
     def stats(self) -> dict[str, Any]:
         """Counters and the latest outcomes, for the control API and metrics."""
@@ -884,6 +1245,17 @@ class FillReconciler:
             "last_poll": self.last_poll.model_dump(mode="json") if self.last_poll else None,
             "last_poll_ok_ms": self.last_poll_ok_ms,
             "last_errors": dict(self.last_errors),
+            "canary": {
+                "enabled": self.canary_enabled,
+                "in_flight": self.canary_in_flight,
+                "waiting": self.canary_waiting,
+                "armed": self.canary_schedule.armed,
+                "interval_secs": self.canary_schedule.interval_secs,
+                "failures_in_row": self.canary_schedule.failures_in_row,
+                "due_in_secs": (None if self.canary_schedule.next_at is None
+                                else max(0.0, self.canary_schedule.next_at - mono)),
+                "history": [o.model_dump(mode="json") for o in self.canary_history],
+            },
         }
 
 
@@ -933,6 +1305,9 @@ class _FillReconcilerShell:
 
     async def reconcile_now(self) -> ReconcileReport:
         return await self._reconciler.reconcile_now()
+
+    async def release_venue(self) -> list[str]:
+        return await self._reconciler.release_venue()
 
     async def stats(self) -> dict[str, Any]:
         return self._reconciler.stats()

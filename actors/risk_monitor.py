@@ -415,7 +415,8 @@ class RiskMonitor:
         """Position rules, adding trips. ``flips=False`` (events not read up to date)
         defers flip detection to the next loop rather than judge without the orders."""
         if flips:
-            trips.extend(t for t in (self.flips.on_position(p) for p in positions) if t is not None)
+            # Orders are stamped on our clock, positions on the venue's: judge the window on ours.
+            trips.extend(t for t in (self.flips.on_position(p, now_ms) for p in positions) if t is not None)
         trips.extend(self.exposure.update(positions))
         if self.cfg.max_daily_loss_per_strategy is not None or self.cfg.max_daily_loss_global is not None:
             baselines = await self._day_baselines(positions, now_ms)

@@ -1,9 +1,15 @@
 """Control state shared through Redis by the defense layers.
 
 The reconciler writes when it last verified a venue's positions, the
-discrepancies it has open and the fill cursor; the risk monitor writes
-breakers and venue pauses; the freshness gate reads all of it before every
-order. Keeping it in Redis means any actor restarted anywhere resumes from it.
+discrepancies it has open, the fill cursor and the venue pauses of its
+checks; the risk monitor writes breakers; the freshness gate reads all of it
+before every order. Keeping it in Redis means any actor restarted anywhere
+resumes from it.
+
+A venue pause is held per *source* (``fill_health``, ``drift``, ``operator``,
+...): the venue is paused while any source holds a pause, and a layer that
+lifts its own pause (the reconciler after a canary round trip proved the WS
+fill path) never lifts another layer's.
 
 Every key lives under ``{namespace}:ctl:``. Redis failures raise
 ``StoreUnavailable``: callers in the order path treat that as "unknown state",
@@ -16,18 +22,33 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreError, StoreUnavailable
 
-__all__ = ["ControlSnapshot", "ControlState"]
+__all__ = [
+    "ControlSnapshot",
+    "ControlState",
+    "PAUSE_SOURCE_DRIFT",
+    "PAUSE_SOURCE_FILL_HEALTH",
+    "PAUSE_SOURCE_OPERATOR",
+]
+
+# Who paused a venue (the field of the venue's pause hash).
+PAUSE_SOURCE_FILL_HEALTH = "fill_health"  # the fill-health layer: fills not arriving or not adding up
+PAUSE_SOURCE_DRIFT = "drift"  # venue positions and Redis disagree
+PAUSE_SOURCE_OPERATOR = "operator"
 
 
 class ControlSnapshot(BaseModel):
-    """Everything the freshness gate needs about one venue, read in one round trip."""
+    """Everything the freshness gate needs about one venue, read in one round trip.
+
+    ``venue_pause`` is the reasons of every pause source joined (None: not
+    paused); ``venue_pauses`` the pauses per source (``{source: {reason, since_ms}}``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -36,6 +57,7 @@ class ControlSnapshot(BaseModel):
     discrepancies: dict[str, dict[str, Any]]
     venue_pause: str | None
     breakers: dict[str, dict[str, Any]]
+    venue_pauses: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def _s(v: bytes | str | None) -> str | None:
@@ -95,15 +117,43 @@ class ControlState:
 
     # -- venue pause ----------------------------------------------------------
 
-    async def pause_venue(self, venue: str, reason: str, ts_ms: int) -> None:
-        await self._do(self.client.set(self._k("venue_pause", venue), json.dumps({"reason": reason, "since_ms": ts_ms})))
+    async def pause_venue(self, venue: str, reason: str, ts_ms: int, source: str = PAUSE_SOURCE_OPERATOR) -> bool:
+        """Pause trading on ``venue`` on behalf of ``source``.
 
-    async def resume_venue(self, venue: str) -> None:
-        await self._do(self.client.delete(self._k("venue_pause", venue)))
+        A source already holding a pause keeps its ``since_ms``; its reason is
+        replaced. Returns True if ``source`` did not hold a pause before.
+        """
+        key = self._k("venue_pause", venue)
+        if await self._do(self.client.hsetnx(key, source, json.dumps({"reason": reason, "since_ms": ts_ms}))):
+            return True
+        old = await self._do(self.client.hget(key, source))
+        since = json.loads(_s(old)).get("since_ms", ts_ms) if old is not None else ts_ms
+        # A resume racing in between is overridden: pausing is the fail-closed outcome.
+        await self._do(self.client.hset(key, source, json.dumps({"reason": reason, "since_ms": since})))
+        return False
+
+    async def resume_venue(self, venue: str, source: str | None = None) -> list[str]:
+        """Lift the pause of ``source`` (None: of every source). Returns the sources lifted.
+
+        The venue trades again only when no source holds a pause any more.
+        """
+        key = self._k("venue_pause", venue)
+        if source is not None:
+            removed = await self._do(self.client.hdel(key, source))
+            return [source] if removed else []
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hkeys(key)
+        pipe.delete(key)
+        sources, _ = await self._do(pipe.execute())
+        return sorted(_s(k) for k in sources)
+
+    async def venue_pauses(self, venue: str) -> dict[str, dict[str, Any]]:
+        """The pauses held on ``venue``, per source: ``{source: {"reason", "since_ms"}}``."""
+        return _pauses(await self._do(self.client.hgetall(self._k("venue_pause", venue))))
 
     async def venue_pause(self, venue: str) -> str | None:
-        v = await self._do(self.client.get(self._k("venue_pause", venue)))
-        return json.loads(_s(v))["reason"] if v is not None else None
+        """Why ``venue`` is paused (every source's reason, oldest first), or None if it is not."""
+        return _pause_text(await self.venue_pauses(venue))
 
     # -- breakers -------------------------------------------------------------
 
@@ -148,13 +198,26 @@ class ControlState:
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self._k("verified", venue))
         pipe.hgetall(self._k("discrepancy", venue))
-        pipe.get(self._k("venue_pause", venue))
+        pipe.hgetall(self._k("venue_pause", venue))
         pipe.hgetall(self._k("breakers"))
         verified, disc, pause, breakers = await self._do(pipe.execute())
+        pauses = _pauses(pause)
         return ControlSnapshot(
             venue=venue,
             verified_at_ms=int(verified) if verified is not None else None,
             discrepancies={_s(k): json.loads(_s(v)) for k, v in disc.items()},
-            venue_pause=json.loads(_s(pause))["reason"] if pause is not None else None,
+            venue_pause=_pause_text(pauses),
+            venue_pauses=pauses,
             breakers={_s(k): json.loads(_s(v)) for k, v in breakers.items()},
         )
+
+
+def _pauses(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+
+
+def _pause_text(pauses: dict[str, dict[str, Any]]) -> str | None:
+    if not pauses:
+        return None
+    ordered = sorted(pauses.items(), key=lambda kv: (kv[1].get("since_ms", 0), kv[0]))
+    return "; ".join(str(info.get("reason", "")) or source for source, info in ordered)

@@ -4,12 +4,29 @@
   order snapshots, which orders leave the polling set) and ``ReconcilerConfig``.
 - ``fill_health``: order status vs applied fills, and whether fills flow on the WS.
 - ``drift``: venue positions vs the sum of Redis positions.
+- ``canary``: the net-zero round trip that proves the WS fill path works
+  again before a fill-health pause is lifted.
 
 ``actors.reconciler`` runs them on their timers.
 """
 
+from execution.canary import (
+    CANARY_ORDER_PREFIX,
+    CANARY_STRATEGY_ID,
+    CanaryOutcome,
+    CanarySchedule,
+    CanaryVerdict,
+    LeftoverClose,
+    canary_active,
+    canary_instrument,
+    canary_size,
+    first_leg_side,
+    judge,
+    leftover_close,
+)
 from execution.drift import DriftCheck, DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
 from execution.fill_health import (
+    WS_FLOW_KEY,
     FillGap,
     FillHealthAction,
     FillHealthActionKind,
@@ -32,7 +49,14 @@ from execution.reconciliation import (
 )
 
 __all__ = [
+    "CANARY_ORDER_PREFIX",
+    "CANARY_STRATEGY_ID",
     "NEVER_REACHED_VENUE",
+    "WS_FLOW_KEY",
+    "CanaryOutcome",
+    "CanarySchedule",
+    "CanaryVerdict",
+    "LeftoverClose",
     "DriftCheck",
     "DriftDetector",
     "FillGap",
@@ -49,9 +73,15 @@ __all__ = [
     "TrackedOrder",
     "WsFlowStatus",
     "advance_cursor",
+    "canary_active",
+    "canary_instrument",
+    "canary_size",
     "expected_positions",
     "fetch_since_ms",
+    "first_leg_side",
     "in_flight_fills",
+    "judge",
+    "leftover_close",
     "plan_orders",
     "plan_poll_fills",
 ]

@@ -25,7 +25,12 @@ anything (a WS delivery of an already applied fill counts: the WS saw it).
 The WS fill path is not flowing when a fill unmatched for ``gap_alert_secs``
 was applied within the last ``ws_flow_window_secs``: fills happen and the WS
 does not carry them. This is the probe that tells whether the WS fill path
-works again after an incident.
+works again after an incident. ``check_ws_flow`` turns it into venue-wide
+actions: when the WS stops carrying fills, ``ALERT`` and ``PAUSE_VENUE`` once
+(key ``ws_fill_flow``); when it flows again, ``RESOLVED`` once. Resolving
+does not lift the pause: while the venue is paused nothing trades, so only a
+deliberate round trip (the reconciler's canary) or an operator proves the WS
+carries fills again.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.types import FillLayer
 
 __all__ = [
+    "WS_FLOW_KEY",
     "FillHealthActionKind",
     "FillHealthAction",
     "OrderFillObservation",
@@ -50,6 +56,8 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+WS_FLOW_KEY = "ws_fill_flow"  # key of the venue-wide "fills do not arrive on the WS" condition
 
 
 class FillHealthActionKind(str, enum.Enum):
@@ -150,11 +158,13 @@ class FillHealthMonitor:
         self._last_other_applied: int | None = None
         self._last_ws_delivery_at: float | None = None
         self._unmatched: deque[tuple[float, int]] = deque()
+        self._ws_episode = False  # a "WS does not carry fills" episode is open
         # stats
         self.gaps_detected = 0
         self.targeted_fetches = 0
         self.pauses = 0
         self.over_applied_alerts = 0
+        self.ws_flow_losses = 0
 
     # -- gaps --------------------------------------------------------------------------------
 
@@ -380,3 +390,31 @@ class FillHealthMonitor:
                         f"{now_secs - first:.0f}s were not delivered by the WS (WS delivery {last_ws})"),
             )
         return WsFlowStatus(flowing=True, unmatched_fills=unmatched)
+
+    @property
+    def ws_flow_episode_open(self) -> bool:
+        """A "WS does not carry fills" episode is open (opened by ``check_ws_flow``)."""
+        return self._ws_episode
+
+    def check_ws_flow(self, now_secs: float) -> list[FillHealthAction]:
+        """Venue-wide actions for the WS flow (see the module docstring).
+
+        Not flowing and no episode open: ``ALERT`` then ``PAUSE_VENUE`` (both key
+        ``ws_fill_flow``), and the episode opens. Flowing with an episode open:
+        ``RESOLVED`` and the episode closes. Otherwise nothing.
+        """
+        flow = self.ws_flow(now_secs)
+        if not flow.flowing and not self._ws_episode:
+            self._ws_episode = True
+            self.ws_flow_losses += 1
+            self.pauses += 1
+            detail = f"{self.venue}: fills are not arriving on the WS: {flow.detail}"
+            return [
+                FillHealthAction(kind=FillHealthActionKind.ALERT, key=WS_FLOW_KEY, detail=detail),
+                FillHealthAction(kind=FillHealthActionKind.PAUSE_VENUE, key=WS_FLOW_KEY, detail=detail),
+            ]
+        if flow.flowing and self._ws_episode:
+            self._ws_episode = False
+            return [FillHealthAction(kind=FillHealthActionKind.RESOLVED, key=WS_FLOW_KEY,
+                                     detail=f"{self.venue}: no fill applied by poll/health is waiting for the WS")]
+        return []

@@ -28,7 +28,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.okx.reports import VenueOrderReport, apply_report
 from core.errors import InvalidOrderTransition, VenueProtocolError
@@ -72,7 +72,27 @@ class ReconcilerConfig(BaseModel):
     - ``cursor_overlap_secs``: each trade-history fetch starts this much
       before the cursor (venue clocks and late-recorded fills; the store dedups).
     - ``ws_flow_window_secs``: fills applied by poll/health within this window
-      that the WS never delivered mark the WS fill path as not flowing.
+      that the WS never delivered mark the WS fill path as not flowing (which
+      alerts and pauses the venue).
+    - ``poll_failure_alert_cycles``: this many failed poll cycles in a row
+      raise an alert (once per outage; the first clean cycle says so).
+
+    The **canary** (``execution.canary``): while the venue is paused by the
+    fill-health layer and the REST poll is healthy, the reconciler sends a
+    net-zero market round trip through its own REST client and lifts its pause
+    only when the WS delivered those fills.
+
+    - ``canary_enabled``: None (default) = on for the embedded simulator, off
+      for a venue with a configured ``rest_url`` (real money: each round trip
+      costs two taker fees on ``canary_size``); True/False forces it.
+    - ``canary_inst_id``: the instrument traded (a swap; None = the venue's
+      first configured swap). ``canary_size``: venue units (None = the
+      instrument's minimum size).
+    - ``canary_interval_secs``: the first round trip this long after the pause,
+      then between round trips; each one whose fills did not come by the WS
+      doubles it, up to ``canary_max_interval_secs``.
+    - ``canary_deadline_secs``: how long one leg waits to fill, and the round
+      trip waits for its fills on the WS.
     """
 
     model_config = _FROZEN
@@ -87,6 +107,19 @@ class ReconcilerConfig(BaseModel):
     pending_grace_secs: float = Field(default=10.0, gt=0)
     cursor_overlap_secs: float = Field(default=5.0, ge=0)
     ws_flow_window_secs: float = Field(default=120.0, gt=0)
+    poll_failure_alert_cycles: int = Field(default=3, ge=1)
+    canary_enabled: bool | None = None
+    canary_inst_id: str | None = None
+    canary_size: Decimal | None = Field(default=None, gt=0)
+    canary_interval_secs: float = Field(default=5.0, gt=0)
+    canary_max_interval_secs: float = Field(default=300.0, gt=0)
+    canary_deadline_secs: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _canary_backoff_ordered(self) -> "ReconcilerConfig":
+        if self.canary_max_interval_secs < self.canary_interval_secs:
+            raise ValueError("canary_max_interval_secs must be at least canary_interval_secs")
+        return self
 
 
 class TrackedOrder(BaseModel):

@@ -157,7 +157,12 @@ class FlipDetector:
     non-reduce-only orders on the new side, not rejected, add up to at
     least the new position (the close-then-open pair of
     ``orders_toward_target``). A terminal order explains flips only within
-    ``window_ms`` of ending (judged on the position's ``updated_ms``).
+    ``window_ms`` of ending, judged at the position's ``updated_ms`` or at
+    ``now_ms`` (the monitor's clock, which also stamps orders' ``updated_ms``)
+    when that is earlier. The position's time is the last fill's venue
+    timestamp: a venue clock running ahead of ours (the simulator's
+    ``time_scale``, or skew) must not age every order out of the window and
+    make every flip look unintended.
     Reduce-only orders never explain a flip: a reduce-only order that flips
     a position is exactly the duplicate close this detects.
 
@@ -192,9 +197,9 @@ class FlipDetector:
                      if o.state.is_terminal and o.updated_ms < now_ms - self.window_ms]:
             del book[coid]
 
-    def on_position(self, position: Position) -> Trip | None:
+    def on_position(self, position: Position, now_ms: int | None = None) -> Trip | None:
         key = (position.strategy_id, position.venue, position.inst_id)
-        self._prune(key, position.updated_ms)
+        self._prune(key, position.updated_ms if now_ms is None else min(now_ms, position.updated_ms))
         sign = _sign(position.qty)
         if sign == 0:
             return None

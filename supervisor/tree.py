@@ -74,6 +74,9 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
             "redis_url": redis_url,
             "namespace": ns,
             "heartbeat_interval_secs": config.heartbeat_interval_secs,
+            "dead_man_switch_secs": config.dead_man_switch_secs,
+            # Re-armed well within the timeout, so one slow call does not let it fire.
+            "dead_man_rearm_secs": config.dead_man_switch_secs / 4,
             "ray_namespace": ray_namespace,
             "subscribers": {s.id: list(s.symbols) for s in config.strategies if s.venue == venue_name},
         },
@@ -81,7 +84,7 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
         heartbeat_key=f"gateway:{venue_name}",
         heartbeat_stale_secs=max(10.0, 10 * config.heartbeat_interval_secs),
-        startup_timeout_secs=60.0,
+        startup_timeout_secs=config.supervision.venue_startup_timeout_secs,
     )
     reconciler = ChildSpec(
         id=reconciler_id(venue_name),
@@ -100,12 +103,12 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
         heartbeat_key=f"reconciler:{venue_name}",
         heartbeat_stale_secs=max(10.0, 5 * config.reconciler.poll_interval_secs),
-        startup_timeout_secs=60.0,
+        startup_timeout_secs=config.supervision.venue_startup_timeout_secs,
     )
     return SupervisorSpec(
         id=venue_supervisor_id(venue_name),
-        intensity=5,
-        period_secs=60.0,
+        intensity=config.supervision.venue_intensity,
+        period_secs=config.supervision.venue_period_secs,
         children=(gateway, reconciler),
     )
 
@@ -164,8 +167,8 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     if config.strategies:
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,
-            intensity=10,
-            period_secs=60.0,
+            intensity=config.supervision.strategy_intensity,
+            period_secs=config.supervision.strategy_period_secs,
             children=tuple(
                 _strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
                 for s in config.strategies
@@ -174,8 +177,8 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         children = children + (strategies,)
     return SupervisorSpec(
         id=ROOT_ID,
-        intensity=3,
-        period_secs=60.0,
+        intensity=config.supervision.root_intensity,
+        period_secs=config.supervision.root_period_secs,
         children=children,
         # SAFE MODE pauses strategies through their actors, so keep them alive.
         stop_children_on_escalate=False,

@@ -28,9 +28,29 @@ from risk.config import RiskConfig
 from risk.kill_switch import KillSwitchConfig
 from sim.config import SimulatorConfig
 
-__all__ = ["EngineConfig", "load_engine_config", "check_strategies"]
+__all__ = ["EngineConfig", "SupervisionConfig", "load_engine_config", "check_strategies"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class SupervisionConfig(BaseModel):
+    """Restart intensities of the tree's supervisors and the venue children's start gate.
+
+    A supervisor tolerates ``*_intensity`` restarts of its children within
+    ``*_period_secs``; one more escalates (the root: SAFE MODE). A venue's
+    gateway or reconciler that is (re)started must pass its probes within
+    ``venue_startup_timeout_secs`` or the start counts as failed.
+    """
+
+    model_config = _FROZEN
+
+    root_intensity: int = Field(default=3, ge=0)
+    root_period_secs: float = Field(default=60.0, gt=0)
+    venue_intensity: int = Field(default=5, ge=0)
+    venue_period_secs: float = Field(default=60.0, gt=0)
+    strategy_intensity: int = Field(default=10, ge=0)
+    strategy_period_secs: float = Field(default=60.0, gt=0)
+    venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
 
 
 class EngineConfig(BaseModel):
@@ -49,11 +69,17 @@ class EngineConfig(BaseModel):
     alerts: AlerterConfig = AlerterConfig()
     # Wind-down clips in venue units (contracts for swaps): 100 BTC-USDT-SWAP contracts = 1 BTC.
     kill_switch: KillSwitchConfig = KillSwitchConfig(max_clip_size=Decimal("100"))
+    supervision: SupervisionConfig = SupervisionConfig()
     heartbeat_interval_secs: float = Field(default=1.0, gt=0)
+    # The venue's dead-man switch (OKX cancel-all-after): if the engine stops re-arming it for this
+    # long, the venue cancels our open orders. 0 = off; else OKX's bounds, 10..120 s.
+    dead_man_switch_secs: int = Field(default=60, ge=0, le=120)
     dashboard_port: int = 8265
 
     @model_validator(mode="after")
     def _check_refs(self) -> "EngineConfig":
+        if 0 < self.dead_man_switch_secs < 10:
+            raise ValueError(f"dead_man_switch_secs must be 0 (off) or 10..120, got {self.dead_man_switch_secs}")
         names = [v.name for v in self.venues]
         if len(set(names)) != len(names):
             raise ValueError(f"venue names must be unique, got {names}")

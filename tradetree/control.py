@@ -15,6 +15,7 @@ pass: a strategy is never released onto a broken fill pipeline.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
@@ -32,6 +33,7 @@ from supervisor.tree import (
 __all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
 
 _TIMEOUT_SECS = 30.0
+_READY_POLL_SECS = 0.25
 
 
 class ControlError(TradetreeError):
@@ -156,13 +158,20 @@ class Control:
         report = self._call(reconciler_id(venue), "reconcile_now", timeout_secs=60)
         return report.model_dump(mode="json") if hasattr(report, "model_dump") else report
 
-    def restart(self, child: str) -> None:
-        """Restart one actor of the tree through its supervisor.
+    def restart(self, child: str, ready_timeout_secs: float = 15.0) -> None:
+        """Restart one actor of the tree through its supervisor; return once it is green.
+
+        The supervisor puts the fresh child back to work once its liveness
+        probes pass; what depends on it is released only once every probe
+        passes. This waits for both, so a restart that returns means the
+        child is fully back.
 
         Raises:
-            ProbesFailing: the fresh child's probes did not pass in time
-                (the message names them); the supervisor keeps trying.
-            ControlError: no such child.
+            ProbesFailing: the fresh child did not pass its start gate (its
+                supervisor keeps restarting it by policy), or it runs but a
+                probe still fails after ``ready_timeout_secs`` (what depends on
+                it stays held); the message names the probes.
+            ControlError: no such child, or its supervisor did not answer.
         """
         status = tree_status(self.namespace)
         if child not in status or status[child].get("parent") is None:
@@ -173,6 +182,12 @@ class Control:
             raise
         except TradetreeError as exc:
             raise ProbesFailing(f"restart {child} refused: {exc}") from None
+        deadline = time.monotonic() + ready_timeout_secs
+        while failing := self._failing_probes([child]):
+            if time.monotonic() >= deadline:
+                raise ProbesFailing(f"restart {child}: restarted, but not green after {ready_timeout_secs:g}s: "
+                                    + "; ".join(failing))
+            time.sleep(_READY_POLL_SECS)
 
     @property
     def root(self) -> str:

@@ -2,7 +2,10 @@
 
 Order of start matters and is fail-closed: the config is validated and Redis
 must answer before Ray or any actor exists, so a bad config or a dead Redis
-stops the start with a clear message and no order can have been sent.
+stops the start with a clear message and no order can have been sent. A
+strategy an earlier (dead) engine left RUNNING in Redis is set PAUSED under
+the supervisor's hold before anything starts: it runs again only once this
+engine's supervisor releases it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from core.clock import WallClock
 from core.config import VenueCredentials
+from core.control_state import ControlState
 from tradetree.config import EngineConfig
 from core.embedded_redis import EmbeddedRedis, resolve_redis_url
 from core.errors import StoreUnavailable, TradetreeError
 from core.store import RedisStore
 
-__all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR"]
+__all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "hold_running_strategies"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,27 @@ class VenueEndpoint:
 async def _check_redis(url: str, namespace: str, timeout_secs: float) -> None:
     store = await RedisStore.connect(url, namespace, socket_timeout_secs=timeout_secs)
     await store.close()
+
+
+async def hold_running_strategies(store: RedisStore, strategy_ids: list[str], now_ms: int) -> list[str]:
+    """Mark the configured strategies that Redis says are RUNNING as PAUSED under the supervisor's hold.
+
+    A RUNNING left in Redis by an engine that died is stale: until this
+    engine's supervisor releases a strategy (its venue's probes green, startup
+    reconciliation done), Redis must not say it trades. The hold is the
+    supervisor's own, so the release lifts it; any other pause is kept.
+    Returns the ids it held.
+    """
+    control = ControlState(store.client, store.namespace)
+    states = await store.strategy_states()
+    held = []
+    for sid in strategy_ids:
+        if states.get(sid) == "RUNNING":
+            await control.set_strategy_pause(sid, "supervisor", "engine starting: held until the venue's probes pass",
+                                             now_ms)
+            await store.set_strategy_state(sid, "PAUSED")
+            held.append(sid)
+    return held
 
 
 class EngineRuntime:
@@ -137,6 +163,8 @@ class EngineRuntime:
         try:
             if self.config.venues and any(v.uses_embedded_simulator for v in self.config.venues):
                 asyncio.run(self._reset_paper_namespace())
+            else:
+                asyncio.run(self._hold_strategies())
             self._start_simulator_if_needed()
             self._start_ray()
             spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
@@ -146,6 +174,17 @@ class EngineRuntime:
         except BaseException:
             self.shutdown()
             raise
+
+    async def _hold_strategies(self) -> None:
+        store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+        try:
+            held = await hold_running_strategies(store, [s.id for s in self.config.strategies],
+                                                 WallClock().now_ms())
+        finally:
+            await store.close()
+        if held:
+            log.warning("strategies left RUNNING by an earlier engine held PAUSED until released: %s",
+                        ", ".join(held))
 
     async def _reset_paper_namespace(self) -> None:
         # The embedded simulator's account is new each run; positions left in

@@ -11,7 +11,12 @@ What is fatal and what is not:
 - a rejected login (60005/60007/60009/60024 and friends) is fatal: the loop
   stops, ``fatal_error`` holds the ``VenueAuthError`` and ``start()`` raises
   it; credentials that are wrong stay wrong, so it is never retried;
-- drops, refused connections, timeouts, a missing pong: reconnect;
+- drops, refused connections, timeouts, a missing pong: reconnect. The
+  backoff grows with every attempt that fails *and* every session that ends
+  before it was up ``stable_session_secs`` (a venue that accepts and drops at
+  once gets no faster retries than one that refuses); only a session that
+  stayed up that long starts the backoff over. Every delay is recorded
+  (``backoff_history``) for probes and tests;
 - a garbled message or a callback that raises: logged and counted, never
   fatal. OKX does not replay what was pushed during a gap; closing that gap
   is the REST poller's job, not this client's.
@@ -26,6 +31,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -50,6 +56,7 @@ FATAL_LOGIN_CODES = frozenset({"60004", "60005", "60007", "60009", "60024"})
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _MAX_MESSAGE_BYTES = 1 << 22
 _STOP_TIMEOUT_SECS = 5.0
+_BACKOFF_HISTORY = 64  # reconnect delays kept for stats
 
 
 class WsState(str, enum.Enum):
@@ -88,7 +95,13 @@ class OkxWsClient:
     ``logged_in``, ``reconnects`` (sessions established after the first),
     ``last_message_ms`` (any frame, pongs included), ``data_messages``,
     ``garbled_messages``, ``handler_errors``, ``subscribe_errors``,
-    ``pong_timeouts``, ``last_error``, ``fatal_error``.
+    ``pong_timeouts``, ``last_error``, ``fatal_error``, and
+    ``backoff_history``: the latest reconnect waits as ``(attempt, delay_secs)``,
+    oldest first (``attempt`` 0 is the first wait after a stable session).
+
+    ``stable_session_secs`` (default: the venue's ``ws_reconnect_max_secs``,
+    at most 5 s) is how long a session must stay up before the backoff starts
+    over.
     """
 
     def __init__(
@@ -102,6 +115,7 @@ class OkxWsClient:
         ping_interval_secs: float = 15.0,
         pong_timeout_secs: float = 10.0,
         rng: random.Random | None = None,
+        stable_session_secs: float | None = None,
     ) -> None:
         self._url = url
         self._name = f"{venue.name} ws {urlsplit(url).path.rsplit('/', 1)[-1] or url}"
@@ -112,6 +126,9 @@ class OkxWsClient:
         self._ping_interval_secs = ping_interval_secs
         self._pong_timeout_secs = pong_timeout_secs
         self._rng = rng or random.Random()
+        self._stable_session_secs = (
+            min(venue.ws_reconnect_max_secs, 5.0) if stable_session_secs is None else stable_session_secs
+        )
         self._proxy: Any = None if (urlsplit(url).hostname or "") in _LOOPBACK_HOSTS else True
         self._subscriptions: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
@@ -133,6 +150,7 @@ class OkxWsClient:
         self.pong_timeouts = 0
         self.last_error = ""
         self.fatal_error: VenueAuthError | None = None
+        self.backoff_history: deque[tuple[int, float]] = deque(maxlen=_BACKOFF_HISTORY)
 
     @property
     def url(self) -> str:
@@ -224,6 +242,7 @@ class OkxWsClient:
         attempt = 0
         while not self._stopping:
             self.state = WsState.CONNECTING
+            session_up_at: float | None = None
             try:
                 async with connect(
                     self._url,
@@ -243,7 +262,7 @@ class OkxWsClient:
                     if self.sessions > 0:
                         self.reconnects += 1
                     self.sessions += 1
-                    attempt = 0
+                    session_up_at = time.monotonic()
                     self.state = WsState.CONNECTED
                     self._ready.set()
                     log.info("%s: session up (reconnects=%d)", self._name, self.reconnects)
@@ -267,6 +286,8 @@ class OkxWsClient:
                 self._conn = None
             if self._stopping:
                 break
+            if session_up_at is not None and time.monotonic() - session_up_at >= self._stable_session_secs:
+                attempt = 0  # a session that held: the trouble is over, reconnect quickly
             self.state = WsState.BACKOFF
             delay = backoff_delay_secs(
                 attempt,
@@ -274,6 +295,7 @@ class OkxWsClient:
                 max_secs=self._venue.ws_reconnect_max_secs,
                 rng=self._rng,
             )
+            self.backoff_history.append((attempt, delay))
             attempt += 1
             await asyncio.sleep(delay)
 

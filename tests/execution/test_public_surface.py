@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import execution
-from execution import drift, fill_health, reconciliation
+from execution import canary, drift, fill_health, reconciliation
 
 
 def test_public_surface_is_what_it_claims():
-    modules = (drift, fill_health, reconciliation)
+    modules = (canary, drift, fill_health, reconciliation)
     exported_by_modules = {name for module in modules for name in module.__all__}
     assert set(execution.__all__) == exported_by_modules
     assert len(execution.__all__) == len(set(execution.__all__))

@@ -201,3 +201,122 @@ def running_tree(config: EngineConfig) -> Iterator[Tree]:
         yield Tree(runtime)
     finally:
         runtime.shutdown()
+
+
+# -- fill-pipeline helpers (incident replay, WS cut, REST polling failing, missed-fill benchmark) ---------
+
+PROBE_STRATEGY = "scenario_probe"  # strategy id of the orders a scenario sends itself, past the strategies
+# A mean-reversion strategy that wants to trade nearly every bar (a 4-bar z-score swings widely):
+# scenarios that check what the freshness gate refuses need a strategy that keeps asking.
+BUSY_STRATEGY = {
+    "class": "MeanReversion", "version": "v1", "venue": "okx", "bar_interval_ms": 30000,
+    "symbols": ["BTC-USDT-SWAP"],
+    "params": {"window_bars": 4, "entry_z": 0.6, "exit_z": 0.1, "stop_z": 10.0, "size": "1"},
+}
+# Probe orders trade another instrument than the strategy: on a net-mode account, a probe position
+# on the strategy's instrument would make the strategy's reduce-only exits invalid at the venue.
+PROBE_INST = "ETH-USDT-SWAP"
+
+
+def submit_direct(tree: Tree, side: str, size: str = "1", *, inst_id: str = PROBE_INST,
+                  strategy_id: str = PROBE_STRATEGY) -> Order:
+    """A market order straight through the gateway (recorded in Redis, then sent): fills on demand.
+
+    It bypasses the strategies and their freshness gate on purpose, so a
+    scenario can make fills happen while a fault is on.
+    """
+    from core.types import OrderIntent, OrderType, Side
+
+    intent = OrderIntent(strategy_id=strategy_id, venue="okx", inst_id=inst_id, side=Side(side),
+                         type=OrderType.MARKET, size=Decimal(size), reason="scenario probe")
+    return ray.get(tree.gateway().submit_order.remote(intent), timeout=30)
+
+
+def actor_stats(tree: Tree, name: str) -> dict[str, Any]:
+    return ray.get(tree.actor(name).stats.remote(), timeout=10)
+
+
+class FillLatencyWatch:
+    """Wall-clock latency from a fill at the venue to Redis matching it, sampled from outside.
+
+    A background thread reads the simulator's trades, then Redis (audit
+    stream and positions), every ``interval_secs``. For each venue trade it
+    keeps ``seen``: the monotonic time the read that first showed it at the
+    venue *started* (the simulator recorded it at most one sample earlier),
+    ``applied``: when the first Redis read containing it ended, and
+    ``matched``: when the first read ended in which Redis held exactly the
+    venue's trades and its positions summed over strategies equalled the
+    venue's. Venue time (``ts_ms``) is never used: the simulator's clock runs
+    ``time_scale`` times faster than the wall.
+    """
+
+    def __init__(self, tree: Tree, interval_secs: float = 0.05) -> None:
+        import threading
+
+        self.tree = tree
+        self.interval_secs = interval_secs
+        self.seen: dict[str, float] = {}
+        self.applied: dict[str, float] = {}
+        self.matched: dict[str, float] = {}
+        self.layers: dict[str, str] = {}
+        self.samples = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fill-latency-watch", daemon=True)
+
+    def __enter__(self) -> "FillLatencyWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - a failed read is one lost sample, not a failed watch
+                self.errors += 1
+            self._stop.wait(self.interval_secs)
+
+    def sample(self) -> None:
+        started = time.monotonic()
+        truth = self.tree.truth()
+        venue_trades = {f"{t['inst_id']}:{t['trade_id']}" for t in truth["trades"]}
+        venue_positions = {k: Decimal(v) for k, v in truth["positions"].items() if Decimal(v) != 0}
+
+        async def read(store, _control):
+            return await store.audit_entries(), await store.positions()
+
+        entries, positions = self.tree.redis(read)
+        ended = time.monotonic()
+        self.samples += 1
+        for key in venue_trades:
+            self.seen.setdefault(key, started)
+        redis_trades = {}
+        for e in entries:
+            key = f"{e.fill.inst_id}:{e.fill.trade_id}"
+            redis_trades[key] = e.fill.layer.value
+            self.applied.setdefault(key, ended)
+            self.layers.setdefault(key, e.fill.layer.value)
+        summed: dict[str, Decimal] = {}
+        for p in positions:
+            summed[p.inst_id] = summed.get(p.inst_id, Decimal(0)) + p.qty
+        summed = {k: v for k, v in summed.items() if v != 0}
+        if set(redis_trades) == venue_trades and summed == venue_positions:
+            for key in venue_trades:
+                self.matched.setdefault(key, ended)
+
+    def latencies(self, keys: Any = None) -> dict[str, float]:
+        """``matched - seen`` in seconds per trade (only trades matched so far)."""
+        keys = self.seen.keys() if keys is None else keys
+        return {k: self.matched[k] - self.seen[k] for k in keys if k in self.matched and k in self.seen}
+
+    def trades_seen_between(self, start: float, end: float = float("inf")) -> list[str]:
+        return sorted(k for k, t in self.seen.items() if start <= t < end)
+
+
+def venue_trade_keys(tree: Tree) -> set[str]:
+    """``inst_id:trade_id`` of every trade at the venue now (the keys ``FillLatencyWatch`` uses)."""
+    return {f"{t['inst_id']}:{t['trade_id']}" for t in tree.truth()["trades"]}

@@ -1,0 +1,137 @@
+"""The canary's decisions: whether it runs, what it trades, which way, the verdict, the schedule."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from core.config import VenueConfig
+from core.types import FillLayer, Instrument, InstrumentKind, Side
+from execution.canary import (
+    CanarySchedule,
+    CanaryVerdict,
+    canary_active,
+    canary_instrument,
+    canary_size,
+    first_leg_side,
+    judge,
+    leftover_close,
+)
+from execution.fill_health import WS_FLOW_KEY, FillHealthActionKind, FillHealthMonitor
+from execution.reconciliation import ReconcilerConfig
+
+SIM_VENUE = VenueConfig(name="okx", instruments=("BTC-USDT", "BTC-USDT-SWAP", "ETH-USDT-SWAP"))
+LIVE_VENUE = VenueConfig(name="okx", rest_url="https://www.okx.com", ws_url="wss://ws.okx.com:8443/ws/v5")
+
+
+def _inst(inst_id: str, kind: InstrumentKind, min_size: str = "0.01") -> Instrument:
+    return Instrument(venue="okx", inst_id=inst_id, kind=kind, base=inst_id.split("-")[0], quote="USDT",
+                      settle="USDT" if kind is InstrumentKind.SWAP else None, tick_size=Decimal("0.1"),
+                      lot_size=Decimal("0.01"), min_size=Decimal(min_size))
+
+
+INSTRUMENTS = {
+    "BTC-USDT": _inst("BTC-USDT", InstrumentKind.SPOT),
+    "BTC-USDT-SWAP": _inst("BTC-USDT-SWAP", InstrumentKind.SWAP),
+    "ETH-USDT-SWAP": _inst("ETH-USDT-SWAP", InstrumentKind.SWAP, min_size="0.1"),
+}
+
+
+def test_on_by_default_for_the_embedded_simulator_only():
+    assert canary_active(ReconcilerConfig(), SIM_VENUE)
+    assert not canary_active(ReconcilerConfig(), LIVE_VENUE)
+    assert canary_active(ReconcilerConfig(canary_enabled=True), LIVE_VENUE)
+    assert not canary_active(ReconcilerConfig(canary_enabled=False), SIM_VENUE)
+
+
+def test_instrument_defaults_to_the_first_configured_swap_and_must_be_a_swap():
+    assert canary_instrument(ReconcilerConfig(), SIM_VENUE, INSTRUMENTS).inst_id == "BTC-USDT-SWAP"
+    chosen = canary_instrument(ReconcilerConfig(canary_inst_id="ETH-USDT-SWAP"), SIM_VENUE, INSTRUMENTS)
+    assert chosen.inst_id == "ETH-USDT-SWAP"
+    with pytest.raises(ValueError, match="not a swap"):
+        canary_instrument(ReconcilerConfig(canary_inst_id="BTC-USDT"), SIM_VENUE, INSTRUMENTS)
+    with pytest.raises(ValueError, match="not listed"):
+        canary_instrument(ReconcilerConfig(canary_inst_id="SOL-USDT-SWAP"), SIM_VENUE, INSTRUMENTS)
+    spot_only = VenueConfig(name="okx", instruments=("BTC-USDT",))
+    with pytest.raises(ValueError, match="no configured swap"):
+        canary_instrument(ReconcilerConfig(), spot_only, INSTRUMENTS)
+
+
+def test_size_is_the_minimum_unless_configured_and_must_be_tradable():
+    swap = INSTRUMENTS["ETH-USDT-SWAP"]
+    assert canary_size(ReconcilerConfig(), swap) == Decimal("0.1")
+    assert canary_size(ReconcilerConfig(canary_size=Decimal("0.3")), swap) == Decimal("0.3")
+    with pytest.raises(ValueError, match="below the minimum"):
+        canary_size(ReconcilerConfig(canary_size=Decimal("0.05")), swap)
+    with pytest.raises(ValueError, match="multiple of the lot"):
+        canary_size(ReconcilerConfig(canary_size=Decimal("0.105")), swap)
+
+
+def test_backoff_bounds_are_validated():
+    with pytest.raises(ValueError, match="canary_max_interval_secs"):
+        ReconcilerConfig(canary_interval_secs=10, canary_max_interval_secs=5)
+
+
+@pytest.mark.parametrize(("net", "side"), [(Decimal(0), Side.BUY), (Decimal(3), Side.BUY), (Decimal(-2), Side.SELL)])
+def test_first_leg_follows_the_net_position_so_the_way_back_reduces_it(net, side):
+    assert first_leg_side(net) is side
+
+
+def test_leftover_is_closed_reduce_only_when_the_account_allows_it():
+    assert leftover_close(Decimal(0), Decimal(5)) is None
+    close = leftover_close(Decimal("0.01"), Decimal("2"))
+    assert (close.side, close.size, close.reduce_only) == (Side.SELL, Decimal("0.01"), True)
+    close = leftover_close(Decimal("-0.01"), Decimal("-0.01"))
+    assert (close.side, close.reduce_only) == (Side.BUY, True)
+    # The account is net short although our canary leg is long: a reduce-only sell would be refused.
+    close = leftover_close(Decimal("0.01"), Decimal("-3"))
+    assert (close.side, close.reduce_only) == (Side.SELL, False)
+    assert not leftover_close(Decimal("0.02"), Decimal("0.01")).reduce_only
+
+
+def test_verdict_needs_every_fill_applied_and_the_ws_to_have_delivered_them():
+    ws, poll = FillLayer.WS, FillLayer.POLL
+    assert judge(2, {"a": ws, "b": ws}, 2, all_applied=True) is CanaryVerdict.WS
+    # The poller applied them a moment before the WS delivered them: the WS still carried them.
+    assert judge(2, {"a": poll, "b": poll}, 2, all_applied=True) is CanaryVerdict.WS
+    assert judge(2, {"a": poll, "b": poll}, 0, all_applied=True) is CanaryVerdict.NOT_WS
+    assert judge(2, {"a": ws, "b": poll}, 1, all_applied=True) is CanaryVerdict.NOT_WS
+    assert judge(1, {"a": ws}, 1, all_applied=False) is CanaryVerdict.INCOMPLETE
+    assert judge(0, {}, 5, all_applied=True) is CanaryVerdict.INCOMPLETE
+
+
+def test_schedule_waits_an_interval_backs_off_while_failing_and_starts_over():
+    schedule = CanarySchedule(2.0, 5.0)
+    assert not schedule.due(100.0)
+    schedule.arm(100.0)
+    schedule.arm(101.0)  # arming again does not push it back
+    assert not schedule.due(101.9) and schedule.due(102.0)
+    schedule.record(102.0, CanaryVerdict.NOT_WS)
+    assert schedule.interval_secs == 4.0 and schedule.next_at == 106.0
+    schedule.record(106.0, CanaryVerdict.INCOMPLETE)
+    assert schedule.interval_secs == 5.0  # capped
+    schedule.record(111.0, CanaryVerdict.FAILED)
+    assert schedule.interval_secs == 5.0 and schedule.failures_in_row == 3
+    schedule.record(116.0, CanaryVerdict.WS)
+    assert schedule.interval_secs == 2.0 and schedule.failures_in_row == 0
+    schedule.record(118.0, CanaryVerdict.NOT_WS)
+    schedule.disarm()
+    assert not schedule.armed and schedule.interval_secs == 2.0
+    with pytest.raises(ValueError):
+        CanarySchedule(3.0, 2.0)
+
+
+def test_ws_flow_loss_alerts_and_pauses_once_and_resolves_once():
+    monitor = FillHealthMonitor("okx", gap_alert_secs=1.0, ws_flow_window_secs=60.0)
+    counts = {"ws": {"delivered": 0, "applied": 0}, "poll": {"delivered": 0, "applied": 0}}
+    monitor.observe_layer_counts(counts, 0.0)
+    monitor.observe_layer_counts({**counts, "poll": {"delivered": 1, "applied": 1}}, 0.5)
+    assert monitor.check_ws_flow(1.0) == []  # unmatched for 0.5 s only
+    actions = monitor.check_ws_flow(1.6)
+    assert [(a.kind, a.key) for a in actions] == [(FillHealthActionKind.ALERT, WS_FLOW_KEY),
+                                                  (FillHealthActionKind.PAUSE_VENUE, WS_FLOW_KEY)]
+    assert monitor.ws_flow_episode_open and monitor.check_ws_flow(2.0) == []
+    monitor.observe_layer_counts({"ws": {"delivered": 1, "applied": 0}, "poll": {"delivered": 1, "applied": 1}}, 3.0)
+    assert [(a.kind, a.key) for a in monitor.check_ws_flow(3.0)] == [(FillHealthActionKind.RESOLVED, WS_FLOW_KEY)]
+    assert monitor.check_ws_flow(4.0) == [] and monitor.ws_flow_losses == 1

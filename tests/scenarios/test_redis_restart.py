@@ -1,0 +1,142 @@
+"""Scenario 7: Redis is killed (kill -9) while an order fills, then restarted from its AOF.
+
+The engine runs on a redis-server of its own (``--appendonly yes
+--appendfsync always``). An order is acknowledged by the venue and, because of
+the simulator's latency, fills only after Redis is gone: the WS fill cannot be
+applied, the gateway's heartbeats fail. Redis comes back with the same data
+directory; without anyone touching the engine, the actors recover (or are
+restarted by their supervisors), the reconciler's poll applies the fill that
+was pushed while Redis was down, and Redis matches the venue: no fill lost,
+none counted twice.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import ray
+
+from core.types import OrderIntent, OrderState, Side
+from supervisor.tree import gateway_id
+from tests.scenarios.harness import running_tree, scenario_config
+from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call
+
+pytestmark = pytest.mark.integration
+
+# Not the strategy's instrument: the venue nets positions per instrument, and a position of
+# another owner there would turn the strategy's reduce-only closes into venue rejections.
+INST = "ETH-USDT-SWAP"
+HOLDER = "ManualHolder_v1_ETH"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server with an append-only file fsynced on every write, on a private port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.ping():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer; see {self.data_dir}/redis.log")
+
+    def ping(self) -> bool:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; only what the AOF already holds survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_redis_killed_and_restarted_mid_run_loses_no_fill(ray_session, own_redis, namespace):
+    # Orders are matched 1.5 s (wall) after the venue acknowledges them: they fill while Redis is
+    # down. The simulator's latency is in venue time, which runs ``time_scale`` times faster.
+    time_scale = scenario_config(own_redis.url, namespace).simulator.time_scale
+    config = scenario_config(own_redis.url, namespace, simulator={"latency_ms": int(1500 * time_scale)})
+    gateway = gateway_id("okx")
+    with running_tree(config) as tree:
+        tree.wait_running()
+        tree.wait_for_fills(1)
+        order = ray.get(tree.gateway().submit_order.remote(OrderIntent(
+            strategy_id=HOLDER, venue="okx", inst_id=INST, side=Side.BUY, size=Decimal("2"),
+            reason="scenario: fills while Redis is down")), timeout=RAY_TIMEOUT_SECS)
+        assert order.state is OrderState.LIVE, order  # acknowledged, recorded, not filled yet
+        errors_before = call(tree, gateway, "stats")["counters"]["heartbeat_errors"]
+
+        own_redis.kill()
+        tree.wait_for(lambda: any(t["cl_ord_id"] == order.client_order_id for t in tree.truth()["trades"]),
+                      20, "the venue to fill the order while Redis is down")
+        tree.wait_for(lambda: call(tree, gateway, "stats")["counters"]["heartbeat_errors"] > errors_before,
+                      20, "the gateway to notice Redis is gone")
+        assert not own_redis.ping()
+        own_redis.start()  # same port, same directory: the AOF is replayed
+
+        # The order written before the kill survived it (appendfsync always).
+        assert tree.redis(lambda s, c: s.get_order(order.client_order_id)) is not None
+        tree.wait_for(tree.matches_venue, 60, "Redis to match the venue again")
+        tree.wait_for(lambda: all(row["state"] == "running" and not row["detail"]
+                                  for row in tree.status().values()), 60, "every actor green again")
+        tree.wait_running()
+        tree.wait_for(lambda: tree.redis(lambda s, c: s.applied_size(order.client_order_id)) == Decimal("2"),
+                      30, "the order's fill applied")
+        filled_at_venue = len(tree.truth()["trades"])
+        tree.wait_for_fills(filled_at_venue + 1)  # and the engine trades on
+        tree.wait_for(tree.matches_venue, 30, "Redis to match the venue")
+        tree.assert_matches_venue()
+        mine = [e for e in tree.audit() if e.fill.client_order_id == order.client_order_id]
+        assert mine and {e.fill.layer.value for e in mine} <= {"poll", "health", "ws"}
