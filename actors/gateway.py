@@ -42,6 +42,7 @@ from core.errors import (
     VenueProtocolError,
 )
 from core.store import RedisStore
+from core.tasks import cancel_and_wait
 from core.types import (
     Fill,
     FillLayer,
@@ -193,15 +194,7 @@ class VenueGateway:
 
     async def _close_all(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # A library can swallow a cancellation (a timeout racing the cancel in
-            # redis-py or aiohttp); the loops also watch ``_closing``, and stop()
-            # never waits on them for ever.
-            _, pending = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT_SECS)
-            for task in pending:
-                log.error("%s: task %s did not stop", self.component, task.get_name())
+        await cancel_and_wait(self._tasks, timeout_secs=_STOP_TIMEOUT_SECS, owner=self.component)
         self._tasks.clear()
         for ws in (self._ws_public, self._ws_private):
             if ws is not None:

@@ -75,6 +75,7 @@ from core.errors import (
     VenueProtocolError,
 )
 from core.store import AuditEntry, RedisStore
+from core.tasks import cancel_and_wait
 from core.types import (
     Fill,
     FillLayer,
@@ -377,15 +378,7 @@ class FillReconciler:
 
     async def _close(self) -> None:
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            # A library can turn a cancellation into an ordinary error (a timeout racing the
-            # cancel in redis-py or fakeredis); the loops also watch ``_closing``, and stop()
-            # never waits on them for ever.
-            _, pending = await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT_SECS)
-            for task in pending:
-                log.error("%s: task %s did not stop", self.component, task.get_name())
+        await cancel_and_wait(self._tasks, timeout_secs=_STOP_TIMEOUT_SECS, owner=self.component)
         self._tasks.clear()
         if self._rest is not None and self._owns_rest:
             await self._rest.close()
