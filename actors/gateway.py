@@ -13,7 +13,10 @@ What the gateway guarantees:
   not know (the store books them to ``_unattributed``);
 - order status from the WS only ever moves an order forward, and the WS path
   never untracks an order: only the poller does (the incident's lesson);
-- subscribers are fed fire-and-forget; a slow or dead one never stalls the WS.
+- subscribers are fed fire-and-forget; a slow or dead one never stalls the WS;
+- the last ticker price of each instrument is recorded in Redis
+  (``core.marks``) on the heartbeat timer, once per instrument with a new
+  ticker since the previous write: the strategy hosts value exposure with it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from core.errors import (
     VenueError,
     VenueProtocolError,
 )
+from core.marks import Mark, MarkBook
 from core.store import RedisStore
 from core.tasks import cancel_and_wait
 from core.types import (
@@ -122,6 +126,7 @@ class VenueGateway:
         self._fanout = FanOut()
         self._order_lock = asyncio.Lock()
         self._last_ticker_ms: dict[str, int] = {}
+        self._new_marks: dict[str, Mark] = {}  # inst_id -> latest ticker not yet written to Redis
         self.counters: dict[str, int] = {
             "ws_fills_applied": 0,
             "ws_fills_duplicate": 0,
@@ -132,6 +137,7 @@ class VenueGateway:
             "ws_apply_errors": 0,
             "heartbeat_errors": 0,
             "dead_man_errors": 0,
+            "mark_errors": 0,
         }
         self.last_error = ""
 
@@ -220,7 +226,24 @@ class VenueGateway:
                 self.counters["heartbeat_errors"] += 1
                 self.last_error = f"heartbeat: {exc}"
                 log.warning("%s: heartbeat failed: %s", self.component, exc)
+            await self.flush_marks()
             await asyncio.sleep(self._heartbeat_interval_secs)
+
+    async def flush_marks(self) -> None:
+        """Write the instruments' latest ticker prices received since the last write. Never raises.
+
+        A failed write is retried on the next beat unless a newer ticker replaced it.
+        """
+        if not self._new_marks or self._store is None:
+            return
+        marks, self._new_marks = self._new_marks, {}
+        try:
+            await MarkBook(self._store.client, self._namespace).write(self.venue.name, marks)
+        except StoreError as exc:
+            self.counters["mark_errors"] += 1
+            self.last_error = f"marks: {exc}"
+            log.warning("%s: recording marks failed: %s", self.component, exc)
+            self._new_marks = {**marks, **self._new_marks}
 
     async def _dead_man_loop(self) -> None:
         assert self._rest is not None
@@ -332,7 +355,8 @@ class VenueGateway:
                 self.counters["ws_garbled_rows"] += 1
                 log.warning("%s: ticker row ignored: %s", self.component, exc)
                 continue
-            self._last_ticker_ms[ticker.inst_id] = self._clock.now_ms()
+            now = self._last_ticker_ms[ticker.inst_id] = self._clock.now_ms()
+            self._new_marks[ticker.inst_id] = Mark(price=ticker.last, ts_ms=ticker.ts_ms, recv_ms=now)
             self._fanout.ticker(ticker)
 
     # -- the WS order and fill layer ------------------------------------------------------

@@ -30,7 +30,6 @@ import asyncio
 import enum
 import json
 import logging
-import time
 from collections import deque
 from decimal import Decimal
 from typing import Any, Protocol
@@ -49,6 +48,7 @@ from core.redis_keys import RedisKeys
 from core.store import RedisStore
 from core.types import HealthReport, Order, Position, ProbeResult
 from risk.config import RiskConfig
+from risk.day_pnl import DayBaselines, pnl_day_key
 from risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
 from risk.rules import (
     ExposureMonitor,
@@ -57,7 +57,6 @@ from risk.rules import (
     RejectionStreak,
     Trip,
     daily_pnl_by_strategy,
-    position_net_pnl,
 )
 
 __all__ = [
@@ -75,7 +74,6 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "risk_monitor"
 ALERT_SEVERITY = "critical"
-_PNL_DAY_TTL_SECS = 3 * 86_400
 _MAX_BATCHES_PER_LOOP = 20  # bounds one loop; the rest is read on the next tick
 
 # Pause only a RUNNING strategy: a check-and-set, so a kill switch writing
@@ -221,7 +219,7 @@ class RiskMonitor:
         return self._ctl("risk_streaks")
 
     def _pnl_day_key(self, now_ms: int) -> str:
-        return self._ctl("risk_pnl_day", time.strftime("%Y%m%d", time.gmtime(now_ms / 1000)))
+        return pnl_day_key(self.namespace, now_ms)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -423,17 +421,10 @@ class RiskMonitor:
             trips.extend(self.losses.update(daily_pnl_by_strategy(positions, baselines)))
 
     async def _day_baselines(self, positions: list[Position], now_ms: int) -> dict[str, Decimal]:
-        """Each position's net P&L at its first observation today (UTC), kept in Redis."""
+        """Each position's net P&L at its first observation today (UTC), kept in Redis
+        (shared with the strategy hosts' pre-trade loss check: ``risk.day_pnl``)."""
         assert self._client is not None
-        key = self._pnl_day_key(now_ms)
-        pipe = self._client.pipeline(transaction=False)
-        for p in positions:
-            pid = RedisKeys.position_id(p.strategy_id, p.venue, p.inst_id)
-            pipe.hsetnx(key, pid, str(position_net_pnl(p)))
-        pipe.expire(key, _PNL_DAY_TTL_SECS)
-        pipe.hgetall(key)
-        raw = (await self._redis(pipe.execute()))[-1]
-        return {_text(k): Decimal(_text(v)) for k, v in raw.items()}
+        return await DayBaselines(self._client, self.namespace).baselines(positions, now_ms)
 
     # -- applying trips --------------------------------------------------------------
 

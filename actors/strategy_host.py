@@ -5,6 +5,16 @@ strategy's positions and in-flight orders from Redis (the single source of
 truth), so a restarted host, a missed WS fill or a fill applied by the poller
 are all seen the same way. Orders go to the venue gateway; the gateway writes
 them to Redis before sending.
+
+Before an intent goes out it passes the freshness gate, then
+``risk.pre_trade.check`` on the inputs the backtester gives it too
+(``pre_trade_inputs``): positions and in-flight orders of this strategy, or
+of every strategy when a global limit is set; marks when a notional limit is
+set (the host's own last ticker or the gateways' last prices in Redis,
+whichever arrived last, unknown beyond ``RiskConfig.max_mark_age_secs``);
+today's realized P&L when a loss limit is set (``risk.day_pnl``, the day
+baselines the risk monitor shares). Whatever cannot be read or is too old
+counts as unknown, and the check refuses with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from core.bars import BarAggregator
 from core.clock import Clock, WallClock
 from core.config import StrategyConfig
 from core.control_state import ControlState
+from core.marks import Mark, MarkBook, fresher, usable_marks
 from core.errors import StoreError, TradetreeError
 from core.store import RedisStore
 from core.types import (
@@ -35,7 +46,8 @@ from core.types import (
     Ticker,
 )
 from risk import freshness_gate, pre_trade
-from risk.config import RiskConfig
+from risk.config import RiskConfig, instrument_key
+from risk.day_pnl import DayBaselines
 from strategies.base import StrategyContext
 from strategies.registry import build_strategy
 
@@ -139,6 +151,7 @@ class StrategyHost:
         self._lock = asyncio.Lock()
         self.last_ticker_ms = 0  # venue time of the newest ticker
         self.last_ticker_recv_ms: int | None = None  # our clock when it arrived (freshness)
+        self._own_marks: dict[tuple[str, str], Mark] = {}  # last price of every ticker fed to us
         self.last_error = ""
         self.orders_sent = 0
         self.rejections = 0
@@ -251,6 +264,8 @@ class StrategyHost:
         """
         self.last_ticker_ms = max(self.last_ticker_ms, ticker.ts_ms)
         self.last_ticker_recv_ms = self.clock.now_ms()
+        self._own_marks[(ticker.venue, ticker.inst_id)] = Mark(
+            price=ticker.last, ts_ms=ticker.ts_ms, recv_ms=self.last_ticker_recv_ms)
         if ticker.inst_id not in self.config.symbols:
             return []
         sent: list[Order] = []
@@ -300,7 +315,15 @@ class StrategyHost:
 
     async def pre_trade_reasons(self, intent: OrderIntent, orders: list[Order],
                                 applied: dict[str, Decimal]) -> list[str]:
-        """Freshness gate, then limits and the duplicate-close guard. Empty = allowed."""
+        """Freshness gate, then limits and the duplicate-close guard. Empty = allowed.
+
+        ``orders`` / ``applied``: this strategy's in-flight orders on its venue
+        and what the store applied for them (as ``_read_state`` returns them).
+        A reason saying a mark or today's P&L is unknown tells why.
+
+        Raises:
+            StoreError: positions or orders cannot be read (the caller sends nothing).
+        """
         assert self.store is not None and self.control is not None
         now = self.clock.now_ms()
         inputs = await freshness_gate.read_gate_inputs(
@@ -309,13 +332,95 @@ class StrategyHost:
         reasons = freshness_gate.check(intent, inputs, self.risk)
         if reasons:
             return reasons
-        positions = tuple(p for p in await self.store.positions(self.id) if p.venue == self.config.venue)
-        return pre_trade.check(
-            intent,
-            pre_trade.PreTradeInputs(positions=positions, in_flight=tuple(orders), applied_sizes=applied,
-                                     daily_pnl=None if self.risk.max_daily_loss_per_strategy else {}),
-            self.risk,
-        )
+        inputs, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
+        return [_explain(r, why_unknown) for r in pre_trade.check(intent, inputs, self.risk)]
+
+    async def pre_trade_inputs(
+        self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]
+    ) -> tuple[pre_trade.PreTradeInputs, dict[str, str]]:
+        """What ``pre_trade.check`` needs for ``intent``, read now; and why what is missing is.
+
+        - positions, in-flight orders and their applied sizes: this strategy's,
+          or every strategy's on every venue when ``RiskConfig.global_limits_set``;
+        - marks (only with a notional limit) of the intent's instrument and of
+          every instrument with a position or order in the limits' scope: the
+          fresher of this host's last ticker and the gateway's mark in Redis,
+          left out when older than ``max_mark_age_secs`` or unreadable;
+        - daily P&L (only with a loss limit) over every strategy's positions
+          when ``max_daily_loss_global`` is set, this strategy's otherwise;
+          None when the day baselines cannot be read.
+
+        Reduce-only intents only face the duplicate-close guard, which needs
+        this strategy's own positions and orders: nothing else is read.
+        The second value maps the text of a ``pre_trade`` "unknown" reason to
+        why it is unknown.
+
+        Raises:
+            StoreError: positions or orders cannot be read.
+        """
+        assert self.store is not None
+        cfg = self.risk
+        now = self.clock.now_ms()
+        wide = cfg.global_limits_set and not intent.reduce_only
+        positions = tuple(await self.store.positions(None if wide else self.id))
+        in_flight = {o.client_order_id: o for o in orders}
+        applied = dict(applied)
+        if wide:
+            for o in await self.store.open_orders():
+                if o.client_order_id not in in_flight:
+                    in_flight[o.client_order_id] = o
+                    applied[o.client_order_id] = await self.store.applied_size(o.client_order_id)
+        why: dict[str, str] = {}
+        marks: dict[tuple[str, str], Decimal] = {}
+        daily_pnl: dict[str, Decimal] | None = {}
+        if not intent.reduce_only and cfg.notional_limits_set:
+            marks, missing = await self._marks(self._mark_keys(intent, positions, in_flight.values()), now)
+            for key, text in missing.items():
+                why[f"notional unknown: {instrument_key(*key)} has no mark price"] = text
+        loss_limits = cfg.max_daily_loss_per_strategy is not None or cfg.max_daily_loss_global is not None
+        if not intent.reduce_only and loss_limits:
+            scope = [p for p in positions if cfg.max_daily_loss_global is not None or p.strategy_id == self.id]
+            try:
+                daily_pnl = await DayBaselines(self.store.client, self.namespace).daily_pnl(scope, now)
+            except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
+                daily_pnl = None
+                why["daily P&L unknown: loss limits cannot be checked"] = f"day baselines unreadable: {exc}"
+        inputs = pre_trade.PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
+                                          applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
+        return inputs, why
+
+    def _mark_keys(self, intent: OrderIntent, positions, orders) -> set[tuple[str, str]]:
+        """Instruments whose price the notional limits set in ``self.risk`` may need."""
+        cfg = self.risk
+
+        def in_scope(strategy_id: str) -> bool:
+            return cfg.max_global_notional is not None or (
+                cfg.max_strategy_notional is not None and strategy_id == intent.strategy_id)
+
+        keys = {(intent.venue, intent.inst_id)}
+        keys |= {(p.venue, p.inst_id) for p in positions if p.qty != 0 and in_scope(p.strategy_id)}
+        keys |= {(o.venue, o.inst_id) for o in orders if in_scope(o.strategy_id)}
+        return keys
+
+    async def _marks(self, keys: set[tuple[str, str]], now_ms: int
+                     ) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], str]]:
+        """Usable prices of ``keys`` and why the others are unknown (see ``core.marks``)."""
+        assert self.store is not None
+        recorded: dict[tuple[str, str], Mark] = {}
+        failure = ""
+        try:
+            recorded = await MarkBook(self.store.client, self.namespace).read(keys)
+        except StoreError as exc:
+            failure = f"marks unreadable: {exc}"
+        merged = {}
+        for key in keys:
+            mark = fresher(recorded.get(key), self._own_marks.get(key))
+            if mark is not None:
+                merged[key] = mark
+        prices, missing = usable_marks(merged, keys, now_ms, int(self.risk.max_mark_age_secs * 1000))
+        if failure:
+            missing = {k: failure if k not in merged else w for k, w in missing.items()}
+        return prices, missing
 
     async def _read_state(self) -> tuple[StrategyContext, list[Order], dict[str, Decimal]]:
         assert self.store is not None
@@ -359,6 +464,12 @@ class StrategyHost:
             "last_ticker_ms": self.last_ticker_ms,
             "last_error": self.last_error,
         }
+
+
+def _explain(reason: str, why_unknown: dict[str, str]) -> str:
+    """``reason`` with why its input is unknown appended, when known."""
+    why = why_unknown.get(reason)
+    return f"{reason} ({why})" if why else reason
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

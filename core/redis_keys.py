@@ -27,6 +27,7 @@ Layout (``ns`` is the namespace):
     ns:heartbeats                      hash   component -> ts_ms
     ns:strategy_states                 hash   strategy_id -> state
     ns:kill                            hash   reason, ts_ms (present = kill flag set)
+    ns:marks:{venue}                   hash   inst_id -> last ticker price (json: px, ts_ms, recv_ms)
 """
 
 from __future__ import annotations
@@ -152,3 +153,9 @@ class RedisKeys:
     @property
     def kill(self) -> str:
         return self._p + "kill"
+
+    # -- market data ------------------------------------------------------------
+
+    def marks(self, venue: str) -> str:
+        """Hash of the last ticker price per instrument of ``venue`` (written by its gateway)."""
+        return f"{self._p}marks:{escape_component(venue)}"

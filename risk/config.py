@@ -41,6 +41,15 @@ class RiskConfig(BaseModel):
         max_daily_loss_per_strategy: realized loss today (P&L net of fees,
             UTC day) at or beyond which a strategy takes no new risk.
         max_daily_loss_global: the same summed over every strategy.
+        max_mark_age_secs: a price used to value exposure for the notional
+            limits (the strategy host's own last ticker, or the last ticker
+            price a gateway recorded in Redis) counts as unknown when it was
+            received longer ago than this, so the notional check refuses
+            (fail closed). Notional limits are about size, not timing: a mark
+            a few seconds old values a position well enough, but an
+            instrument whose feed stopped must not be valued at a price from
+            before it stopped. The default is well above the gateways' 1 s
+            write cadence and their 10 s market-data probe.
         contract_values: base units per contract, keyed ``venue:inst_id``.
             Instruments not listed count as unknown for notional limits (the
             check fails closed), so list every instrument you trade when a
@@ -70,6 +79,7 @@ class RiskConfig(BaseModel):
     max_position_qty_by_inst: dict[str, Decimal] = Field(default_factory=dict)
     max_daily_loss_per_strategy: Decimal | None = Field(default=None, gt=0)
     max_daily_loss_global: Decimal | None = Field(default=None, gt=0)
+    max_mark_age_secs: float = Field(default=30.0, gt=0)
     contract_values: dict[str, Decimal] = Field(default_factory=dict)
 
     rejection_streak_limit: int = Field(default=5, ge=1)
@@ -96,6 +106,11 @@ class RiskConfig(BaseModel):
             v is not None
             for v in (self.max_order_notional, self.max_strategy_notional, self.max_global_notional)
         )
+
+    @property
+    def global_limits_set(self) -> bool:
+        """A limit over every strategy is set: the checks need every strategy's positions."""
+        return self.max_global_notional is not None or self.max_daily_loss_global is not None
 
     def position_limit(self, venue: str, inst_id: str) -> Decimal | None:
         """The absolute position limit of ``venue:inst_id`` (None = not enforced)."""

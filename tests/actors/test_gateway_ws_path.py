@@ -16,6 +16,9 @@ from actors.gateway import VenueGateway
 from actors.gateway_fanout import LocalTarget
 from core.clock import ManualClock
 from core.config import VenueConfig, VenueCredentials
+from core.errors import StoreUnavailable
+from core.marks import Mark, MarkBook
+from core.redis_keys import RedisKeys
 from core.store import RedisStore
 from core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
 
@@ -187,3 +190,39 @@ async def test_tickers_fan_out_and_count_freshness(gateway):
     assert gateway._probe_market_data(gateway.clock.now_ms()).ok
     gateway.clock.advance(60)
     assert not gateway._probe_market_data(gateway.clock.now_ms()).ok
+
+
+def tickers(*rows):
+    return {"arg": {"channel": "tickers", "instId": SWAP.inst_id},
+            "data": [{"instId": SWAP.inst_id, "last": last, "ts": str(ts)} for last, ts in rows]}
+
+
+async def test_marks_are_written_once_per_beat_with_the_latest_ticker(gateway, fake_redis, namespace):
+    book = MarkBook(fake_redis, namespace)
+    key = ("okx", SWAP.inst_id)
+    await gateway._on_public(tickers(("60000", 1), ("60010", 2)))
+    await gateway._on_public(tickers(("60020", 3)))
+    assert await book.read([key]) == {}  # nothing written per ticker
+    await gateway.flush_marks()
+    now = gateway.clock.now_ms()
+    assert await book.read([key]) == {key: Mark(price=Decimal(60020), ts_ms=3, recv_ms=now)}
+    await fake_redis.delete(RedisKeys(namespace).marks("okx"))
+    await gateway.flush_marks()  # no new ticker since: no write
+    assert await book.read([key]) == {}
+
+
+async def test_a_failed_mark_write_is_retried_unless_a_newer_ticker_replaced_it(gateway, fake_redis, namespace,
+                                                                                monkeypatch):
+    book = MarkBook(fake_redis, namespace)
+    write = MarkBook.write
+
+    async def down(self, venue, marks):
+        raise StoreUnavailable("Redis unavailable: refused")
+
+    await gateway._on_public(tickers(("60000", 1)))
+    monkeypatch.setattr(MarkBook, "write", down)
+    await gateway.flush_marks()
+    assert gateway.counters["mark_errors"] == 1 and "marks" in gateway.last_error
+    monkeypatch.setattr(MarkBook, "write", write)
+    await gateway.flush_marks()
+    assert (await book.read([("okx", SWAP.inst_id)]))[("okx", SWAP.inst_id)].price == Decimal(60000)

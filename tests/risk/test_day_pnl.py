@@ -1,0 +1,65 @@
+"""Day baselines shared by the risk monitor and the strategy hosts (fakeredis)."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from actors.risk_monitor import RiskMonitor
+from core.errors import StoreUnavailable
+from core.types import Position
+from risk.config import RiskConfig
+from risk.day_pnl import PNL_DAY_TTL_SECS, DayBaselines, pnl_day_key
+
+DAY_MS = 86_400_000
+NOON = 19_000 * DAY_MS + DAY_MS // 2  # 2022-01-08 12:00 UTC
+
+
+def _pos(sid: str, realized: str, fees: str = "0", inst: str = "BTC-USDT-SWAP") -> Position:
+    return Position(strategy_id=sid, venue="okx", inst_id=inst, qty=D(1), realized_pnl=D(realized), fees=D(fees))
+
+
+class _NoAlerts:
+    async def alert(self, *args):
+        pass
+
+
+def test_key_is_per_utc_day():
+    assert pnl_day_key("ns", NOON) == "ns:ctl:risk_pnl_day:20220108"
+    assert pnl_day_key("ns", 19_001 * DAY_MS - 1) == "ns:ctl:risk_pnl_day:20220108"
+    assert pnl_day_key("ns", 19_001 * DAY_MS) == "ns:ctl:risk_pnl_day:20220109"
+
+
+async def test_first_observation_sets_the_baseline_and_later_ones_do_not_move_it(fake_redis):
+    days = DayBaselines(fake_redis, "t")
+    assert await days.daily_pnl([_pos("S1", "10", fees="1")], NOON) == {"S1": D(0)}
+    assert await days.daily_pnl([_pos("S1", "4", fees="2"), _pos("S2", "-3")], NOON + 1) == {
+        "S1": D(-7), "S2": D(0)}  # S1: 2 - 9; S2 first seen now
+    assert await days.daily_pnl([_pos("S2", "-5")], NOON + 2) == {"S2": D(-2)}
+    assert 0 < await fake_redis.ttl(pnl_day_key("t", NOON)) <= PNL_DAY_TTL_SECS
+    # the next UTC day starts from zero
+    assert await days.daily_pnl([_pos("S1", "4", fees="2")], NOON + DAY_MS) == {"S1": D(0)}
+
+
+async def test_risk_monitor_and_host_share_one_baseline(fake_redis):
+    mon = RiskMonitor(RiskConfig(), namespace="t", alerts=_NoAlerts(), client=fake_redis)
+    await mon._connect()
+    assert mon._pnl_day_key(NOON) == pnl_day_key("t", NOON)
+    # the monitor observes first; the host's later look neither moves nor ignores that baseline
+    await mon._day_baselines([_pos("S1", "10")], NOON)
+    assert await DayBaselines(fake_redis, "t").daily_pnl([_pos("S1", "3")], NOON + 5) == {"S1": D(-7)}
+    # and the other way round
+    await DayBaselines(fake_redis, "t").baselines([_pos("S2", "1")], NOON)
+    baselines = await mon._day_baselines([_pos("S2", "-1")], NOON + 5)
+    assert baselines == {"S1:okx:BTC-USDT-SWAP": D(10), "S2:okx:BTC-USDT-SWAP": D(1)}
+
+
+async def test_redis_down_raises_store_unavailable(fake_redis, monkeypatch):
+    async def down(self, *args, **kwargs):
+        raise RedisConnectionError("refused")
+
+    monkeypatch.setattr(type(fake_redis.pipeline()), "execute", down)
+    with pytest.raises(StoreUnavailable):
+        await DayBaselines(fake_redis, "t").daily_pnl([_pos("S1", "1")], NOON)
