@@ -35,7 +35,9 @@ class MeanReversionParams(StrategyParams):
 class MeanReversion(Strategy):
     """Long ``size`` when z < -entry_z, short when z > entry_z (if allowed),
     flat when |z| falls below exit_z, and flat (stopped) when |z| exceeds
-    stop_z, staying out until z has come back inside exit_z.
+    stop_z, staying out until z has come back inside exit_z. While stopped,
+    a position still there (the stop's close was rejected or denied) is
+    closed again on every bar.
 
     z = (close - mean) / stdev over the last ``window_bars`` closes, the
     current one included. Trades the first symbol of the config.
@@ -78,6 +80,8 @@ class MeanReversion(Strategy):
         elif self._stopped:
             if abs(z) <= p.exit_z:
                 self._stopped = False
+            if exposure != 0:  # the stop's close did not fill (rejected, denied): close again
+                target, reason = Decimal(0), f"stopped z={z:.2f}"
         elif exposure > 0 and z >= -p.exit_z:
             target, reason = Decimal(0), f"exit long z={z:.2f}"
         elif exposure < 0 and z <= p.exit_z:

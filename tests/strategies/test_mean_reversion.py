@@ -105,3 +105,21 @@ def test_no_entry_when_already_beyond_the_stop():
         s.on_bar(_bar(i, c), StrategyContext(now_ms=i))
     assert s.on_bar(_bar(20, 130), StrategyContext(now_ms=20)) == []
     assert s.last_z is not None and s.last_z > 2.5
+
+
+def test_stop_close_that_did_not_fill_is_sent_again():
+    # the stop's close was rejected (e.g. the venue refused it): the position is still there and nothing
+    # is in flight; once |z| is back under stop_z (but not inside exit_z) the strategy must close again,
+    # not hold an unmanaged position until z reverts
+    s = MeanReversion(_cfg(window_bars=10, entry_z=1.0, exit_z=0.2, stop_z=2.5))
+    pos = {"BTC-USDT-SWAP": Decimal(-2)}
+    for i, c in enumerate([100, 100.5, 99.5, 100, 100.5, 99.5, 100, 100.5, 99.5]):
+        s.on_bar(_bar(i, c), StrategyContext(now_ms=i, positions=pos))
+    assert "stop" in s.on_bar(_bar(20, 130), StrategyContext(now_ms=20, positions=pos))[0].reason
+    out = s.on_bar(_bar(21, 108), StrategyContext(now_ms=21, positions=pos))
+    assert 0.2 < abs(s.last_z) < 2.5
+    assert [(i.side, i.size, i.reduce_only) for i in out] == [(Side.BUY, Decimal(2), True)]
+    assert "stop" in out[0].reason
+    # the close in flight counts: not sent twice
+    assert s.on_bar(_bar(22, 108), StrategyContext(now_ms=22, positions=pos,
+                                                   pending={"BTC-USDT-SWAP": Decimal(2)})) == []
