@@ -96,6 +96,13 @@ class SimulatorConfig(BaseModel):
     fees: FeeSchedule = FeeSchedule()
     tick_interval_ms: int = Field(default=250, gt=0)
     time_scale: float = Field(default=1.0, gt=0)
+    # Every market step advances venue time by exactly tick_interval_ms * time_scale, however late the
+    # step runs: a replay then steps through its points on a fixed grid (the paper half of backtest
+    # parity). Off by default: venue time follows the scaled wall clock.
+    stepped_clock: bool = False
+    # A replay's first candle opens on a multiple of this (ms, UTC epoch), so paper bars, which are
+    # epoch-aligned, hold the same candles as the file's bars. None: the candle interval of the data.
+    replay_align_ms: int | None = Field(default=None, gt=0)
     latency_ms: int = Field(default=0, ge=0)
     book_levels: int = Field(default=20, gt=0)
     leverage: Decimal = Decimal("10")

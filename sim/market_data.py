@@ -436,6 +436,7 @@ class CandleReplay:
             resolved[inst_id] = candles
         first = min(c[0].ts_ms for c in resolved.values())
         shift = 0 if start_ms is None else start_ms - first
+        self._shift_ms = shift
         self._points: dict[str, list[_Point]] = {
             inst_id: self._to_points(candles, shift, self._instruments[inst_id])
             for inst_id, candles in resolved.items()
@@ -473,6 +474,11 @@ class CandleReplay:
     @property
     def inst_ids(self) -> tuple[str, ...]:
         return tuple(self._instruments)
+
+    @property
+    def shift_ms(self) -> int:
+        """Venue time minus the file's time (before any freeze): subtract it to get the data's time."""
+        return self._shift_ms
 
     @property
     def frozen(self) -> bool:

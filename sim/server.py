@@ -6,7 +6,12 @@ default). ``serve_forever`` backs the ``tradetree sim`` CLI.
 
 **Venue clock.** Market time starts at the wall clock and advances by the wall
 time elapsed times ``time_scale`` at every market step (every
-``tick_interval_ms`` of wall time). Every timestamp the venue emits (orders,
+``tick_interval_ms`` of wall time); with ``stepped_clock`` it advances by
+exactly ``tick_interval_ms * time_scale`` per step, so a replay meets its
+points on a fixed grid whatever the step's wall-clock jitter. A replay's first
+candle opens on a multiple of ``replay_align_ms`` (default: the candle
+interval) at or before the wall clock, so epoch-aligned bars hold whole
+candles. Every timestamp the venue emits (orders,
 fills, tickers, candles) is on this clock, so with ``time_scale`` > 1 they run
 ahead of the wall clock. Signature checks and ``public/time`` use the wall
 clock, because that is what clients sign with.
@@ -59,6 +64,12 @@ _TRADES_KEPT = 500
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def _candle_interval_ms(data: dict[str, list]) -> int:
+    """The smallest spacing between consecutive candles of any instrument (1 minute for single candles)."""
+    gaps = [b.ts_ms - a.ts_ms for candles in data.values() for a, b in zip(candles, candles[1:])]
+    return max(1, min((g for g in gaps if g > 0), default=60_000))
+
+
 class SimulatorServer:
     """The simulator's HTTP/WS server and market loop.
 
@@ -93,7 +104,8 @@ class SimulatorServer:
         now = self.wall_now_ms()
         if cfg.data_path is not None:
             data = load_candle_source(cfg.data_path, [i.inst_id for i in cfg.instruments])
-            source: MarketSource = CandleReplay(data, cfg.instruments, start_ms=now)
+            align = cfg.replay_align_ms or _candle_interval_ms(data)
+            source: MarketSource = CandleReplay(data, cfg.instruments, start_ms=now - now % align)
             self._step(source.advance(1))
             return source
         warmup_ms = cfg.warmup_bars * 60_000
@@ -118,10 +130,21 @@ class SimulatorServer:
     def wall_now_ms() -> int:
         return time.time_ns() // 1_000_000
 
+    def step_ms(self) -> int:
+        """Venue time one market step advances by on a stepped clock."""
+        return max(1, int(self.config.tick_interval_ms * self.config.time_scale))
+
     def venue_now_ms(self) -> int:
-        """Venue time now: the last market step plus the scaled wall time since."""
-        since = (time.monotonic() - self._last_step_mono) * 1000 * self.config.time_scale
-        return max(self.source.now_ms + int(since), self.engine.now_ms)
+        """Venue time now: the last market step plus the scaled wall time since.
+
+        On a stepped clock the time since is capped just short of the next
+        step, so a request is always stamped before the market point that the
+        next step brings (and after the one the last step brought).
+        """
+        since = int((time.monotonic() - self._last_step_mono) * 1000 * self.config.time_scale)
+        if self.config.stepped_clock:
+            since = min(since, self.step_ms() - 1)
+        return max(self.source.now_ms + since, self.engine.now_ms)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -185,7 +208,10 @@ class SimulatorServer:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            dt_ms = max(1, int((now - self._last_step_mono) * 1000 * self.config.time_scale))
+            if self.config.stepped_clock:
+                dt_ms = self.step_ms()
+            else:
+                dt_ms = max(1, int((now - self._last_step_mono) * 1000 * self.config.time_scale))
             try:
                 with self.lock:
                     self.source.freeze(self.faults.settings.freeze_market_data)

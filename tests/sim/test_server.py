@@ -214,3 +214,39 @@ def test_slow_timeout_fault_hits_client_timeout_and_does_not_block_stop():
     finally:
         runner.stop()  # the parked request is abandoned after aiohttp's 1 s shutdown timeout
     assert not runner.running
+
+
+async def test_stepped_clock_replays_one_point_per_step_from_an_aligned_start(tmp_path):
+    """With ``stepped_clock`` every market step advances venue time by exactly tick_interval * time_scale,
+    however late the step runs, and the replay's first candle opens on a multiple of the candle interval
+    (so epoch-aligned paper bars hold whole candles); requests are stamped before the next step's point."""
+    csv = tmp_path / "btc.csv"
+    rows = ["timestamp_ms,open,high,low,close,volume"]
+    for i in range(6):  # 8 s candles whose file times are off the 8 s grid
+        base = 100 + i
+        rows.append(f"{1_700_000_001_234 + i * 8_000},{base},{base + 2},{base - 2},{base + 1},40")
+    csv.write_text("\n".join(rows) + "\n")
+    cfg = SimulatorConfig(**{**FAST, "tick_interval_ms": 20, "time_scale": 100.0}, data_path=csv,
+                          stepped_clock=True)
+    server = SimulatorServer(cfg)
+    start = server.source.now_ms
+    shift = server.source.shift_ms
+    assert start == 1_700_000_001_234 + shift and start % 8_000 == 0 and start <= server.wall_now_ms()
+    assert server.step_ms() == 2_000  # a quarter candle: one point per step
+    await server.start()
+    try:
+        seen = []
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            with server.lock:
+                now = server.source.now_ms
+                stamped = server.venue_now_ms()
+            seen.append(now)
+            assert now <= stamped < now + 2_000
+            if server.source.exhausted:
+                break
+        assert server.source.exhausted
+        assert all((t - start) % 2_000 == 0 for t in seen)
+        assert server.engine.mark_price("BTC-USDT") == Decimal("106")  # the last candle's close
+    finally:
+        await server.stop()
