@@ -86,3 +86,46 @@ def test_positions_reads_redis(redis_url, namespace, capsys):
             await store.reset_namespace()
             await store.close()
         asyncio.run(cleanup())
+
+
+def test_export_writes_one_strategys_fills_as_a_run_folder(redis_url, namespace, tmp_path, capsys):
+    from core.types import Order, OrderType
+    from sim.backtest.compare import load_run
+
+    inst = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
+                      settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
+                      lot_size=Decimal("0.01"), min_size=Decimal("0.01"))
+    sid = "MeanReversion_v1_BTC"
+
+    async def seed():
+        store = await RedisStore.connect(redis_url, namespace)
+        try:
+            for coid, strategy in (("c1", sid), ("c2", "Other_v1_BTC")):
+                await store.record_order(Order(client_order_id=coid, strategy_id=strategy, venue="okx",
+                                               inst_id=inst.inst_id, side=Side.BUY, type=OrderType.MARKET,
+                                               size=Decimal("2"), created_ms=1, updated_ms=1))
+            for trade_id, coid, ts in (("1", "c1", 1_000), ("2", "c1", 1_700_000_000_000), ("3", "c2", 5_000)):
+                await store.apply_fill(Fill(venue="okx", inst_id=inst.inst_id, trade_id=trade_id,
+                                            client_order_id=coid, side=Side.BUY, price=Decimal("60000"),
+                                            size=Decimal("1"), ts_ms=ts, layer=FillLayer.WS), inst)
+        finally:
+            await store.close()
+
+    asyncio.run(seed())
+    try:
+        common = ["--redis-url", redis_url, "--namespace", namespace]
+        assert main(["export", sid, *common, "--out", str(tmp_path / "all")]) == 0
+        run = load_run(tmp_path / "all")
+        assert [t.trade_id for t in run.trades] == ["1", "2"]  # not the other strategy's
+        assert run.meta["strategy_id"] == sid and run.meta["kind"] == "paper"
+        assert str(tmp_path / "all") in capsys.readouterr().out
+        assert main(["export", sid, *common, "--since", "2023-11-14T22:00:00", "--out", str(tmp_path / "late")]) == 0
+        assert [t.trade_id for t in load_run(tmp_path / "late").trades] == ["2"]
+        assert main(["export", sid, *common, "--since", "yesterday"]) == 2
+        assert "--since" in capsys.readouterr().err
+    finally:
+        async def cleanup():
+            store = await RedisStore.connect(redis_url, namespace)
+            await store.reset_namespace()
+            await store.close()
+        asyncio.run(cleanup())

@@ -3,6 +3,7 @@
     tradetree sim        the venue simulator alone (a paper exchange any OKX client can use)
     tradetree run        the whole tree from a config (paper trading by default)
     tradetree positions  positions held in Redis, read-only
+    tradetree export     one strategy's fills from Redis as a run folder (paper or live, for compare)
     tradetree status|pause|resume|kill|reconcile|restart
                          operate a running tree (the control API)
     tradetree ml ...     train, evaluate and list models
@@ -103,11 +104,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_positions(args: argparse.Namespace) -> int:
+def _read_store(args: argparse.Namespace, read):
+    """Run ``await read(store)`` on the Redis the options or the config name; return its result.
+
+    The URL is ``--redis-url``, else the config's, else ``$REDIS_URL``, else the
+    embedded Redis of ``tradetree run`` (its AOF under .tradetree/redis), started
+    for the read and stopped after it.
+    """
     from core.embedded_redis import EmbeddedRedis, resolve_redis_url
     from core.store import RedisStore
     from tradetree.runner import DEFAULT_STATE_DIR
-    from tradetree.status import positions_json, positions_table
 
     namespace = args.namespace
     url = args.redis_url
@@ -117,23 +123,66 @@ def _cmd_positions(args: argparse.Namespace) -> int:
         url = url or resolve_redis_url(config.redis.url)
     embedded = None
     if url is None:
-        # The embedded Redis of `tradetree run` keeps its data under .tradetree/redis (AOF).
         embedded = EmbeddedRedis(data_dir=DEFAULT_STATE_DIR / "redis", prefer="redis-server")
         embedded.start()
         url = embedded.url
 
-    async def _read():
+    async def _run():
         store = await RedisStore.connect(url, namespace)
         try:
-            return [p.model_dump(mode="json") for p in await store.positions()]
+            return await read(store)
         finally:
             await store.close()
 
     try:
-        rows = asyncio.run(_read())
+        return asyncio.run(_run())
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _time_ms(text: str | None, option: str) -> int | None:
+    """``--since``/``--until``: epoch milliseconds or an ISO 8601 time (UTC when it has no zone)."""
+    import datetime as dt
+
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected epoch ms or an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import time
+
+    from sim.backtest.cli import DEFAULT_RUNS_DIR
+    from sim.backtest.export import export_run_from_redis
+
+    since, until = _time_ms(args.since, "--since"), _time_ms(args.until, "--until")
+    out = args.out or DEFAULT_RUNS_DIR / f"{args.strategy}-paper-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+    async def _export(store):
+        return await export_run_from_redis(store, args.strategy, out, venue=args.venue, since_ms=since,
+                                           until_ms=until)
+
+    folder = _read_store(args, _export)
+    print(f"run folder: {folder}  (compare with a backtest: tradetree compare <backtest folder> {folder})")
+    return 0
+
+
+def _cmd_positions(args: argparse.Namespace) -> int:
+    from tradetree.status import positions_json, positions_table
+
+    async def _read(store):
+        return [p.model_dump(mode="json") for p in await store.positions()]
+
+    rows = _read_store(args, _read)
     if args.json:
         print(positions_json(rows))
     else:
@@ -236,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--namespace", default=None)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_cmd_positions)
+
+    e = sub.add_parser("export", help="one strategy's fills from Redis as a run folder (for `compare`)")
+    e.add_argument("strategy", help="strategy id, e.g. MeanReversion_v10_BTC")
+    e.add_argument("--config", default=str(DEFAULT_CONFIG))
+    e.add_argument("--redis-url", default=None, help="default: config, then $REDIS_URL, then embedded")
+    e.add_argument("--namespace", default=None)
+    e.add_argument("--venue", default=None, help="only this venue's fills")
+    e.add_argument("--since", default=None, help="first fill time: epoch ms or ISO 8601 (UTC if no zone)")
+    e.add_argument("--until", default=None, help="fills before this time: epoch ms or ISO 8601")
+    e.add_argument("--out", type=Path, default=None, help="run folder (default .tradetree/runs/<strategy>-paper-<UTC>)")
+    e.set_defaults(func=_cmd_export)
 
     def control_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)
