@@ -16,7 +16,15 @@ What the gateway guarantees:
 - subscribers are fed fire-and-forget; a slow or dead one never stalls the WS;
 - the last ticker price of each instrument is recorded in Redis
   (``core.marks``) on the heartbeat timer, once per instrument with a new
-  ticker since the previous write: the strategy hosts value exposure with it.
+  ticker since the previous write: the strategy hosts value exposure with it;
+- a strategy's reduce-only order goes to the venue with ``reduceOnly`` only
+  when the account's net position leaves room for it
+  (``execution.venue_reduce_only``); the recorded order says what was sent
+  (``Order.venue_reduce_only``). Account-level orders (``submit_account_order``,
+  the kill switch's) keep the flag they come with. Orders are recorded one at
+  a time, and one sent with the flag is placed before the next is recorded, so
+  no order this gateway sends overtakes it at the venue (other orders of the
+  venue wait for that one REST round trip).
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from core.types import (
     OrderState,
     ProbeResult,
 )
+from execution.venue_reduce_only import decide as decide_venue_reduce_only
 
 __all__ = ["GatewayState", "VenueGateway", "VenueGatewayActor"]
 
@@ -125,6 +134,10 @@ class VenueGateway:
         self._closing = False
         self._fanout = FanOut()
         self._order_lock = asyncio.Lock()
+        # Every order is recorded under this lock, and an order sent with the venue's reduceOnly holds
+        # it until the venue has answered: what its flag was decided on (every order recorded before
+        # it) is then all that can reach the venue ahead of it.
+        self._send_lock = asyncio.Lock()
         self._last_ticker_ms: dict[str, int] = {}
         self._new_marks: dict[str, Mark] = {}  # inst_id -> latest ticker not yet written to Redis
         self.counters: dict[str, int] = {
@@ -138,6 +151,9 @@ class VenueGateway:
             "heartbeat_errors": 0,
             "dead_man_errors": 0,
             "mark_errors": 0,
+            "venue_reduce_only_sent": 0,  # strategies' reduce-only orders sent with the venue flag
+            "venue_reduce_only_withheld": 0,  # ... sent without it: the account's net would refuse them
+            "venue_reduce_only_unknown": 0,  # ... sent with it because Redis could not be read
         }
         self.last_error = ""
 
@@ -438,7 +454,14 @@ class VenueGateway:
     # -- the order path ------------------------------------------------------------------------
 
     async def submit_order(self, intent: OrderIntent) -> Order:
-        """Record the order in Redis, then send it; return it as known after the attempt.
+        """Record a strategy's order in Redis, then send it; return it as known after the attempt.
+
+        A reduce-only intent (may only reduce its strategy's position, checked
+        pre-trade by the caller) is sent with the venue's ``reduceOnly`` only
+        when the account's net position in Redis leaves room for it, else
+        without (``execution.venue_reduce_only``); when Redis cannot be read
+        for that, with it (the venue may refuse; that is safe). The recorded
+        order's ``venue_reduce_only`` says which.
 
         Returns the order LIVE (or further) when acknowledged, REJECTED (with
         ``reject_reason``) when the venue refused it, or PENDING_NEW when the
@@ -449,25 +472,84 @@ class VenueGateway:
             VenueAuthError: credentials rejected (the order is recorded REJECTED).
             ValueError: the intent is for another venue.
         """
+        return await self._submit(intent, account_level=False)
+
+    async def submit_account_order(self, intent: OrderIntent) -> Order:
+        """As ``submit_order`` for an order sized against the account's net position by its sender
+        (the kill switch's wind-down clips): ``reduceOnly`` is sent exactly as ``intent.reduce_only``.
+        """
+        return await self._submit(intent, account_level=True)
+
+    async def _submit(self, intent: OrderIntent, *, account_level: bool) -> Order:
         store, rest = self._running()
         if intent.venue != self.venue.name:
             raise ValueError(f"{self.component}: intent for venue {intent.venue!r}")
         order = Order.from_intent(intent, now_ms=self._clock.now_ms())
+        listed = intent.inst_id in self._instruments
+        outcome: str | VenueError | None = None
+        lock = self._send_lock
+        await lock.acquire()
+        held = True
+        try:
+            if intent.reduce_only and not account_level:
+                order = await self._with_venue_reduce_only(store, order)
+            else:
+                order = order.model_copy(update={"venue_reduce_only": intent.reduce_only})
+            await self._record(store, order)
+            if not (order.venue_reduce_only and listed):
+                lock.release()  # nothing to protect: the venue cannot refuse it for the account's net
+                held = False
+            if listed:
+                outcome = await self._place(rest, order)
+        finally:
+            if held:
+                lock.release()
+        if outcome is None:
+            return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
+        if isinstance(outcome, str):
+            return await self._acknowledge(order, outcome)
+        if isinstance(outcome, OrderRejected):
+            return await self._reject(order, str(outcome))
+        if isinstance(outcome, VenueAuthError):
+            await self._reject(order, f"credentials rejected: {outcome}")
+            raise outcome
+        # unavailable, timeout, garbled ack: the outcome is unknown
+        log.warning("%s: order %s outcome unknown: %s", self.component, order.client_order_id, outcome)
+        return await self._resolve_unknown(order)
+
+    @staticmethod
+    async def _place(rest: OkxRestClient, order: Order) -> str | VenueError:
+        """The venue order id, or the venue error the attempt ended in (other errors raise)."""
+        try:
+            return await rest.create_order(order)
+        except VenueError as exc:
+            return exc
+
+    @staticmethod
+    async def _record(store: RedisStore, order: Order) -> None:
         if not await store.record_order(order):
             raise StoreError(f"client order id {order.client_order_id} is already recorded")
-        if intent.inst_id not in self._instruments:
-            return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
+
+    async def _with_venue_reduce_only(self, store: RedisStore, order: Order) -> Order:
+        """``order`` with ``venue_reduce_only`` decided from every strategy's state in Redis. Never raises."""
         try:
-            venue_order_id = await rest.create_order(order)
-        except OrderRejected as exc:
-            return await self._reject(order, str(exc))
-        except VenueAuthError as exc:
-            await self._reject(order, f"credentials rejected: {exc}")
-            raise
-        except VenueError as exc:  # unavailable, timeout, garbled ack: the outcome is unknown
-            log.warning("%s: order %s outcome unknown: %s", self.component, order.client_order_id, exc)
-            return await self._resolve_unknown(order)
-        return await self._acknowledge(order, venue_order_id)
+            positions = await store.positions()
+            in_flight = [o for o in await store.open_orders(venue=self.venue.name)
+                         if o.inst_id == order.inst_id and o.side is order.side]
+            applied = {o.client_order_id: await store.applied_size(o.client_order_id) for o in in_flight}
+        except Exception as exc:  # Redis down or a garbled record: fail closed, keep the venue's guard
+            self.counters["venue_reduce_only_unknown"] += 1
+            log.warning("%s: order %s: account position unknown (%s); sent reduce-only",
+                        self.component, order.client_order_id, exc)
+            return order.model_copy(update={"venue_reduce_only": True})
+        decision = decide_venue_reduce_only(order, positions, in_flight, applied)
+        if decision.send:
+            self.counters["venue_reduce_only_sent"] += 1
+        else:
+            self.counters["venue_reduce_only_withheld"] += 1
+            log.info("%s: order %s of %s sent without the venue's reduce-only: %s", self.component,
+                     order.client_order_id, order.strategy_id, decision.reason)
+        return order.model_copy(update={"venue_reduce_only": decision.send})
 
     async def _acknowledge(self, order: Order, venue_order_id: str) -> Order:
         assert self._store is not None
@@ -613,6 +695,9 @@ class _VenueGatewayShell:
 
     async def submit_order(self, intent: OrderIntent) -> Order:
         return await self._gateway.submit_order(intent)
+
+    async def submit_account_order(self, intent: OrderIntent) -> Order:
+        return await self._gateway.submit_account_order(intent)
 
     async def cancel_order(self, client_order_id: str) -> Order:
         return await self._gateway.cancel_order(client_order_id)

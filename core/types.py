@@ -182,7 +182,11 @@ class Order(BaseModel):
     type: OrderType
     size: Decimal
     price: Decimal | None = None
-    reduce_only: bool = False
+    reduce_only: bool = False  # may only reduce this strategy's position (checked pre-trade)
+    # What was sent to the venue as ``reduceOnly``; None: not decided, ``reduce_only`` is sent.
+    # The gateway withholds it when the account's net position would make the venue refuse a
+    # correct close (see execution.venue_reduce_only).
+    venue_reduce_only: bool | None = None
     state: OrderState = OrderState.PENDING_NEW
     venue_order_id: str | None = None
     filled_size: Decimal = Decimal(0)  # as reported by the venue's order status

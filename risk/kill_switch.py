@@ -481,7 +481,8 @@ class RayVenuePort:
         return await self._actors.call(self._name(venue), "cancel_all", strategy_id, venue=venue)
 
     async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied:
-        return await self._actors.call(self._name(intent.venue), "submit_order", intent, venue=intent.venue)
+        # Account-level: the clips are sized against the account's net, so the venue gets reduceOnly as planned.
+        return await self._actors.call(self._name(intent.venue), "submit_account_order", intent, venue=intent.venue)
 
 
 class RayStrategyPort:

@@ -124,7 +124,9 @@ def build_order_request(order: Order, kind: InstrumentKind) -> dict[str, Any]:
 
     Spot orders trade in cash mode with ``tgtCcy=base_ccy`` (so a market
     order's ``sz`` is a base amount, never a quote cost); swaps in cross
-    margin, net position mode. Raises OrderRejected for a priced order type
+    margin, net position mode. ``reduceOnly`` is sent as ``order.venue_reduce_only``
+    when the gateway decided it (see ``execution.venue_reduce_only``), else as
+    ``order.reduce_only``. Raises OrderRejected for a priced order type
     without a price (nothing is sent).
     """
     request: dict[str, Any] = {
@@ -143,7 +145,7 @@ def build_order_request(order: Order, kind: InstrumentKind) -> dict[str, Any]:
                 f"order {order.client_order_id}: a {order.type.value} order needs a price", venue=order.venue
             )
         request["px"] = _decimal_text(order.price)
-    if order.reduce_only:
+    if order.reduce_only if order.venue_reduce_only is None else order.venue_reduce_only:
         request["reduceOnly"] = True
     return request
 

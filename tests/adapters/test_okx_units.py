@@ -136,6 +136,15 @@ def test_swap_limit_reduce_only_and_post_only_bodies():
     assert build_order_request(_order(size=Decimal("1E-5")), InstrumentKind.SPOT)["sz"] == "0.00001"
 
 
+def test_reduce_only_is_sent_as_the_gateway_decided_else_as_the_order_says():
+    swap = {"inst_id": "BTC-USDT-SWAP", "side": Side.SELL}
+    for reduce_only, venue_reduce_only, sent in [(True, None, True), (False, None, False), (True, False, False),
+                                                 (True, True, True), (False, True, True)]:
+        body = build_order_request(_order(**swap, reduce_only=reduce_only, venue_reduce_only=venue_reduce_only),
+                                   InstrumentKind.SWAP)
+        assert body.get("reduceOnly", False) is sent, (reduce_only, venue_reduce_only)
+
+
 def test_limit_without_price_is_rejected_before_sending():
     with pytest.raises(OrderRejected):
         build_order_request(_order(type=OrderType.LIMIT), InstrumentKind.SPOT)

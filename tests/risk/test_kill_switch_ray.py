@@ -23,7 +23,7 @@ class _Gateway:
             raise VenueUnavailable("okx answered 503", venue="okx", code="50001")
         return 2 if strategy_id is None else 1
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_account_order(self, intent: OrderIntent) -> Order:  # the kill switch's entry
         if intent.size > 5:
             raise OrderRejected("size too large", venue=intent.venue, code="51008")
         return Order.from_intent(intent, now_ms=1, client_order_id="c1")

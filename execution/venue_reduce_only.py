@@ -1,0 +1,113 @@
+"""Whether a strategy's reduce-only order goes to the venue with ``reduceOnly`` (pure).
+
+Two different guards share the name. ``Order.reduce_only`` means "may only
+reduce THIS strategy's position": the pre-trade duplicate-close guard
+(``risk.pre_trade.duplicate_close_reasons``) enforces it against the
+strategy's own position and in-flight orders in Redis. The venue's
+``reduceOnly`` works on the ACCOUNT's net position of the instrument (OKX and
+the simulator run swaps in net position mode): when other strategies hold the
+other side, the account's net can be flat or on the close's own side, and the
+venue refuses a correct close (51205, "Reduce-Only is not available"); enough
+of those trip the rejection breaker while the strategy still holds its
+position.
+
+The venue flag is still worth sending whenever the venue would accept it: on
+an instrument the strategy has to itself it is a second guard against our own
+state being wrong (the incident: a missed fill, a second close, the opposite
+side opened). So :func:`decide` sends it exactly when the account's net, as
+Redis knows it, leaves room for the order in the worst case, and withholds it
+otherwise (the strategy-level guard has already passed).
+
+Account-level orders (the kill switch's wind-down clips, which it sizes
+against the account's net itself) do not come through here: they always keep
+the venue flag they were planned with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from core.types import Order, Position, Side
+from risk.pre_trade import fmt_decimal, in_flight_size
+
+__all__ = ["VenueReduceOnly", "decide"]
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class VenueReduceOnly:
+    """The decision and its grounds.
+
+    Attributes:
+        send: send ``reduceOnly: true`` to the venue.
+        reason: why, for the log (empty for an order that is not reduce-only).
+        net: the account's net position of the instrument (Redis, every strategy).
+        room: what of that net is left for this order to reduce, in the
+            order's closing direction, after the other in-flight orders on the
+            same side (negative: the net is on the order's own side).
+    """
+
+    send: bool
+    reason: str = ""
+    net: Decimal = _ZERO
+    room: Decimal = _ZERO
+
+
+def decide(
+    order: Order,
+    positions: Iterable[Position],
+    in_flight: Iterable[Order],
+    applied_sizes: Mapping[str, Decimal],
+) -> VenueReduceOnly:
+    """Whether ``order`` is sent to the venue with ``reduceOnly``.
+
+    Args:
+        order: the order about to be sent (its ``reduce_only`` is the
+            strategy-level meaning, already checked pre-trade).
+        positions: every strategy's positions from Redis (any venue; those
+            of ``order``'s venue and instrument are summed into the net).
+        in_flight: the tracked orders (any venue, ``order`` itself may be
+            among them and is skipped).
+        applied_sizes: client order id -> size the store has applied for it;
+            a missing entry counts as nothing applied.
+
+    Returns ``send=False`` for an order that is not reduce-only. For a
+    reduce-only one, ``send=True`` exactly when ``room >= order.size``, where
+    ``room`` is the net on the side the order reduces (a sell reduces a long
+    net, a buy a short one) minus what every other in-flight order on the
+    order's side may still take from it (``risk.pre_trade.in_flight_size``:
+    what it may still fill, or filled but not yet applied). Every same-side
+    order counts, reduce-only or not: any of them may fill first, and one
+    filled at the venue whose fill Redis has not applied yet has already taken
+    its share. Opposite-side orders that would add to the net are not counted
+    on. The result is the worst case: when it says send, the venue accepts
+    the order as long as Redis is right about the positions; when Redis is
+    wrong, the venue refuses, which is the guard. Never raises.
+    """
+    if not order.reduce_only:
+        return VenueReduceOnly(send=False)
+    where = (order.venue, order.inst_id)
+    net = sum((p.qty for p in positions if (p.venue, p.inst_id) == where), _ZERO)
+    direction = -order.side.sign  # a sell (sign -1) reduces a long net: room = +net
+    taken = sum(
+        (
+            in_flight_size(o, applied_sizes.get(o.client_order_id, _ZERO))
+            for o in in_flight
+            if (o.venue, o.inst_id) == where and o.side is order.side
+            and o.client_order_id != order.client_order_id
+        ),
+        _ZERO,
+    )
+    room = direction * net - taken
+    send = room >= order.size
+    needs = "long" if order.side is Side.SELL else "short"
+    reason = (
+        f"account net {fmt_decimal(net)} on {order.venue}:{order.inst_id}, {fmt_decimal(taken)} taken by other "
+        f"{order.side.value} orders in flight: {'room' if send else 'no room'} for a reduce-only "
+        f"{order.side.value} {fmt_decimal(order.size)} (needs a {needs} net of at least "
+        f"{fmt_decimal(order.size + taken)})"
+    )
+    return VenueReduceOnly(send=send, reason=reason, net=net, room=room)
