@@ -2,6 +2,7 @@
 
     RootSupervisor                      one_for_one; escalation => SAFE MODE
     ├── Alerter                         Slack + log, de-duplicated, rate-limited
+    ├── MetricsExporter                 /metrics for Prometheus (when ``metrics.enabled``)
     ├── VenueSupervisor[<venue>]        one_for_one: gateway and reconciler live and die apart
     │   ├── VenueGateway[<venue>]       REST (ccxt) + WS (websockets); fills tagged ws
     │   └── FillReconciler[<venue>]     its own REST client: polling, fill health, drift
@@ -32,6 +33,7 @@ __all__ = [
     "reconciler_id",
     "ALERTER_ID",
     "RISK_MONITOR_ID",
+    "METRICS_EXPORTER_ID",
     "build_root_spec",
     "start_root",
     "enter_safe_mode",
@@ -45,6 +47,7 @@ ROOT_ID = "RootSupervisor"
 STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
 ALERTER_ID = "Alerter"
 RISK_MONITOR_ID = "RiskMonitor"
+METRICS_EXPORTER_ID = "MetricsExporter"
 
 
 def gateway_id(venue: str) -> str:
@@ -135,6 +138,37 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
     )
 
 
+def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) -> ChildSpec:
+    # It starts right after the alerter, so it can show the rest of the tree coming up. Its start
+    # needs nothing else and never fails on a busy port: metrics must not stop the engine.
+    instruments: dict[str, list[str]] = {}
+    for v in config.venues:
+        symbols = [sym for s in config.strategies if s.venue == v.name for sym in s.symbols]
+        instruments[v.name] = sorted(set(v.instruments) | set(symbols))
+    return ChildSpec(
+        id=METRICS_EXPORTER_ID,
+        actor_class="actors.metrics_exporter:MetricsExporterActor",
+        args=(config.metrics,),
+        kwargs={
+            "redis_url": redis_url,
+            "namespace": config.redis.namespace,
+            "ray_namespace": ray_namespace,
+            "components": {
+                "gateways": {v.name: gateway_id(v.name) for v in config.venues},
+                "reconcilers": {v.name: reconciler_id(v.name) for v in config.venues},
+                "strategies": {s.id: s.venue for s in config.strategies},
+                "risk_monitor": RISK_MONITOR_ID,
+                "alerter": ALERTER_ID,
+            },
+            "instruments": instruments,
+            "root_id": ROOT_ID,
+        },
+        restart=RestartType.PERMANENT,
+        backoff=BackoffSpec(min_secs=1.0, max_secs=60.0, jitter=0.2),
+        startup_timeout_secs=30.0,
+    )
+
+
 def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[str, Any],
                     ray_namespace: str) -> SupervisorSpec:
     """The whole tree for ``config``. ``endpoints[venue]`` gives rest_url, ws_url, credentials."""
@@ -163,7 +197,10 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         restart=RestartType.PERMANENT,
         startup_timeout_secs=30.0,
     )
-    children: tuple[Any, ...] = (alerter, *venues, risk_monitor)
+    metrics: tuple[ChildSpec, ...] = ()
+    if config.metrics.enabled:
+        metrics = (_metrics_child(config, redis_url=redis_url, ray_namespace=ray_namespace),)
+    children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor)
     if config.strategies:
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,

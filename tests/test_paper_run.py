@@ -2,6 +2,8 @@
 
 At the end, Redis positions summed over strategies equal the simulator's
 account truth exactly, and the audit stream holds each simulator trade once.
+On the way, the tree's /metrics endpoint (port 0) shows the strategies and the
+fills by layer, and none of the venue credentials.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from tradetree.config import EngineConfig
 from core.store import RedisStore
 from supervisor.tree import wind_down_for_shutdown
 from tradetree.runner import EngineRuntime
+from tests.test_metrics import wait_for_tree_metrics
 
 pytestmark = pytest.mark.integration
+
+CREDENTIALS = {"api_key": "ak-metrics-3f9e1c", "secret_key": "sk-metrics-77ab20", "passphrase": "pp-metrics-c4d1"}
 
 
 def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
@@ -35,7 +40,8 @@ def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
             {**strategy, "symbols": ["BTC-USDT-SWAP"]},
             {**strategy, "symbols": ["ETH-USDT-SWAP"], "params": {**strategy["params"], "size": "3"}},
         ],
-        "simulator": {"seed": 11, "tick_interval_ms": 100, "time_scale": 60.0},
+        "simulator": {"seed": 11, "tick_interval_ms": 100, "time_scale": 60.0, **CREDENTIALS},
+        "metrics": {"enabled": True, "port": 0, "refresh_secs": 0.5},
     })
 
 
@@ -63,6 +69,10 @@ def test_paper_run_positions_match_simulator_truth(ray_session, redis_url, names
     runtime.start()
     try:
         _wait(lambda: len(asyncio.run(_store_view(redis_url, namespace))[1]) >= 6, 120, "six fills")
+        url = runtime.metrics_url()
+        assert url and url.startswith("http://127.0.0.1:")
+        text = wait_for_tree_metrics(url, [s.id for s in config.strategies], min_fills=6, timeout_secs=30)
+        assert not [c for c in CREDENTIALS.values() if c in text]
         wind_down_for_shutdown(config, ray_namespace=runtime.ray_namespace)
 
         def settled():

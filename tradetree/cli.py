@@ -81,6 +81,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.no_dashboard:
         console.print(f"Ray dashboard: http://127.0.0.1:{config.dashboard_port}")
     console.print(f"Redis: {runtime.redis_url} namespace {config.redis.namespace!r}")
+    if config.metrics.enabled:
+        console.print(f"metrics: {runtime.metrics_url() or 'not serving (see the MetricsExporter probe in status)'}")
 
     stop = {"flag": False}
 

@@ -28,7 +28,7 @@ from risk.config import RiskConfig
 from risk.kill_switch import KillSwitchConfig
 from sim.config import SimulatorConfig
 
-__all__ = ["EngineConfig", "SupervisionConfig", "load_engine_config", "check_strategies"]
+__all__ = ["EngineConfig", "MetricsConfig", "SupervisionConfig", "load_engine_config", "check_strategies"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,6 +53,27 @@ class SupervisionConfig(BaseModel):
     venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
 
 
+class MetricsConfig(BaseModel):
+    """The tree's Prometheus endpoint: ``http://{host}:{port}/metrics``, served by the MetricsExporter actor.
+
+    Off unless enabled (``configs/paper.yaml`` enables it for ``make run``), so
+    trees started by tests bind no fixed port. The exporter re-reads the tree
+    every ``refresh_secs``; a scrape returns the latest snapshot and never waits
+    on an actor. Each actor or Redis read is bounded by ``call_timeout_secs``.
+    ``port: 0`` binds a free port (the runner reports which). Keep ``host`` on
+    loopback unless the network in front of it is trusted: the endpoint has no
+    authentication (it exports no secret, but positions and P&L).
+    """
+
+    model_config = _FROZEN
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+    refresh_secs: float = Field(default=5.0, gt=0)
+    call_timeout_secs: float = Field(default=3.0, gt=0)
+
+
 class EngineConfig(BaseModel):
     """The whole tree: Redis, venues, strategies and the embedded simulator."""
 
@@ -70,6 +91,7 @@ class EngineConfig(BaseModel):
     # Wind-down clips in venue units (contracts for swaps): 100 BTC-USDT-SWAP contracts = 1 BTC.
     kill_switch: KillSwitchConfig = KillSwitchConfig(max_clip_size=Decimal("100"))
     supervision: SupervisionConfig = SupervisionConfig()
+    metrics: MetricsConfig = MetricsConfig()
     heartbeat_interval_secs: float = Field(default=1.0, gt=0)
     # The venue's dead-man switch (OKX cancel-all-after): if the engine stops re-arming it for this
     # long, the venue cancels our open orders. 0 = off; else OKX's bounds, 10..120 s.

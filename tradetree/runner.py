@@ -204,6 +204,21 @@ class EngineRuntime:
             return {}
         return tree_status(self.ray_namespace)
 
+    def metrics_url(self, timeout_secs: float = 10.0) -> str | None:
+        """The tree's Prometheus endpoint as bound (``port: 0`` resolved); None when metrics are
+        disabled, the tree is not running, or the exporter is not serving (its ``http`` probe says why)."""
+        import ray
+
+        from supervisor.tree import METRICS_EXPORTER_ID
+
+        if self.root is None or not self.config.metrics.enabled:
+            return None
+        try:
+            handle = ray.get_actor(METRICS_EXPORTER_ID, namespace=self.ray_namespace)
+            return ray.get(handle.url.remote(), timeout=timeout_secs)
+        except (ValueError, ray.exceptions.RayError, TimeoutError):
+            return None
+
     def snapshot(self) -> dict[str, Any]:
         from tradetree.status import collect_snapshot
 

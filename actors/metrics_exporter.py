@@ -1,0 +1,330 @@
+"""MetricsExporter: gathers the tree's status every few seconds and serves it on ``/metrics``.
+
+``SnapshotGatherer`` reads the parts of a snapshot through a ``SnapshotReader``
+(the tree walk, each actor's ``stats()``, a Redis view), each part isolated:
+a part that fails or times out is left out, its component is marked down
+(``up[component] = False``) and counted in ``scrape_errors``; the others are
+kept. ``RayRedisReader`` is the real reader. ``MetricsExporter`` runs the
+refresh loop and prometheus-client's HTTP server (a daemon thread) on a
+``tradetree.metrics.TreeCollector``; ``MetricsExporterActor`` is its
+one-line-per-method Ray shell (the supervisor applies ``ray.remote``).
+
+What the exporter guarantees:
+- a scrape never waits on Ray or Redis: it renders the latest snapshot;
+- ``start()`` needs neither Redis nor the other actors, and a port it cannot
+  bind does not fail it: metrics must never stop the engine from trading.
+  The ``http`` probe (readiness only, nothing is released after this actor)
+  then fails naming the address and the error, and the bind is retried on
+  every refresh;
+- the refresh loop never raises; its ``refresh`` probe (liveness) fails only
+  if the loop task ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Protocol
+
+from core.clock import Clock, WallClock
+from core.tasks import cancel_and_wait
+from core.types import HealthReport, ProbeResult
+from tradetree.config import MetricsConfig
+from tradetree.metrics import TreeCollector, build_registry
+
+__all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
+
+log = logging.getLogger(__name__)
+
+TREE, REDIS = "tree", "redis"
+_STOP_TIMEOUT_SECS = 5.0
+
+
+class SnapshotReader(Protocol):
+    """Where the parts of a snapshot come from. Each method may raise anything."""
+
+    async def tree(self) -> dict[str, Any]:
+        """``supervisor.tree.tree_status`` of the tree."""
+        ...
+
+    async def stats(self, actor_id: str) -> dict[str, Any]:
+        """The named actor's ``stats()``."""
+        ...
+
+    async def redis_view(self) -> dict[str, Any]:
+        """The ``redis`` section of the snapshot (see ``tradetree.metrics``)."""
+        ...
+
+
+def actor_ids(components: dict[str, Any]) -> list[str]:
+    """Every actor id named in a components map, in a stable order."""
+    ids = [*(components.get("gateways") or {}).values(), *(components.get("reconcilers") or {}).values(),
+           *(components.get("strategies") or {})]
+    ids += [components[k] for k in ("risk_monitor", "alerter") if components.get(k)]
+    return ids
+
+
+class SnapshotGatherer:
+    """Builds snapshots from a reader; keeps per-component error counts across calls.
+
+    Args:
+        reader: where the parts come from.
+        components: the components map (see ``tradetree.metrics``).
+        timeout_secs: bound on each part's read.
+    """
+
+    def __init__(self, reader: SnapshotReader, components: dict[str, Any], *, timeout_secs: float,
+                 clock: Clock | None = None) -> None:
+        self._reader = reader
+        self._components = components
+        self._timeout_secs = timeout_secs
+        self._clock = clock or WallClock()
+        self.scrape_errors: dict[str, int] = {}
+        self._down: set[str] = set()
+
+    async def gather(self) -> dict[str, Any]:
+        """One snapshot. Never raises (except on cancellation)."""
+        started = time.perf_counter()
+        ts_ms = self._clock.now_ms()
+        ids = actor_ids(self._components)
+        parts = [(TREE, self._reader.tree()), (REDIS, self._reader.redis_view())]
+        parts += [(actor_id, self._reader.stats(actor_id)) for actor_id in ids]
+        results = await asyncio.gather(*(self._bounded(name, coro) for name, coro in parts))
+        values = dict(zip((name for name, _ in parts), results))
+        up = {name: value is not None for name, value in values.items()}
+        return {
+            "ts_ms": ts_ms,
+            "gather_secs": time.perf_counter() - started,
+            "components": self._components,
+            "tree": values[TREE],
+            "redis": values[REDIS],
+            "stats": {actor_id: values[actor_id] for actor_id in ids if values[actor_id] is not None},
+            "up": up,
+            "scrape_errors": dict(self.scrape_errors),
+        }
+
+    async def _bounded(self, name: str, coro: Any) -> Any:
+        self.scrape_errors.setdefault(name, 0)
+        try:
+            value = await asyncio.wait_for(coro, timeout=self._timeout_secs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one component's failure must not cost the others their metrics
+            self.scrape_errors[name] += 1
+            if name not in self._down:  # log transitions, not every refresh
+                self._down.add(name)
+                log.warning("metrics: cannot read %s: %s", name, type(exc).__name__)
+            return None
+        if name in self._down:
+            self._down.discard(name)
+            log.info("metrics: %s readable again", name)
+        return value
+
+
+class RayRedisReader:
+    """The real reader: the tree and actors through Ray, the rest from Redis.
+
+    Redis is connected on first use and again after any failure.
+    """
+
+    def __init__(self, *, redis_url: str, namespace: str, ray_namespace: str, venues: list[str],
+                 instruments: dict[str, list[str]], root_id: str, timeout_secs: float) -> None:
+        self._redis_url = redis_url
+        self._namespace = namespace
+        self._ray_namespace = ray_namespace
+        self._venues = list(venues)
+        self._wanted = [(v, inst) for v, insts in instruments.items() for inst in insts]
+        self._root_id = root_id
+        self._timeout_secs = timeout_secs
+        self._store: Any = None
+
+    async def tree(self) -> dict[str, Any]:
+        from supervisor.tree import tree_status
+
+        # tree_status blocks on ray.get; a thread keeps this actor's event loop free.
+        return await asyncio.to_thread(tree_status, self._ray_namespace, root_id=self._root_id,
+                                       timeout_secs=self._timeout_secs)
+
+    async def stats(self, actor_id: str) -> dict[str, Any]:
+        import ray
+
+        handle = await asyncio.to_thread(ray.get_actor, actor_id, self._ray_namespace)
+        ref = handle.stats.remote()
+
+        async def _result() -> Any:
+            return await ref
+
+        return await _result()
+
+    async def redis_view(self) -> dict[str, Any]:
+        from core.control_state import ControlState
+        from core.marks import MarkBook
+        from core.store import RedisStore
+        from tradetree.status import collect_snapshot
+
+        if self._store is None:
+            self._store = await RedisStore.connect(self._redis_url, self._namespace,
+                                                   socket_timeout_secs=self._timeout_secs)
+        store = self._store
+        try:
+            view = await collect_snapshot(store)
+            view.pop("actors", None)
+            control = ControlState(store.client, self._namespace)
+            marks = await MarkBook(store.client, self._namespace).read(self._wanted)
+            venues = {}
+            for venue in self._venues:
+                venues[venue] = {
+                    "fills_by_layer": await store.fill_layer_counts(venue),
+                    "control": (await control.snapshot(venue)).model_dump(mode="json"),
+                    "marks": {inst: {"price": str(m.price), "recv_ms": m.recv_ms}
+                              for (v, inst), m in marks.items() if v == venue},
+                }
+            view["venues"] = venues
+            return view
+        except BaseException:
+            self._store = None
+            with contextlib.suppress(Exception):
+                await store.close()
+            raise
+
+    async def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            with contextlib.suppress(Exception):
+                await store.close()
+
+
+class MetricsExporter:
+    """The refresh loop and the HTTP endpoint. ``start()`` first, ``stop()`` at the end.
+
+    ``refresh_now()`` gathers one snapshot at once (tests, and the first one at start).
+    """
+
+    def __init__(self, config: MetricsConfig, gatherer: SnapshotGatherer, *, clock: Clock | None = None,
+                 closer: Any = None) -> None:
+        self._config = config
+        self._gatherer = gatherer
+        self._clock = clock or WallClock()
+        self._closer = closer
+        self._snapshot: dict[str, Any] | None = None
+        self.collector = TreeCollector(lambda: self._snapshot, clock_ms=self._clock.now_ms)
+        self.registry = build_registry(self.collector)
+        self._server: Any = None
+        self._server_thread: Any = None
+        self._bind_error = ""
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def snapshot(self) -> dict[str, Any] | None:
+        return self._snapshot
+
+    async def start(self) -> None:
+        """Bind the endpoint (a failure is reported by the ``http`` probe) and start refreshing."""
+        self._bind()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="metrics-refresh")
+
+    async def stop(self) -> None:
+        """Stop refreshing and serving. Idempotent."""
+        self._closing = True
+        if self._task is not None:
+            await cancel_and_wait([self._task], timeout_secs=_STOP_TIMEOUT_SECS, owner="metrics exporter")
+            self._task = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+        if self._closer is not None:
+            await self._closer()
+
+    def _bind(self) -> None:
+        from prometheus_client import start_http_server
+
+        try:
+            self._server, self._server_thread = start_http_server(self._config.port, addr=self._config.host,
+                                                                  registry=self.registry)
+        except OSError as exc:
+            if not self._bind_error:
+                log.error("metrics: cannot serve on %s:%d: %s", self._config.host, self._config.port, exc)
+            self._bind_error = f"cannot bind {self._config.host}:{self._config.port}: {exc}"
+            return
+        self._bind_error = ""
+        log.info("metrics: serving %s", self.url())
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) actually bound, or None when not serving."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def url(self) -> str | None:
+        addr = self.address()
+        if addr is None:
+            return None
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        return f"http://{host}:{addr[1]}/metrics"
+
+    async def refresh_now(self) -> dict[str, Any]:
+        self._snapshot = await self._gatherer.gather()
+        return self._snapshot
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            started = self._clock.monotonic()
+            try:
+                if self._server is None:
+                    self._bind()
+                await self.refresh_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the gatherer never raises; this is a bug, and must not stop metrics
+                log.exception("metrics: refresh failed")
+            await asyncio.sleep(max(0.0, self._config.refresh_secs - (self._clock.monotonic() - started)))
+
+    def check_health(self) -> HealthReport:
+        """Probes: ``refresh`` (liveness: the loop runs) and ``http`` (readiness: the endpoint is bound)."""
+        running = self._task is not None and not self._task.done()
+        snap = self._snapshot
+        detail = "no snapshot yet" if snap is None else f"last snapshot at {snap['ts_ms']} ms"
+        refresh = ProbeResult(name="refresh", ok=running, detail=detail if running else "refresh loop not running")
+        url = self.url()
+        http = ProbeResult(name="http", ok=url is not None, liveness=False,
+                           detail=f"serving {url}" if url else (self._bind_error or "not started"))
+        return HealthReport(component="metrics", ts_ms=self._clock.now_ms(), probes=(refresh, http))
+
+
+class MetricsExporterActor:
+    """Thin Ray actor over ``MetricsExporter`` reading the tree in ``ray_namespace``.
+
+    ``components`` names the actors (see ``tradetree.metrics``); ``instruments``
+    lists, per venue, the instruments whose market data age is exported.
+    """
+
+    def __init__(self, config: MetricsConfig, *, redis_url: str, namespace: str, ray_namespace: str,
+                 components: dict[str, Any], instruments: dict[str, list[str]], root_id: str) -> None:
+        reader = RayRedisReader(redis_url=redis_url, namespace=namespace, ray_namespace=ray_namespace,
+                                venues=list(instruments), instruments=instruments, root_id=root_id,
+                                timeout_secs=config.call_timeout_secs)
+        gatherer = SnapshotGatherer(reader, components, timeout_secs=config.call_timeout_secs)
+        self._impl = MetricsExporter(config, gatherer, closer=reader.close)
+
+    async def start(self) -> None:
+        await self._impl.start()
+
+    async def stop(self) -> None:
+        await self._impl.stop()
+
+    async def check_health(self) -> HealthReport:
+        return self._impl.check_health()
+
+    async def url(self) -> str | None:
+        return self._impl.url()
+
+    async def address(self) -> tuple[str, int] | None:
+        return self._impl.address()
+
+    async def refresh_now(self) -> None:
+        await self._impl.refresh_now()
