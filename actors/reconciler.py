@@ -86,6 +86,7 @@ from core.types import (
     OrderIntent,
     OrderState,
     OrderType,
+    Position,
     ProbeResult,
     Side,
     new_client_order_id,
@@ -800,12 +801,10 @@ class FillReconciler:
         started = self._clock.now_ms()
         try:
             await self._ensure_instruments()
-            positions = await store.positions()
-            orders = await store.open_orders(venue=self.name)
-            flight_rows = [
-                (o.inst_id, o.side.sign, o.filled_size, await store.applied_size(o.client_order_id)) for o in orders
-            ]
+            positions, flight_rows = await self._redis_side(store)
             venue_positions = await rest.fetch_positions()
+            # Read again: a fill the venue made while we read it shows up here (see execution.drift).
+            positions_after, flight_rows_after = await self._redis_side(store)
         except TradetreeError as exc:
             return DriftOutcome(started_ms=started, ok=False, error=str(exc))
 
@@ -814,7 +813,11 @@ class FillReconciler:
 
         expected = expected_positions(positions, self.name, include=include)
         flight = {k: v for k, v in in_flight_fills(flight_rows).items() if include(k)}
-        check = self.detector.check(venue_positions, expected, in_flight=flight)
+        after = expected_positions(positions_after, self.name, include=include)
+        for inst_id, qty in in_flight_fills(flight_rows_after).items():
+            if include(inst_id):
+                after[inst_id] = after.get(inst_id, Decimal(0)) + qty
+        check = self.detector.check(venue_positions, expected, in_flight=flight, expected_after=after)
         error = ""
         try:
             await self._act_on_drift(check)
@@ -825,12 +828,21 @@ class FillReconciler:
             started_ms=started, ok=not error, error=error,
             instruments={
                 row.inst_id: {"venue": str(row.venue_qty), "redis": str(row.redis_qty),
-                              "in_flight": str(row.in_flight_qty), "drift": str(row.drift)}
+                              "in_flight": str(row.in_flight_qty), "drift": str(row.unexplained)}
                 for row in check.instruments
             },
             suspected=check.suspected, confirmed=tuple(r.inst_id for r in check.confirmed),
             drifting=check.drifting, resolved=check.resolved,
         )
+
+    async def _redis_side(self, store: RedisStore) -> tuple[list[Position], list[tuple[str, int, Decimal, Decimal]]]:
+        """Positions, and per tracked order of this venue (inst_id, side sign, venue filled, applied)."""
+        positions = await store.positions()
+        orders = await store.open_orders(venue=self.name)
+        flight_rows = [
+            (o.inst_id, o.side.sign, o.filled_size, await store.applied_size(o.client_order_id)) for o in orders
+        ]
+        return positions, flight_rows
 
     async def _act_on_drift(self, check: DriftCheck) -> None:
         _, control, _ = self._parts()

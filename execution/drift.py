@@ -6,11 +6,22 @@ included) plus the fills known to be in flight (an order's venue status says
 more is filled than its applied fills add up to; the fill-health layer owns
 that gap). *Drift* is venue minus expected.
 
-A fill in transit (the venue's position moved, the fill is not applied yet)
-shows up as drift for one check; so a drift counts only when it is beyond
-``tolerance`` at two consecutive checks. A confirmed drift is reported once
-(``confirmed``); when it falls back within tolerance it is reported once as
-``resolved``.
+Reads of the two sides cannot be simultaneous, and a busy venue fills
+between them: a fill executed after Redis was read but before the venue was
+(or executed before and still on its way over the WS) looks like drift. Two
+rules keep such fills from pausing a venue:
+
+- **Bracketing.** Redis is read before and again right after the venue; a
+  venue quantity between the two expected quantities is what Redis held at
+  some instant of the venue's read, hence no drift (``unexplained`` is 0).
+- **Persistence.** A drift counts only when the same unexplained quantity is
+  beyond ``tolerance`` at two consecutive checks (a check apart, seconds;
+  a fill in transit takes milliseconds; two different transits rarely leave
+  the same amount).
+
+A confirmed drift is reported once (``confirmed``) and stays ``drifting``
+while beyond tolerance, whatever its amount; when it falls back within
+tolerance it is reported once as ``resolved``.
 
 Only instruments the venue reports positions for can be compared (swaps on
 OKX): the caller leaves spot holdings out of ``expected``.
@@ -45,6 +56,8 @@ class InstrumentDrift(BaseModel):
     venue_qty: Decimal
     redis_qty: Decimal
     in_flight_qty: Decimal = Decimal(0)
+    # Redis + in flight read again right after the venue; None when not read.
+    expected_after: Decimal | None = None
 
     @property
     def expected_qty(self) -> Decimal:
@@ -54,18 +67,33 @@ class InstrumentDrift(BaseModel):
     def drift(self) -> Decimal:
         return self.venue_qty - self.expected_qty
 
+    @property
+    def unexplained(self) -> Decimal:
+        """The drift no Redis read around the venue's explains: 0 when the venue's quantity lies
+        between the expected quantities before and after it, else the distance to the nearer one."""
+        if self.expected_after is None:
+            return self.drift
+        low, high = sorted((self.expected_qty, self.expected_after))
+        if self.venue_qty < low:
+            return self.venue_qty - low
+        if self.venue_qty > high:
+            return self.venue_qty - high
+        return Decimal(0)
+
     def describe(self) -> str:
         flight = f" + in flight {self.in_flight_qty}" if self.in_flight_qty else ""
-        return (f"{self.inst_id}: venue {self.venue_qty}, Redis {self.redis_qty}{flight}, "
-                f"drift {self.drift}")
+        after = (f" (then {self.expected_after})"
+                 if self.expected_after is not None and self.expected_after != self.expected_qty else "")
+        return (f"{self.inst_id}: venue {self.venue_qty}, Redis {self.redis_qty}{flight}{after}, "
+                f"drift {self.unexplained}")
 
 
 class DriftCheck(BaseModel):
     """The outcome of one check.
 
     ``instruments`` every compared instrument; ``suspected`` beyond tolerance
-    at this check only; ``confirmed`` newly confirmed (beyond tolerance at
-    this and the previous check); ``drifting`` every instrument confirmed and
+    at this check only; ``confirmed`` newly confirmed (the same unexplained
+    drift beyond tolerance at this and the previous check); ``drifting`` every instrument confirmed and
     still beyond tolerance (including the new ones); ``resolved`` confirmed
     before and within tolerance now.
     """
@@ -126,7 +154,7 @@ class DriftDetector:
             raise ValueError("drift tolerance must not be negative")
         self.venue = venue
         self.tolerance = tolerance
-        self._previous_beyond: set[str] = set()
+        self._previous_beyond: dict[str, Decimal] = {}  # inst_id -> unexplained drift at the last check
         self._confirmed: set[str] = set()
         self.checks = 0
         self.confirmed_total = 0
@@ -142,36 +170,41 @@ class DriftDetector:
         expected: Mapping[str, Decimal],
         *,
         in_flight: Mapping[str, Decimal] | None = None,
+        expected_after: Mapping[str, Decimal] | None = None,
     ) -> DriftCheck:
         """Compare one complete snapshot of both sides and update the state.
 
-        ``venue_positions`` and ``expected`` map inst_id to signed quantity; an
-        instrument missing on one side is flat there. Call it only with a
-        complete read of both sides: a failed read is no check at all (it
-        neither confirms nor resolves anything).
+        ``venue_positions`` and ``expected`` (Redis, read before the venue) map
+        inst_id to signed quantity; an instrument missing on one side is flat
+        there. ``in_flight`` is added to ``expected``. ``expected_after`` is
+        Redis plus in flight read again right after the venue (see the module
+        doc); None when it was not read. Call it only with a complete read of
+        both sides: a failed read is no check at all (it neither confirms nor
+        resolves anything).
         """
         flight = in_flight or {}
-        names = sorted(set(venue_positions) | set(expected))
+        names = sorted(set(venue_positions) | set(expected) | set(expected_after or {}))
         rows = tuple(
             InstrumentDrift(
                 inst_id=name,
                 venue_qty=venue_positions.get(name, Decimal(0)),
                 redis_qty=expected.get(name, Decimal(0)),
                 in_flight_qty=flight.get(name, Decimal(0)),
+                expected_after=None if expected_after is None else expected_after.get(name, Decimal(0)),
             )
             for name in names
         )
-        beyond = {row.inst_id for row in rows if abs(row.drift) > self.tolerance}
-        newly = [row for row in rows if row.inst_id in beyond and row.inst_id in self._previous_beyond
-                 and row.inst_id not in self._confirmed]
-        resolved = tuple(sorted(self._confirmed - beyond))
-        self._confirmed = (self._confirmed & beyond) | {row.inst_id for row in newly}
+        beyond = {row.inst_id: row.unexplained for row in rows if abs(row.unexplained) > self.tolerance}
+        newly = [row for row in rows if row.inst_id in beyond and row.inst_id not in self._confirmed
+                 and self._previous_beyond.get(row.inst_id) == beyond[row.inst_id]]
+        resolved = tuple(sorted(self._confirmed - beyond.keys()))
+        self._confirmed = (self._confirmed & beyond.keys()) | {row.inst_id for row in newly}
         self._previous_beyond = beyond
         self.checks += 1
         self.confirmed_total += len(newly)
         return DriftCheck(
             instruments=rows,
-            suspected=tuple(sorted(beyond - self._confirmed)),
+            suspected=tuple(sorted(beyond.keys() - self._confirmed)),
             confirmed=tuple(newly),
             drifting=self.drifting,
             resolved=resolved,

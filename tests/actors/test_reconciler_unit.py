@@ -331,3 +331,32 @@ async def test_no_drift_probe_reads_drift_discrepancies_from_redis(venue, store,
     assert not await _probe_ok(fresh, "no_drift")
     await fresh.check_drift()  # venue and Redis agree (both flat): the discrepancy closes
     assert await _probe_ok(fresh, "no_drift")
+
+
+async def test_drift_check_reads_redis_around_the_venue_so_a_fill_meanwhile_is_no_drift(venue, store, control,
+                                                                                     clock):
+    """The venue fills one of our orders between our Redis read and our venue read, and the fill is
+    applied by the time we read Redis again: at every check. Nothing is suspected, nothing paused."""
+    rec = make(venue, store, control, clock)
+    real_fetch = venue.fetch_positions
+    trades = iter(range(1, 100))
+
+    async def fill_while_reading():
+        venue.positions[SWAP.inst_id] = venue.positions.get(SWAP.inst_id, Decimal(0)) + 1
+        answer = await real_fetch()
+        f = fill(str(next(trades)), clock.now_ms(), coid="")
+        await store.apply_fill(f.model_copy(update={"client_order_id": None, "layer": FillLayer.WS}), SWAP)
+        return answer
+
+    venue.fetch_positions = fill_while_reading
+    for _ in range(4):
+        outcome = await rec.check_drift()
+        assert outcome.ok and outcome.suspected == () and outcome.confirmed == ()
+        clock.advance(5)
+    assert not await control.venue_pauses("okx")
+    # a fill the venue made and Redis never got is still caught: the same drift twice in a row
+    venue.fetch_positions = real_fetch
+    venue.positions[SWAP.inst_id] += 1
+    assert (await rec.check_drift()).suspected == (SWAP.inst_id,)
+    assert (await rec.check_drift()).confirmed == (SWAP.inst_id,)
+    assert "drift" in " ".join(await control.venue_pauses("okx"))

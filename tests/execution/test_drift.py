@@ -99,3 +99,42 @@ def test_position_only_on_one_side_is_drift():
 def test_instrument_drift_arithmetic():
     row = InstrumentDrift(inst_id=BTC, venue_qty=D(5), redis_qty=D(3), in_flight_qty=D(1))
     assert row.expected_qty == 4 and row.drift == 1
+
+
+def test_a_fill_made_while_the_venue_was_read_is_bracketed():
+    """Redis read before the venue lags it by a fill the venue made meanwhile; the read right after
+    holds it: the venue lies between the two, so nothing is suspected, check after check."""
+    det = DriftDetector("okx")
+    for _ in range(3):
+        check = det.check({BTC: D(0)}, {BTC: D(1)}, expected_after={BTC: D(0)})
+        assert check.clean and check.suspected == ()
+        (row,) = check.instruments
+        assert row.drift == -1 and row.unexplained == 0
+
+
+def test_outside_the_bracket_the_nearer_read_is_the_drift():
+    row = InstrumentDrift(inst_id=BTC, venue_qty=D(5), redis_qty=D(1), expected_after=D(3))
+    assert row.unexplained == 2 and "then 3" in row.describe() and "drift 2" in row.describe()
+    row = InstrumentDrift(inst_id=BTC, venue_qty=D(-2), redis_qty=D(1), expected_after=D(3))
+    assert row.unexplained == -3
+
+
+def test_transits_of_different_sizes_at_consecutive_checks_are_not_confirmed():
+    """A busy venue: each check catches a different fill on its way over the WS."""
+    det = DriftDetector("okx")
+    for venue_qty in ("3", "1", "4", "0"):  # expected 2: drift +1, -1, +2, -2
+        check = det.check({BTC: D(venue_qty)}, {BTC: D(2)}, expected_after={BTC: D(2)})
+        assert check.confirmed == () and check.suspected == (BTC,)
+
+
+def test_a_missing_fill_is_confirmed_even_while_other_fills_come_and_go():
+    det = DriftDetector("okx")
+    det.check({BTC: D(3)}, {BTC: D(2)}, expected_after={BTC: D(2)})  # a fill never applied: +1
+    det.check({BTC: D(4)}, {BTC: D(2)}, expected_after={BTC: D(2)})  # plus one in transit: +2
+    check = det.check({BTC: D(4)}, {BTC: D(3)}, expected_after={BTC: D(3)})  # that one arrived: +1 again
+    assert check.confirmed == ()  # +2 then +1: not the same amount twice in a row yet
+    check = det.check({BTC: D(4)}, {BTC: D(3)}, expected_after={BTC: D(3)})
+    assert [r.unexplained for r in check.confirmed] == [1] and check.drifting == (BTC,)
+    # once confirmed it stays drifting whatever the amount, until within tolerance
+    assert det.check({BTC: D(6)}, {BTC: D(3)}, expected_after={BTC: D(3)}).drifting == (BTC,)
+    assert det.check({BTC: D(3)}, {BTC: D(3)}, expected_after={BTC: D(3)}).resolved == (BTC,)

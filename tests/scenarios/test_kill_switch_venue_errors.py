@@ -23,9 +23,8 @@ from tradetree.control import Control
 
 pytestmark = pytest.mark.integration
 
-# An operator's position, wound down with the strategies'. Not on the strategy's instrument: the
-# venue nets positions per instrument, and an opposite position there would make the strategy's
-# own reduce-only closes venue rejections.
+# An operator's position, wound down with the strategies'. On its own instrument, so the wind-down of
+# each position is checked apart.
 INST = "ETH-USDT-SWAP"
 HOLDER = "ManualHolder_v1_ETH"
 OUTAGE_SECS = 10.0
