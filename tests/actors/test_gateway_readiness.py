@@ -22,6 +22,6 @@ async def test_rest_failing_is_not_ready_but_still_live(gateway, sim):
     assert not rest.ok and rest.liveness is False and rest.detail
     assert not report.healthy  # dependents stay held
     assert report.live  # the supervisor does not restart it
-    assert all(p.liveness for p in report.probes if p.name != "rest")
+    assert all(p.liveness for p in report.probes if p.name not in ("rest", "market_data_fresh"))
     sim.faults.clear_all()
     await eventually(ready, what="ready again")
