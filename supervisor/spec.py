@@ -152,6 +152,10 @@ class ChildSpec(BaseModel):
     probe_failures_to_restart: int = Field(default=3, ge=1)
     heartbeat_key: str | None = None
     heartbeat_stale_secs: float = Field(default=10.0, gt=0)
+    # Probes of a dependency every child shares (Redis): while one of them fails, the child is held,
+    # not restarted, whatever else fails with it. A restart cannot bring Redis back, and an outage
+    # must not restart the whole tree and escalate to SAFE MODE; the actors' own loops retry.
+    hold_while_failing: tuple[str, ...] = ("store",)
     startup_timeout_secs: float = Field(default=30.0, gt=0)
     shutdown_timeout_secs: float = Field(default=5.0, gt=0)
     start_paused: bool = False

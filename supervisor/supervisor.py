@@ -256,6 +256,9 @@ class Supervisor:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._next_heartbeat_at = 0.0
         self._heartbeat_error: str | None = None
+        # When heartbeats became readable again after an outage: none could be written meanwhile,
+        # so their age counts from here (else every child would look hung the moment Redis returns).
+        self._heartbeats_readable_since_ms = 0
         self._escalation_reason = ""
 
     # ------------------------------------------------------------------ public
@@ -693,6 +696,9 @@ class Supervisor:
         child.last_probe_error = ""
         if child.is_supervisor:
             return all(p.ok for p in report.probes if p.name == SUPERVISOR_PROBE)
+        held = [p.name for p in report.probes if not p.ok and p.name in child.spec.hold_while_failing]
+        if held:
+            return True  # a shared dependency is down (see ChildSpec.hold_while_failing): no restart
         # Readiness probes (liveness=False) gate releases, not restarts: see ProbeResult.
         return report.live
 
@@ -706,16 +712,20 @@ class Supervisor:
                     log.warning("supervisor %s: heartbeats unreadable: %s", self._spec.id, type(exc).__name__)
                 self._heartbeat_error = f"heartbeats unreadable: {type(exc).__name__}: {exc}"
                 return
-            self._heartbeat_error = None
             now_ms = self._clock.now_ms()
+            if self._heartbeat_error is not None:
+                log.info("supervisor %s: heartbeats readable again", self._spec.id)
+                self._heartbeats_readable_since_ms = now_ms
+            self._heartbeat_error = None
             for child in self._children:
                 key = child.spec.heartbeat_key
                 if not key or not child.state.is_up or (child.op_task is not None and child.op_kind != "release"):
                     continue
                 raw = beats.get(key)
                 last = int(raw) if raw is not None else None
-                if heartbeat_is_stale(last, now_ms, child.spec.heartbeat_stale_secs, child.up_since_ms):
-                    age = (now_ms - max(last or 0, child.up_since_ms)) / 1000
+                since = max(child.up_since_ms, self._heartbeats_readable_since_ms)
+                if heartbeat_is_stale(last, now_ms, child.spec.heartbeat_stale_secs, since):
+                    age = (now_ms - max(last or 0, since)) / 1000
                     self._on_exit(
                         child,
                         ExitReason.HUNG,

@@ -140,3 +140,31 @@ def test_redis_killed_and_restarted_mid_run_loses_no_fill(ray_session, own_redis
         tree.assert_matches_venue()
         mine = [e for e in tree.audit() if e.fill.client_order_id == order.client_order_id]
         assert mine and {e.fill.layer.value for e in mine} <= {"poll", "health", "ws"}
+
+
+def test_a_long_redis_outage_holds_the_tree_and_restarts_nothing(ray_session, own_redis, namespace):
+    """Redis is gone for longer than the heartbeat staleness limit and many probe periods. Restarting
+    actors cannot bring it back, and restart loops would escalate to SAFE MODE: every actor is held
+    (the store probes fail, nothing is restarted, no order can be recorded, so none is sent), and when
+    Redis returns the tree trades on by itself, with Redis matching the venue."""
+    config = scenario_config(own_redis.url, namespace)
+    outage_secs = 15.0  # > the 10 s heartbeat staleness limit, > 3 failing probes of any child
+    with running_tree(config) as tree:
+        tree.wait_running()
+        tree.wait_for_fills(1)
+        before = {name: row["restarts"] for name, row in tree.status().items()}
+        own_redis.kill()
+        time.sleep(outage_secs)
+        during = tree.status()
+        own_redis.start()
+        tree.wait_for(lambda: all(row["state"] == "running" and not row["detail"]
+                                  for row in tree.status().values()), 60, "every actor green again")
+        after = {name: row["restarts"] for name, row in tree.status().items()}
+        assert after == before, f"restarted during or after the outage: {after} (before {before})"
+        assert all(row["state"] == "running" for row in during.values()), during
+        assert tree.redis(lambda s, c: s.kill_flag()) is None  # no SAFE MODE
+        tree.wait_running()
+        filled = len(tree.truth()["trades"])
+        tree.wait_for_fills(filled + 1)  # trading resumed
+        tree.wait_for(tree.matches_venue, 30, "Redis to match the venue")
+        tree.assert_matches_venue()

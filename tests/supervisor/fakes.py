@@ -46,6 +46,7 @@ class Behaviour:
     probe_hang: bool = False
     resume_error: str | None = None
     ready: bool = True  # the readiness probe (liveness=False): gates releases, never restarts
+    store_down: bool = False  # Redis unreachable: a failing "store" probe (and fills_flowing with it)
 
 
 @dataclass(eq=False)
@@ -94,11 +95,14 @@ class FakeChild:
             await asyncio.Event().wait()
         self.probes += 1
         ok = self.behaviour.healthy and self.probes > self.behaviour.healthy_after_probes
+        ok = ok and not self.behaviour.store_down
         self.events.append(f"probe:{'ok' if ok else 'fail'}")
+        store = (ProbeResult(name="store", ok=False, detail="Redis unreachable"),) if self.behaviour.store_down else ()
         return HealthReport(
             component=self.name,
             ts_ms=0,
             probes=(
+                *store,
                 ProbeResult(name="fills_flowing", ok=ok, detail="" if ok else "no fills for 30s"),
                 ProbeResult(name="venue_ready", ok=self.behaviour.ready, liveness=False,
                             detail="" if self.behaviour.ready else "venue REST failing"),

@@ -612,3 +612,37 @@ async def test_failing_readiness_gates_release_but_never_restarts(h):
     h.backend.behaviour("rec").ready = True
     await h.advance(sup, 1.1, passes=2)
     assert sup.child_state("strat") is ChildState.RUNNING
+
+
+async def test_a_redis_outage_holds_children_instead_of_restarting_them(h):
+    """While a child's store probe fails, whatever fails with it is presumed its consequence: no
+    restart (a restart cannot bring Redis back), however long the outage. After it, the usual rules."""
+    sup = h.supervisor(child("a", probe_failures_to_restart=2))
+    await sup.start()
+    h.backend.behaviour("a").store_down = True
+    await h.advance(sup, 1.1, passes=6)
+    assert len(h.backend.incarnations("a")) == 1 and sup.child_state("a") is ChildState.RUNNING
+    report = await h.backend.child("a").check_health()
+    assert {p.name for p in report.failing()} == {"store", "fills_flowing"}
+    h.backend.behaviour("a").store_down = False
+    h.backend.behaviour("a").healthy = False  # Redis is back; now a real liveness failure restarts it
+    await h.advance(sup, 1.1, passes=2)
+    assert len(h.backend.incarnations("a")) >= 2
+
+
+async def test_heartbeats_missed_during_an_outage_count_from_when_redis_returned(h):
+    beats = FakeHeartbeats()
+    beats.beats["gateway:a"] = lambda: h.clock.now_ms()
+    sup = h.supervisor(child("a", heartbeat_key="gateway:a", heartbeat_stale_secs=5), store=beats)
+    await sup.start()
+    await h.advance(sup, 1.0, passes=2)
+    frozen = h.clock.now_ms()
+    beats.beats["gateway:a"] = frozen  # Redis goes down: the child cannot write, we cannot read
+    beats.error = StoreUnavailable("redis down")
+    await h.advance(sup, 1.0, passes=20)
+    beats.error = None  # back: the last beat is 20 s old, but nobody could have written one
+    await h.advance(sup, 1.0, passes=4)
+    assert len(h.backend.incarnations("a")) == 1
+    await h.advance(sup, 1.0, passes=4)  # still no beat 8 s after Redis returned: hung
+    assert len(h.backend.incarnations("a")) == 2
+    assert sup.status()["children"]["a"]["last_exit"].startswith("hung: heartbeat 'gateway:a'")
