@@ -63,6 +63,7 @@ def actor_ids(components: dict[str, Any]) -> list[str]:
     ids = [*(components.get("gateways") or {}).values(), *(components.get("reconcilers") or {}).values(),
            *(components.get("strategies") or {})]
     ids += [components[k] for k in ("risk_monitor", "alerter") if components.get(k)]
+    ids += list((components.get("model_servers") or {}).values())
     return ids
 
 

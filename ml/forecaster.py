@@ -11,6 +11,9 @@ the next ``horizon_bars`` bars, as of the close of the last bar given. Use
   ``ModelServer``, or ``actors.model_server.ModelServerClient`` for the Ray
   actor). The features come from ``ml.features.build_features``, the same
   function training used.
+- ``ServedVolForecaster``: a ``ModelVolForecaster`` through a named
+  ``ModelServerActor``, found on first use and again after any failure (so a
+  restarted server is picked up); building one touches no Ray.
 
 A strategy keeps a ``CandleWindow`` of its closed bars and names its
 forecaster in its params (``ForecasterSpec``, built by ``build_forecaster``).
@@ -50,6 +53,7 @@ __all__ = [
     "ForecasterSpec",
     "build_forecaster",
     "BarWindowForecaster",
+    "ServedVolForecaster",
 ]
 
 _YEAR_MS = 365 * 86_400_000
@@ -159,6 +163,12 @@ class CandleWindow:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def grow(self, max_bars: int) -> None:
+        """Keep up to ``max_bars`` bars from now on (never shrinks; the bars held stay)."""
+        if max_bars > self.max_bars:
+            self.max_bars = max_bars
+            self._rows = deque(self._rows, maxlen=max_bars)
+
     def append(self, bar: Bar) -> None:
         row = (bar.ts_ms, float(bar.open), float(bar.high), float(bar.low), float(bar.close), float(bar.volume))
         if self._rows and bar.ts_ms <= self._rows[-1][0]:
@@ -177,6 +187,8 @@ class ForecasterSpec(BaseModel):
     - ``kind: realized`` with ``window_bars``: trailing realized vol;
     - ``kind: model`` with ``registry_root``, ``name`` (and ``version``): in-process model;
     - ``kind: server`` with ``actor_name`` (and ``ray_namespace``): a running ``ModelServerActor``.
+      In an engine config, ``name`` alone names an entry of its ``models:`` block; the
+      engine tree fills in ``actor_name`` and ``ray_namespace`` when it starts.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -193,8 +205,10 @@ class ForecasterSpec(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> "ForecasterSpec":
-        needed = {"realized": ("window_bars",), "model": ("registry_root", "name"), "server": ("actor_name",)}[self.kind]
+        needed = {"realized": ("window_bars",), "model": ("registry_root", "name"), "server": ()}[self.kind]
         missing = [f for f in needed if getattr(self, f) is None]
+        if self.kind == "server" and self.actor_name is None and self.name is None:
+            missing = ["name (a served model of the engine) or actor_name"]
         if missing:
             raise ValueError(f"forecaster kind {self.kind!r} needs {missing}")
         return self
@@ -203,10 +217,13 @@ class ForecasterSpec(BaseModel):
 def build_forecaster(spec: ForecasterSpec | Mapping[str, Any]) -> VolatilityForecaster:
     """The forecaster ``spec`` describes.
 
+    ``server`` gives a ``ServedVolForecaster``: nothing is resolved here; a
+    server that is missing or down makes its ``forecast`` raise instead.
+
     Raises:
         pydantic.ValidationError: an incomplete or unknown spec.
         ModelNotFound, ModelIntegrityError, ModelNotApproved, MLError: as ``from_registry``.
-        ValueError: ``server`` and no actor of that name is alive (from Ray).
+        MLError: ``server`` without ``actor_name`` (only an engine tree resolves ``name`` to its actor).
     """
     spec = spec if isinstance(spec, ForecasterSpec) else ForecasterSpec.model_validate(dict(spec))
     if spec.kind == "realized":
@@ -215,12 +232,68 @@ def build_forecaster(spec: ForecasterSpec | Mapping[str, Any]) -> VolatilityFore
         return ModelVolForecaster.from_registry(
             str(spec.registry_root), str(spec.name), spec.version, require_approved=spec.require_approved
         )
+    if spec.actor_name is None:
+        raise MLError(
+            f"forecaster kind 'server' names model {spec.name!r} but no actor_name: only the engine tree "
+            "resolves a served model (from its models: block); elsewhere use kind 'model' with registry_root"
+        )
+    return ServedVolForecaster(spec.actor_name, ray_namespace=spec.ray_namespace, timeout_secs=spec.timeout_secs)
+
+
+def _connect_ray_server(actor_name: str, ray_namespace: str | None, timeout_secs: float) -> Any:
     import ray
 
     from actors.model_server import ModelServerClient  # the actor layer, only when asked for
 
-    handle = ray.get_actor(str(spec.actor_name), namespace=spec.ray_namespace)
-    return ModelVolForecaster.from_server(ModelServerClient(handle, timeout_secs=spec.timeout_secs))
+    if not ray.is_initialized():
+        raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")
+    handle = ray.get_actor(actor_name, namespace=ray_namespace)
+    return ModelServerClient(handle, timeout_secs=timeout_secs)
+
+
+class ServedVolForecaster:
+    """A ``ModelVolForecaster`` through the ``ModelServerActor`` named ``actor_name``.
+
+    The actor is looked up (and asked to ``describe`` its model) on the first
+    ``forecast``, and again on the next one after any failure, so a server the
+    supervisor restarted, or restarted on a new model version, is picked up.
+    ``horizon_bars`` and ``min_history_bars`` are 0 until the model is known.
+    ``forecast`` raises whatever the lookup or the server raises (actor not
+    found, timed out, not serving, not a volatility model): wrap it in
+    ``BarWindowForecaster`` to fail closed to NaN.
+
+    ``connect(actor_name, ray_namespace, timeout_secs)`` returns the server
+    (``describe`` + ``predict``); the default goes through Ray.
+    """
+
+    def __init__(self, actor_name: str, *, ray_namespace: str | None = None, timeout_secs: float = 10.0,
+                 connect: Any = None) -> None:
+        self.actor_name = actor_name
+        self.ray_namespace = ray_namespace
+        self.timeout_secs = timeout_secs
+        self._connect = connect or _connect_ray_server
+        self._inner: ModelVolForecaster | None = None
+        self.horizon_bars = 0
+        self.min_history_bars = 0
+        self.connects = 0
+
+    def _forecaster(self) -> ModelVolForecaster:
+        if self._inner is None:
+            server = self._connect(self.actor_name, self.ray_namespace, self.timeout_secs)
+            inner = ModelVolForecaster.from_server(server)
+            self.connects += 1
+            self._inner = inner
+            self.horizon_bars, self.min_history_bars = inner.horizon_bars, inner.min_history_bars
+        return self._inner
+
+    def forecast(self, candles: pd.DataFrame | FeatureInputs) -> float:
+        try:
+            return self._forecaster().forecast(candles)
+        except InsufficientHistory:
+            raise  # our window, not the server: keep the connection
+        except Exception:
+            self._inner = None  # resolve again next time: the server may have been restarted
+            raise
 
 
 class BarWindowForecaster:
@@ -256,9 +329,13 @@ class BarWindowForecaster:
             return math.nan
         try:
             value = float(self.forecaster.forecast(frame))
+        except InsufficientHistory:
+            value = math.nan  # still warming up (a served model's history need is known only once asked)
         except Exception as exc:  # no forecast means no new risk; the error is kept for stats
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("volatility forecast unavailable: %s", self.last_error)
-            return math.nan
+            value = math.nan
+        # A forecaster that learns its history need late (ServedVolForecaster) gets a window that fits it.
+        self.window.grow(self.forecaster.min_history_bars)
         return value if math.isfinite(value) and value > 0 else math.nan

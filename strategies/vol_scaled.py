@@ -1,9 +1,25 @@
 """VolScaledDirectional: an EMA-slope direction sized by target vol / forecast vol.
 
-The volatility forecaster is pluggable (``VolatilityForecaster``): the
-default is trailing realized vol; a model-backed forecaster (e.g. one that
-asks the ``ModelServer``) can be injected with
-``VolScaledDirectional(config, forecaster=...)``.
+The volatility forecaster is pluggable (``VolatilityForecaster``) and named
+in the params as ``vol_forecaster`` (an ``ml.forecaster.ForecasterSpec``
+mapping):
+
+- absent, or ``{kind: realized}`` (``window_bars`` defaults to
+  ``vol_window_bars``): trailing realized vol of the closes
+  (``RealizedVolForecaster`` below, no ML);
+- ``{kind: model, registry_root, name, version?}``: the registered model,
+  loaded in-process (backtests, paper, live alike);
+- ``{kind: server, name}``: the engine tree's ``ModelServer[<name>]`` (an
+  entry of the engine config's ``models:`` block). The tree fills in the
+  actor's ``actor_name`` and ``ray_namespace`` when it starts; without them
+  (a backtest has no tree) construction raises ``ConfigError`` telling to
+  use ``kind: model``.
+
+Model-backed forecasters are wrapped in ``ml.forecaster.BarWindowForecaster``
+(the strategy feeds it every bar), so a model or server that cannot answer
+gives NaN: no trade on that bar. A ``forecaster=`` constructor argument
+overrides the params (tests, the backtester's callers). This module imports
+no ML or Ray code unless a model-backed forecaster is asked for.
 """
 
 from __future__ import annotations
@@ -13,11 +29,12 @@ from collections import deque
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, Decimal
 from itertools import islice
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
 
 from core.config import StrategyConfig
+from core.errors import ConfigError
 from core.types import Bar, OrderIntent
 from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 from strategies.indicators import EMA
@@ -82,14 +99,60 @@ class VolScaledDirectionalParams(StrategyParams):
     lot_size: Decimal = Field(gt=0)  # sizes are rounded down to this step
     rebalance_band: float = Field(default=0.2, ge=0)  # resize only when off by this fraction
     allow_short: bool = True
+    # An ml.forecaster.ForecasterSpec mapping (see the module doc); None: realized vol over vol_window_bars.
+    vol_forecaster: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "VolScaledDirectionalParams":
-        if self.history_bars <= self.vol_window_bars:
-            raise ValueError("history_bars must be above vol_window_bars")
         if self.max_size < self.lot_size:
             raise ValueError("max_size must be at least lot_size")
+        spec = self.vol_forecaster
+        if spec is not None:
+            if spec.get("kind") == "realized":
+                extra = sorted(set(spec) - {"kind", "window_bars"})
+                if extra:
+                    raise ValueError(f"vol_forecaster: kind 'realized' takes only window_bars, not {extra}")
+                window = spec.get("window_bars", self.vol_window_bars)
+                if not isinstance(window, int) or isinstance(window, bool) or window < 2:
+                    raise ValueError(f"vol_forecaster.window_bars: an integer >= 2, got {window!r}")
+            else:
+                _check_model_spec(spec)
+        if self.history_bars <= self.realized_window_bars:  # after the spec check: window_bars is an int
+            raise ValueError("history_bars must be above vol_window_bars (or vol_forecaster.window_bars)")
         return self
+
+    @property
+    def realized_window_bars(self) -> int:
+        """The realized-vol window (when the forecaster is realized vol)."""
+        spec = self.vol_forecaster or {}
+        return int(spec.get("window_bars", self.vol_window_bars)) if spec.get("kind", "realized") == "realized" \
+            else self.vol_window_bars
+
+
+def _check_model_spec(spec: dict[str, Any]) -> None:
+    """Validate a model-backed forecaster spec (imports the ML package, only for these).
+
+    Raises:
+        ValueError: the spec is not a valid ``ForecasterSpec``, or is a served model
+            the engine tree has not resolved (no ``actor_name``): see the module doc.
+    """
+    from pydantic import ValidationError
+
+    from ml.forecaster import ForecasterSpec
+
+    try:
+        parsed = ForecasterSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'vol_forecaster'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"vol_forecaster: {problems}") from None
+    if parsed.kind == "server" and parsed.actor_name is None:
+        raise ValueError(
+            f"vol_forecaster: kind 'server' (model {parsed.name!r}) is served by the engine tree's "
+            f"ModelServer[{parsed.name}], which fills in actor_name and ray_namespace when it starts; there is "
+            "no tree here (e.g. a backtest): use kind 'model' with registry_root and name to run the same "
+            "registered model in-process"
+        )
 
 
 def _sign(x: Decimal | float) -> int:
@@ -116,20 +179,38 @@ class VolScaledDirectional(Strategy):
     """
 
     Params = VolScaledDirectionalParams
+    # Params that name a forecaster (ForecasterSpec mappings): the engine config checks served models there.
+    forecaster_params: ClassVar[tuple[str, ...]] = ("vol_forecaster",)
 
     def __init__(
         self, config: StrategyConfig, *, forecaster: VolatilityForecaster | None = None
     ) -> None:
+        """Raises ConfigError: bad params, or a ``kind: model`` forecaster whose model cannot be loaded."""
         super().__init__(config)
         self.params: VolScaledDirectionalParams
         p = self.params
         self.inst_id = config.symbols[0]
-        self.forecaster: VolatilityForecaster = forecaster or RealizedVolForecaster(p.vol_window_bars)
+        self.forecaster: VolatilityForecaster = forecaster or self._build_forecaster()
+        # A bar-window forecaster (model-backed) needs every bar before it is asked.
+        self._observe = getattr(self.forecaster, "observe", None)
         self._ema = EMA(p.ema_bars)
         self._ema_history: deque[float] = deque(maxlen=p.slope_bars + 1)
         self._closes: deque[float] = deque(maxlen=p.history_bars)
         self.last_forecast: float | None = None
         self.last_direction: int | None = None
+
+    def _build_forecaster(self) -> VolatilityForecaster:
+        p = self.params
+        spec = p.vol_forecaster
+        if spec is None or spec.get("kind") == "realized":
+            return RealizedVolForecaster(p.realized_window_bars)
+        from ml.errors import MLError
+        from ml.forecaster import BarWindowForecaster, build_forecaster
+
+        try:
+            return BarWindowForecaster(build_forecaster(spec), max_bars=p.history_bars)
+        except MLError as exc:  # e.g. the model is not in the registry, or fails its gate
+            raise ConfigError(f"strategy {self.id} params: vol_forecaster: {type(exc).__name__}: {exc}") from None
 
     def size_for(self, forecast: float) -> Decimal:
         """The position size for a per-bar vol ``forecast`` (> 0): scaled, capped, lot-rounded."""
@@ -150,6 +231,8 @@ class VolScaledDirectional(Strategy):
         if bar.inst_id != self.inst_id or bar.close <= 0:
             return []  # a non-positive price is a garbled feed, not a market
         close = float(bar.close)
+        if self._observe is not None:
+            self._observe(bar)  # the same bar twice (a caller fed it already) just replaces it
         self._closes.append(close)
         self._ema_history.append(self._ema.update(close))
         if not self._ema.ready or len(self._ema_history) <= self.params.slope_bars:

@@ -7,8 +7,10 @@
     │   ├── VenueGateway[<venue>]       REST (ccxt) + WS (websockets); fills tagged ws
     │   └── FillReconciler[<venue>]     its own REST client: polling, fill health, drift
     ├── RiskMonitor                     breakers from Redis; hosts the kill switch
+    ├── ModelServer[<model>] ...        one per ``models:`` entry; started (probes green) before strategies
     └── StrategySupervisor              one_for_one
-        └── <strategy id> ...           start paused; released when their venue's probes are green
+        └── <strategy id> ...           start paused; released when their venue's probes (and those
+                                        of every ModelServer they forecast with) are green
 
 ``build_root_spec`` has no side effects; ``start_root`` launches it on Ray.
 Actor names are the spec ids, all in one Ray namespace, so the dashboard and
@@ -22,7 +24,7 @@ import functools
 import logging
 from typing import Any, Mapping
 
-from tradetree.config import EngineConfig
+from tradetree.config import EngineConfig, model_server_id, resolve_served_models, served_model_refs
 from supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "ALERTER_ID",
     "RISK_MONITOR_ID",
     "METRICS_EXPORTER_ID",
+    "model_server_id",
     "build_root_spec",
     "start_root",
     "enter_safe_mode",
@@ -116,11 +119,29 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
     )
 
 
+def _model_server_child(model) -> ChildSpec:
+    # Its start gate is its probes (serving, model file integrity, canary): the supervisor waits for
+    # them before starting the next child, so strategies find it serving.
+    return ChildSpec(
+        id=model_server_id(model.name),
+        actor_class="actors.model_server:ModelServerActor",
+        args=(str(model.registry_root), model.name, model.version),
+        kwargs={"require_approved": model.require_approved},
+        restart=RestartType.PERMANENT,
+        backoff=BackoffSpec(min_secs=1.0, max_secs=60.0, jitter=0.2),
+        probe_timeout_secs=10.0,  # the canary is a model prediction: allow a slow one under load
+        startup_timeout_secs=60.0,
+    )
+
+
 def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_namespace: str) -> ChildSpec:
+    # A strategy forecasting with a served model gets that server's actor in its params, and waits
+    # for the server's probes too.
+    models = tuple(model_server_id(name) for _, name in served_model_refs(strategy))
     return ChildSpec(
         id=strategy.id,
         actor_class="actors.strategy_host:StrategyActor",
-        args=(strategy,),
+        args=(resolve_served_models(strategy, ray_namespace=ray_namespace),),
         kwargs={
             "gateway_name": gateway_id(strategy.venue),
             "redis_url": redis_url,
@@ -133,7 +154,8 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
         restart=RestartType.PERMANENT,
         start_paused=True,
         # The whole fill pipeline of the venue must be green, not just the gateway.
-        release_after=(gateway_id(strategy.venue), reconciler_id(strategy.venue), RISK_MONITOR_ID),
+        release_after=(gateway_id(strategy.venue), reconciler_id(strategy.venue), RISK_MONITOR_ID,
+                       *dict.fromkeys(models)),
         startup_timeout_secs=30.0,
     )
 
@@ -159,6 +181,7 @@ def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) 
                 "strategies": {s.id: s.venue for s in config.strategies},
                 "risk_monitor": RISK_MONITOR_ID,
                 "alerter": ALERTER_ID,
+                "model_servers": {m.name: model_server_id(m.name) for m in config.models},
             },
             "instruments": instruments,
             "root_id": ROOT_ID,
@@ -200,7 +223,8 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     metrics: tuple[ChildSpec, ...] = ()
     if config.metrics.enabled:
         metrics = (_metrics_child(config, redis_url=redis_url, ray_namespace=ray_namespace),)
-    children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor)
+    model_servers = tuple(_model_server_child(m) for m in config.models)
+    children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor, *model_servers)
     if config.strategies:
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,

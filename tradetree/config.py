@@ -8,10 +8,12 @@ into a ``ConfigError`` naming the file and the dotted field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.alerter import AlerterConfig
 from core.config import (
@@ -28,7 +30,17 @@ from risk.config import RiskConfig
 from risk.kill_switch import KillSwitchConfig
 from sim.config import SimulatorConfig
 
-__all__ = ["EngineConfig", "MetricsConfig", "SupervisionConfig", "load_engine_config", "check_strategies"]
+__all__ = [
+    "EngineConfig",
+    "MetricsConfig",
+    "ServedModelConfig",
+    "SupervisionConfig",
+    "load_engine_config",
+    "check_strategies",
+    "model_server_id",
+    "served_model_refs",
+    "resolve_served_models",
+]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -74,6 +86,69 @@ class MetricsConfig(BaseModel):
     call_timeout_secs: float = Field(default=3.0, gt=0)
 
 
+def model_server_id(name: str) -> str:
+    """The supervision id (and Ray actor name) of the tree's server of model ``name``."""
+    return f"ModelServer[{name}]"
+
+
+class ServedModelConfig(BaseModel):
+    """One registered model the tree serves, as the supervised child ``ModelServer[<name>]``.
+
+    ``version`` None serves the latest version at start. ``registry_root`` must
+    exist when the config is loaded (a relative one is taken from the engine
+    config's folder by ``load_engine_config``). Unless ``require_approved`` is
+    false, only a model that passed its walk-forward gate is served.
+    Strategies name it with ``vol_forecaster: {kind: server, name: <name>}``.
+    """
+
+    model_config = _FROZEN
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    version: str | None = Field(default=None, pattern=r"^v[0-9]+$")
+    registry_root: Path
+    require_approved: bool = True
+
+    @field_validator("registry_root")
+    @classmethod
+    def _exists(cls, root: Path) -> Path:
+        if not root.is_dir():
+            raise ValueError(f"registry_root {str(root)!r} is not a directory (train and register a model first: "
+                             "tradetree ml train --registry ...)")
+        return root
+
+
+def served_model_refs(strategy: StrategyConfig) -> list[tuple[str, str]]:
+    """``(params field, model name)`` for every served model (``kind: server`` with a ``name``
+    and no ``actor_name``) the strategy's params name. Unknown classes name none."""
+    from strategies.registry import STRATEGY_CLASSES
+
+    cls = STRATEGY_CLASSES.get(strategy.class_name)
+    refs = []
+    for field in getattr(cls, "forecaster_params", ()):
+        spec = strategy.params.get(field)
+        if isinstance(spec, Mapping) and spec.get("kind") == "server" and spec.get("actor_name") is None \
+                and isinstance(spec.get("name"), str):
+            refs.append((field, spec["name"]))
+    return refs
+
+
+def _unknown_served_models(strategy: StrategyConfig, known: Sequence[str]) -> list[str]:
+    return [f"params.{field}.name: served model {name!r} is not in the engine config's models: (have {list(known)})"
+            for field, name in served_model_refs(strategy) if name not in known]
+
+
+def resolve_served_models(strategy: StrategyConfig, *, ray_namespace: str) -> StrategyConfig:
+    """``strategy`` with each served model it names pointed at the tree's actor
+    (``actor_name`` = ``model_server_id(name)``, ``ray_namespace``). Others unchanged."""
+    refs = served_model_refs(strategy)
+    if not refs:
+        return strategy
+    params = dict(strategy.params)
+    for field, name in refs:
+        params[field] = {**params[field], "actor_name": model_server_id(name), "ray_namespace": ray_namespace}
+    return strategy.model_copy(update={"params": params})
+
+
 class EngineConfig(BaseModel):
     """The whole tree: Redis, venues, strategies and the embedded simulator."""
 
@@ -84,6 +159,7 @@ class EngineConfig(BaseModel):
     venues: tuple[VenueConfig, ...] = Field(min_length=1)
     strategies: tuple[StrategyConfig, ...] = ()
     strategy_files: tuple[Path, ...] = ()  # relative to the engine config's folder
+    models: tuple[ServedModelConfig, ...] = ()  # served by ModelServer[<name>] children of the tree
     simulator: SimulatorConfig = SimulatorConfig()
     risk: RiskConfig = RiskConfig()
     reconciler: ReconcilerConfig = ReconcilerConfig()
@@ -111,6 +187,12 @@ class EngineConfig(BaseModel):
         ids = [s.id for s in self.strategies]
         if len(set(ids)) != len(ids):
             raise ValueError(f"strategy ids must be unique, got {ids}")
+        models = [m.name for m in self.models]
+        if len(set(models)) != len(models):
+            raise ValueError(f"models: names must be unique, got {models}")
+        for i, s in enumerate(self.strategies):
+            for problem in _unknown_served_models(s, models):
+                raise ValueError(f"strategies.{i} ({s.id}): {problem}")
         return self
 
     def venue(self, name: str) -> VenueConfig:
@@ -123,9 +205,13 @@ class EngineConfig(BaseModel):
 def load_engine_config(path: str | Path) -> EngineConfig:
     """Load an engine config and the strategy files it names.
 
+    Relative ``strategy_files`` and ``models[].registry_root`` are taken from
+    the engine config's folder.
+
     Raises:
         ConfigError: unreadable file, bad YAML, or a field that fails
-            validation; the message names the file and the field.
+            validation; the message names the file and the field (for a
+            strategy file naming a served model not in ``models:``, that file).
     """
     path = Path(path)
     raw = read_yaml(path)
@@ -136,7 +222,15 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     files = raw.get("strategy_files") or []
     if not isinstance(files, list):
         raise ConfigError(f"{path}: strategy_files: expected a list of paths")
-    extra = [load_strategy_config(path.parent / f).model_dump(by_alias=True) for f in files]
+    raw = _models_relative_to(raw, path.parent)
+    known = _raw_model_names(raw)
+    extra = []
+    for f in files:
+        strategy = load_strategy_config(path.parent / f)
+        if known is not None:
+            for problem in _unknown_served_models(strategy, known):
+                raise ConfigError(f"{path.parent / f}: {problem}")
+        extra.append(strategy.model_dump(by_alias=True))
     if extra:
         raw = {**raw, "strategies": list(raw.get("strategies") or []) + extra}
     try:
@@ -150,8 +244,32 @@ def load_engine_config(path: str | Path) -> EngineConfig:
     return config
 
 
+def _models_relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    models = raw.get("models")
+    if not isinstance(models, list):
+        return raw  # absent, or malformed: validation names it
+    fixed = []
+    for m in models:
+        root = m.get("registry_root") if isinstance(m, dict) else None
+        if isinstance(root, str) and not Path(root).is_absolute():
+            m = {**m, "registry_root": str(folder / root)}
+        fixed.append(m)
+    return {**raw, "models": fixed}
+
+
+def _raw_model_names(raw: dict[str, Any]) -> list[str] | None:
+    """Names in a raw ``models:`` block; None when it is malformed (validation reports it)."""
+    models = raw.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        return None
+    return [m.get("name") for m in models]
+
+
 def check_strategies(config: EngineConfig) -> None:
     """Build every configured strategy once, so bad classes or params fail at start.
+
+    Served models are resolved as the tree will resolve them (nothing is
+    contacted: the server is looked up on a strategy's first forecast).
 
     Raises:
         ConfigError: unknown class, or params that fail validation (named).
@@ -159,4 +277,4 @@ def check_strategies(config: EngineConfig) -> None:
     from strategies.registry import build_strategy
 
     for strategy in config.strategies:
-        build_strategy(strategy)
+        build_strategy(resolve_served_models(strategy, ray_namespace=config.name))

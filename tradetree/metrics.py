@@ -10,7 +10,8 @@ The snapshot (every section optional; absent means "not read this time"):
     ts_ms            when it was gathered (our clock); ages are taken at that instant
     gather_secs      how long gathering took
     components       {"gateways": {venue: id}, "reconcilers": {venue: id},
-                      "strategies": {strategy: venue}, "risk_monitor": id, "alerter": id}
+                      "strategies": {strategy: venue}, "risk_monitor": id, "alerter": id,
+                      "model_servers": {model: id}}
     tree             ``supervisor.tree.tree_status`` output
     redis            ``tradetree.status.collect_snapshot`` output (without ``actors``) plus
                      ``venues: {venue: {fills_by_layer, control (ControlSnapshot as JSON), marks}}``
@@ -29,7 +30,7 @@ Guarantees:
 
 Names are ``tradetree_*``; units are in the names (``_seconds``, ``_total``);
 labels are ``venue``, ``strategy``, ``instrument``, ``layer``, ``child``,
-``component``.
+``component``, ``model``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class TreeCollector(Collector):
         sections: list[tuple[str, Callable[[_Families, Snapshot], None]]] = [
             ("tree", _tree), ("redis", _redis), ("gateways", _gateways), ("reconcilers", _reconcilers),
             ("strategies", _strategies), ("risk_monitor", _risk_monitor), ("alerter", _alerter),
+            ("model_servers", _model_servers),
         ]
         if snap is not None:
             for name, build in sections:
@@ -398,6 +400,26 @@ def _alerter(out: _Families, snap: Snapshot) -> None:
         out.counter("tradetree_alerts_total", "Alerts by outcome (sent to Slack, failed, dropped, ...).",
                     s.get(outcome, 0), outcome=outcome)
     out.gauge("tradetree_alerts_pending", "Alerts queued for delivery.", s.get("pending", 0))
+
+
+_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.ServerState
+
+
+def _model_servers(out: _Families, snap: Snapshot) -> None:
+    stats = snap.get("stats") or {}
+    for model, actor_id in sorted((_components(snap).get("model_servers") or {}).items()):
+        s = stats.get(actor_id)
+        if s is None:
+            continue
+        state = s.get("state")
+        for known in _MODEL_SERVER_STATES:  # a fixed set, so no free text of the stats becomes a label
+            out.gauge("tradetree_model_server_state", "1 for the model server's current state.",
+                      state == known, model=model, state=known)
+        out.counter("tradetree_model_server_predictions_total", "Predictions the model server returned.",
+                    s.get("predictions_served", 0), model=model)
+        out.counter("tradetree_model_server_batches_failed_total",
+                    "Prediction batches the model server refused (an unusable item fails the batch).",
+                    s.get("batches_failed", 0), model=model)
 
 
 def build_registry(collector: TreeCollector) -> CollectorRegistry:
