@@ -40,6 +40,14 @@ __all__ = [
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
+# Order.transition's copy: the per-instance slots of a pydantic model, set through their descriptors.
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+_new = object.__new__
+_TRANSITION_FIELDS = frozenset({"state", "updated_ms"})
+
 
 class InstrumentKind(str, enum.Enum):
     SPOT = "spot"
@@ -226,7 +234,24 @@ class Order(BaseModel):
                 f"order {self.client_order_id}: {self.state.value} -> {new_state.value} "
                 "is not allowed"
             )
-        return self.model_copy(update={"state": new_state, "updated_ms": now_ms, **changes})
+        if self.__pydantic_private__ is not None or self.__pydantic_extra__ is not None:
+            return self.model_copy(update={"state": new_state, "updated_ms": now_ms, **changes})
+        # What model_copy(update=...) does for a model without extras or private attributes, without
+        # its generic overhead (orders change state on every fill; the backtester makes many):
+        # a shallow copy of the values with the update applied, not validated.
+        values = self.__dict__.copy()
+        values["state"] = new_state
+        values["updated_ms"] = now_ms
+        fields_set = self.__pydantic_fields_set__ | _TRANSITION_FIELDS
+        if changes:
+            values.update(changes)
+            fields_set = fields_set | changes.keys()
+        copied = _new(type(self))
+        _SET_DICT(copied, values)
+        _SET_FIELDS_SET(copied, fields_set)
+        _SET_EXTRA(copied, None)
+        _SET_PRIVATE(copied, None)
+        return copied
 
     @property
     def remaining_size(self) -> Decimal:

@@ -195,12 +195,13 @@ def limit_reasons(intent: OrderIntent, inputs: PreTradeInputs, cfg: RiskConfig) 
         return []
     reasons: list[str] = []
     ikey = (intent.strategy_id, intent.venue, intent.inst_id)
-    where = instrument_key(intent.venue, intent.inst_id)
-    exposure = _Exposure(inputs)
-    extra = (intent.size, _ZERO) if intent.side is Side.BUY else (_ZERO, intent.size)
+    exposure: _Exposure | None = None  # built only when a limit needs it (most runs set none)
 
     pos_limit = cfg.position_limit(intent.venue, intent.inst_id)
     if pos_limit is not None:
+        where = instrument_key(intent.venue, intent.inst_id)
+        exposure = _Exposure(inputs)
+        extra = (intent.size, _ZERO) if intent.side is Side.BUY else (_ZERO, intent.size)
         before, after = exposure.worst(ikey), exposure.worst(ikey, *extra)
         if after > pos_limit and after > before:
             reasons.append(
@@ -209,6 +210,8 @@ def limit_reasons(intent: OrderIntent, inputs: PreTradeInputs, cfg: RiskConfig) 
             )
 
     if cfg.notional_limits_set:
+        if exposure is None:
+            exposure = _Exposure(inputs)
         unknown: set[str] = set()
         if cfg.max_order_notional is not None:
             # A limit order is valued at its own price, a market order at the mark.

@@ -57,7 +57,7 @@ import hashlib
 import re
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from sim.config import FeeSchedule, SimInstrument
@@ -83,9 +83,38 @@ ZERO = Decimal(0)
 _TWO_POW_M53 = 2.0**-53  # 53 random bits -> a float in [0, 1)
 _FEE_QUANTUM = Decimal("0.00000001")
 _CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_shake_128 = hashlib.shake_128
 
 ORDER_TYPES = frozenset({"market", "limit", "post_only", "ioc", "fok"})
 LIVE_STATES = frozenset({"live", "partially_filled"})
+
+
+def frozen_builder(cls: type) -> type:
+    """An unfrozen twin of the frozen, slotted dataclass ``cls``, for building instances fast.
+
+    A frozen dataclass sets each field through ``object.__setattr__`` in its
+    ``__init__``, several times the cost of a plain attribute store; with the
+    20 fields of an :class:`OrderView`, that was a visible share of the
+    backtester's order path. The twin has the same fields, defaults and slots,
+    so an instance made on it can become a ``cls`` by assigning ``__class__``
+    (Python allows that between types of the same layout)::
+
+        view = _OrderViewB(...); view.__class__ = OrderView
+
+    The result is an ordinary, frozen ``cls`` instance, equal to ``cls(...)`` of
+    the same values. Raises ``TypeError`` at import if ``cls`` is not a slotted
+    dataclass.
+    """
+    if "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a slotted dataclass")
+    ns: dict = {"__annotations__": {f.name: f.type for f in fields(cls)}, "__module__": cls.__module__}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            ns[f.name] = f.default
+    twin = dataclass(slots=True, eq=False, repr=False)(type(f"_{cls.__name__}Builder", (), ns))
+    if twin.__slots__ != cls.__slots__:
+        raise TypeError(f"{cls.__name__}: the builder's slots differ")
+    return twin
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +266,12 @@ class BookView:
     asks: tuple[tuple[Decimal, Decimal], ...]
 
 
+_OrderViewB = frozen_builder(OrderView)
+_FillViewB = frozen_builder(FillView)
+_OrderEventB = frozen_builder(OrderEvent)
+_SubmitResultB = frozen_builder(SubmitResult)
+
+
 @dataclass(slots=True)
 class _Inst:
     cfg: SimInstrument
@@ -244,10 +279,12 @@ class _Inst:
     base: str
     quote: str
     ct_val: Decimal  # 1 for spot
-
-    @property
-    def inst_id(self) -> str:
-        return self.cfg.inst_id
+    taker: Decimal  # fee rates of this instrument's kind
+    maker: Decimal
+    inst_id: str = ""  # cfg.inst_id (copied: read on every order)
+    fee_ccy: str = ""  # the currency fees are charged in: quote (spot), USDT (swaps)
+    lot_f: float = 0.0  # float(cfg.lot_size)
+    taker_plus_one: Decimal = ZERO  # 1 + taker
 
 
 @dataclass(slots=True)
@@ -264,6 +301,7 @@ class _Order:
     reduce_only: bool
     c_time: int
     due_ms: int
+    ord_id: str = ""  # str(seq)
     state: str = "live"
     u_time: int = 0
     acc_fill_sz: Decimal = ZERO
@@ -276,10 +314,6 @@ class _Order:
     reserve_ccy: str = ""
     cancel_source: str = ""
     view: "OrderView | None" = None  # the last snapshot, valid while u_time is unchanged (see _view)
-
-    @property
-    def ord_id(self) -> str:
-        return str(self.seq)
 
     @property
     def remaining(self) -> Decimal:
@@ -341,18 +375,27 @@ class MatchingEngine:
         self._levels = book_levels
         self._latency_ms = latency_ms
         self._shape = book_shape or BookShape()
+        self._top_notional_f = float(self._shape.top_level_notional)  # constants of _rebuild_book
+        self._growth_f = float(self._shape.depth_growth)
+        self._buy_buffer = 1 + self._shape.market_buffer  # the same decimals _reference_px computed each time
+        self._sell_buffer = 1 - self._shape.market_buffer
         self._book_salt: dict[str, bytes] = {}  # per instrument: keys the level sizes, see _rebuild_book
         self._book_draws = struct.Struct(f"<{2 * book_levels}Q")
         self._book_due: dict[str, tuple[Decimal, int]] = {}  # inst -> (price, ts) of a book not built yet
         self._insts: dict[str, _Inst] = {}
         for cfg in instruments:
             spot = spot_of(cfg.inst_id)
+            fees_ = self._fees
             if spot is not None:
                 base, quote = spot.split("-", 1)
-                self._insts[cfg.inst_id] = _Inst(cfg, "SWAP", base, quote, cfg.contract_value)
+                self._insts[cfg.inst_id] = _Inst(cfg, "SWAP", base, quote, cfg.contract_value, fees_.swap_taker,
+                                                 fees_.swap_maker, cfg.inst_id, "USDT", float(cfg.lot_size))
             else:
                 base, quote = cfg.inst_id.split("-", 1)
-                self._insts[cfg.inst_id] = _Inst(cfg, "SPOT", base, quote, Decimal(1))
+                self._insts[cfg.inst_id] = _Inst(cfg, "SPOT", base, quote, Decimal(1), fees_.spot_taker,
+                                                 fees_.spot_maker, cfg.inst_id, quote, float(cfg.lot_size))
+            inst_ = self._insts[cfg.inst_id]
+            inst_.taker_plus_one = 1 + inst_.taker
         self._book_salt = {inst_id: derive_seed(seed, f"book:{inst_id}").to_bytes(8, "little")
                            for inst_id in self._insts}
         self._cash: dict[str, Decimal] = {k: Decimal(v) for k, v in (initial_balances or {}).items()}
@@ -523,11 +566,14 @@ class MatchingEngine:
             return []
         self._now_ms = max(self._now_ms, tick.ts_ms)
         events: list[OrderEvent] = []
-        self._fill_resting(inst, tick, events)
+        live = self._live  # (both steps below have nothing to do without live orders)
+        if live:
+            self._fill_resting(inst, tick, events)
         self._marks[inst.inst_id] = tick.price
         self._books.pop(inst.inst_id, None)
         self._book_due[inst.inst_id] = (tick.price, tick.ts_ms)
-        self._match_due(tick.ts_ms, events, only=inst.inst_id)
+        if live:
+            self._match_due(tick.ts_ms, events, only=inst.inst_id)
         return events
 
     def process_due(self, ts_ms: int) -> list[OrderEvent]:
@@ -539,6 +585,8 @@ class MatchingEngine:
         return events
 
     def _fill_resting(self, inst: _Inst, tick: MarketTick, events: list[OrderEvent]) -> None:
+        if not self._live or not tick.trades:
+            return
         resting = [o for o in self._live.values() if o.inst is inst and o.matched]
         if not resting or not tick.trades:
             return
@@ -573,37 +621,44 @@ class MatchingEngine:
 
     def _rebuild_book(self, inst: _Inst, mid: Decimal, ts_ms: int) -> _Book:
         shape = self._shape
-        tick = inst.cfg.tick_size
-        lot = inst.cfg.lot_size
+        cfg = inst.cfg
+        tick = cfg.tick_size
+        lot = cfg.lot_size
         # Keyed by the step alone: the same step always gets the same book (see the module doc).
         # One uniform in [0, 1) per (level, side), from a hash of (seed, instrument, step time).
         key = self._book_salt[inst.inst_id] + (ts_ms & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
-        draws = self._book_draws.unpack(hashlib.shake_128(key).digest(self._book_draws.size))
+        draws = self._book_draws.unpack(_shake_128(key).digest(self._book_draws.size))
         if mid % tick:
             mid = (mid / tick).to_integral_value(ROUND_HALF_UP) * tick
         half = ZERO if shape.spread_ticks == 0 else tick * (shape.spread_ticks // 2 or 1)
         spacing = tick  # level 0 does not use it
         if self._levels > 1:
             spacing = max(tick, (mid * shape.level_spacing_bps / 10_000 / tick).to_integral_value(ROUND_DOWN) * tick)
-        unit_value = float(mid * inst.ct_val)
+        # (mid * 1 is mid, digit for digit: spot skips the multiplication)
+        unit_value = float(mid) if inst.inst_type == "SPOT" else float(mid * inst.ct_val)
         # Sizes in whole lots, computed in floats (the exact size of a random level does not matter,
         # only that it is deterministic): top x (1 + growth * i) x U[0.5, 1.5), at least one lot.
-        top_lots = float(shape.top_level_notional) / unit_value / float(lot) if unit_value > 0 else 1.0
-        growth = float(shape.depth_growth)
-        book = _Book(ts_ms)
-        bids, asks = book.bids, book.asks
+        top_lots = self._top_notional_f / unit_value / inst.lot_f if unit_value > 0 else 1.0
+        growth = self._growth_f
+        bids: list[list[Decimal]] = []
+        asks: list[list[Decimal]] = []
+        book = _Book(ts_ms, bids, asks)
         bid_px, ask_px = mid - half, mid + half
+        last = self._levels - 1
         for i in range(self._levels):
             level_lots = top_lots * (1 + growth * i)
             if bid_px > 0:
                 bids.append([bid_px, lot * max(1, int(level_lots * (0.5 + (draws[2 * i] >> 11) * _TWO_POW_M53)))])
             asks.append([ask_px, lot * max(1, int(level_lots * (0.5 + (draws[2 * i + 1] >> 11) * _TWO_POW_M53)))])
-            bid_px -= spacing
-            ask_px += spacing
+            if i < last:
+                bid_px -= spacing
+                ask_px += spacing
         self._books[inst.inst_id] = book
         return book
 
     def _match_due(self, ts_ms: int, events: list[OrderEvent], only: str | None) -> None:
+        if not self._live:
+            return
         due = sorted(
             (
                 o
@@ -636,10 +691,12 @@ class MatchingEngine:
             order = self._accept(inst, req, ts_ms)
         except _Rejected as rej:
             return SubmitResult(rej.code, rej.msg, None)
-        events: list[OrderEvent] = [OrderEvent(self._view(order))]
-        if self._latency_ms == 0 and self._has_book(inst.inst_id):
-            self._match_new(order, ts_ms, events)
-        return SubmitResult("0", "Order placed", self._view(order), tuple(events))
+        events: list[OrderEvent] = [_event(self._view(order), None)]
+        if self._latency_ms == 0 and (inst.inst_id in self._books or inst.inst_id in self._book_due):
+            self._match_new(order, ts_ms, events)  # (_has_book, inlined)
+        result = _SubmitResultB("0", "Order placed", self._view(order), tuple(events))
+        result.__class__ = SubmitResult  # see frozen_builder
+        return result
 
     def _validate(self, req: OrderRequest) -> _Inst:
         inst = self._insts.get(req.inst_id)
@@ -666,7 +723,7 @@ class MatchingEngine:
                 raise _Rejected("51020", f"Order amount should be greater than the min available amount {inst.cfg.min_size}")
             if req.sz % inst.cfg.lot_size != 0:
                 raise _Rejected("51121", f"Order count should be the integer multiples of the lot size {inst.cfg.lot_size}")
-        if req.cl_ord_id and any(o.cl_ord_id == req.cl_ord_id for o in self._live.values()):
+        if req.cl_ord_id and self._live and any(o.cl_ord_id == req.cl_ord_id for o in self._live.values()):
             raise _Rejected("51016", "Duplicated client order ID")
         if req.reduce_only and inst.inst_type == "SWAP":
             pos = self._positions.get(inst.inst_id, _Position()).pos
@@ -677,6 +734,7 @@ class MatchingEngine:
     def _accept(self, inst: _Inst, req: OrderRequest, ts_ms: int) -> _Order:
         order = _Order(
             seq=self._order_seq + 1,
+            ord_id=str(self._order_seq + 1),
             inst=inst,
             cl_ord_id=req.cl_ord_id,
             tag=req.tag,
@@ -707,8 +765,7 @@ class MatchingEngine:
         book = self._current_book(inst.inst_id)
         levels = (book.asks if order.side == "buy" else book.bids) if book else []
         base = self._walk_estimate(levels, order.sz) if levels else self._marks[inst.inst_id]
-        buffer = self._shape.market_buffer
-        return base * (1 + buffer) if order.side == "buy" else base * (1 - buffer)
+        return base * self._buy_buffer if order.side == "buy" else base * self._sell_buffer
 
     @staticmethod
     def _walk_estimate(levels: list[list[Decimal]], size: Decimal) -> Decimal:
@@ -723,13 +780,13 @@ class MatchingEngine:
 
     def _reservation(self, order: _Order) -> tuple[str, Decimal]:
         inst = order.inst
-        fee_rate = self._taker_rate(inst)
+        fee_rate = inst.taker
         if inst.inst_type == "SPOT":
             if order.side == "sell":
                 return inst.base, order.sz
             if order.tgt_ccy == "quote_ccy":
-                return inst.quote, order.sz * (1 + fee_rate)
-            return inst.quote, order.sz * self._reference_px(order) * (1 + fee_rate)
+                return inst.quote, order.sz * inst.taker_plus_one
+            return inst.quote, order.sz * self._reference_px(order) * inst.taker_plus_one
         px = self._reference_px(order)
         opening = self._opening_size(inst, order.side, order.sz)
         notional = order.sz * inst.ct_val * px
@@ -763,12 +820,17 @@ class MatchingEngine:
                 self._finish(order, "canceled", ts_ms, events, source="fok")
                 return
         last_px: Decimal | None = None
+        buy = order.side == "buy"
+        quote_sized = order.tgt_ccy == "quote_ccy"
         for level in levels:
-            if not order.is_live or not crosses(level[0]):
+            if order.state not in LIVE_STATES:  # order.is_live, crosses() and _taker_want(), inlined
+                break
+            if limit is not None and (level[0] > limit if buy else level[0] < limit):
                 break
             if level[1] <= 0:
                 continue
-            want = min(level[1], self._taker_want(order, level[0]))
+            rest = self._taker_want(order, level[0]) if quote_sized else order.sz - order.acc_fill_sz
+            want = min(level[1], rest)
             if want <= 0:
                 break
             filled = self._execute(order, level[0], want, "T", ts_ms, events)
@@ -776,7 +838,7 @@ class MatchingEngine:
             last_px = level[0]
             if filled < want:
                 break
-        if not order.is_live:
+        if order.state not in LIVE_STATES:
             return
         if order.tgt_ccy == "quote_ccy":
             px = last_px or self._marks[order.inst.inst_id]
@@ -815,9 +877,9 @@ class MatchingEngine:
     def _cost(self, order: _Order, px: Decimal, size: Decimal) -> Decimal:
         """What filling ``size`` at ``px`` takes from the order's reserve currency (taker fee, to be safe)."""
         inst = order.inst
-        rate = self._taker_rate(inst)
         if inst.inst_type == "SPOT":
-            return size if order.side == "sell" else px * size * (1 + rate)
+            return size if order.side == "sell" else px * size * inst.taker_plus_one
+        rate = inst.taker
         notional = px * size * inst.ct_val
         return self._opening_size(inst, order.side, size) * inst.ct_val * px / self._leverage + notional * rate
 
@@ -828,7 +890,7 @@ class MatchingEngine:
         size = self._fillable(order, px, want)
         if size <= 0:
             return ZERO
-        rate = self._taker_rate(inst) if exec_type == "T" else self._maker_rate(inst)
+        rate = inst.taker if exec_type == "T" else inst.maker
         notional = px * size * inst.ct_val
         fee = (notional * rate).quantize(_FEE_QUANTUM, ROUND_HALF_UP)
         # Release what this fill uses of the reservation before moving cash, so
@@ -851,18 +913,16 @@ class MatchingEngine:
         order.spent_quote += notional
         order.fee += fee
         order.fill_time = ts_ms
-        fill = FillView(
-            trade_id=str(self._trade_seq), ord_id=order.ord_id, cl_ord_id=order.cl_ord_id, tag=order.tag,
-            inst_id=inst.inst_id, inst_type=inst.inst_type, side=order.side, px=px, sz=size, fee=fee,
-            fee_ccy=inst.quote if inst.inst_type == "SPOT" else "USDT", exec_type=exec_type, ts_ms=ts_ms, pnl=pnl,
-        )
+        fill = _FillViewB(str(self._trade_seq), order.ord_id, order.cl_ord_id, order.tag, inst.inst_id,
+                          inst.inst_type, order.side, px, size, fee, inst.fee_ccy, exec_type, ts_ms, pnl)
+        fill.__class__ = FillView  # see frozen_builder
         self._fills.append(fill)
-        done = order.tgt_ccy != "quote_ccy" and order.remaining <= 0
+        done = order.tgt_ccy != "quote_ccy" and order.sz - order.acc_fill_sz <= 0
         if done:
             self._finish(order, "filled", ts_ms, events, fill=fill)
         else:
             self._touch(order, "partially_filled", ts_ms)
-            events.append(OrderEvent(self._view(order), fill))
+            events.append(_event(self._view(order), fill))
         return size
 
     def _apply_position(self, inst: _Inst, side: str, px: Decimal, size: Decimal, fee: Decimal, ts_ms: int) -> Decimal:
@@ -940,8 +1000,9 @@ class MatchingEngine:
         if state == "canceled":
             order.cancel_source = source
         self._live.pop(order.seq, None)
-        self._touch(order, state, ts_ms)
-        events.append(OrderEvent(self._view(order), fill))
+        order.state = state  # _touch, inlined
+        order.u_time = max(ts_ms, order.u_time + 1)
+        events.append(_event(self._view(order), fill))
 
     @staticmethod
     def _touch(order: _Order, state: str, ts_ms: int) -> None:
@@ -949,7 +1010,10 @@ class MatchingEngine:
         order.u_time = max(ts_ms, order.u_time + 1)
 
     def _available(self, ccy: str) -> Decimal:
-        reserved = sum((o.reserved for o in self._live.values() if o.reserve_ccy == ccy), ZERO)
+        reserved = ZERO  # summed as sum() would, so the result is the same to the last digit
+        for o in self._live.values():
+            if o.reserve_ccy == ccy:
+                reserved += o.reserved
         margin = self._total_margin() if ccy == "USDT" and self._positions else ZERO
         return self._cash.get(ccy, ZERO) - reserved - margin
 
@@ -965,11 +1029,13 @@ class MatchingEngine:
             ZERO,
         )
 
-    def _taker_rate(self, inst: _Inst) -> Decimal:
-        return self._fees.spot_taker if inst.inst_type == "SPOT" else self._fees.swap_taker
+    @staticmethod
+    def _taker_rate(inst: _Inst) -> Decimal:
+        return inst.taker
 
-    def _maker_rate(self, inst: _Inst) -> Decimal:
-        return self._fees.spot_maker if inst.inst_type == "SPOT" else self._fees.swap_maker
+    @staticmethod
+    def _maker_rate(inst: _Inst) -> Decimal:
+        return inst.maker
 
     def _view(self, o: _Order) -> OrderView:
         # Every change of a field shown in a view goes with a strictly later u_time (_touch), so a
@@ -978,14 +1044,20 @@ class MatchingEngine:
         if cached is not None and cached.u_time == o.u_time:
             return cached
         avg = (o.acc_notional / o.acc_fill_sz) if o.acc_fill_sz > 0 else None
-        o.view = OrderView(
-            ord_id=o.ord_id, cl_ord_id=o.cl_ord_id, tag=o.tag, inst_id=o.inst.inst_id, inst_type=o.inst.inst_type,
-            side=o.side, ord_type=o.ord_type, px=o.px, sz=o.sz, tgt_ccy=o.tgt_ccy, reduce_only=o.reduce_only,
-            state=o.state, acc_fill_sz=o.acc_fill_sz, avg_px=avg, fee=o.fee,
-            fee_ccy=o.inst.quote if o.inst.inst_type == "SPOT" else "USDT", c_time=o.c_time, u_time=o.u_time,
-            fill_time=o.fill_time, cancel_source=o.cancel_source,
-        )
-        return o.view
+        inst = o.inst
+        # Positional, in OrderView's field order (defined above): keywords cost a visible share here.
+        view = _OrderViewB(o.ord_id, o.cl_ord_id, o.tag, inst.inst_id, inst.inst_type, o.side, o.ord_type, o.px,
+                           o.sz, o.tgt_ccy, o.reduce_only, o.state, o.acc_fill_sz, avg, o.fee, inst.fee_ccy,
+                           o.c_time, o.u_time, o.fill_time, o.cancel_source)
+        view.__class__ = OrderView  # see frozen_builder
+        o.view = view
+        return view
+
+
+def _event(view: OrderView, fill: FillView | None) -> OrderEvent:
+    event = _OrderEventB(view, fill)
+    event.__class__ = OrderEvent  # see frozen_builder
+    return event
 
 
 def _s(d: Decimal) -> str:

@@ -53,11 +53,13 @@ class EMA:
     def update(self, x: float) -> float:
         """Add one value; return the new average."""
         self.count += 1
-        if self.value is None:
-            self.value = float(x)
+        value = self.value
+        if value is None:
+            value = float(x)
         else:
-            self.value += self.alpha * (x - self.value)
-        return self.value
+            value += self.alpha * (x - value)
+        self.value = value
+        return value
 
 
 class SMA:

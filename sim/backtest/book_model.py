@@ -43,11 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sim.backtest.data import CandleSeries
 from sim.config import SimInstrument
 from sim.market_data import MarketTick, PublicTrade
-from sim.matching import BookShape
+from sim.matching import BookShape, frozen_builder
 
 __all__ = ["BookModel", "ReplayPath", "POINTS_PER_CANDLE"]
 
 POINTS_PER_CANDLE = 4
+_MarketTickB = frozen_builder(MarketTick)  # see sim.matching.frozen_builder
+_NO_TRADES: tuple[PublicTrade, ...] = ()
 
 
 class BookModel(BaseModel):
@@ -148,10 +150,12 @@ class ReplayPath:
         resting orders, so a step fed while we have none needs no trade.
         """
         px = self.point_price(i, j)
-        ts = self.point_ts(i, j)
-        size = self.point_size(i)
+        ts = self.ts_ms[i] + j * self._interval[i] // POINTS_PER_CANDLE  # point_ts, inlined
+        size = self._sizes.get(i) or self.point_size(i)  # (a size is at least one lot: never falsy)
         if not with_trade:
-            return MarketTick(self.inst_id, ts, px, size, ())
+            tick = _MarketTickB(inst_id=self.inst_id, ts_ms=ts, price=px, volume=size, trades=_NO_TRADES)
+            tick.__class__ = MarketTick
+            return tick
         side = "buy" if px >= self._previous_price(i, j) else "sell"
         trade_id = str((POINTS_PER_CANDLE * i + j) * self._stride + self._offset + 1)
         return MarketTick(self.inst_id, ts, px, size, (PublicTrade(trade_id, px, size, side, ts),))

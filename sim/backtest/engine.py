@@ -32,10 +32,13 @@ a point only moves the mark and replaces the book, and books are keyed by
 their step (never by history), so feeding just the current point before an
 order reproduces exactly the state that feeding all of them would have. The
 parity test compares against a dense, simulator-style drive. Bars are built
-while preparing (as a data loader would; they are immutable) and contexts per
-bar, both without re-validating values the backtester made itself
-(:mod:`sim.backtest._fast`; validation was the largest per-bar cost). The
-cyclic garbage collector is paused during the loop (see :meth:`Backtester.run`).
+while preparing (as a data loader would; they are immutable, their prices
+decimals with a precomputed ``float``) and contexts per bar, both without
+re-validating values the backtester made itself (:mod:`sim.backtest._fast`,
+:meth:`StrategyContext.unvalidated`; validation was the largest per-bar cost).
+Orders are built the same way from the validated intent; the matching engine
+builds its frozen views through unfrozen twins (``sim.matching.frozen_builder``).
+The cyclic garbage collector is paused during the loop (see :meth:`Backtester.run`).
 
 Deterministic: client order ids are sequential (``bt0000000001``...), the
 book is seeded by ``BacktestConfig.seed``, nothing reads the wall clock
@@ -65,9 +68,10 @@ from core.types import (
     OrderState,
     OrderType,
     Side,
+    TERMINAL_STATES,
 )
 from risk import pre_trade
-from sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, unvalidated
+from sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
 from sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
 from sim.backtest.config import BacktestConfig, FillRule
 from sim.backtest.data import CandleSeries, align_series
@@ -75,7 +79,7 @@ from sim.backtest.ledger import PositionLedger
 from sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
 from sim.backtest.runfolder import TradeRow
 from sim.market_data import spot_of
-from sim.matching import MatchingEngine, OrderEvent, OrderRequest
+from sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
 from strategies.base import Strategy, StrategyContext
 from strategies.registry import build_strategy
 
@@ -100,10 +104,17 @@ _STATE = {
     "canceled": OrderState.CANCELED,
 }
 _ORD_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.POST_ONLY: "post_only"}
+_SIDE = {Side.BUY: "buy", Side.SELL: "sell"}  # Side.value, without the enum property's cost
 
+_OrderRequestB = frozen_builder(OrderRequest)
 _BAR_FIELDS = set(Bar.model_fields)
-_CTX_FIELDS = set(StrategyContext.model_fields)
 _ORDER_FIELDS = set(Order.model_fields)
+# Every field in the model's order, with its default (state PENDING_NEW, nothing filled...): an Order
+# built from an intent (_send) names every field, also ones added later. _send sets the required ones.
+_ORDER_DEFAULTS = {name: None if f.is_required() else f.default for name, f in Order.model_fields.items()}
+if {n for n, f in Order.model_fields.items() if f.is_required()} - {
+        "client_order_id", "strategy_id", "venue", "inst_id", "side", "type", "size", "created_ms", "updated_ms"}:
+    raise ImportError("Order has a required field the backtester's _send does not set")
 _INPUT_FIELDS = set(pre_trade.PreTradeInputs.model_fields)
 
 
@@ -175,7 +186,8 @@ class _BarTable:
     """The strategy's bars of one instrument: candles grouped into ``bar_ms`` bars, on the tick grid.
 
     The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
-    run's hot path; they are immutable, so the run hands out the same objects.
+    run's hot path; they are immutable, so the run hands out the same objects. Their prices and
+    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed.
     """
 
     def __init__(self, path: ReplayPath, bar_ms: int, venue: str) -> None:
@@ -212,7 +224,8 @@ class _BarTable:
         for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
             bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
             set_dict(bar, {"venue": venue, "inst_id": self.inst_id, "ts_ms": t, "interval_ms": bar_ms,
-                           "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
+                           "open": bar_decimal(bo), "high": bar_decimal(bh), "low": bar_decimal(bl),
+                           "close": bar_decimal(bc), "volume": bar_decimal(bv)})
             set_fields(bar, _BAR_FIELDS)
             set_extra(bar, None)
             set_private(bar, None)
@@ -326,8 +339,12 @@ class Backtester:
         self.capital = config.capital_quote or config.initial_balances.get(quote) or Decimal("100000")
         self.trade_from_ms = trade_from_ms
         self._progress = progress
-        self._wants_fills = type(self.strategy).on_fill is not Strategy.on_fill
-        self._wants_updates = type(self.strategy).on_order_update is not Strategy.on_order_update
+        self._risk = config.risk
+        self._latency_ms = config.latency_ms
+        # Whether the strategy has its own hooks (a class override or one set on the instance): the
+        # base class's do nothing, so they are neither called nor given their arguments otherwise.
+        self._wants_fills = getattr(self.strategy.on_fill, "__func__", None) is not Strategy.on_fill
+        self._wants_updates = getattr(self.strategy.on_order_update, "__func__", None) is not Strategy.on_order_update
         self._cancels = getattr(self.strategy, "quotes_to_cancel", None)
         self._spot = {inst.inst_id: spot_of(inst.inst_id) is None for inst in insts}
         # run state
@@ -407,8 +424,7 @@ class Backtester:
         feed, live, emit, phase, now_ms = self._feed, self._live, self._emit, self._phase, self._decision_ms
         bars = self.bars[0].bars
         on_bar, cancels, ledger = self.strategy.on_bar, self._cancels, self.ledger
-        new, ctx_cls, ctx_fields = object.__new__, StrategyContext, _CTX_FIELDS
-        set_dict, set_fields, set_extra, set_private = SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE
+        new_tuple, ctx_cls = tuple.__new__, StrategyContext
         for i in range(start, stop):
             if live:
                 feed(i, 0)
@@ -419,12 +435,8 @@ class Backtester:
             b = emit[i]
             if b >= 0:
                 now = now_ms[i]
-                ctx = new(ctx_cls)  # sim.backtest._fast.unvalidated, inlined
-                set_dict(ctx, {"now_ms": now, "positions": ledger.quantities, "pending": self._pending})
-                set_fields(ctx, ctx_fields)
-                set_extra(ctx, None)
-                set_private(ctx, None)
-                intents = on_bar(bars[b], ctx)
+                # StrategyContext.unvalidated, inlined
+                intents = on_bar(bars[b], new_tuple(ctx_cls, (now, ledger.quantities, self._pending)))
                 if intents:
                     self._submit_plan(intents, now, i, phase)
                 if cancels is not None:
@@ -455,12 +467,12 @@ class Backtester:
             dues.popleft()
 
     def _context(self, now_ms: int) -> StrategyContext:
-        return unvalidated(StrategyContext, {
-            "now_ms": now_ms, "positions": self.ledger.quantities, "pending": self._pending,
-        }, _CTX_FIELDS)
+        return StrategyContext.unvalidated(now_ms, self.ledger.quantities, self._pending)
 
     def _pending_now(self) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
+        if not self._live:
+            return out
         for o in self._live.values():
             rest = pre_trade.in_flight_size(o, o.filled_size)  # fills are applied as they happen
             if rest > 0:
@@ -486,7 +498,7 @@ class Backtester:
         if self.trade_from_ms is not None and now < self.trade_from_ms:
             self._warmup_dropped += len(intents)
             return
-        risk = self.config.risk
+        risk = self._risk
         for intent in intents:
             reasons = pre_trade.check(intent, self._pre_trade_inputs(now, i, j), risk)
             if reasons:
@@ -502,20 +514,18 @@ class Backtester:
         """Submit one intent; False when the venue rejected it."""
         self._seq += 1
         coid = f"bt{self._seq:010d}"
-        order = unvalidated(Order, {  # Order.from_intent without re-validating the validated intent
-            "client_order_id": coid, "strategy_id": intent.strategy_id, "venue": intent.venue,
-            "inst_id": intent.inst_id, "side": intent.side, "type": intent.type, "size": intent.size,
-            "price": intent.price, "reduce_only": intent.reduce_only, "state": OrderState.PENDING_NEW,
-            "venue_order_id": None, "filled_size": _ZERO, "avg_fill_price": None, "created_ms": now,
-            "updated_ms": now, "reject_reason": "",
-        }, _ORDER_FIELDS)
+        values = _ORDER_DEFAULTS.copy()  # Order.from_intent without re-validating the validated intent
+        values.update(client_order_id=coid, strategy_id=intent.strategy_id, venue=intent.venue,
+                      inst_id=intent.inst_id, side=intent.side, type=intent.type, size=intent.size,
+                      price=intent.price, reduce_only=intent.reduce_only, created_ms=now, updated_ms=now)
+        order = unvalidated(Order, values, _ORDER_FIELDS)
         self._reasons[coid] = intent.reason
-        spot = self._spot[intent.inst_id]
-        result = self.engine.submit(OrderRequest(
-            inst_id=intent.inst_id, side=intent.side.value, ord_type=_ORD_TYPE[intent.type], sz=intent.size,
-            px=intent.price, cl_ord_id=coid, reduce_only=intent.reduce_only, tgt_ccy="base_ccy" if spot else "",
-        ), now)
-        if not result.accepted:
+        request = _OrderRequestB(intent.inst_id, _SIDE[intent.side], _ORD_TYPE[intent.type], intent.size,
+                                 intent.price, coid, "", intent.reduce_only,
+                                 "base_ccy" if self._spot[intent.inst_id] else "")
+        request.__class__ = OrderRequest  # sim.matching.frozen_builder
+        result = self.engine.submit(request, now)
+        if result.s_code != "0":
             order = order.transition(OrderState.REJECTED, now_ms=now,
                                      reject_reason=f"{result.s_code}: {result.s_msg}")
             self._all_orders[coid] = order
@@ -523,10 +533,12 @@ class Backtester:
             return False
         self._live[coid] = order
         self._all_orders[coid] = order
-        self._pending = self._pending_now()
-        if self.config.latency_ms:
-            self._dues.append(now + self.config.latency_ms)
-        self._on_events(result.events)
+        if self._latency_ms:
+            self._dues.append(now + self._latency_ms)
+        if result.events:
+            self._on_events(result.events)  # ends with this order's state: _pending is recomputed there
+        else:
+            self._pending = self._pending_now()
         return True
 
     def _cancel(self, ids: list[str], now: int) -> None:
@@ -573,14 +585,15 @@ class Backtester:
             order = order.transition(state, now_ms=view.u_time, venue_order_id=view.ord_id,
                                      filled_size=view.acc_fill_sz, avg_fill_price=view.avg_px)
             self._all_orders[coid] = order
-            if state.is_terminal:
+            if state in TERMINAL_STATES:
                 del self._live[coid]
             else:
                 self._live[coid] = order
             self._pending = self._pending_now()
             if fill is not None:
                 strategy.on_fill(fill)
-            strategy.on_order_update(order)
+            if self._wants_updates:  # (the base class's hook does nothing)
+                strategy.on_order_update(order)
 
     def _apply_fill(self, ev: OrderEvent) -> Fill | None:
         fv = ev.fill
@@ -588,10 +601,9 @@ class Backtester:
         self._roll_day(fv.ts_ms)
         self.ledger.apply(fv.inst_id, fv.side == "buy", fv.px, fv.sz, fv.fee, fv.ts_ms)
         liquidity = "taker" if fv.exec_type == "T" else "maker"
-        self._trades.append(TradeRow(
-            ts_ms=fv.ts_ms, inst_id=fv.inst_id, side=fv.side, price=fv.px, size=fv.sz, fee=fv.fee,
-            fee_ccy=fv.fee_ccy, liquidity=liquidity, client_order_id=fv.cl_ord_id, strategy_id=self.strategy_id,
-            venue=self.venue, trade_id=fv.trade_id,
+        self._trades.append(TradeRow(  # positional: ts_ms, inst_id, side, price, size, fee, fee_ccy, liquidity,
+            fv.ts_ms, fv.inst_id, fv.side, fv.px, fv.sz, fv.fee, fv.fee_ccy, liquidity,  # client_order_id,
+            fv.cl_ord_id, self.strategy_id, self.venue, fv.trade_id,  # strategy_id, venue, trade_id
         ))
         if not self._wants_fills:
             return None

@@ -99,14 +99,15 @@ class PositionLedger:
 
     def positions(self) -> tuple[Position, ...]:
         """Every instrument traded so far, as the store's :class:`Position` (cached)."""
-        if self._positions is None:
+        positions = self._positions
+        if positions is None:
             # Built without re-validation: every value is a Decimal/int/str this ledger computed.
-            self._positions = tuple(
+            positions = self._positions = tuple([
                 unvalidated(Position, {
                     "strategy_id": self.strategy_id, "venue": self.venue, "inst_id": inst_id, "qty": p.qty,
                     "avg_price": p.avg, "realized_pnl": p.realized, "fees": p.fees, "fill_count": p.count,
                     "updated_ms": p.updated_ms,
                 }, _POSITION_FIELDS)
                 for inst_id, p in self._pos.items()
-            )
-        return self._positions
+            ])
+        return positions
