@@ -1,4 +1,4 @@
-"""Parity with paper trading (the pure part): a backtest's orders and fills, as the venue saw them.
+"""Parity with paper trading: a backtest's orders and fills, as the venue saw them.
 
 ``run_for_parity`` runs a strategy on a candle series through the backtester
 and returns the matching engine's own record of every order and fill, in the
@@ -29,8 +29,12 @@ shows both):
   ``latency_ms`` of the backtest.
 - Paper bars are built from tickers and carry volume 0; backtest bars carry
   the candle volume (only strategies that read volume can differ). Paper bars
-  are aligned to the epoch; a replay that does not start on a bar boundary
-  shifts every bar (start the simulator's replay on one).
+  are aligned to the epoch; the simulator starts a replay on a candle boundary
+  (``SimulatorConfig.replay_align_ms``), so they hold the same candles.
+
+``tests/backtest/test_parity.py`` checks the pure part (the matching engine
+driven as the simulator's server loop drives it); ``tests/test_paper_parity.py``
+the whole tree on a replay with ``stepped_clock``, order by order.
 """
 
 from __future__ import annotations
