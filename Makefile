@@ -24,7 +24,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@url=$$(scripts/ensure_test_redis.sh) && \
-	  TRADETREE_TEST_REDIS_URL=$$url $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  TRADETREE_TEST_REDIS_URL=$$url $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
