@@ -37,13 +37,11 @@ from typing import Any, Protocol
 import ray
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.clock import Clock, WallClock
 from core.control_state import ControlState
-from core.errors import StoreError, StoreUnavailable
+from core.errors import StoreError
+from core.redis_calls import redis_call
 from core.redis_keys import RedisKeys
 from core.store import RedisStore
 from core.types import HealthReport, Order, Position, ProbeResult
@@ -249,12 +247,7 @@ class RiskMonitor:
             self.control = ControlState(self._client, self.namespace)
 
     async def _redis(self, coro):
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
-        except RedisError as exc:
-            raise StoreError(f"Redis error: {exc}") from None
+        return await redis_call(coro)
 
     async def _load_state(self) -> None:
         """Take up the persisted cursor and rejection streaks (once)."""

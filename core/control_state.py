@@ -23,11 +23,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import StoreError, StoreUnavailable
+from core.redis_calls import redis_call
 
 __all__ = [
     "ControlSnapshot",
@@ -77,12 +74,7 @@ class ControlState:
         return ":".join((self.namespace, "ctl", *parts))
 
     async def _do(self, coro):
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
-        except RedisError as exc:
-            raise StoreError(f"Redis error: {exc}") from None
+        return await redis_call(coro)
 
     # -- verification ---------------------------------------------------------
 

@@ -22,11 +22,8 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import StoreError, StoreUnavailable
+from core.redis_calls import redis_call
 from core.redis_keys import RedisKeys
 
 __all__ = ["Mark", "MarkBook", "fresher", "usable_marks"]
@@ -91,12 +88,7 @@ class MarkBook:
         self.keys = RedisKeys(namespace)
 
     async def _do(self, coro):
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
-        except RedisError as exc:
-            raise StoreError(f"Redis error: {exc}") from None
+        return await redis_call(coro)
 
     async def write(self, venue: str, marks: Mapping[str, Mark]) -> None:
         """Record ``inst_id -> mark`` for ``venue`` in one command (no-op when empty).

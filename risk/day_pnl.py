@@ -20,11 +20,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import StoreError, StoreUnavailable
+from core.redis_calls import redis_call
 from core.redis_keys import RedisKeys
 from core.types import Position
 from risk.rules import daily_pnl_by_strategy, position_net_pnl
@@ -66,12 +63,7 @@ class DayBaselines:
             pipe.hsetnx(key, RedisKeys.position_id(p.strategy_id, p.venue, p.inst_id), str(position_net_pnl(p)))
         pipe.expire(key, PNL_DAY_TTL_SECS)
         pipe.hgetall(key)
-        try:
-            raw = (await pipe.execute())[-1]
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable: {exc}") from None
-        except RedisError as exc:
-            raise StoreError(f"Redis error: {exc}") from None
+        raw = (await redis_call(pipe.execute()))[-1]
         return {_s(k): Decimal(_s(v)) for k, v in raw.items()}
 
     async def daily_pnl(self, positions: Iterable[Position], now_ms: int) -> dict[str, Decimal]:

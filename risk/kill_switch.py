@@ -55,18 +55,15 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.clock import Clock, WallClock
 from core.errors import (
     StoreError,
-    StoreUnavailable,
     TradetreeError,
     VenueAuthError,
     VenueUnavailable,
 )
+from core.redis_calls import redis_call
 from core.redis_keys import RedisKeys, escape_component
 from core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
 
@@ -617,12 +614,7 @@ class KillJournal:
         return self._prefix + "kill_lease"
 
     async def _do(self, awaitable: Awaitable[Any]) -> Any:
-        try:
-            return await awaitable
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unavailable (kill journal): {exc}") from None
-        except RedisError as exc:
-            raise StoreError(f"Redis error (kill journal): {exc}") from None
+        return await redis_call(awaitable, "kill journal")
 
     async def save(self, progress: KillProgress) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
