@@ -121,8 +121,6 @@ class VenueGateway:
         self._clock = clock or WallClock()
         self._heartbeat_interval_secs = heartbeat_interval_secs
         self._market_data_stale_secs = market_data_stale_secs
-        self._resubscribed_ms: dict[str, int] = {}  # inst_id -> when its ticker was last resubscribed
-        self._started_ms = 0  # when the public WS was subscribed: a ticker's silence counts from here
         self._dead_man_switch_secs = dead_man_switch_secs
         self._dead_man_rearm_secs = dead_man_rearm_secs
         self._ray_namespace = ray_namespace
@@ -151,7 +149,6 @@ class VenueGateway:
             "ws_garbled_rows": 0,
             "ws_apply_errors": 0,
             "heartbeat_errors": 0,
-            "ticker_resubscribes": 0,
             "dead_man_errors": 0,
             "mark_errors": 0,
             "venue_reduce_only_sent": 0,  # strategies' reduce-only orders sent with the venue flag
@@ -197,7 +194,6 @@ class VenueGateway:
             )
             await self._ws_public.subscribe(_ticker_args(self.venue.instruments))
             await self._ws_public.start()
-            self._started_ms = self._clock.now_ms()
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name=f"{self.component} heartbeat"))
             if self._dead_man_switch_secs:
                 await self._rest.cancel_all_after(self._dead_man_switch_secs)
@@ -247,42 +243,7 @@ class VenueGateway:
                 self.last_error = f"heartbeat: {exc}"
                 log.warning("%s: heartbeat failed: %s", self.component, exc)
             await self.flush_marks()
-            await self.resubscribe_stale_tickers()
             await asyncio.sleep(self._heartbeat_interval_secs)
-
-    async def resubscribe_stale_tickers(self) -> list[str]:
-        """Subscribe again to tickers silent for longer than the staleness limit; return them. Never raises.
-
-        A connection that answers pings but stopped sending one instrument's
-        tickers (a subscription the venue dropped) is healed here, without a
-        gateway restart. At most once per limit per instrument; nothing while
-        the public connection is down (it resubscribes everything on reconnect).
-        """
-        ws = self._ws_public
-        if ws is None or not ws.connected:
-            return []
-        now = self._clock.now_ms()
-        limit_ms = int(self._market_data_stale_secs * 1000)
-        stale = [
-            inst_id for inst_id in sorted(set(self.venue.instruments) | self._fanout.inst_ids)
-            if now - self._last_ticker_ms.get(inst_id, self._started_ms) > limit_ms
-            and now - self._resubscribed_ms.get(inst_id, self._started_ms) > limit_ms
-        ]
-        if not stale:
-            return []
-        for inst_id in stale:
-            self._resubscribed_ms[inst_id] = now
-        try:
-            await ws.unsubscribe(_ticker_args(stale))
-            await ws.subscribe(_ticker_args(stale))
-        except Exception as exc:  # noqa: BLE001 - the heartbeat loop must go on; the probe still reports staleness
-            self.last_error = f"resubscribing tickers: {exc}"
-            log.warning("%s: resubscribing %s failed: %s", self.component, stale, exc)
-            return []
-        self.counters["ticker_resubscribes"] += len(stale)
-        log.warning("%s: no ticker for %s for over %gs: subscribed again", self.component, stale,
-                    self._market_data_stale_secs)
-        return stale
 
     async def flush_marks(self) -> None:
         """Write the instruments' latest ticker prices received since the last write. Never raises.
@@ -358,8 +319,8 @@ class VenueGateway:
                 stale.append(f"{inst_id}: last ticker {now_ms - seen} ms ago")
         # Readiness: stale market data holds strategies back and the freshness gate refuses their
         # orders, but restarting the gateway would not make a halted venue publish (and would cut
-        # the private WS that may still deliver fills); a silently dropped subscription is healed by
-        # resubscribe_stale_tickers.
+        # the private WS that may still deliver fills). Not healed by resubscribing either: a venue
+        # answers a subscription with a snapshot, which would make a halted feed look fresh.
         return ProbeResult(name="market_data_fresh", ok=not stale, liveness=False, detail="; ".join(stale))
 
     def stats(self) -> dict[str, Any]:

@@ -276,9 +276,9 @@ class TcpProxy:
         await self._server.wait_closed()
 
 
-async def test_stale_market_data_is_readiness_and_heals_by_resubscribing(sim, redis_url, namespace, real_redis):
+async def test_stale_market_data_is_readiness_not_liveness(sim, redis_url, namespace, real_redis):
     """A venue that stops publishing tickers: the probe fails as readiness (holds strategies back, never
-    restarts the gateway), the gateway subscribes again, and the probe passes again when tickers return."""
+    restarts the gateway), and passes again when tickers return."""
     gw = make_gateway(sim, redis_url, namespace, heartbeat_interval_secs=0.05, market_data_stale_secs=0.5)
     await gw.start()
     try:
@@ -294,7 +294,6 @@ async def test_stale_market_data_is_readiness_and_heals_by_resubscribing(sim, re
         probe = await stale_probe()
         assert probe is not None and probe.liveness is False and SWAP in probe.detail
         assert (await gw.check_health()).live  # no restart for a venue that stopped publishing
-        await eventually(lambda: gw.counters["ticker_resubscribes"] >= 1, what="a resubscribe")
         sim.faults.set_freeze_market_data(False)
         await eventually(lambda: _healthy(gw), what="fresh tickers again")
     finally:

@@ -227,37 +227,3 @@ async def test_a_failed_mark_write_is_retried_unless_a_newer_ticker_replaced_it(
     await gateway.flush_marks()
     assert (await book.read([("okx", SWAP.inst_id)]))[("okx", SWAP.inst_id)].price == Decimal(60000)
 
-
-class FakePublicWs:
-    """The public WS client's subscription surface."""
-
-    def __init__(self) -> None:
-        self.connected = True
-        self.calls: list[tuple[str, list[str]]] = []
-
-    async def unsubscribe(self, args):
-        self.calls.append(("unsubscribe", [a["instId"] for a in args]))
-
-    async def subscribe(self, args):
-        self.calls.append(("subscribe", [a["instId"] for a in args]))
-
-
-async def test_a_silent_ticker_is_resubscribed_at_most_once_per_staleness_limit(gateway):
-    ws = gateway._ws_public = FakePublicWs()
-    limit = gateway._market_data_stale_secs
-    gateway._started_ms = gateway.clock.now_ms()
-    await gateway._on_public(tickers(("60000", 1)))
-    assert await gateway.resubscribe_stale_tickers() == []  # fresh
-    gateway.clock.advance(limit + 1)
-    assert await gateway.resubscribe_stale_tickers() == [SWAP.inst_id]
-    assert ws.calls == [("unsubscribe", [SWAP.inst_id]), ("subscribe", [SWAP.inst_id])]
-    gateway.clock.advance(limit / 2)
-    assert await gateway.resubscribe_stale_tickers() == []  # still silent, but resubscribed within the limit
-    gateway.clock.advance(limit / 2 + 1)
-    assert await gateway.resubscribe_stale_tickers() == [SWAP.inst_id]
-    assert gateway.counters["ticker_resubscribes"] == 2
-    ws.connected = False  # reconnecting: it resubscribes everything by itself
-    gateway.clock.advance(limit + 1)
-    assert await gateway.resubscribe_stale_tickers() == []
-    probe = gateway._probe_market_data(gateway.clock.now_ms())
-    assert not probe.ok and probe.liveness is False
