@@ -111,7 +111,8 @@ def _assert_bounded(trail: list[KillStep], bounds) -> None:
                 last_failure.pop(s.step, None)
             if s.outcome is not StepOutcome.FAILED:
                 continue
-            assert 1 <= s.attempt <= bounds.step_max_attempts, s
+            assert s.attempt >= 1, s  # attempts count from 1
+            assert s.attempt <= bounds.step_max_attempts, s  # never beyond the configured retries
             prev = last_failure.get(s.step)
             if prev is None:
                 assert s.attempt == 1, (run, s)
