@@ -29,14 +29,15 @@ import logging
 import os
 import re
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from core.clock import Clock, WallClock
-from core.errors import ConfigError, TradetreeError
-from core.types import HealthReport, ProbeResult
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import ConfigError, TradetreeError
+from tradetree.core.types import HealthReport, ProbeResult
 
 __all__ = [
     "Severity",

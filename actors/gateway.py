@@ -37,12 +37,12 @@ from typing import Any
 
 import ray
 
-from adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, WsState, apply_report
-from adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
-from actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
-from core.clock import Clock, WallClock
-from core.config import VenueConfig, VenueCredentials
-from core.errors import (
+from tradetree.actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
+from tradetree.adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, WsState, apply_report
+from tradetree.adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.errors import (
     ConfigError,
     InvalidOrderTransition,
     OrderNotFound,
@@ -52,10 +52,10 @@ from core.errors import (
     VenueError,
     VenueProtocolError,
 )
-from core.marks import Mark, MarkBook
-from core.store import RedisStore
-from core.tasks import cancel_and_wait
-from core.types import (
+from tradetree.core.marks import Mark, MarkBook
+from tradetree.core.store import RedisStore
+from tradetree.core.tasks import cancel_and_wait
+from tradetree.core.types import (
     Fill,
     FillLayer,
     HealthReport,
@@ -65,7 +65,7 @@ from core.types import (
     OrderState,
     ProbeResult,
 )
-from execution.venue_reduce_only import decide as decide_venue_reduce_only
+from tradetree.execution.venue_reduce_only import decide as decide_venue_reduce_only
 
 __all__ = ["GatewayState", "VenueGateway", "VenueGatewayActor"]
 

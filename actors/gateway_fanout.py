@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.clock import Clock, WallClock
-from core.types import Fill, Order, Ticker
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.types import Fill, Order, Ticker
 
 __all__ = ["SubscriberTarget", "RayActorTarget", "LocalTarget", "FanOut"]
 

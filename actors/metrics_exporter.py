@@ -28,10 +28,10 @@ import logging
 import time
 from typing import Any, Protocol
 
-from core.clock import Clock, WallClock
-from core.tasks import cancel_and_wait
-from core.types import HealthReport, ProbeResult
 from tradetree.config import MetricsConfig
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.tasks import cancel_and_wait
+from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.metrics import TreeCollector, build_registry
 
 __all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
@@ -142,7 +142,7 @@ class RayRedisReader:
         self._store: Any = None
 
     async def tree(self) -> dict[str, Any]:
-        from supervisor.tree import tree_status
+        from tradetree.supervisor.tree import tree_status
 
         # tree_status blocks on ray.get; a thread keeps this actor's event loop free.
         return await asyncio.to_thread(tree_status, self._ray_namespace, root_id=self._root_id,
@@ -160,9 +160,9 @@ class RayRedisReader:
         return await _result()
 
     async def redis_view(self) -> dict[str, Any]:
-        from core.control_state import ControlState
-        from core.marks import MarkBook
-        from core.store import RedisStore
+        from tradetree.core.control_state import ControlState
+        from tradetree.core.marks import MarkBook
+        from tradetree.core.store import RedisStore
         from tradetree.status import collect_snapshot
 
         if self._store is None:

@@ -20,10 +20,10 @@ from typing import Any
 
 import ray
 
-from core.clock import Clock, WallClock
-from core.types import HealthReport, ProbeResult
-from ml.errors import ModelServerStateError
-from ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.ml.errors import ModelServerStateError
+from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
 
 __all__ = ["ServerState", "ModelServer", "ModelServerActor", "ModelServerClient"]
 

@@ -59,12 +59,12 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.okx.reports import VenueOrderReport
-from adapters.okx.rest import OkxRestClient
-from core.clock import Clock, WallClock
-from core.config import VenueConfig, VenueCredentials
-from core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
-from core.errors import (
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.adapters.okx.rest import OkxRestClient
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
+from tradetree.core.errors import (
     InvalidOrderTransition,
     OrderNotFound,
     OrderRejected,
@@ -74,9 +74,9 @@ from core.errors import (
     VenueError,
     VenueProtocolError,
 )
-from core.store import AuditEntry, RedisStore
-from core.tasks import cancel_and_wait
-from core.types import (
+from tradetree.core.store import AuditEntry, RedisStore
+from tradetree.core.tasks import cancel_and_wait
+from tradetree.core.types import (
     Fill,
     FillLayer,
     HealthReport,
@@ -91,7 +91,7 @@ from core.types import (
     Side,
     new_client_order_id,
 )
-from execution.canary import (
+from tradetree.execution.canary import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
@@ -104,15 +104,15 @@ from execution.canary import (
     judge,
     leftover_close,
 )
-from execution.drift import DriftCheck, DriftDetector, expected_positions, in_flight_fills
-from execution.fill_health import (
+from tradetree.execution.drift import DriftCheck, DriftDetector, expected_positions, in_flight_fills
+from tradetree.execution.fill_health import (
     WS_FLOW_KEY,
     FillHealthAction,
     FillHealthActionKind,
     FillHealthMonitor,
     OrderFillObservation,
 )
-from execution.reconciliation import (
+from tradetree.execution.reconciliation import (
     NEVER_REACHED_VENUE,
     LookupKind,
     OrderLookup,

@@ -38,17 +38,17 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from core.clock import Clock, WallClock
-from core.control_state import ControlState
-from core.errors import StoreError
-from core.redis_calls import redis_call
-from core.redis_keys import RedisKeys
-from core.store import RedisStore
-from core.types import HealthReport, Order, Position, ProbeResult
-from risk.config import RiskConfig
-from risk.day_pnl import DayBaselines, pnl_day_key
-from risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
-from risk.rules import (
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import StoreError
+from tradetree.core.redis_calls import redis_call
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.store import RedisStore
+from tradetree.core.types import HealthReport, Order, Position, ProbeResult
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.day_pnl import DayBaselines, pnl_day_key
+from tradetree.risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
+from tradetree.risk.rules import (
     ExposureMonitor,
     FlipDetector,
     LossMonitor,
@@ -132,7 +132,7 @@ class RayStrategyPauser:
             handle = ray.get_actor(strategy_id, namespace=self.ray_namespace)
             await asyncio.wait_for(handle.pause.remote(reason), self.timeout_secs)
             return True
-        except (ValueError, ray.exceptions.RayError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ValueError, ray.exceptions.RayError) as exc:
             # Dead, restarting or never started: the Redis state and the breaker
             # already stop it; its supervisor brings it back PAUSED.
             log.warning("could not pause strategy actor %s: %s", strategy_id, exc)
@@ -317,7 +317,7 @@ class RiskMonitor:
             async def guarded(name: str, coro):
                 try:
                     return await coro
-                except Exception as exc:  # noqa: BLE001 - one stage failing must not stop the others
+                except Exception as exc:
                     errors.append(f"{name}: {type(exc).__name__}: {exc}")
                     if not isinstance(exc, StoreError):
                         log.exception("risk monitor stage %s failed", name)
@@ -338,7 +338,7 @@ class RiskMonitor:
             try:
                 await self._apply_pending(now_ms)
                 await self._persist_cursor()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(f"apply: {type(exc).__name__}: {exc}")
                 if not isinstance(exc, StoreError):
                     log.exception("risk monitor could not apply trips")
@@ -486,7 +486,7 @@ class RiskMonitor:
             severity, key, title, text = self._outbox[0]
             try:
                 await self.alerts.alert(severity, key, title, text)
-            except Exception as exc:  # noqa: BLE001 - keep it and retry next loop
+            except Exception as exc:
                 log.warning("alert %s not delivered (will retry): %s: %s", key, type(exc).__name__, exc)
                 return
             self._outbox.popleft()

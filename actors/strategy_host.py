@@ -27,14 +27,14 @@ from typing import Protocol
 
 import ray
 
-from core.bars import BarAggregator
-from core.clock import Clock, WallClock
-from core.config import StrategyConfig
-from core.control_state import ControlState
-from core.marks import Mark, MarkBook, fresher, usable_marks
-from core.errors import StoreError, TradetreeError
-from core.store import RedisStore
-from core.types import (
+from tradetree.core.bars import BarAggregator
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.config import StrategyConfig
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import StoreError, TradetreeError
+from tradetree.core.marks import Mark, MarkBook, fresher, usable_marks
+from tradetree.core.store import RedisStore
+from tradetree.core.types import (
     Fill,
     HealthReport,
     Order,
@@ -45,11 +45,11 @@ from core.types import (
     Side,
     Ticker,
 )
-from risk import freshness_gate, pre_trade
-from risk.config import RiskConfig, instrument_key
-from risk.day_pnl import DayBaselines
-from strategies.base import StrategyContext
-from strategies.registry import build_strategy
+from tradetree.risk import freshness_gate, pre_trade
+from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.day_pnl import DayBaselines
+from tradetree.strategies.base import StrategyContext
+from tradetree.strategies.registry import build_strategy
 
 __all__ = ["StrategyState", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 

@@ -300,13 +300,13 @@ def tradetree_run(series, repeats: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from decimal import Decimal
 
-    from core.config import StrategyConfig
-    from sim.backtest.book_model import BookModel
-    from sim.backtest.config import BacktestConfig, FillRule
-    from sim.backtest.engine import Backtester
-    from sim.config import FeeSchedule, SimInstrument
-    from strategies.base import Strategy, StrategyParams, orders_toward_target
-    from strategies.indicators import EMA
+    from tradetree.core.config import StrategyConfig
+    from tradetree.sim.backtest.book_model import BookModel
+    from tradetree.sim.backtest.config import BacktestConfig, FillRule
+    from tradetree.sim.backtest.engine import Backtester
+    from tradetree.sim.config import FeeSchedule, SimInstrument
+    from tradetree.strategies.base import Strategy, StrategyParams, orders_toward_target
+    from tradetree.strategies.indicators import EMA
 
     class EmaCrossParams(StrategyParams):
         fast_bars: int = FAST
@@ -402,7 +402,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from sim.backtest.data import load_candle_series, synthetic_candles
+    from tradetree.sim.backtest.data import load_candle_series, synthetic_candles
 
     anchors = [a for a in args.anchors.split(",") if a]
     if anchors and not ANCHOR_PYTHON.exists():
@@ -432,7 +432,7 @@ def main() -> int:
                         engines[name] = r
                     else:
                         engines[name]["round_secs"] = r["round_secs"]
-            for name, r in engines.items():
+            for r in engines.values():
                 if "run_secs" in r:
                     r["bars_per_sec"] = r["bars"] / r["run_secs"]
             ours = engines["tradetree"]

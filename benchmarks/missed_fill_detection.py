@@ -78,7 +78,7 @@ class Sampler:
     def __init__(self, sim: Any, redis_url: str, namespace: str, interval_secs: float) -> None:
         import redis
 
-        from core.redis_keys import RedisKeys
+        from tradetree.core.redis_keys import RedisKeys
 
         self.sim = sim
         self.interval_secs = interval_secs
@@ -91,7 +91,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="missed-fill-sampler", daemon=True)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -130,9 +130,9 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
             timeout_secs: float) -> dict[str, Any]:
     import ray
 
-    from core.types import OrderIntent, OrderType, Side
-    from supervisor.tree import gateway_id
+    from tradetree.core.types import OrderIntent, OrderType, Side
     from tradetree.runner import EngineRuntime
+    from tradetree.supervisor.tree import gateway_id
 
     namespace = f"tt-bench-{uuid.uuid4().hex[:12]}"
     config = engine_config(redis_url, namespace, poll_interval_secs, seed)
@@ -196,7 +196,7 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
 def _redis_matches_venue(runtime: Any, namespace: str) -> bool:
     import asyncio
 
-    from core.store import RedisStore
+    from tradetree.core.store import RedisStore
 
     async def read():
         store = await RedisStore.connect(runtime.redis_url, namespace)

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ml.config import ModelConfig, load_model_config  # noqa: E402
-from ml.data import load_candles  # noqa: E402
-from ml.dataset import build_dataset  # noqa: E402
-from ml.evaluation import EvaluationResult, walk_forward_evaluate  # noqa: E402
-from ml.features import FeatureInputs  # noqa: E402
-from ml.plots import matplotlib_available, plot_evaluation  # noqa: E402
+from tradetree.ml.config import ModelConfig, load_model_config  # noqa: E402
+from tradetree.ml.data import load_candles  # noqa: E402
+from tradetree.ml.dataset import build_dataset  # noqa: E402
+from tradetree.ml.evaluation import EvaluationResult, walk_forward_evaluate  # noqa: E402
+from tradetree.ml.features import FeatureInputs  # noqa: E402
+from tradetree.ml.plots import matplotlib_available, plot_evaluation  # noqa: E402
 
 FILES = {
     ("BTC", "1h"): "binance_spot_BTCUSDT_1h_2020-05-11_2024-05-08.csv.gz",
@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--timeframes", default="1h,5m", help="comma-separated subset of 1h,5m (default both)")
     args = parser.parse_args()
     console = Console(width=160)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
     for tf in [t.strip() for t in args.timeframes.split(",") if t.strip()]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.types import Bar, Ticker
+from tradetree.core.types import Bar, Ticker
 
 __all__ = ["BarAggregator"]
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from core.errors import ConfigError
+from tradetree.core.errors import ConfigError
 
 __all__ = [
     "RedisConfig",
@@ -89,7 +89,7 @@ class VenueConfig(BaseModel):
         return self.rest_url is None
 
     @model_validator(mode="after")
-    def _urls_together(self) -> "VenueConfig":
+    def _urls_together(self) -> VenueConfig:
         if (self.rest_url is None) != (self.ws_url is None):
             raise ValueError("rest_url and ws_url must be given together (or both left unset)")
         return self
@@ -140,7 +140,7 @@ class StrategyConfig(BaseModel):
     id: str = ""
 
     @model_validator(mode="after")
-    def _default_id(self) -> "StrategyConfig":
+    def _default_id(self) -> StrategyConfig:
         if not self.id:
             base = self.symbols[0].split("-")[0]
             object.__setattr__(self, "id", f"{self.class_name}_{self.version}_{base}")

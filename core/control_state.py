@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.redis_calls import redis_call
+from tradetree.core.redis_calls import redis_call
 
 __all__ = [
     "ControlSnapshot",

@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from core.errors import StoreUnavailable
+from tradetree.core.errors import StoreUnavailable
 
 __all__ = ["EmbeddedRedis", "resolve_redis_url"]
 
@@ -145,7 +145,7 @@ class EmbeddedRedis:
         self._require_running("persistent")
         return self._kind == "redis-server" and self._data_dir is not None
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> EmbeddedRedis:
         """Start the server and wait until it answers PING; return self.
 
         Raises:
@@ -184,7 +184,7 @@ class EmbeddedRedis:
         else:
             self._stop_fakeredis()
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(

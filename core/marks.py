@@ -23,8 +23,8 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
-from core.redis_calls import redis_call
-from core.redis_keys import RedisKeys
+from tradetree.core.redis_calls import redis_call
+from tradetree.core.redis_keys import RedisKeys
 
 __all__ = ["Mark", "MarkBook", "fresher", "usable_marks"]
 

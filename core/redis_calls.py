@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import StoreError, StoreUnavailable
+from tradetree.core.errors import StoreError, StoreUnavailable
 
 __all__ = ["redis_call"]
 

@@ -41,10 +41,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.clock import Clock, WallClock
-from core.errors import StoreError, StoreUnavailable
-from core.redis_keys import RedisKeys
-from core.types import Fill, FillLayer, Instrument, Order, Position
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import StoreError, StoreUnavailable
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position
 
 __all__ = [
     "ATOMS_PER_UNIT",
@@ -76,7 +76,7 @@ _DELETE_BATCH = 500
 
 
 def _load_lua(name: str) -> str:
-    return resources.files("core").joinpath("lua", name).read_text(encoding="utf-8")
+    return resources.files("tradetree.core").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 _APPLY_FILL_LUA = _load_lua("apply_fill.lua")
@@ -273,7 +273,7 @@ class RedisStore:
         *,
         socket_timeout_secs: float = 2.0,
         clock: Clock | None = None,
-    ) -> "RedisStore":
+    ) -> RedisStore:
         """Open a client on ``url`` and check that Redis answers.
 
         Commands are retried at most twice on a dropped connection (every

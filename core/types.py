@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import InvalidOrderTransition
+from tradetree.core.errors import InvalidOrderTransition
 
 __all__ = [
     "InstrumentKind",
@@ -87,7 +87,7 @@ class Side(str, enum.Enum):
         return 1 if self is Side.BUY else -1
 
     @property
-    def opposite(self) -> "Side":
+    def opposite(self) -> Side:
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
@@ -206,7 +206,7 @@ class Order(BaseModel):
     @classmethod
     def from_intent(
         cls, intent: OrderIntent, *, now_ms: int, client_order_id: str | None = None
-    ) -> "Order":
+    ) -> Order:
         return cls(
             client_order_id=client_order_id or new_client_order_id(),
             strategy_id=intent.strategy_id,
@@ -221,7 +221,7 @@ class Order(BaseModel):
             updated_ms=now_ms,
         )
 
-    def transition(self, new_state: OrderState, *, now_ms: int, **changes: object) -> "Order":
+    def transition(self, new_state: OrderState, *, now_ms: int, **changes: object) -> Order:
         """Return a copy in ``new_state`` with ``changes`` applied.
 
         Re-entering the current state is allowed (venues repeat themselves).

@@ -10,7 +10,12 @@
 ``actors.reconciler`` runs them on their timers.
 """
 
-from execution.canary import (
+# The folder sits at the repository root but installs as tradetree.execution; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.execution":
+    raise ImportError(f"import tradetree.execution, not {__name__}")
+
+from tradetree.execution.canary import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
@@ -24,8 +29,8 @@ from execution.canary import (
     judge,
     leftover_close,
 )
-from execution.drift import DriftCheck, DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
-from execution.fill_health import (
+from tradetree.execution.drift import DriftCheck, DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
+from tradetree.execution.fill_health import (
     WS_FLOW_KEY,
     FillGap,
     FillHealthAction,
@@ -34,7 +39,7 @@ from execution.fill_health import (
     OrderFillObservation,
     WsFlowStatus,
 )
-from execution.reconciliation import (
+from tradetree.execution.reconciliation import (
     NEVER_REACHED_VENUE,
     LookupKind,
     OrderDecision,

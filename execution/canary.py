@@ -30,9 +30,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.config import VenueConfig
-from core.types import FillLayer, Instrument, InstrumentKind, Side
-from execution.reconciliation import ReconcilerConfig
+from tradetree.core.config import VenueConfig
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Side
+from tradetree.execution.reconciliation import ReconcilerConfig
 
 __all__ = [
     "CANARY_STRATEGY_ID",

@@ -32,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from core.types import Position
+from tradetree.core.types import Position
 
 __all__ = [
     "InstrumentDrift",

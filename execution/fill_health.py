@@ -43,7 +43,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.types import FillLayer
+from tradetree.core.types import FillLayer
 
 __all__ = [
     "WS_FLOW_KEY",

@@ -30,9 +30,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adapters.okx.reports import VenueOrderReport, apply_report
-from core.errors import InvalidOrderTransition, VenueProtocolError
-from core.types import Fill, FillLayer, Order, OrderState
+from tradetree.adapters.okx.reports import VenueOrderReport, apply_report
+from tradetree.core.errors import InvalidOrderTransition, VenueProtocolError
+from tradetree.core.types import Fill, FillLayer, Order, OrderState
 
 __all__ = [
     "NEVER_REACHED_VENUE",
@@ -116,7 +116,7 @@ class ReconcilerConfig(BaseModel):
     canary_deadline_secs: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
-    def _canary_backoff_ordered(self) -> "ReconcilerConfig":
+    def _canary_backoff_ordered(self) -> ReconcilerConfig:
         if self.canary_max_interval_secs < self.canary_interval_secs:
             raise ValueError("canary_max_interval_secs must be at least canary_interval_secs")
         return self
@@ -152,15 +152,15 @@ class OrderLookup(BaseModel):
     error: str = ""
 
     @classmethod
-    def found(cls, report: VenueOrderReport, client_order_id: str) -> "OrderLookup":
+    def found(cls, report: VenueOrderReport, client_order_id: str) -> OrderLookup:
         return cls(client_order_id=client_order_id, kind=LookupKind.FOUND, report=report)
 
     @classmethod
-    def unknown(cls, client_order_id: str) -> "OrderLookup":
+    def unknown(cls, client_order_id: str) -> OrderLookup:
         return cls(client_order_id=client_order_id, kind=LookupKind.UNKNOWN)
 
     @classmethod
-    def failed(cls, client_order_id: str, error: str) -> "OrderLookup":
+    def failed(cls, client_order_id: str, error: str) -> OrderLookup:
         return cls(client_order_id=client_order_id, kind=LookupKind.FAILED, error=error)
 
 

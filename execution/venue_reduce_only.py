@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.types import Order, Position, Side
-from risk.pre_trade import fmt_decimal, in_flight_size
+from tradetree.core.types import Order, Position, Side
+from tradetree.risk.pre_trade import fmt_decimal, in_flight_size
 
 __all__ = ["VenueReduceOnly", "decide"]
 

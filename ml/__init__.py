@@ -15,15 +15,20 @@ The pipeline, in the order data flows:
 - ``ml.plots`` (needs matplotlib), ``ml.cli`` (``tradetree ml train|eval|list``).
 """
 
-from ml.config import CatBoostParams, FeatureSpec, GateSpec, ModelConfig, WalkForwardSpec, load_model_config
-from ml.data import fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
-from ml.dataset import Dataset, build_dataset
-from ml.evaluation import EvaluationResult, walk_forward_evaluate
-from ml.features import FeatureInputs, build_features, feature_names, latest_feature_row
-from ml.forecaster import ModelVolForecaster, RealizedVolForecaster, VolatilityForecaster, annualized_vol
-from ml.leakage import find_lookahead_features, shuffled_target_r2
-from ml.pipeline import train_and_register
-from ml.registry import ModelRegistry, RegisteredModel
+# The folder sits at the repository root but installs as tradetree.ml; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.ml":
+    raise ImportError(f"import tradetree.ml, not {__name__}")
+
+from tradetree.ml.config import CatBoostParams, FeatureSpec, GateSpec, ModelConfig, WalkForwardSpec, load_model_config
+from tradetree.ml.data import fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
+from tradetree.ml.dataset import Dataset, build_dataset
+from tradetree.ml.evaluation import EvaluationResult, walk_forward_evaluate
+from tradetree.ml.features import FeatureInputs, build_features, feature_names, latest_feature_row
+from tradetree.ml.forecaster import ModelVolForecaster, RealizedVolForecaster, VolatilityForecaster, annualized_vol
+from tradetree.ml.leakage import find_lookahead_features, shuffled_target_r2
+from tradetree.ml.pipeline import train_and_register
+from tradetree.ml.registry import ModelRegistry, RegisteredModel
 
 __all__ = [
     "CatBoostParams",

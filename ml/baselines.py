@@ -26,9 +26,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from ml.metrics import r2_score
-from ml.rolling import log_vol_from_var
-from ml.targets import trailing_log_vol
+from tradetree.ml.metrics import r2_score
+from tradetree.ml.rolling import log_vol_from_var
+from tradetree.ml.targets import trailing_log_vol
 
 __all__ = [
     "Baseline",

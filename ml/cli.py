@@ -3,7 +3,7 @@
 ``register(subparsers)`` adds an ``ml`` command with the three sub-commands
 to an argparse subparsers object; each parsed namespace carries ``func``, a
 callable ``func(args) -> int`` (the exit code). ``main(argv)`` runs the same
-commands standalone (``python -m ml.cli``).
+commands standalone (``python -m tradetree.ml.cli``).
 
 Exit codes: 0 done (``train``: registered, and approved unless
 ``--require-pass``), 1 the model failed its gate under ``--require-pass``,
@@ -16,24 +16,24 @@ import argparse
 import asyncio
 import json
 import math
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import ConfigError, VenueError
-from ml.config import ModelConfig, load_model_config
-from ml.data import cache_path_for, fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
-from ml.dataset import build_dataset
-from ml.errors import MLError
-from ml.evaluation import EvaluationResult, walk_forward_evaluate
-from ml.features import FeatureInputs
-from ml.pipeline import train_and_register
-from ml.plots import plot_evaluation
-from ml.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
+from tradetree.core.errors import ConfigError, VenueError
+from tradetree.ml.config import ModelConfig, load_model_config
+from tradetree.ml.data import cache_path_for, fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.errors import MLError
+from tradetree.ml.evaluation import EvaluationResult, walk_forward_evaluate
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.pipeline import train_and_register
+from tradetree.ml.plots import plot_evaluation
+from tradetree.ml.registry import DEFAULT_REGISTRY_ROOT, ModelRegistry
 
 __all__ = ["register", "main"]
 
@@ -195,7 +195,7 @@ def _parse_time_ms(text: str) -> int:
     except ValueError:
         raise ConfigError(f"not a time: {text!r} (use ISO 8601, e.g. 2024-01-01T00:00, or epoch ms)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

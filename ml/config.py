@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.config import format_validation_error
-from core.errors import ConfigError
+from tradetree.core.config import format_validation_error
+from tradetree.core.errors import ConfigError
 
 __all__ = [
     "Task",
@@ -156,7 +156,7 @@ class ModelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _enough_training(self) -> "ModelConfig":
+    def _enough_training(self) -> ModelConfig:
         if self.walk_forward.min_train_bars <= self.features.warmup_bars + self.horizon_bars:
             raise ValueError(
                 "walk_forward.min_train_bars must exceed features.warmup_bars + horizon_bars"

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.clock import Clock, WallClock
-from core.errors import (
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import (
     VenueAuthError,
     VenueError,
     VenueProtocolError,
     VenueRateLimited,
     VenueUnavailable,
 )
-from ml.errors import DataError, MissingDependency
+from tradetree.ml.errors import DataError, MissingDependency
 
 __all__ = [
     "CANDLE_COLUMNS",

@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ml.baselines import baseline_inputs
-from ml.config import ModelConfig
-from ml.data import frames_sha256, infer_interval_ms, validate_candles
-from ml.errors import DataError
-from ml.features import FeatureInputs, build_features
-from ml.targets import forward_direction, forward_log_vol, trailing_log_vol
+from tradetree.ml.baselines import baseline_inputs
+from tradetree.ml.config import ModelConfig
+from tradetree.ml.data import frames_sha256, infer_interval_ms, validate_candles
+from tradetree.ml.errors import DataError
+from tradetree.ml.features import FeatureInputs, build_features
+from tradetree.ml.targets import forward_direction, forward_log_vol, trailing_log_vol
 
 __all__ = ["Dataset", "build_dataset", "inputs_sha256"]
 
@@ -43,7 +43,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.y)
 
-    def with_shuffled_target(self, seed: int) -> "Dataset":
+    def with_shuffled_target(self, seed: int) -> Dataset:
         """The same rows with the targets permuted: nothing should predict these."""
         rng = np.random.default_rng(seed)
         return replace(self, y=self.y[rng.permutation(len(self.y))])

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.baselines import direction_baselines, volatility_baselines
-from ml.config import ModelConfig
-from ml.dataset import Dataset
-from ml.metrics import (
+from tradetree.ml.baselines import direction_baselines, volatility_baselines
+from tradetree.ml.config import ModelConfig
+from tradetree.ml.dataset import Dataset
+from tradetree.ml.metrics import (
     accuracy,
     log_loss,
     mcc,
@@ -27,8 +27,8 @@ from ml.metrics import (
     roc_auc,
     vol_direction_accuracy,
 )
-from ml.models import TrainedModel, fit_catboost
-from ml.splits import walk_forward_splits
+from tradetree.ml.models import TrainedModel, fit_catboost
+from tradetree.ml.splits import walk_forward_splits
 
 __all__ = ["MODEL_COLUMN", "GateResult", "EvaluationResult", "walk_forward_evaluate", "score", "apply_gate"]
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.config import FeatureSpec
-from ml.data import infer_interval_ms
-from ml.errors import DataError, FeatureUnavailable, InsufficientHistory
-from ml.rolling import log_returns, log_vol_from_var, rolling_mean, rolling_std
+from tradetree.ml.config import FeatureSpec
+from tradetree.ml.data import infer_interval_ms
+from tradetree.ml.errors import DataError, FeatureUnavailable, InsufficientHistory
+from tradetree.ml.rolling import log_returns, log_vol_from_var, rolling_mean, rolling_std
 
 __all__ = ["FeatureInputs", "feature_names", "build_features", "latest_feature_row"]
 
@@ -52,12 +52,12 @@ class FeatureInputs:
     cross: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     orderbook: pd.DataFrame | None = None
 
-    def until_bar(self, index: int, interval_ms: int) -> "FeatureInputs":
+    def until_bar(self, index: int, interval_ms: int) -> FeatureInputs:
         """What was known at the close of bar ``index``: all inputs cut there."""
         last_open_ms = int(self.candles["timestamp_ms"].iloc[index])
         return self.tail_until(last_open_ms, interval_ms, n_bars=None)
 
-    def tail_until(self, last_open_ms: int, interval_ms: int, *, n_bars: int | None) -> "FeatureInputs":
+    def tail_until(self, last_open_ms: int, interval_ms: int, *, n_bars: int | None) -> FeatureInputs:
         """Inputs cut at the close of the bar opening at ``last_open_ms``, keeping the last ``n_bars``."""
 
         def cut(frame: pd.DataFrame, limit_ms: int) -> pd.DataFrame:

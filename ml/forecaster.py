@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.types import Bar
-from ml.data import CANDLE_COLUMNS
-from ml.errors import DataError, InsufficientHistory, MLError
-from ml.features import FeatureInputs
-from ml.registry import ModelRegistry
-from ml.targets import trailing_log_vol
+from tradetree.core.types import Bar
+from tradetree.ml.data import CANDLE_COLUMNS
+from tradetree.ml.errors import DataError, InsufficientHistory, MLError
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.registry import ModelRegistry
+from tradetree.ml.targets import trailing_log_vol
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class ModelVolForecaster:
     @classmethod
     def from_registry(
         cls, root: str | Path, name: str, version: str | None = None, *, require_approved: bool = True
-    ) -> "ModelVolForecaster":
+    ) -> ModelVolForecaster:
         """Load ``name``/``version`` from the registry at ``root`` and forecast with it in-process.
 
         Raises:
@@ -126,7 +126,7 @@ class ModelVolForecaster:
         return cls(model, horizon_bars=model.record.horizon_bars, min_history_bars=model.min_history_bars)
 
     @classmethod
-    def from_server(cls, server: Any) -> "ModelVolForecaster":
+    def from_server(cls, server: Any) -> ModelVolForecaster:
         """Forecast through a started model server (anything with ``describe()`` and
         ``predict(batch)``: ``ModelServer`` or ``ModelServerClient``).
 
@@ -204,7 +204,7 @@ class ForecasterSpec(BaseModel):
     timeout_secs: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
-    def _complete(self) -> "ForecasterSpec":
+    def _complete(self) -> ForecasterSpec:
         needed = {"realized": ("window_bars",), "model": ("registry_root", "name"), "server": ()}[self.kind]
         missing = [f for f in needed if getattr(self, f) is None]
         if self.kind == "server" and self.actor_name is None and self.name is None:
@@ -243,7 +243,7 @@ def build_forecaster(spec: ForecasterSpec | Mapping[str, Any]) -> VolatilityFore
 def _connect_ray_server(actor_name: str, ray_namespace: str | None, timeout_secs: float) -> Any:
     import ray
 
-    from actors.model_server import ModelServerClient  # the actor layer, only when asked for
+    from tradetree.actors.model_server import ModelServerClient  # the actor layer, only when asked for
 
     if not ray.is_initialized():
         raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")

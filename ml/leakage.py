@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml.config import ModelConfig
-from ml.dataset import Dataset
-from ml.evaluation import MODEL_COLUMN, walk_forward_evaluate
-from ml.features import FeatureInputs
+from tradetree.ml.config import ModelConfig
+from tradetree.ml.dataset import Dataset
+from tradetree.ml.evaluation import MODEL_COLUMN, walk_forward_evaluate
+from tradetree.ml.features import FeatureInputs
 
 __all__ = ["LeakageReport", "find_lookahead_features", "shuffled_target_r2"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from catboost import CatBoostClassifier, CatBoostRegressor
 
-from ml.config import CatBoostParams, Task
+from tradetree.ml.config import CatBoostParams, Task
 
 __all__ = ["TrainedModel", "fit_catboost", "load_catboost"]
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ml.config import ModelConfig
-from ml.dataset import Dataset, build_dataset
-from ml.errors import LeakageDetected
-from ml.evaluation import EvaluationResult, walk_forward_evaluate
-from ml.features import FeatureInputs, build_features
-from ml.leakage import find_lookahead_features
-from ml.models import TrainedModel, fit_catboost
-from ml.registry import ModelRecord, ModelRegistry
+from tradetree.ml.config import ModelConfig
+from tradetree.ml.dataset import Dataset, build_dataset
+from tradetree.ml.errors import LeakageDetected
+from tradetree.ml.evaluation import EvaluationResult, walk_forward_evaluate
+from tradetree.ml.features import FeatureInputs, build_features
+from tradetree.ml.leakage import find_lookahead_features
+from tradetree.ml.models import TrainedModel, fit_catboost
+from tradetree.ml.registry import ModelRecord, ModelRegistry
 
 __all__ = ["TrainingOutcome", "fit_final_model", "train_and_register"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.errors import MissingDependency
-from ml.evaluation import MODEL_COLUMN, EvaluationResult
+from tradetree.ml.errors import MissingDependency
+from tradetree.ml.evaluation import MODEL_COLUMN, EvaluationResult
 
 __all__ = ["matplotlib_available", "plot_evaluation"]
 

@@ -24,7 +24,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ import catboost
 import numpy as np
 import pandas as pd
 
-from core.clock import Clock, WallClock
-from ml.config import FeatureSpec, ModelConfig
-from ml.errors import FeatureUnavailable, ModelIntegrityError, ModelNotApproved, ModelNotFound
-from ml.features import FeatureInputs, latest_feature_row
-from ml.models import TrainedModel, load_catboost
+from tradetree.core.clock import Clock, WallClock
+from tradetree.ml.config import FeatureSpec, ModelConfig
+from tradetree.ml.errors import FeatureUnavailable, ModelIntegrityError, ModelNotApproved, ModelNotFound
+from tradetree.ml.features import FeatureInputs, latest_feature_row
+from tradetree.ml.models import TrainedModel, load_catboost
 
 __all__ = ["DEFAULT_REGISTRY_ROOT", "ModelRecord", "RegisteredModel", "ModelRegistry", "file_sha256"]
 
@@ -208,7 +208,7 @@ class ModelRegistry:
                 "horizon_bars": config.horizon_bars,
                 "interval_ms": int(interval_ms),
                 "created_ms": now_ms,
-                "created_at": datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).isoformat(),
+                "created_at": datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(),
                 "data_sha256": data_sha256,
                 "model_sha256": file_sha256(tmp / MODEL_FILE),
                 "catboost_version": catboost.__version__,

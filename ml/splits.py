@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml.config import WalkForwardSpec
-from ml.errors import DataError
+from tradetree.ml.config import WalkForwardSpec
+from tradetree.ml.errors import DataError
 
 __all__ = ["Split", "walk_forward_splits"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.rolling import log_returns, log_vol_from_var, rolling_mean
+from tradetree.ml.rolling import log_returns, log_vol_from_var, rolling_mean
 
 __all__ = ["forward_log_vol", "trailing_log_vol", "forward_return", "forward_direction"]
 

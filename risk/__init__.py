@@ -13,10 +13,15 @@ In the order path, call the gate first and the limits second::
         return deny(intent, reasons, ts_ms=now_ms, checked_by="gateway")
 """
 
-from risk.config import RiskConfig, instrument_key
-from risk.freshness_gate import GateInputs, applicable_breakers, deny, read_gate_inputs
-from risk.pre_trade import PreTradeInputs, duplicate_close_reasons, in_flight_size, limit_reasons
-from risk.rules import (
+# The folder sits at the repository root but installs as tradetree.risk; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.risk":
+    raise ImportError(f"import tradetree.risk, not {__name__}")
+
+from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.freshness_gate import GateInputs, applicable_breakers, deny, read_gate_inputs
+from tradetree.risk.pre_trade import PreTradeInputs, duplicate_close_reasons, in_flight_size, limit_reasons
+from tradetree.risk.rules import (
     GLOBAL_LOSS,
     GLOBAL_NOTIONAL,
     ExposureMonitor,

@@ -21,10 +21,10 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from core.redis_calls import redis_call
-from core.redis_keys import RedisKeys
-from core.types import Position
-from risk.rules import daily_pnl_by_strategy, position_net_pnl
+from tradetree.core.redis_calls import redis_call
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.types import Position
+from tradetree.risk.rules import daily_pnl_by_strategy, position_net_pnl
 
 __all__ = ["PNL_DAY_TTL_SECS", "DayBaselines", "pnl_day_key"]
 

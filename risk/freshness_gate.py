@@ -20,10 +20,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from core.control_state import ControlSnapshot, ControlState
-from core.errors import StoreError, StoreUnavailable
-from core.types import OrderDenied, OrderIntent
-from risk.config import RiskConfig
+from tradetree.core.control_state import ControlSnapshot, ControlState
+from tradetree.core.errors import StoreError, StoreUnavailable
+from tradetree.core.types import OrderDenied, OrderIntent
+from tradetree.risk.config import RiskConfig
 
 __all__ = [
     "GATE_STATE_UNKNOWN_REDIS",
@@ -198,7 +198,7 @@ async def read_gate_inputs(
         return _unknown_inputs(now_ms, strategy_id, last_market_data_ms, GATE_STATE_UNKNOWN_REDIS)
     except StoreError as exc:
         return _unknown_inputs(now_ms, strategy_id, last_market_data_ms, f"state unknown: {exc}")
-    except Exception as exc:  # noqa: BLE001 - the gate must refuse, not crash the order path
+    except Exception as exc:
         log.exception("freshness gate: reading inputs failed")
         return _unknown_inputs(
             now_ms, strategy_id, last_market_data_ms, f"state unknown: {type(exc).__name__}: {exc}"

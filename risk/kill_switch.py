@@ -56,16 +56,16 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.clock import Clock, WallClock
-from core.errors import (
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import (
     StoreError,
     TradetreeError,
     VenueAuthError,
     VenueUnavailable,
 )
-from core.redis_calls import redis_call
-from core.redis_keys import RedisKeys, escape_component
-from core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
+from tradetree.core.redis_calls import redis_call
+from tradetree.core.redis_keys import RedisKeys, escape_component
+from tradetree.core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -158,7 +158,7 @@ class KillSwitchConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _bounds_consistent(self) -> "KillSwitchConfig":
+    def _bounds_consistent(self) -> KillSwitchConfig:
         if self.backoff_min_secs > self.backoff_max_secs:
             raise ValueError("backoff_min_secs must not exceed backoff_max_secs")
         # The lease is renewed before every call and after every sleep: it must outlive both.

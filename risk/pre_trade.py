@@ -29,8 +29,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.types import Order, OrderIntent, OrderState, Position, Side
-from risk.config import RiskConfig, instrument_key
+from tradetree.core.types import Order, OrderIntent, OrderState, Position, Side
+from tradetree.risk.config import RiskConfig, instrument_key
 
 __all__ = [
     "PreTradeInputs",

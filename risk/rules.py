@@ -16,10 +16,10 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.redis_keys import RedisKeys
-from core.types import Order, OrderState, Position, Side
-from risk.config import RiskConfig, instrument_key
-from risk.pre_trade import fmt_decimal
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.types import Order, OrderState, Position, Side
+from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.pre_trade import fmt_decimal
 
 __all__ = [
     "GLOBAL_LOSS",

@@ -4,7 +4,12 @@ One :class:`MatchingEngine` (pure, also driven by the backtester) behind OKX v5
 REST + WS that unmodified ccxt trades against, with fault injection.
 """
 
-from sim.config import (
+# The folder sits at the repository root but installs as tradetree.sim; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.sim":
+    raise ImportError(f"import tradetree.sim, not {__name__}")
+
+from tradetree.sim.config import (
     DEFAULT_API_KEY,
     DEFAULT_PASSPHRASE,
     DEFAULT_SECRET,
@@ -13,8 +18,8 @@ from sim.config import (
     SimulatorConfig,
     default_instruments,
 )
-from sim.faults import FaultInjector, FaultSettings
-from sim.market_data import (
+from tradetree.sim.faults import FaultInjector, FaultSettings
+from tradetree.sim.market_data import (
     Candle,
     CandleAggregator,
     CandleReplay,
@@ -26,7 +31,7 @@ from sim.market_data import (
     load_candle_source,
     load_candles,
 )
-from sim.matching import (
+from tradetree.sim.matching import (
     BookShape,
     FillView,
     MatchingEngine,
@@ -35,7 +40,7 @@ from sim.matching import (
     OrderView,
     PositionView,
 )
-from sim.server import SimulatorServer, SimulatorThread, banner, serve_forever
+from tradetree.sim.server import SimulatorServer, SimulatorThread, banner, serve_forever
 
 __all__ = [
     "DEFAULT_API_KEY",

@@ -35,7 +35,7 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Protocol
 
-from sim.config import SimInstrument
+from tradetree.sim.config import SimInstrument
 
 __all__ = [
     "PublicTrade",

@@ -60,8 +60,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from sim.config import FeeSchedule, SimInstrument
-from sim.market_data import MarketTick, derive_seed, spot_of
+from tradetree.sim.config import FeeSchedule, SimInstrument
+from tradetree.sim.market_data import MarketTick, derive_seed, spot_of
 
 __all__ = [
     "BookShape",
@@ -313,7 +313,7 @@ class _Order:
     reserved: Decimal = ZERO
     reserve_ccy: str = ""
     cancel_source: str = ""
-    view: "OrderView | None" = None  # the last snapshot, valid while u_time is unchanged (see _view)
+    view: OrderView | None = None  # the last snapshot, valid while u_time is unchanged (see _view)
 
     @property
     def remaining(self) -> Decimal:
@@ -593,7 +593,7 @@ class MatchingEngine:
         buys = sorted((o for o in resting if o.side == "buy"), key=lambda o: (-o.px, o.seq))
         sells = sorted((o for o in resting if o.side == "sell"), key=lambda o: (o.px, o.seq))
         for trade in tick.trades:
-            for queue, through in ((buys, lambda o: o.px > trade.price), (sells, lambda o: o.px < trade.price)):
+            for queue, through in ((buys, lambda o, p=trade.price: o.px > p), (sells, lambda o, p=trade.price: o.px < p)):
                 budget = trade.size
                 for o in queue:
                     if budget <= 0 or not through(o):
@@ -771,12 +771,11 @@ class MatchingEngine:
     def _walk_estimate(levels: list[list[Decimal]], size: Decimal) -> Decimal:
         """The worst price a taker of ``size`` would reach (last level if the book is short)."""
         left = size
-        px = levels[0][0]
         for px, sz in levels:
             left -= sz
             if left <= 0:
-                break
-        return px
+                return px
+        return levels[-1][0]
 
     def _reservation(self, order: _Order) -> tuple[str, Decimal]:
         inst = order.inst

@@ -27,10 +27,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from sim.config import SimulatorConfig
-from sim.faults import FaultInjector
-from sim.market_data import CandleAggregator, CandleRow, PublicTrade, spot_of
-from sim.matching import (
+from tradetree.sim.config import SimulatorConfig
+from tradetree.sim.faults import FaultInjector
+from tradetree.sim.market_data import CandleAggregator, CandleRow, PublicTrade, spot_of
+from tradetree.sim.matching import (
     BalanceView,
     BookView,
     FillView,

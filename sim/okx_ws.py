@@ -35,9 +35,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from sim.market_data import MarketTick
-from sim.matching import OrderEvent
-from sim.okx_rest import (
+from tradetree.sim.market_data import MarketTick
+from tradetree.sim.matching import OrderEvent
+from tradetree.sim.okx_rest import (
     BAR_MS,
     VenueBackend,
     balance_row,
@@ -135,7 +135,7 @@ class OkxWsHub:
 
     # ------------------------------------------------------------ connections
 
-    def _make_handler(self, kind: str):  # noqa: ANN202 - aiohttp handler
+    def _make_handler(self, kind: str):
         async def handler(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse(autoping=True, heartbeat=None, compress=True)
             await ws.prepare(request)

@@ -40,9 +40,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from sim.config import DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.faults import FaultInjector
-from sim.market_data import (
+from tradetree.sim.config import DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.faults import FaultInjector
+from tradetree.sim.market_data import (
     CandleAggregator,
     CandleReplay,
     GeneratedMarket,
@@ -51,9 +51,9 @@ from sim.market_data import (
     PublicTrade,
     load_candle_source,
 )
-from sim.matching import MatchingEngine, OrderEvent
-from sim.okx_rest import OkxRestApi
-from sim.okx_ws import OkxWsHub
+from tradetree.sim.matching import MatchingEngine, OrderEvent
+from tradetree.sim.okx_rest import OkxRestApi
+from tradetree.sim.okx_ws import OkxWsHub
 
 __all__ = ["SimulatorServer", "SimulatorThread", "serve_forever", "banner"]
 

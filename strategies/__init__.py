@@ -1,17 +1,22 @@
 """Pure strategies: market events and fills in, order intents out."""
 
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
-from strategies.market_making import SingleVenueMarketMaking, SingleVenueMarketMakingParams
-from strategies.mean_reversion import MeanReversion, MeanReversionParams
-from strategies.stats_arb import StatsArb, StatsArbParams
-from strategies.trend_following import TrendFollowing, TrendFollowingParams
-from strategies.vol_scaled import (
+# The folder sits at the repository root but installs as tradetree.strategies; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.strategies":
+    raise ImportError(f"import tradetree.strategies, not {__name__}")
+
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
+from tradetree.strategies.market_making import SingleVenueMarketMaking, SingleVenueMarketMakingParams
+from tradetree.strategies.mean_reversion import MeanReversion, MeanReversionParams
+from tradetree.strategies.registry import STRATEGY_CLASSES, build_strategy, strategy_class
+from tradetree.strategies.stats_arb import StatsArb, StatsArbParams
+from tradetree.strategies.trend_following import TrendFollowing, TrendFollowingParams
+from tradetree.strategies.vol_scaled import (
     RealizedVolForecaster,
     VolatilityForecaster,
     VolScaledDirectional,
     VolScaledDirectionalParams,
 )
-from strategies.registry import STRATEGY_CLASSES, build_strategy, strategy_class
 
 __all__ = [
     "Strategy",

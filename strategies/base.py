@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.config import StrategyConfig, format_validation_error
-from core.errors import ConfigError
-from core.types import Bar, Fill, Order, OrderIntent, OrderType, Side
+from tradetree.core.config import StrategyConfig, format_validation_error
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Fill, Order, OrderIntent, OrderType, Side
 
 __all__ = ["StrategyParams", "StrategyContext", "Strategy", "orders_toward_target"]
 

@@ -33,10 +33,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.config import StrategyConfig
-from core.types import Bar, Order, OrderIntent, OrderType, Side
-from strategies.base import Strategy, StrategyContext, StrategyParams
-from strategies.indicators import EMA
+from tradetree.core.config import StrategyConfig
+from tradetree.core.types import Bar, Order, OrderIntent, OrderType, Side
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams
+from tradetree.strategies.indicators import EMA
 
 __all__ = ["SingleVenueMarketMaking", "SingleVenueMarketMakingParams"]
 
@@ -57,7 +57,7 @@ class SingleVenueMarketMakingParams(StrategyParams):
     ack_timeout_ms: int = Field(default=5_000, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SingleVenueMarketMakingParams":
+    def _consistent(self) -> SingleVenueMarketMakingParams:
         if self.skew_bps >= self.half_spread_bps:
             raise ValueError("skew_bps must be below half_spread_bps (quotes stay on their side of fair)")
         if self.quote_size > self.max_inventory:

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from pydantic import Field, model_validator
 
-from core.config import StrategyConfig
-from core.types import Bar, OrderIntent
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
+from tradetree.core.config import StrategyConfig
+from tradetree.core.types import Bar, OrderIntent
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 
 __all__ = ["MeanReversion", "MeanReversionParams"]
 
@@ -24,7 +24,7 @@ class MeanReversionParams(StrategyParams):
     allow_short: bool = True
 
     @model_validator(mode="after")
-    def _ordered(self) -> "MeanReversionParams":
+    def _ordered(self) -> MeanReversionParams:
         if self.exit_z >= self.entry_z:
             raise ValueError("exit_z must be below entry_z")
         if self.stop_z is not None and self.stop_z <= self.entry_z:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from strategies.base import Strategy
-from strategies.market_making import SingleVenueMarketMaking
-from strategies.mean_reversion import MeanReversion
-from strategies.stats_arb import StatsArb
-from strategies.trend_following import TrendFollowing
-from strategies.vol_scaled import VolScaledDirectional
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.strategies.base import Strategy
+from tradetree.strategies.market_making import SingleVenueMarketMaking
+from tradetree.strategies.mean_reversion import MeanReversion
+from tradetree.strategies.stats_arb import StatsArb
+from tradetree.strategies.trend_following import TrendFollowing
+from tradetree.strategies.vol_scaled import VolScaledDirectional
 
 __all__ = ["STRATEGY_CLASSES", "strategy_class", "build_strategy"]
 

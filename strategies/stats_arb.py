@@ -7,11 +7,11 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from pydantic import Field, model_validator
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, OrderIntent
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
-from strategies.indicators import RollingOLS
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, OrderIntent
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
+from tradetree.strategies.indicators import RollingOLS
 
 __all__ = ["StatsArb", "StatsArbParams"]
 
@@ -27,7 +27,7 @@ class StatsArbParams(StrategyParams):
     hedge_lot_size: Decimal = Field(gt=0)  # the hedge leg's size step, in its contracts
 
     @model_validator(mode="after")
-    def _ordered(self) -> "StatsArbParams":
+    def _ordered(self) -> StatsArbParams:
         if self.exit_z >= self.entry_z:
             raise ValueError("exit_z must be below entry_z")
         if self.stop_z is not None and self.stop_z <= self.entry_z:

@@ -6,10 +6,10 @@ from decimal import Decimal
 
 from pydantic import Field, model_validator
 
-from core.config import StrategyConfig
-from core.types import Bar, OrderIntent
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
-from strategies.indicators import ATR, EMA, RealizedVol
+from tradetree.core.config import StrategyConfig
+from tradetree.core.types import Bar, OrderIntent
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
+from tradetree.strategies.indicators import ATR, EMA, RealizedVol
 
 __all__ = ["TrendFollowing", "TrendFollowingParams"]
 
@@ -27,7 +27,7 @@ class TrendFollowingParams(StrategyParams):
     allow_short: bool = True
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TrendFollowingParams":
+    def _ordered(self) -> TrendFollowingParams:
         if self.fast_bars >= self.slow_bars:
             raise ValueError("fast_bars must be below slow_bars")
         if self.vol_cap_per_bar is not None and self.vol_cap_per_bar <= self.vol_floor_per_bar:

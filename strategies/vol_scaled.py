@@ -33,11 +33,11 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, OrderIntent
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
-from strategies.indicators import EMA
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, OrderIntent
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
+from tradetree.strategies.indicators import EMA
 
 __all__ = [
     "VolatilityForecaster",
@@ -103,7 +103,7 @@ class VolScaledDirectionalParams(StrategyParams):
     vol_forecaster: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "VolScaledDirectionalParams":
+    def _consistent(self) -> VolScaledDirectionalParams:
         if self.max_size < self.lot_size:
             raise ValueError("max_size must be at least lot_size")
         spec = self.vol_forecaster
@@ -138,7 +138,7 @@ def _check_model_spec(spec: dict[str, Any]) -> None:
     """
     from pydantic import ValidationError
 
-    from ml.forecaster import ForecasterSpec
+    from tradetree.ml.forecaster import ForecasterSpec
 
     try:
         parsed = ForecasterSpec.model_validate(spec)
@@ -204,8 +204,8 @@ class VolScaledDirectional(Strategy):
         spec = p.vol_forecaster
         if spec is None or spec.get("kind") == "realized":
             return RealizedVolForecaster(p.realized_window_bars)
-        from ml.errors import MLError
-        from ml.forecaster import BarWindowForecaster, build_forecaster
+        from tradetree.ml.errors import MLError
+        from tradetree.ml.forecaster import BarWindowForecaster, build_forecaster
 
         try:
             return BarWindowForecaster(build_forecaster(spec), max_bars=p.history_bars)

@@ -6,7 +6,12 @@ Ray; ``launch_supervisor`` starts a root. The restart rules themselves live in
 ``supervisor.restart_policy`` (pure, clock injected).
 """
 
-from supervisor.ray_backend import (
+# The folder sits at the repository root but installs as tradetree.supervisor; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.supervisor":
+    raise ImportError(f"import tradetree.supervisor, not {__name__}")
+
+from tradetree.supervisor.ray_backend import (
     ActorBackend,
     ActorClassNotFound,
     ActorDied,
@@ -16,8 +21,8 @@ from supervisor.ray_backend import (
     CallTimeout,
     RayBackend,
 )
-from supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
-from supervisor.spec import (
+from tradetree.supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
+from tradetree.supervisor.spec import (
     BackoffSpec,
     BadBackoff,
     BadCombination,
@@ -33,7 +38,7 @@ from supervisor.spec import (
     as_child_spec,
     validate_tree,
 )
-from supervisor.supervisor import (
+from tradetree.supervisor.supervisor import (
     HeartbeatSource,
     RestartRefused,
     StartFailed,

@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from core.errors import TradetreeError
+from tradetree.core.errors import TradetreeError
 
 __all__ = [
     "ActorBackend",
@@ -198,7 +198,7 @@ class RayBackend:
 
         try:
             return await asyncio.wait_for(_result(), timeout=timeout_secs)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallTimeout(f"{method}() did not answer within {timeout_secs:g}s") from None
         except ActorUnavailableError as exc:
             raise CallFailed(f"{method}(): actor unavailable: {_first_line(exc)}") from None

@@ -19,9 +19,9 @@ import enum
 import random
 from collections import deque
 
-from core.clock import Clock
-from core.errors import TradetreeError
-from supervisor.spec import BackoffSpec, RestartType
+from tradetree.core.clock import Clock
+from tradetree.core.errors import TradetreeError
+from tradetree.supervisor.spec import BackoffSpec, RestartType
 
 __all__ = [
     "ExitReason",

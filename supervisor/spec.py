@@ -21,11 +21,12 @@ Ids double as Ray actor names, so they must be unique across the whole tree.
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.errors import ConfigError
+from tradetree.core.errors import ConfigError
 
 __all__ = [
     "RestartType",
@@ -55,7 +56,7 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-\[\]]{0,99}$"
 
 # The actor class a parent supervisor launches for a nested SupervisorSpec.
-SUPERVISOR_ACTOR_CLASS = "supervisor.supervisor:SupervisorActor"
+SUPERVISOR_ACTOR_CLASS = "tradetree.supervisor.supervisor:SupervisorActor"
 
 
 class SpecError(ConfigError):
@@ -86,7 +87,7 @@ class CircularRelease(SpecError):
     """start_paused children wait for each other's release: none would ever resume."""
 
 
-def check_backoff(spec: "BackoffSpec") -> None:
+def check_backoff(spec: BackoffSpec) -> None:
     """Raises BadBackoff if ``min_secs > max_secs``."""
     if spec.min_secs > spec.max_secs:
         raise BadBackoff(f"backoff min_secs ({spec.min_secs}) exceeds max_secs ({spec.max_secs})")
@@ -122,7 +123,7 @@ class BackoffSpec(BaseModel):
     reset_after_secs: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "BackoffSpec":
+    def _check(self) -> BackoffSpec:
         check_backoff(self)
         return self
 
@@ -163,7 +164,7 @@ class ChildSpec(BaseModel):
     num_cpus: float = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "ChildSpec":
+    def _check(self) -> ChildSpec:
         if self.release_after and not self.start_paused:
             raise BadCombination(
                 f"child {self.id}: release_after needs start_paused=True "
@@ -191,7 +192,7 @@ class SupervisorSpec(BaseModel):
     strategy: Strategy = Strategy.ONE_FOR_ONE
     intensity: int = 3
     period_secs: float = 5.0
-    children: tuple["ChildSpec | SupervisorSpec", ...] = ()
+    children: tuple[ChildSpec | SupervisorSpec, ...] = ()
     stop_children_on_escalate: bool = True
     # as a child of another supervisor:
     restart: RestartType = RestartType.PERMANENT
@@ -204,7 +205,7 @@ class SupervisorSpec(BaseModel):
     num_cpus: float = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "SupervisorSpec":
+    def _check(self) -> SupervisorSpec:
         check_intensity(self)
         check_unique_ids(self.children, where=f"supervisor {self.id}")
         return self

@@ -33,14 +33,15 @@ import enum
 import inspect
 import logging
 import random
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Coroutine, Protocol
+from typing import Any, Protocol
 
-from core.clock import Clock, WallClock
-from core.errors import TradetreeError
-from core.types import HealthReport, ProbeResult
-from supervisor.ray_backend import ActorBackend, ActorDied, BackendError
-from supervisor.restart_policy import (
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import TradetreeError
+from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.supervisor.ray_backend import ActorBackend, ActorDied, BackendError
+from tradetree.supervisor.restart_policy import (
     Backoff,
     ChildLifecycle,
     ChildState,
@@ -51,7 +52,7 @@ from supervisor.restart_policy import (
     jittered_secs,
     should_restart,
 )
-from supervisor.spec import (
+from tradetree.supervisor.spec import (
     SUPERVISOR_ACTOR_CLASS,
     ChildSpec,
     SupervisorSpec,
@@ -1015,7 +1016,7 @@ class SupervisorActor:
         namespace: str | None = None,
         seed: int | None = None,
     ) -> None:
-        from supervisor.ray_backend import RayBackend
+        from tradetree.supervisor.ray_backend import RayBackend
 
         self._backend = RayBackend(namespace)
         self._parent = parent
@@ -1116,7 +1117,7 @@ async def launch_supervisor(
         StartFailed (from the actor): a child did not start; children were unwound.
         BackendError: the actor could not be created or did not answer in time.
     """
-    from supervisor.ray_backend import RayBackend
+    from tradetree.supervisor.ray_backend import RayBackend
 
     backend = backend or RayBackend(actor_kwargs.get("namespace"))
     timeout = start_timeout_secs or spec.startup_timeout_secs

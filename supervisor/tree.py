@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tradetree.config import EngineConfig, model_server_id, resolve_served_models, served_model_refs
-from supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
+from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
     "ROOT_ID",
@@ -71,7 +72,7 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
     ns = config.redis.namespace
     gateway = ChildSpec(
         id=gateway_id(venue_name),
-        actor_class="actors.gateway:VenueGatewayActor",
+        actor_class="tradetree.actors.gateway:VenueGatewayActor",
         args=(venue,),
         kwargs={
             "rest_url": endpoint.rest_url,
@@ -94,7 +95,7 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
     )
     reconciler = ChildSpec(
         id=reconciler_id(venue_name),
-        actor_class="actors.reconciler:FillReconcilerActor",
+        actor_class="tradetree.actors.reconciler:FillReconcilerActor",
         args=(venue,),
         kwargs={
             "rest_url": endpoint.rest_url,
@@ -124,7 +125,7 @@ def _model_server_child(model) -> ChildSpec:
     # them before starting the next child, so strategies find it serving.
     return ChildSpec(
         id=model_server_id(model.name),
-        actor_class="actors.model_server:ModelServerActor",
+        actor_class="tradetree.actors.model_server:ModelServerActor",
         args=(str(model.registry_root), model.name, model.version),
         kwargs={"require_approved": model.require_approved},
         restart=RestartType.PERMANENT,
@@ -140,7 +141,7 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
     models = tuple(model_server_id(name) for _, name in served_model_refs(strategy))
     return ChildSpec(
         id=strategy.id,
-        actor_class="actors.strategy_host:StrategyActor",
+        actor_class="tradetree.actors.strategy_host:StrategyActor",
         args=(resolve_served_models(strategy, ray_namespace=ray_namespace),),
         kwargs={
             "gateway_name": gateway_id(strategy.venue),
@@ -169,7 +170,7 @@ def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) 
         instruments[v.name] = sorted(set(v.instruments) | set(symbols))
     return ChildSpec(
         id=METRICS_EXPORTER_ID,
-        actor_class="actors.metrics_exporter:MetricsExporterActor",
+        actor_class="tradetree.actors.metrics_exporter:MetricsExporterActor",
         args=(config.metrics,),
         kwargs={
             "redis_url": redis_url,
@@ -201,13 +202,13 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     )
     alerter = ChildSpec(
         id=ALERTER_ID,
-        actor_class="actors.alerter:AlerterActor",
+        actor_class="tradetree.actors.alerter:AlerterActor",
         args=(config.alerts,),
         restart=RestartType.PERMANENT,
     )
     risk_monitor = ChildSpec(
         id=RISK_MONITOR_ID,
-        actor_class="actors.risk_monitor:RiskMonitorActor",
+        actor_class="tradetree.actors.risk_monitor:RiskMonitorActor",
         args=(config.risk,),
         kwargs={
             "redis_url": redis_url,
@@ -251,8 +252,8 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
     """Root escalation: kill flag first, then every strategy PAUSED (in Redis and in its actor)."""
     import ray
 
-    from core.clock import WallClock
-    from core.store import RedisStore
+    from tradetree.core.clock import WallClock
+    from tradetree.core.store import RedisStore
 
     log.critical("SAFE MODE: %s", reason)
     store = await RedisStore.connect(redis_url, namespace)
@@ -275,8 +276,8 @@ def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str
     Raises:
         StartFailed: a child did not start; what had started was unwound.
     """
-    from core.store import RedisStore
-    from supervisor.supervisor import launch_supervisor
+    from tradetree.core.store import RedisStore
+    from tradetree.supervisor.supervisor import launch_supervisor
 
     safe_mode = functools.partial(
         enter_safe_mode,

@@ -15,6 +15,10 @@ import pytest
 TEST_REDIS_URL = os.environ.get("TRADETREE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+# The simulator fixture is shared by the adapter, actor and scenario tests.
+pytest_plugins = ["tests.adapters.sim_helpers"]
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"tt-test-{uuid.uuid4().hex[:12]}"

@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import pytest
 
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Side
 from tradetree.cli import main
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Side
 
 
 def _closed_port() -> int:
@@ -40,7 +40,7 @@ def test_bad_strategy_params_stop_the_start(tmp_path, capsys):
 
 def test_unreachable_redis_stops_the_start_before_anything_runs(tmp_path, capsys, monkeypatch):
     started = []
-    monkeypatch.setattr("sim.server.SimulatorThread.start", lambda self: started.append("sim"))
+    monkeypatch.setattr("tradetree.sim.server.SimulatorThread.start", lambda self: started.append("sim"))
     cfg = tmp_path / "engine.yaml"
     cfg.write_text(f"redis: {{url: 'redis://127.0.0.1:{_closed_port()}/0'}}\nvenues: [{{name: okx}}]\n")
     assert main(["run", "--config", str(cfg), "--no-dashboard", "--duration", "1"]) == 3
@@ -89,8 +89,8 @@ def test_positions_reads_redis(redis_url, namespace, capsys):
 
 
 def test_export_writes_one_strategys_fills_as_a_run_folder(redis_url, namespace, tmp_path, capsys):
-    from core.types import Order, OrderType
-    from sim.backtest.compare import load_run
+    from tradetree.core.types import Order, OrderType
+    from tradetree.sim.backtest.compare import load_run
 
     inst = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                       settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

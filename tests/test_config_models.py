@@ -11,11 +11,12 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from core.config import StrategyConfig, VenueCredentials
-from core.errors import ConfigError
-from strategies.registry import build_strategy
-from supervisor.spec import validate_tree
-from supervisor.tree import (
+from tradetree.config import EngineConfig, load_engine_config, resolve_served_models, served_model_refs
+from tradetree.core.config import StrategyConfig, VenueCredentials
+from tradetree.core.errors import ConfigError
+from tradetree.strategies.registry import build_strategy
+from tradetree.supervisor.spec import validate_tree
+from tradetree.supervisor.tree import (
     METRICS_EXPORTER_ID,
     RISK_MONITOR_ID,
     STRATEGY_SUPERVISOR_ID,
@@ -24,7 +25,6 @@ from supervisor.tree import (
     model_server_id,
     reconciler_id,
 )
-from tradetree.config import EngineConfig, load_engine_config, resolve_served_models, served_model_refs
 
 INST = "BTC-USDT-SWAP"
 VOL_PARAMS = {"ema_bars": 5, "slope_bars": 2, "vol_window_bars": 5, "history_bars": 40,
@@ -146,7 +146,7 @@ def test_the_tree_serves_each_model_before_the_strategies(tmp_path):
     server_id = model_server_id("vol_btc")
     assert order.index(RISK_MONITOR_ID) < order.index(server_id) < order.index(STRATEGY_SUPERVISOR_ID)
     server = next(c for c in root.children if c.id == server_id)
-    assert server.actor_class == "actors.model_server:ModelServerActor"
+    assert server.actor_class == "tradetree.actors.model_server:ModelServerActor"
     assert server.args == (str(tmp_path / "registry"), "vol_btc", None)
     assert server.kwargs == {"require_approved": True} and server.restart.value == "permanent"
     assert not server.start_paused  # its start is gated by its probes (serving, file integrity, canary)

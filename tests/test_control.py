@@ -13,12 +13,12 @@ from decimal import Decimal
 
 import pytest
 
-from supervisor.tree import gateway_id, reconciler_id
 from tests.conftest import TEST_REDIS_URL
 from tests.scenarios.harness import STRATEGY, Tree, running_tree, scenario_config
 from tests.scenarios.tree_helpers import call
 from tradetree.cli import main as cli
 from tradetree.control import Control, ControlError, ProbesFailing
+from tradetree.supervisor.tree import gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 

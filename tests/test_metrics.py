@@ -271,10 +271,10 @@ def test_the_exporter_is_a_root_child_only_when_enabled():
 
     from pydantic import SecretStr
 
-    from core.config import VenueCredentials
-    from supervisor.spec import ChildSpec, validate_tree
-    from supervisor.tree import METRICS_EXPORTER_ID, build_root_spec
     from tradetree.config import EngineConfig
+    from tradetree.core.config import VenueCredentials
+    from tradetree.supervisor.spec import ChildSpec, validate_tree
+    from tradetree.supervisor.tree import METRICS_EXPORTER_ID, build_root_spec
 
     creds = VenueCredentials(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET),
                              passphrase=SecretStr(PASSPHRASE))
@@ -293,7 +293,7 @@ def test_the_exporter_is_a_root_child_only_when_enabled():
     validate_tree(spec)
     assert [c.id for c in spec.children][:2] == ["Alerter", METRICS_EXPORTER_ID]
     child = spec.children[1]
-    assert isinstance(child, ChildSpec) and child.actor_class == "actors.metrics_exporter:MetricsExporterActor"
+    assert isinstance(child, ChildSpec) and child.actor_class == "tradetree.actors.metrics_exporter:MetricsExporterActor"
     assert child.kwargs["instruments"] == {"okx": ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]}
     assert child.kwargs["components"]["strategies"] == {"MeanReversion_v1_ETH": "okx"}
     assert not child.start_paused and not child.release_after and child.heartbeat_key is None

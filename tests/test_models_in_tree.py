@@ -9,19 +9,17 @@ forecasts: the server answers predictions, and without a forecast the strategy d
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import ray
 
-from ml.features import FeatureInputs
-from ml.pipeline import train_and_register
-from ml.registry import ModelRegistry
-from ml.synthetic import generate_regime_candles
-from supervisor.tree import model_server_id
 from tests.scenarios.harness import running_tree, scenario_config
 from tests.strategies.test_vol_scaled_forecaster import tiny_model_config
 from tradetree.control import Control
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.pipeline import train_and_register
+from tradetree.ml.registry import ModelRegistry
+from tradetree.ml.synthetic import generate_regime_candles
+from tradetree.supervisor.tree import model_server_id
 
 pytestmark = pytest.mark.integration
 

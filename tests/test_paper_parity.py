@@ -36,15 +36,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import StrategyConfig
-from core.store import RedisStore
-from sim.backtest.book_model import BookModel
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import CandleSeries, synthetic_candles
-from sim.backtest.parity import run_for_parity
-from supervisor.tree import wind_down_for_shutdown
 from tradetree.config import EngineConfig
+from tradetree.core.config import StrategyConfig
+from tradetree.core.store import RedisStore
 from tradetree.runner import EngineRuntime
+from tradetree.sim.backtest.book_model import BookModel
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
+from tradetree.sim.backtest.parity import run_for_parity
+from tradetree.supervisor.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

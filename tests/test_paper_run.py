@@ -16,11 +16,11 @@ from decimal import Decimal
 
 import pytest
 
-from tradetree.config import EngineConfig
-from core.store import RedisStore
-from supervisor.tree import wind_down_for_shutdown
-from tradetree.runner import EngineRuntime
 from tests.test_metrics import wait_for_tree_metrics
+from tradetree.config import EngineConfig
+from tradetree.core.store import RedisStore
+from tradetree.runner import EngineRuntime
+from tradetree.supervisor.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

@@ -31,11 +31,11 @@ from decimal import Decimal
 
 import pytest
 
-from core.store import RedisStore
-from core.types import Liquidity, Order, OrderState, OrderType
-from supervisor.tree import wind_down_for_shutdown
 from tradetree.config import EngineConfig
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Liquidity, Order, OrderState, OrderType
 from tradetree.runner import EngineRuntime
+from tradetree.supervisor.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """A strategy a dead engine left RUNNING in Redis is held PAUSED (supervisor hold) at the next start."""
 
-from core.control_state import ControlState
-from core.store import RedisStore
+from tradetree.core.control_state import ControlState
+from tradetree.core.store import RedisStore
 from tradetree.runner import hold_running_strategies
 
 

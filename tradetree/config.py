@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actors.alerter import AlerterConfig
-from core.config import (
+from tradetree.actors.alerter import AlerterConfig
+from tradetree.core.config import (
     RedisConfig,
     StrategyConfig,
     VenueConfig,
@@ -24,11 +24,11 @@ from core.config import (
     load_strategy_config,
     read_yaml,
 )
-from core.errors import ConfigError
-from execution.reconciliation import ReconcilerConfig
-from risk.config import RiskConfig
-from risk.kill_switch import KillSwitchConfig
-from sim.config import SimulatorConfig
+from tradetree.core.errors import ConfigError
+from tradetree.execution.reconciliation import ReconcilerConfig
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.kill_switch import KillSwitchConfig
+from tradetree.sim.config import SimulatorConfig
 
 __all__ = [
     "EngineConfig",
@@ -120,7 +120,7 @@ class ServedModelConfig(BaseModel):
 def served_model_refs(strategy: StrategyConfig) -> list[tuple[str, str]]:
     """``(params field, model name)`` for every served model (``kind: server`` with a ``name``
     and no ``actor_name``) the strategy's params name. Unknown classes name none."""
-    from strategies.registry import STRATEGY_CLASSES
+    from tradetree.strategies.registry import STRATEGY_CLASSES
 
     cls = STRATEGY_CLASSES.get(strategy.class_name)
     refs = []
@@ -175,7 +175,7 @@ class EngineConfig(BaseModel):
     dashboard_port: int = 8265
 
     @model_validator(mode="after")
-    def _check_refs(self) -> "EngineConfig":
+    def _check_refs(self) -> EngineConfig:
         if 0 < self.dead_man_switch_secs < 10:
             raise ValueError(f"dead_man_switch_secs must be 0 (off) or 10..120, got {self.dead_man_switch_secs}")
         names = [v.name for v in self.venues]
@@ -274,7 +274,7 @@ def check_strategies(config: EngineConfig) -> None:
     Raises:
         ConfigError: unknown class, or params that fail validation (named).
     """
-    from strategies.registry import build_strategy
+    from tradetree.strategies.registry import build_strategy
 
     for strategy in config.strategies:
         build_strategy(resolve_served_models(strategy, ray_namespace=config.name))

@@ -20,8 +20,8 @@ from typing import Any
 
 import ray
 
-from core.errors import TradetreeError
-from supervisor.tree import (
+from tradetree.core.errors import TradetreeError
+from tradetree.supervisor.tree import (
     ALERTER_ID,
     RISK_MONITOR_ID,
     ROOT_ID,
@@ -44,7 +44,7 @@ class ProbesFailing(ControlError):
     """The action was refused because a probe it depends on is failing. The message names it."""
 
 
-def connect(address: str | None = None, namespace: str = "tradetree") -> "Control":
+def connect(address: str | None = None, namespace: str = "tradetree") -> Control:
     """Attach to the cluster running the tree (``namespace`` = the engine config's ``name``).
 
     ``address=None`` attaches to a local cluster started by ``tradetree run``

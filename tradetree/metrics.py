@@ -38,7 +38,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter as _Tally
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry

@@ -19,13 +19,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from core.clock import WallClock
-from core.config import VenueCredentials
-from core.control_state import ControlState
 from tradetree.config import EngineConfig
-from core.embedded_redis import EmbeddedRedis, resolve_redis_url
-from core.errors import StoreUnavailable, TradetreeError
-from core.store import RedisStore
+from tradetree.core.clock import WallClock
+from tradetree.core.config import VenueCredentials
+from tradetree.core.control_state import ControlState
+from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
+from tradetree.core.errors import StoreUnavailable, TradetreeError
+from tradetree.core.store import RedisStore
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "hold_running_strategies"]
 
@@ -109,7 +109,7 @@ class EngineRuntime:
         return url
 
     def _start_simulator_if_needed(self) -> None:
-        from sim.server import SimulatorThread
+        from tradetree.sim.server import SimulatorThread
 
         needs_sim = [v for v in self.config.venues if v.uses_embedded_simulator]
         if not needs_sim:
@@ -152,9 +152,8 @@ class EngineRuntime:
             StoreUnavailable: Redis does not answer (nothing else was started).
             TradetreeError: the tree failed to start (its message names the child).
         """
-        from supervisor.tree import build_root_spec, start_root
-
         from tradetree.config import check_strategies
+        from tradetree.supervisor.tree import build_root_spec, start_root
 
         self.started_at = time.monotonic()
         check_strategies(self.config)
@@ -198,7 +197,7 @@ class EngineRuntime:
     # -- watch ---------------------------------------------------------------
 
     def actor_health(self) -> dict[str, Any]:
-        from supervisor.tree import tree_status
+        from tradetree.supervisor.tree import tree_status
 
         if self.root is None:
             return {}
@@ -209,7 +208,7 @@ class EngineRuntime:
         disabled, the tree is not running, or the exporter is not serving (its ``http`` probe says why)."""
         import ray
 
-        from supervisor.tree import METRICS_EXPORTER_ID
+        from tradetree.supervisor.tree import METRICS_EXPORTER_ID
 
         if self.root is None or not self.config.metrics.enabled:
             return None
@@ -241,7 +240,7 @@ class EngineRuntime:
         import ray
 
         if self.root is not None:
-            from supervisor.tree import wind_down_for_shutdown
+            from tradetree.supervisor.tree import wind_down_for_shutdown
 
             try:
                 wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)
@@ -269,7 +268,7 @@ class EngineRuntime:
             self.embedded_redis.stop()
             self.embedded_redis = None
 
-    def __enter__(self) -> "EngineRuntime":
+    def __enter__(self) -> EngineRuntime:
         self.start()
         return self
 

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from core.store import RedisStore
+from tradetree.core.store import RedisStore
 
 __all__ = ["collect_snapshot", "render_snapshot", "positions_table", "positions_json"]
 

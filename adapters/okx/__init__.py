@@ -3,7 +3,7 @@
 Public surface (``__all__``); implementation details stay in the submodules.
 """
 
-from adapters.okx.parsing import (
+from tradetree.adapters.okx.parsing import (
     parse_candle,
     parse_instrument,
     parse_order_fill,
@@ -11,10 +11,10 @@ from adapters.okx.parsing import (
     parse_ticker,
     parse_trade_fill,
 )
-from adapters.okx.reports import VenueOrderReport, apply_report
-from adapters.okx.rest import OkxRestClient, translate_ccxt_error
-from adapters.okx.signing import ws_login_request, ws_login_signature
-from adapters.okx.ws import OkxWsClient, WsState, backoff_delay_secs
+from tradetree.adapters.okx.reports import VenueOrderReport, apply_report
+from tradetree.adapters.okx.rest import OkxRestClient, translate_ccxt_error
+from tradetree.adapters.okx.signing import ws_login_request, ws_login_signature
+from tradetree.adapters.okx.ws import OkxWsClient, WsState, backoff_delay_secs
 
 __all__ = [
     "OkxRestClient",

@@ -13,13 +13,13 @@ Fees: OKX reports a fee as negative when it is charged; tradetree's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
-from core.errors import OrderRejected, VenueProtocolError
-from core.types import Bar, Fill, FillLayer, Instrument, InstrumentKind, Liquidity, OrderState, Side, Ticker
-
-from adapters.okx.reports import VenueOrderReport
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.core.errors import OrderRejected, VenueProtocolError
+from tradetree.core.types import Bar, Fill, FillLayer, Instrument, InstrumentKind, Liquidity, OrderState, Side, Ticker
 
 __all__ = [
     "OKX_STATES",

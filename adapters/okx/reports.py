@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import VenueProtocolError
-from core.types import Order, OrderState, Side
+from tradetree.core.errors import VenueProtocolError
+from tradetree.core.types import Order, OrderState, Side
 
 __all__ = ["VenueOrderReport", "apply_report", "state_progress"]
 

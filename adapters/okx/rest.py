@@ -16,16 +16,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 from ccxt.base import errors as ccxt_errors
 
-from core.clock import Clock, WallClock
-from core.config import VenueConfig, VenueCredentials
-from core.errors import (
+from tradetree.adapters.okx.parsing import (
+    parse_balances,
+    parse_instrument,
+    parse_net_positions,
+    parse_order_ack,
+    parse_order_report,
+    parse_trade_fill,
+)
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.errors import (
     InsufficientFunds,
     OrderNotFound,
     OrderRejected,
@@ -36,17 +46,7 @@ from core.errors import (
     VenueRateLimited,
     VenueUnavailable,
 )
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderType
-
-from adapters.okx.parsing import (
-    parse_balances,
-    parse_instrument,
-    parse_net_positions,
-    parse_order_ack,
-    parse_order_report,
-    parse_trade_fill,
-)
-from adapters.okx.reports import VenueOrderReport
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderType
 
 __all__ = ["OkxRestClient", "translate_ccxt_error", "build_order_request", "PAGE_LIMIT", "MAX_PAGES"]
 

@@ -32,17 +32,17 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from core.clock import Clock, WallClock
-from core.config import VenueConfig, VenueCredentials
-from core.errors import VenueAuthError, VenueUnavailable
-
-from adapters.okx.signing import ws_login_request
+from tradetree.adapters.okx.signing import ws_login_request
+from tradetree.core.clock import Clock, WallClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.errors import VenueAuthError, VenueUnavailable
 
 __all__ = ["OkxWsClient", "WsState", "MessageHandler", "backoff_delay_secs", "FATAL_LOGIN_CODES"]
 
@@ -182,7 +182,7 @@ class OkxWsClient:
         timeout = timeout_secs if timeout_secs is not None else self._venue.http_timeout_secs
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             last = self.last_error
             await self.stop()
             raise VenueUnavailable(
@@ -312,7 +312,7 @@ class OkxWsClient:
                 raise VenueUnavailable(f"{self._name}: login not answered", venue=self._venue.name)
             try:
                 raw = await asyncio.wait_for(conn.recv(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise VenueUnavailable(f"{self._name}: login not answered", venue=self._venue.name) from None
             self.last_message_ms = self._clock.now_ms()
             message = self._decode(raw)
@@ -344,7 +344,7 @@ class OkxWsClient:
             await conn.send("ping")
             try:
                 await asyncio.wait_for(self._pong.wait(), self._pong_timeout_secs)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.pong_timeouts += 1
                 log.warning("%s: no pong within %gs; reconnecting", self._name, self._pong_timeout_secs)
                 await conn.close(code=4000, reason="pong timeout")

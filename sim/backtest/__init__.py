@@ -13,11 +13,11 @@ Public surface (the rest lives in the submodules named below):
   ``sweep.run_sweep`` (Ray sweeps), ``cli.register`` (``tradetree`` sub-commands).
 """
 
-from sim.backtest.book_model import BookModel
-from sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
-from sim.backtest.data import CandleSeries, load_candle_series, synthetic_candles
-from sim.backtest.engine import BacktestResult, Backtester, run_backtest
-from sim.backtest.parity import run_for_parity
+from tradetree.sim.backtest.book_model import BookModel
+from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
+from tradetree.sim.backtest.data import CandleSeries, load_candle_series, synthetic_candles
+from tradetree.sim.backtest.engine import Backtester, BacktestResult, run_backtest
+from tradetree.sim.backtest.parity import run_for_parity
 
 __all__ = [
     "BacktestConfig",

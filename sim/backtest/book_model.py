@@ -40,10 +40,10 @@ from decimal import ROUND_DOWN, Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sim.backtest.data import CandleSeries
-from sim.config import SimInstrument
-from sim.market_data import MarketTick, PublicTrade
-from sim.matching import BookShape, frozen_builder
+from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.config import SimInstrument
+from tradetree.sim.market_data import MarketTick, PublicTrade
+from tradetree.sim.matching import BookShape, frozen_builder
 
 __all__ = ["BookModel", "ReplayPath", "POINTS_PER_CANDLE"]
 
@@ -72,7 +72,7 @@ class BookModel(BaseModel):
         )
 
     @classmethod
-    def frictionless(cls) -> "BookModel":
+    def frictionless(cls) -> BookModel:
         """No spread, one level of about 10^15 quote units: fills at the point's price."""
         return cls(spread_ticks=0, top_level_notional=Decimal("1e15"), levels=1)
 

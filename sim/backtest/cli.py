@@ -21,10 +21,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from core.config import StrategyConfig, load_strategy_config
-from core.errors import ConfigError
-from sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
-from sim.backtest.data import CandleSeries, load_candle_series
+from tradetree.core.config import StrategyConfig, load_strategy_config
+from tradetree.core.errors import ConfigError
+from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
+from tradetree.sim.backtest.data import CandleSeries, load_candle_series
 
 __all__ = ["register", "cmd_backtest", "cmd_sweep", "cmd_compare", "parse_data_args"]
 
@@ -84,8 +84,8 @@ def _stamp() -> str:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from sim.backtest.engine import Backtester
-    from sim.backtest.report import metrics_table, write_run
+    from tradetree.sim.backtest.engine import Backtester
+    from tradetree.sim.backtest.report import metrics_table, write_run
 
     sc: StrategyConfig = load_strategy_config(args.strategy_config)
     data = parse_data_args(args.data, sc.symbols)
@@ -109,7 +109,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sim.backtest.sweep import SweepSpec, parse_param_spec, run_sweep, sweep_markdown, sweep_rows_for_csv
+    from tradetree.sim.backtest.sweep import SweepSpec, parse_param_spec, run_sweep, sweep_markdown, sweep_rows_for_csv
 
     sc = load_strategy_config(args.strategy_config)
     data = parse_data_args(args.data, sc.symbols)
@@ -149,7 +149,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from sim.backtest.compare import ReferencePrices, compare_runs, load_run, render_markdown, write_comparison
+    from tradetree.sim.backtest.compare import (
+        ReferencePrices,
+        compare_runs,
+        load_run,
+        render_markdown,
+        write_comparison,
+    )
 
     try:
         run_a, run_b = load_run(args.run_a), load_run(args.run_b)

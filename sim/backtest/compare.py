@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from risk.pre_trade import fmt_decimal
-from sim.backtest.data import CandleSeries
-from sim.backtest.runfolder import TradeRow, read_run_meta, read_trades_csv
-from sim.config import default_instruments
-from sim.market_data import spot_of
+from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.runfolder import TradeRow, read_run_meta, read_trades_csv
+from tradetree.sim.config import default_instruments
+from tradetree.sim.market_data import spot_of
 
 __all__ = [
     "RunData",

@@ -14,11 +14,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.config import format_validation_error
-from core.errors import ConfigError
-from risk.config import RiskConfig
-from sim.backtest.book_model import BookModel
-from sim.config import FeeSchedule, SimInstrument, default_instruments
+from tradetree.core.config import format_validation_error
+from tradetree.core.errors import ConfigError
+from tradetree.risk.config import RiskConfig
+from tradetree.sim.backtest.book_model import BookModel
+from tradetree.sim.config import FeeSchedule, SimInstrument, default_instruments
 
 __all__ = ["FillRule", "BacktestConfig", "load_backtest_config"]
 

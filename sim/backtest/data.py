@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.market_data import Candle
+from tradetree.sim.market_data import Candle
 
 __all__ = ["CandleSeries", "load_candle_series", "synthetic_candles", "align_series"]
 
@@ -50,7 +50,7 @@ class CandleSeries:
     _decimals: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_arrays(cls, source: str, ts_ms, open_, high, low, close, volume) -> "CandleSeries":
+    def from_arrays(cls, source: str, ts_ms, open_, high, low, close, volume) -> CandleSeries:
         """Validate and wrap arrays.
 
         Raises:
@@ -100,7 +100,7 @@ class CandleSeries:
         """Close time of the last candle."""
         return int(self.ts_ms[-1]) + self.interval_ms
 
-    def slice(self, start: int, stop: int | None = None) -> "CandleSeries":
+    def slice(self, start: int, stop: int | None = None) -> CandleSeries:
         """Rows ``[start, stop)`` (Python slice semantics, at least one row).
 
         Raises:
@@ -113,7 +113,7 @@ class CandleSeries:
         return CandleSeries(self.source, ts, self.open[sl], self.high[sl], self.low[sl], self.close[sl],
                             self.volume[sl])
 
-    def take(self, rows: np.ndarray) -> "CandleSeries":
+    def take(self, rows: np.ndarray) -> CandleSeries:
         """The rows at the (sorted) indices ``rows``."""
         return CandleSeries.from_arrays(self.source, self.ts_ms[rows], self.open[rows], self.high[rows],
                                         self.low[rows], self.close[rows], self.volume[rows])

@@ -56,9 +56,10 @@ from decimal import Decimal
 
 import numpy as np
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import (
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import (
+    TERMINAL_STATES,
     Bar,
     Fill,
     FillLayer,
@@ -68,20 +69,19 @@ from core.types import (
     OrderState,
     OrderType,
     Side,
-    TERMINAL_STATES,
 )
-from risk import pre_trade
-from sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
-from sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
-from sim.backtest.config import BacktestConfig, FillRule
-from sim.backtest.data import CandleSeries, align_series
-from sim.backtest.ledger import PositionLedger
-from sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
-from sim.backtest.runfolder import TradeRow
-from sim.market_data import spot_of
-from sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
-from strategies.base import Strategy, StrategyContext
-from strategies.registry import build_strategy
+from tradetree.risk import pre_trade
+from tradetree.sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
+from tradetree.sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
+from tradetree.sim.backtest.config import BacktestConfig, FillRule
+from tradetree.sim.backtest.data import CandleSeries, align_series
+from tradetree.sim.backtest.ledger import PositionLedger
+from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
+from tradetree.sim.backtest.runfolder import TradeRow
+from tradetree.sim.market_data import spot_of
+from tradetree.sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
+from tradetree.strategies.base import Strategy, StrategyContext
+from tradetree.strategies.registry import build_strategy
 
 __all__ = [
     "OrderRecord",

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
-from core.store import RedisStore
-from risk.pre_trade import fmt_decimal
-from sim.backtest.runfolder import TradeRow, write_run_meta, write_trades_csv
-from sim.config import default_instruments
+from tradetree.core.store import RedisStore
+from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.sim.backtest.runfolder import TradeRow, write_run_meta, write_trades_csv
+from tradetree.sim.config import default_instruments
 
 __all__ = ["export_run_from_redis"]
 

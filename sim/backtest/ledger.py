@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from core.types import Position
-from sim.backtest._fast import unvalidated
+from tradetree.core.types import Position
+from tradetree.sim.backtest._fast import unvalidated
 
 __all__ = ["PositionLedger"]
 

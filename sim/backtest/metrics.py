@@ -28,7 +28,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from sim.backtest.runfolder import TradeRow
+from tradetree.sim.backtest.runfolder import TradeRow
 
 __all__ = ["Metrics", "RoundTrip", "round_trips", "sharpe_ratio", "sortino_ratio", "max_drawdown",
            "compute_metrics", "periods_per_year"]

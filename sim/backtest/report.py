@@ -24,14 +24,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
 
-from risk.pre_trade import fmt_decimal  # noqa: E402
-from sim.backtest.engine import BacktestResult  # noqa: E402
-from sim.backtest.metrics import Metrics  # noqa: E402
-from sim.backtest.runfolder import write_run_meta, write_trades_csv  # noqa: E402
+from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.sim.backtest.engine import BacktestResult
+from tradetree.sim.backtest.metrics import Metrics
+from tradetree.sim.backtest.runfolder import write_run_meta, write_trades_csv
 
 __all__ = ["write_run", "metrics_table", "format_metric", "run_meta"]
 
@@ -210,8 +210,7 @@ def _markdown(result: BacktestResult) -> str:
         lines += ["## Notes", "", *(f"- {n}" for n in result.notes), ""]
     lines += ["## Plots", "", "![equity](equity.png)", "", "![price](price.png)", ""]
     if result.round_trips:
-        lines += ["## Round trips (first %d of %d)" % (min(_ROUND_TRIPS_SHOWN, len(result.round_trips)),
-                                                       len(result.round_trips)), "",
+        lines += [f"## Round trips (first {min(_ROUND_TRIPS_SHOWN, len(result.round_trips))} of {len(result.round_trips)})", "",
                   "| instrument | side | entry | exit | max qty | net P&L |", "|---|---|---:|---:|---:|---:|"]
         for t in result.round_trips[:_ROUND_TRIPS_SHOWN]:
             lines.append(f"| {t.inst_id} | {'long' if t.side > 0 else 'short'} | {t.entry_ts_ms} | {t.exit_ts_ms} "

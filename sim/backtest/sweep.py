@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from core.config import StrategyConfig
-from core.errors import ConfigError, TradetreeError
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import CandleSeries, align_series
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError, TradetreeError
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import CandleSeries, align_series
 
 __all__ = [
     "ParamRange",
@@ -155,7 +155,7 @@ class SweepResult:
 def _backtest_task(strategy_config: dict, params: dict, data: dict[str, CandleSeries], config: dict,
                    start: int, stop: int | None, trade_from_ms: int | None) -> dict:
     """One backtest (runs in a Ray worker): metrics, or the error that stopped it."""
-    from sim.backtest.engine import run_backtest
+    from tradetree.sim.backtest.engine import run_backtest
 
     try:
         sc = StrategyConfig.model_validate({**strategy_config, "params": {**strategy_config["params"], **params}})

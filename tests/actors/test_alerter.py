@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from actors.alerter import Alerter, AlerterActor, AlerterConfig, Severity, resolve_slack_target
-from core.clock import ManualClock
-from core.errors import ConfigError
+from tradetree.actors.alerter import Alerter, AlerterActor, AlerterConfig, Severity, resolve_slack_target
+from tradetree.core.clock import ManualClock
+from tradetree.core.errors import ConfigError
 
 SECRET_PATH = "T0SECRET/B0SECRET/xyzzyHOOKsecret"
 TOKEN = "xoxb-1234-secret-token"

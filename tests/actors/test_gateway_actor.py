@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from actors.gateway import VenueGatewayActor
-from core.store import RedisStore
-from core.types import OrderIntent, OrderState, Side
-from sim.server import SimulatorThread
 from tests.adapters.sim_helpers import FAST_SIM, credentials, eventually, venue_config
+from tradetree.actors.gateway import VenueGatewayActor
+from tradetree.core.store import RedisStore
+from tradetree.core.types import OrderIntent, OrderState, Side
+from tradetree.sim.server import SimulatorThread
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 import ray
 
-from actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
-from core.clock import ManualClock
-from core.types import Fill, FillLayer, Order, OrderType, Side, Ticker
+from tradetree.actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
+from tradetree.core.clock import ManualClock
+from tradetree.core.types import Fill, FillLayer, Order, OrderType, Side, Ticker
 
 
 async def settle() -> None:
@@ -120,7 +120,7 @@ async def test_missing_ray_actor_is_resolved_again_at_most_once_per_period(monke
     calls = []
 
     class Handle:
-        class on_ticker:  # noqa: N801 - mimics an actor method
+        class on_ticker:
             @staticmethod
             def remote(payload):
                 async def done():
@@ -152,7 +152,7 @@ async def test_failed_ray_delivery_forgets_the_handle(monkeypatch):
     lookups = []
 
     class DeadHandle:
-        class on_ticker:  # noqa: N801
+        class on_ticker:
             @staticmethod
             def remote(payload):
                 async def fail():

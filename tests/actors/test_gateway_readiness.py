@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.actors.test_gateway_sim import gateway  # noqa: F401  (fixture)
-from tests.adapters.sim_helpers import eventually, sim  # noqa: F401
+from tests.adapters.sim_helpers import eventually
 
 pytestmark = pytest.mark.integration
 

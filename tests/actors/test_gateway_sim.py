@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from actors.gateway import GatewayState, VenueGateway
-from core.errors import StoreUnavailable, VenueAuthError
-from core.store import RedisStore
-from core.types import FillLayer, OrderIntent, OrderState, OrderType, Side
-from tests.adapters.sim_helpers import credentials, eventually, sim, venue_config  # noqa: F401
+from tests.adapters.sim_helpers import credentials, eventually, venue_config
+from tradetree.actors.gateway import GatewayState, VenueGateway
+from tradetree.core.errors import StoreUnavailable, VenueAuthError
+from tradetree.core.store import RedisStore
+from tradetree.core.types import FillLayer, OrderIntent, OrderState, OrderType, Side
 
 SWAP = "BTC-USDT-SWAP"
 
@@ -247,7 +247,7 @@ class TcpProxy:
         self.url = ""
 
     @classmethod
-    async def start(cls, redis_url: str) -> "TcpProxy":
+    async def start(cls, redis_url: str) -> TcpProxy:
         parts = urlsplit(redis_url)
         proxy = cls(parts.hostname or "127.0.0.1", parts.port or 6379)
         proxy._server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)

@@ -14,13 +14,23 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from actors.gateway import GatewayState, VenueGateway
-from adapters.okx.rest import build_order_request
-from core.clock import ManualClock
-from core.config import VenueConfig, VenueCredentials
-from core.errors import StoreUnavailable
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, OrderState, OrderType, Side
+from tradetree.actors.gateway import GatewayState, VenueGateway
+from tradetree.adapters.okx.rest import build_order_request
+from tradetree.core.clock import ManualClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import (
+    Fill,
+    FillLayer,
+    Instrument,
+    InstrumentKind,
+    Order,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    Side,
+)
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

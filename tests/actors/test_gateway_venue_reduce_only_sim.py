@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import pytest
 
-from actors.gateway import VenueGateway
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
-from tests.adapters.sim_helpers import credentials, eventually, sim, venue_config  # noqa: F401
+from tests.adapters.sim_helpers import credentials, eventually, venue_config
+from tradetree.actors.gateway import VenueGateway
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
 
 pytestmark = pytest.mark.integration
 

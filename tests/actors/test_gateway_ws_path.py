@@ -12,15 +12,15 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from actors.gateway import VenueGateway
-from actors.gateway_fanout import LocalTarget
-from core.clock import ManualClock
-from core.config import VenueConfig, VenueCredentials
-from core.errors import StoreUnavailable
-from core.marks import Mark, MarkBook
-from core.redis_keys import RedisKeys
-from core.store import RedisStore
-from core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
+from tradetree.actors.gateway import VenueGateway
+from tradetree.actors.gateway_fanout import LocalTarget
+from tradetree.core.clock import ManualClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.marks import Mark, MarkBook
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.store import RedisStore
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

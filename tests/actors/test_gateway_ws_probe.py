@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.gateway import _probe_ws
-from adapters.okx import WsState
+from tradetree.actors.gateway import _probe_ws
+from tradetree.adapters.okx import WsState
 
 
 def _ws(state: WsState, *, connected: bool = False, logged_in: bool = False):

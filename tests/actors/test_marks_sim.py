@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from actors.strategy_host import StrategyHost
-from core.config import StrategyConfig
-from core.marks import MarkBook
-from core.types import OrderIntent, Side
-from risk import pre_trade
-from risk.config import RiskConfig
-from tests.actors.test_gateway_sim import SWAP, gateway, intent, store  # noqa: F401  (fixtures)
-from tests.adapters.sim_helpers import eventually, sim  # noqa: F401
+from tests.actors.test_gateway_sim import SWAP, intent
+from tests.adapters.sim_helpers import eventually
+from tradetree.actors.strategy_host import StrategyHost
+from tradetree.core.config import StrategyConfig
+from tradetree.core.marks import MarkBook
+from tradetree.core.types import OrderIntent, Side
+from tradetree.risk import pre_trade
+from tradetree.risk.config import RiskConfig
 
 CFG = StrategyConfig.model_validate({"class": "MeanReversion", "version": "v1", "venue": "okx",
                                      "symbols": ["BTC-USDT"], "bar_interval_ms": 1000, "params": {"size": "1"}})

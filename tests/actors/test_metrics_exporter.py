@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from actors.metrics_exporter import MetricsExporter, SnapshotGatherer
-from core.clock import ManualClock
 from tests.test_metrics import COMPONENTS, _snapshot, parse, value
+from tradetree.actors.metrics_exporter import MetricsExporter, SnapshotGatherer
 from tradetree.config import MetricsConfig
+from tradetree.core.clock import ManualClock
 
 
 class FakeReader:

@@ -3,16 +3,16 @@ import math
 import pandas as pd
 import pytest
 
-from actors.model_server import ModelServer, ModelServerActor, ModelServerClient, ServerState
-from core.clock import ManualClock
-from ml.dataset import build_dataset
-from ml.errors import FeatureUnavailable, InsufficientHistory, ModelNotApproved, ModelServerStateError
-from ml.features import FeatureInputs
-from ml.forecaster import ModelVolForecaster
-from ml.pipeline import train_and_register
-from ml.registry import MODEL_FILE, ModelRegistry
-from ml.synthetic import generate_regime_candles
 from tests.ml.conftest import small_config
+from tradetree.actors.model_server import ModelServer, ModelServerActor, ModelServerClient, ServerState
+from tradetree.core.clock import ManualClock
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.errors import FeatureUnavailable, InsufficientHistory, ModelNotApproved, ModelServerStateError
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.forecaster import ModelVolForecaster
+from tradetree.ml.pipeline import train_and_register
+from tradetree.ml.registry import MODEL_FILE, ModelRegistry
+from tradetree.ml.synthetic import generate_regime_candles
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,8 @@ def test_a_bar_driven_consumer_gets_the_evaluation_forecast(market, registered, 
     """What a strategy does: keep a window of closed bars, forecast after each one."""
     from decimal import Decimal
 
-    from core.types import Bar
-    from ml.forecaster import CandleWindow
+    from tradetree.core.types import Bar
+    from tradetree.ml.forecaster import CandleWindow
 
     registry, _ = registered
     server = ModelServer(registry.root, "vol")
@@ -147,12 +147,12 @@ def test_vol_scaled_directional_trades_on_the_served_model(market, registered, e
     """Trained, registered, served by ModelServer, used by the running VolScaledDirectional strategy."""
     from decimal import Decimal
 
-    from core.config import StrategyConfig
-    from core.types import Bar
-    from ml.forecaster import BarWindowForecaster
-    from strategies.base import StrategyContext
-    from strategies.vol_scaled import VolatilityForecaster as StrategyForecaster
-    from strategies.vol_scaled import VolScaledDirectional
+    from tradetree.core.config import StrategyConfig
+    from tradetree.core.types import Bar
+    from tradetree.ml.forecaster import BarWindowForecaster
+    from tradetree.strategies.base import StrategyContext
+    from tradetree.strategies.vol_scaled import VolatilityForecaster as StrategyForecaster
+    from tradetree.strategies.vol_scaled import VolScaledDirectional
 
     registry, _ = registered
     server = ModelServer(registry.root, "vol")

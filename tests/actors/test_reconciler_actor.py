@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from actors.reconciler import FillReconcilerActor, ReconcileReport
-from core.store import RedisStore
-from core.types import Order, OrderState, OrderType, Side
-from execution.reconciliation import ReconcilerConfig
-from sim.server import SimulatorThread
 from tests.adapters.sim_helpers import FAST_SIM, credentials, eventually, venue_config
+from tradetree.actors.reconciler import FillReconcilerActor, ReconcileReport
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Order, OrderState, OrderType, Side
+from tradetree.execution.reconciliation import ReconcilerConfig
+from tradetree.sim.server import SimulatorThread
 
 pytestmark = pytest.mark.integration
 

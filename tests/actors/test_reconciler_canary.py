@@ -14,17 +14,17 @@ from decimal import Decimal
 
 import pytest
 
-from actors.reconciler import FillReconciler, VenueReleaseRefused
-from adapters.okx.reports import VenueOrderReport
-from core.clock import ManualClock
-from core.config import VenueConfig
-from core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
-from core.errors import OrderNotFound, OrderRejected
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, Side
-from execution.canary import CANARY_ORDER_PREFIX, CANARY_STRATEGY_ID, CanaryVerdict
-from execution.reconciliation import ReconcilerConfig
 from tests.adapters.sim_helpers import eventually
+from tradetree.actors.reconciler import FillReconciler, VenueReleaseRefused
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.core.clock import ManualClock
+from tradetree.core.config import VenueConfig
+from tradetree.core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
+from tradetree.core.errors import OrderNotFound, OrderRejected
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, Side
+from tradetree.execution.canary import CANARY_ORDER_PREFIX, CANARY_STRATEGY_ID, CanaryVerdict
+from tradetree.execution.reconciliation import ReconcilerConfig
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

@@ -14,15 +14,15 @@ from decimal import Decimal
 
 import pytest
 
-from actors.gateway import VenueGateway
-from actors.reconciler import FillReconciler, ReconcilerState
-from adapters.okx.rest import OkxRestClient
-from core.control_state import ControlState
-from core.errors import VenueUnavailable
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
-from execution.reconciliation import NEVER_REACHED_VENUE, ReconcilerConfig
-from tests.adapters.sim_helpers import credentials, eventually, sim, venue_config  # noqa: F401
+from tests.adapters.sim_helpers import credentials, eventually, venue_config
+from tradetree.actors.gateway import VenueGateway
+from tradetree.actors.reconciler import FillReconciler, ReconcilerState
+from tradetree.adapters.okx.rest import OkxRestClient
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import VenueUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
+from tradetree.execution.reconciliation import NEVER_REACHED_VENUE, ReconcilerConfig
 
 pytestmark = pytest.mark.integration
 

@@ -8,16 +8,16 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from actors.reconciler import FillReconciler, ReconcilerState
-from adapters.okx.reports import VenueOrderReport
-from core.clock import ManualClock
-from core.config import VenueConfig, VenueCredentials
-from core.control_state import ControlState
-from core.errors import OrderNotFound, VenueUnavailable
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
-from execution.reconciliation import ReconcilerConfig
 from tests.adapters.sim_helpers import eventually
+from tradetree.actors.reconciler import FillReconciler, ReconcilerState
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.core.clock import ManualClock
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import OrderNotFound, VenueUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
+from tradetree.execution.reconciliation import ReconcilerConfig
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

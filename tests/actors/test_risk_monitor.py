@@ -9,13 +9,13 @@ from decimal import Decimal as D
 
 import pytest
 
-from actors.risk_monitor import RiskMonitor, RiskMonitorActor, order_events_key
-from core.clock import ManualClock
-from core.control_state import ControlState
-from core.errors import StoreUnavailable
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
-from risk.config import RiskConfig
+from tradetree.actors.risk_monitor import RiskMonitor, RiskMonitorActor, order_events_key
+from tradetree.core.clock import ManualClock
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
+from tradetree.risk.config import RiskConfig
 
 INST = "BTC-USDT-SWAP"
 INSTRUMENT = Instrument(venue="okx", inst_id=INST, kind=InstrumentKind.SWAP, base="BTC", quote="USDT",

@@ -7,12 +7,12 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from actors.strategy_host import StrategyHost, StrategyState, pending_by_instrument
-from core.clock import ManualClock
-from core.config import StrategyConfig
-from core.control_state import ControlState
-from core.store import RedisStore
-from core.types import (
+from tradetree.actors.strategy_host import StrategyHost, StrategyState, pending_by_instrument
+from tradetree.core.clock import ManualClock
+from tradetree.core.config import StrategyConfig
+from tradetree.core.control_state import ControlState
+from tradetree.core.store import RedisStore
+from tradetree.core.types import (
     Fill,
     FillLayer,
     Instrument,
@@ -65,7 +65,7 @@ async def env():
 
 async def _feed(host, clock, prices):
     sent = []
-    for i, px in enumerate(prices):
+    for px in prices:
         clock.advance(1.0)
         sent += await host.on_ticker(Ticker(venue="okx", inst_id="BTC-USDT-SWAP", ts_ms=clock.now_ms(),
                                             last=Decimal(px)))

@@ -12,13 +12,13 @@ from decimal import Decimal as D
 
 import pytest
 
-from core.errors import StoreUnavailable
-from core.marks import Mark, MarkBook
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, Side, Ticker
-from risk.config import RiskConfig
-from risk.day_pnl import DayBaselines
 from tests.actors.test_strategy_host import INST as BTC
 from tests.actors.test_strategy_host import env  # noqa: F401  (fixture)
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.marks import Mark, MarkBook
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, Side, Ticker
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.day_pnl import DayBaselines
 
 ETH = Instrument(venue="okx", inst_id="ETH-USDT-SWAP", kind=InstrumentKind.SWAP, base="ETH", quote="USDT",
                  settle="USDT", contract_value=D("0.1"), tick_size=D("0.01"), lot_size=D("0.1"),

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from core.config import VenueConfig, VenueCredentials
-from sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.server import SimulatorServer
+from tradetree.core.config import VenueConfig, VenueCredentials
+from tradetree.sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.server import SimulatorServer
 
 __all__ = ["sim", "credentials", "venue_config", "eventually", "FAST_SIM"]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.okx.parsing import (
+from tradetree.adapters.okx.parsing import (
     OKX_STATES,
     bar_interval_ms,
     candle_confirmed,
@@ -23,8 +23,8 @@ from adapters.okx.parsing import (
     parse_ticker,
     parse_trade_fill,
 )
-from core.errors import OrderRejected, VenueProtocolError
-from core.types import FillLayer, InstrumentKind, Liquidity, OrderState, Side
+from tradetree.core.errors import OrderRejected, VenueProtocolError
+from tradetree.core.types import FillLayer, InstrumentKind, Liquidity, OrderState, Side
 
 
 def order_row(**overrides):

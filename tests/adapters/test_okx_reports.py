@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from adapters import VenueOrderReport, apply_report
-from core.errors import VenueProtocolError
-from core.types import Order, OrderState, OrderType, Side
+from tradetree.adapters import VenueOrderReport, apply_report
+from tradetree.core.errors import VenueProtocolError
+from tradetree.core.types import Order, OrderState, OrderType, Side
 
 
 def make_order(**changes) -> Order:

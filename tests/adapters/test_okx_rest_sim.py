@@ -6,9 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-import adapters.okx.rest as rest_module
-from adapters.okx import OkxRestClient
-from core.errors import (
+import tradetree.adapters.okx.rest as rest_module
+from tests.adapters.sim_helpers import credentials, venue_config
+from tradetree.adapters.okx import OkxRestClient
+from tradetree.core.errors import (
     InsufficientFunds,
     OrderNotFound,
     OrderRejected,
@@ -16,9 +17,8 @@ from core.errors import (
     VenueRateLimited,
     VenueUnavailable,
 )
-from core.types import FillLayer, InstrumentKind, Order, OrderState, OrderType, Side, new_client_order_id
-from sim.config import DEFAULT_SECRET
-from tests.adapters.sim_helpers import credentials, sim, venue_config  # noqa: F401  (sim is a fixture)
+from tradetree.core.types import FillLayer, InstrumentKind, Order, OrderState, OrderType, Side, new_client_order_id
+from tradetree.sim.config import DEFAULT_SECRET
 
 
 def make_order(inst_id: str = "BTC-USDT-SWAP", *, side: Side = Side.BUY, type: OrderType = OrderType.MARKET,

@@ -12,12 +12,12 @@ import ccxt
 import pytest
 from pydantic import SecretStr
 
-import adapters
-import adapters.okx
-from adapters.okx import backoff_delay_secs, translate_ccxt_error, ws_login_request, ws_login_signature
-from adapters.okx.rest import build_order_request
-from core.config import VenueCredentials
-from core.errors import (
+from tradetree import adapters
+from tradetree.adapters import okx as adapters_okx
+from tradetree.adapters.okx import backoff_delay_secs, translate_ccxt_error, ws_login_request, ws_login_signature
+from tradetree.adapters.okx.rest import build_order_request
+from tradetree.core.config import VenueCredentials
+from tradetree.core.errors import (
     InsufficientFunds,
     OrderNotFound,
     OrderRejected,
@@ -27,7 +27,7 @@ from core.errors import (
     VenueRateLimited,
     VenueUnavailable,
 )
-from core.types import InstrumentKind, Order, OrderType, Side
+from tradetree.core.types import InstrumentKind, Order, OrderType, Side
 
 
 def test_ws_login_signature_matches_okx_formula():
@@ -151,8 +151,8 @@ def test_limit_without_price_is_rejected_before_sending():
 
 
 def test_public_surface_is_what_it_claims():
-    for module in (adapters, adapters.okx):
+    for module in (adapters, adapters_okx):
         assert sorted(set(module.__all__)) == sorted(module.__all__)
         for name in module.__all__:
             assert getattr(module, name) is not None
-    assert adapters.VenueOrderReport is adapters.okx.VenueOrderReport
+    assert adapters.VenueOrderReport is adapters_okx.VenueOrderReport

@@ -8,10 +8,10 @@ import json
 import pytest
 from websockets.asyncio.server import serve
 
-from adapters.okx import OkxWsClient, WsState
-from core.config import VenueConfig
-from core.errors import VenueAuthError, VenueUnavailable
-from tests.adapters.sim_helpers import credentials, eventually, sim, venue_config  # noqa: F401
+from tests.adapters.sim_helpers import credentials, eventually, venue_config
+from tradetree.adapters.okx import OkxWsClient, WsState
+from tradetree.core.config import VenueConfig
+from tradetree.core.errors import VenueAuthError, VenueUnavailable
 
 TICKERS = [{"channel": "tickers", "instId": "BTC-USDT"}]
 

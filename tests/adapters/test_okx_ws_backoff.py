@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.okx import OkxWsClient
-from tests.adapters.sim_helpers import eventually, sim, venue_config  # noqa: F401
+from tests.adapters.sim_helpers import eventually, venue_config
+from tradetree.adapters.okx import OkxWsClient
 
 MIN_SECS, MAX_SECS, STABLE_SECS = 0.02, 0.16, 0.5
 
@@ -23,7 +23,7 @@ async def test_backoff_grows_while_sessions_drop_at_once_and_starts_over_after_o
         for cut in range(6):  # drop every session as soon as it is up
             sessions = client.sessions
             sim.faults.cut_ws()
-            await eventually(lambda: client.sessions > sessions and client.connected, what=f"session {cut + 2}")
+            await eventually(lambda before=sessions: client.sessions > before and client.connected, what=f"session {cut + 2}")
         waits = list(client.backoff_history)
         assert [attempt for attempt, _ in waits] == list(range(6))
         for attempt, delay in waits:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import StrategyConfig
-from sim.backtest.data import synthetic_candles
+from tradetree.core.config import StrategyConfig
+from tradetree.sim.backtest.data import synthetic_candles
 
 
 def mean_reversion_config(**params) -> StrategyConfig:

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import numpy as np
 
-from sim.backtest.book_model import BookModel, ReplayPath
-from sim.backtest.data import CandleSeries, synthetic_candles
-from sim.config import SimInstrument, default_instruments
-from sim.market_data import CandleReplay
-from sim.matching import MatchingEngine
+from tradetree.sim.backtest.book_model import BookModel, ReplayPath
+from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
+from tradetree.sim.config import SimInstrument, default_instruments
+from tradetree.sim.market_data import CandleReplay
+from tradetree.sim.matching import MatchingEngine
 
 
 def _replay_ticks(series: CandleSeries, inst: SimInstrument):
@@ -44,6 +44,6 @@ def test_frictionless_book_fills_at_the_point_price():
 
 
 def test_default_book_model_is_the_simulators():
-    from sim.matching import BookShape
+    from tradetree.sim.matching import BookShape
 
     assert BookModel().shape() == BookShape()

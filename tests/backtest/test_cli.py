@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from core.errors import ConfigError
-from sim.backtest.cli import parse_data_args, register
-from sim.backtest.data import synthetic_candles
+from tradetree.core.errors import ConfigError
+from tradetree.sim.backtest.cli import parse_data_args, register
+from tradetree.sim.backtest.data import synthetic_candles
 
 STRATEGY = """class: MeanReversion
 version: v2

@@ -6,12 +6,19 @@ from decimal import Decimal as D
 
 import numpy as np
 
-from sim.backtest.compare import ReferencePrices, RunData, compare_runs, load_run, render_markdown, write_comparison
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import CandleSeries
-from sim.backtest.engine import run_backtest
-from sim.backtest.report import write_run
-from sim.backtest.runfolder import TradeRow
+from tradetree.sim.backtest.compare import (
+    ReferencePrices,
+    RunData,
+    compare_runs,
+    load_run,
+    render_markdown,
+    write_comparison,
+)
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.engine import run_backtest
+from tradetree.sim.backtest.report import write_run
+from tradetree.sim.backtest.runfolder import TradeRow
 
 
 def row(ts, side, price, size, fee, coid):

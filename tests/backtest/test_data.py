@@ -8,7 +8,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from sim.backtest.data import CandleSeries, align_series, load_candle_series, synthetic_candles
+from tradetree.sim.backtest.data import CandleSeries, align_series, load_candle_series, synthetic_candles
 
 CSV = """timestamp_ms,open,high,low,close,volume
 1700000060000,100.5,101.25,100.0,101.0,3.5

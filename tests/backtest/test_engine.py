@@ -6,17 +6,17 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Order, OrderType, Side
-from risk.config import RiskConfig
-from sim.backtest.book_model import BookModel
-from sim.backtest.config import BacktestConfig, FillRule
-from sim.backtest.data import synthetic_candles
-from sim.backtest.engine import Backtester, run_backtest
-from sim.backtest.runfolder import trades_csv_text
-from strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 from tests.backtest.conftest import mean_reversion_config
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Order, OrderType, Side
+from tradetree.risk.config import RiskConfig
+from tradetree.sim.backtest.book_model import BookModel
+from tradetree.sim.backtest.config import BacktestConfig, FillRule
+from tradetree.sim.backtest.data import synthetic_candles
+from tradetree.sim.backtest.engine import Backtester, run_backtest
+from tradetree.sim.backtest.runfolder import trades_csv_text
+from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 
 TICK = Decimal("0.1")  # BTC-USDT-SWAP in the simulator's defaults
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Liquidity, Order, OrderType, Side
-from sim.backtest.compare import compare_runs, load_run
-from sim.backtest.config import BacktestConfig
-from sim.backtest.engine import run_backtest
-from sim.backtest.export import export_run_from_redis
-from sim.backtest.report import write_run
-from sim.backtest.runfolder import trades_csv_text
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Liquidity, Order, OrderType, Side
+from tradetree.sim.backtest.compare import compare_runs, load_run
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.engine import run_backtest
+from tradetree.sim.backtest.export import export_run_from_redis
+from tradetree.sim.backtest.report import write_run
+from tradetree.sim.backtest.runfolder import trades_csv_text
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

@@ -2,8 +2,8 @@
 
 from decimal import Decimal as D
 
-from core.types import Position
-from sim.backtest.ledger import PositionLedger
+from tradetree.core.types import Position
+from tradetree.sim.backtest.ledger import PositionLedger
 
 
 def test_add_reduce_flip_and_fees():

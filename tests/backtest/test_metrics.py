@@ -8,8 +8,8 @@ from decimal import Decimal as D
 import numpy as np
 import pytest
 
-from sim.backtest.metrics import compute_metrics, max_drawdown, round_trips, sharpe_ratio, sortino_ratio
-from sim.backtest.runfolder import TradeRow
+from tradetree.sim.backtest.metrics import compute_metrics, max_drawdown, round_trips, sharpe_ratio, sortino_ratio
+from tradetree.sim.backtest.runfolder import TradeRow
 
 
 def trade(ts, side, price, size, fee="0", inst="X"):

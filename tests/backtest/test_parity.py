@@ -14,20 +14,20 @@ from decimal import Decimal
 
 import pytest
 
-from actors.strategy_host import pending_by_instrument
-from core.bars import BarAggregator
-from core.config import StrategyConfig
-from core.types import Order, OrderState, Position, Ticker
-from risk import pre_trade
-from risk.config import RiskConfig
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import CandleSeries
-from sim.backtest.parity import comparable_fills, comparable_orders, run_for_parity
-from sim.market_data import CandleReplay
-from sim.matching import MatchingEngine, OrderRequest
-from strategies.base import StrategyContext
-from strategies.registry import build_strategy
 from tests.backtest.conftest import mean_reversion_config
+from tradetree.actors.strategy_host import pending_by_instrument
+from tradetree.core.bars import BarAggregator
+from tradetree.core.config import StrategyConfig
+from tradetree.core.types import Order, OrderState, Position, Ticker
+from tradetree.risk import pre_trade
+from tradetree.risk.config import RiskConfig
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.parity import comparable_fills, comparable_orders, run_for_parity
+from tradetree.sim.market_data import CandleReplay
+from tradetree.sim.matching import MatchingEngine, OrderRequest
+from tradetree.strategies.base import StrategyContext
+from tradetree.strategies.registry import build_strategy
 
 _STATES = {"live": OrderState.LIVE, "partially_filled": OrderState.PARTIALLY_FILLED,
            "filled": OrderState.FILLED, "canceled": OrderState.CANCELED}

@@ -1,6 +1,6 @@
 """The package exports what its __all__ says, and nothing in it is missing."""
 
-import sim.backtest as bt
+import tradetree.sim.backtest as bt
 
 
 def test_public_surface():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
-from sim.backtest.config import BacktestConfig
-from sim.backtest.engine import run_backtest
-from sim.backtest.report import write_run
-from sim.backtest.runfolder import read_run_meta, read_trades_csv
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.engine import run_backtest
+from tradetree.sim.backtest.report import write_run
+from tradetree.sim.backtest.runfolder import read_run_meta, read_trades_csv
 
 
 def test_report_files_are_written(tmp_path, candles, mr_config):

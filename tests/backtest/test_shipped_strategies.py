@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_strategy_config
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import synthetic_candles
-from sim.backtest.engine import run_backtest
-from sim.backtest.runfolder import TradeRow
+from tradetree.core.config import load_strategy_config
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import synthetic_candles
+from tradetree.sim.backtest.engine import run_backtest
+from tradetree.sim.backtest.runfolder import TradeRow
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "strategies"
 SHIPPED = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
-from sim.backtest.config import BacktestConfig
-from sim.backtest.data import synthetic_candles
-from sim.backtest.sweep import ParamRange, SweepSpec, parameter_sets, parse_param_spec, run_sweep, sweep_markdown
+from tradetree.core.errors import ConfigError
+from tradetree.sim.backtest.config import BacktestConfig
+from tradetree.sim.backtest.data import synthetic_candles
+from tradetree.sim.backtest.sweep import (
+    ParamRange,
+    SweepSpec,
+    parameter_sets,
+    parse_param_spec,
+    run_sweep,
+    sweep_markdown,
+)
 
 
 def test_param_specs_parse_choices_and_ranges():

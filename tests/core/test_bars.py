@@ -1,7 +1,7 @@
 from decimal import Decimal
 
-from core.bars import BarAggregator
-from core.types import Ticker
+from tradetree.core.bars import BarAggregator
+from tradetree.core.types import Ticker
 
 
 def _t(ms, px):

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import VenueConfig, load_strategy_config
 from tradetree.config import load_engine_config
-from core.errors import ConfigError
+from tradetree.core.config import VenueConfig, load_strategy_config
+from tradetree.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from core.control_state import ControlState
-from core.errors import StoreUnavailable
+from tradetree.core.control_state import ControlState
+from tradetree.core.errors import StoreUnavailable
 
 
 @pytest.fixture(params=["real", "fake"])

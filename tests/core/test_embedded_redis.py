@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 import shutil
 import socket
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from core.embedded_redis import EmbeddedRedis, resolve_redis_url
-from core.errors import StoreUnavailable
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Side
+from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Side
 
 HAS_REDIS_SERVER = shutil.which("redis-server") is not None
 needs_redis_server = pytest.mark.skipif(not HAS_REDIS_SERVER, reason="no redis-server on PATH")
@@ -103,7 +103,7 @@ async def test_the_fakeredis_fallback_runs_the_apply_fill_script_over_tcp():
     finally:
         server.stop()
     with pytest.raises(RuntimeError, match="only while running"):
-        server.url
+        _ = server.url
     server.stop()  # idempotent
 
 
@@ -112,7 +112,7 @@ def test_auto_prefers_redis_server_and_falls_back_to_fakeredis(monkeypatch, tmp_
         with EmbeddedRedis() as server:
             assert server.kind == "redis-server"
     monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server on this PATH
-    with caplog.at_level(logging.WARNING, logger="core.embedded_redis"):
+    with caplog.at_level(logging.WARNING, logger="tradetree.core.embedded_redis"):
         with EmbeddedRedis(data_dir=tmp_path / "data") as server:
             assert server.kind == "fakeredis" and not server.persistent
     assert "keeps nothing on disk" in caplog.text
@@ -127,7 +127,7 @@ def test_misuse_is_refused_with_the_rule():
         EmbeddedRedis(data_dir=".", prefer="fakeredis")
     server = EmbeddedRedis(prefer="fakeredis")
     with pytest.raises(RuntimeError, match="start\\(\\) first"):
-        server.kind
+        _ = server.kind
     with server:
         with pytest.raises(RuntimeError, match="started only once"):
             server.start()
@@ -148,7 +148,7 @@ def test_relative_data_dir_works(tmp_path, monkeypatch):
     """`make run` passes .tradetree/redis, relative to the checkout."""
     import redis as _redis
 
-    from core.embedded_redis import EmbeddedRedis
+    from tradetree.core.embedded_redis import EmbeddedRedis
 
     monkeypatch.chdir(tmp_path)
     with EmbeddedRedis(data_dir=Path("state/redis"), prefer="redis-server") as er:

@@ -7,9 +7,9 @@ from decimal import Decimal as D
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.errors import StoreUnavailable
-from core.marks import Mark, MarkBook, fresher, usable_marks
-from core.redis_keys import RedisKeys
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.marks import Mark, MarkBook, fresher, usable_marks
+from tradetree.core.redis_keys import RedisKeys
 
 BTC, ETH = ("okx", "BTC-USDT-SWAP"), ("okx", "ETH-USDT-SWAP")
 

@@ -11,10 +11,10 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from core.clock import ManualClock
-from core.errors import InvalidOrderTransition, StoreError, StoreUnavailable
-from core.store import MAX_EXACT_ATOMS, UNATTRIBUTED_STRATEGY, RedisStore, redact_url
-from core.types import (
+from tradetree.core.clock import ManualClock
+from tradetree.core.errors import InvalidOrderTransition, StoreError, StoreUnavailable
+from tradetree.core.store import MAX_EXACT_ATOMS, UNATTRIBUTED_STRATEGY, RedisStore, redact_url
+from tradetree.core.types import (
     Fill,
     FillLayer,
     Instrument,
@@ -333,7 +333,7 @@ async def test_a_duplicate_counts_as_delivered_but_applies_once(store):
 
 async def test_a_duplicate_with_different_content_is_logged_and_ignored(store, caplog):
     await store.apply_fill(make_fill("7", Side.BUY, "1", "100", 10), SPOT)
-    with caplog.at_level(logging.ERROR, logger="core.store"):
+    with caplog.at_level(logging.ERROR, logger="tradetree.core.store"):
         result = await store.apply_fill(make_fill("7", Side.BUY, "2", "100", 10), SPOT)
     assert not result.applied and result.position.qty == D(1)
     assert "differs from the applied record" in caplog.text
@@ -605,8 +605,8 @@ def test_redact_url_hides_only_the_password():
 
 
 async def test_every_order_write_appends_one_order_event(real_redis, namespace):
-    from core.store import RedisStore
-    from core.types import Order, OrderState, OrderType, Side
+    from tradetree.core.store import RedisStore
+    from tradetree.core.types import Order, OrderState, OrderType, Side
 
     store = RedisStore(real_redis, namespace)
     order = Order(client_order_id="ev1", strategy_id="S", venue="okx", inst_id="BTC-USDT", side=Side.BUY,

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.store import UNATTRIBUTED_STRATEGY, RedisStore
-from core.types import (
+from tradetree.core.store import UNATTRIBUTED_STRATEGY, RedisStore
+from tradetree.core.types import (
     Fill,
     FillLayer,
     Instrument,

@@ -2,7 +2,12 @@
 
 import pytest
 
-from core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, PAUSE_SOURCE_OPERATOR, ControlState
+from tradetree.core.control_state import (
+    PAUSE_SOURCE_DRIFT,
+    PAUSE_SOURCE_FILL_HEALTH,
+    PAUSE_SOURCE_OPERATOR,
+    ControlState,
+)
 
 
 @pytest.fixture(params=["real", "fake"])

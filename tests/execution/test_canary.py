@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import VenueConfig
-from core.types import FillLayer, Instrument, InstrumentKind, Side
-from execution.canary import (
+from tradetree.core.config import VenueConfig
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Side
+from tradetree.execution.canary import (
     CanarySchedule,
     CanaryVerdict,
     canary_active,
@@ -18,8 +18,8 @@ from execution.canary import (
     judge,
     leftover_close,
 )
-from execution.fill_health import WS_FLOW_KEY, FillHealthActionKind, FillHealthMonitor
-from execution.reconciliation import ReconcilerConfig
+from tradetree.execution.fill_health import WS_FLOW_KEY, FillHealthActionKind, FillHealthMonitor
+from tradetree.execution.reconciliation import ReconcilerConfig
 
 SIM_VENUE = VenueConfig(name="okx", instruments=("BTC-USDT", "BTC-USDT-SWAP", "ETH-USDT-SWAP"))
 LIVE_VENUE = VenueConfig(name="okx", rest_url="https://www.okx.com", ws_url="wss://ws.okx.com:8443/ws/v5")

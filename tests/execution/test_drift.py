@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from core.types import Position
-from execution.drift import DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
+from tradetree.core.types import Position
+from tradetree.execution.drift import DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
 
 D = Decimal
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"

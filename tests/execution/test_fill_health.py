@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from core.clock import ManualClock
-from execution.fill_health import FillHealthActionKind as K
-from execution.fill_health import FillHealthMonitor, OrderFillObservation
+from tradetree.core.clock import ManualClock
+from tradetree.execution.fill_health import FillHealthActionKind as K
+from tradetree.execution.fill_health import FillHealthMonitor, OrderFillObservation
 
 D = Decimal
 T = 5.0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import execution
-from execution import canary, drift, fill_health, reconciliation
+from tradetree import execution
+from tradetree.execution import canary, drift, fill_health, reconciliation
 
 
 def test_public_surface_is_what_it_claims():
@@ -17,7 +17,7 @@ def test_public_surface_is_what_it_claims():
 
 
 def test_actor_module_surface():
-    from actors import reconciler
+    from tradetree.actors import reconciler
 
     for name in reconciler.__all__:
         assert hasattr(reconciler, name), name

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.okx.reports import VenueOrderReport
-from core.types import Fill, FillLayer, Order, OrderState, OrderType, Side
-from execution.reconciliation import (
+from tradetree.adapters.okx.reports import VenueOrderReport
+from tradetree.core.types import Fill, FillLayer, Order, OrderState, OrderType, Side
+from tradetree.execution.reconciliation import (
     NEVER_REACHED_VENUE,
     LookupKind,
     OrderDecision,

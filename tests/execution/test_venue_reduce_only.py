@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from core.types import Order, OrderIntent, OrderState, OrderType, Position, Side
-from execution.venue_reduce_only import VenueReduceOnly, decide
+from tradetree.core.types import Order, OrderIntent, OrderState, OrderType, Position, Side
+from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide
 
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 D = Decimal

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ml.features import FeatureInputs
-from ml.config import CatBoostParams, FeatureSpec, ModelConfig, WalkForwardSpec
-from ml.synthetic import SyntheticMarket, generate_regime_candles
+from tradetree.ml.config import CatBoostParams, FeatureSpec, ModelConfig, WalkForwardSpec
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.synthetic import SyntheticMarket, generate_regime_candles
 
 SMALL_FEATURES = FeatureSpec(
     return_windows_bars=(1, 4, 16),
@@ -59,8 +59,8 @@ def feature_inputs() -> FeatureInputs:
 @pytest.fixture(scope="session")
 def trained_vol(regime_market, tmp_path_factory):
     """A volatility model trained on the first 5000 bars and registered in a temporary registry."""
-    from ml.pipeline import train_and_register
-    from ml.registry import ModelRegistry
+    from tradetree.ml.pipeline import train_and_register
+    from tradetree.ml.registry import ModelRegistry
 
     registry = ModelRegistry(tmp_path_factory.mktemp("registry"))
     outcome = train_and_register(FeatureInputs(regime_market.candles.iloc[:5000]), small_config(), registry)

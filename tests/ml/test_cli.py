@@ -4,8 +4,8 @@ import json
 import pytest
 import yaml
 
-from ml.cli import main, register
-from ml.data import save_candles
+from tradetree.ml.cli import main, register
+from tradetree.ml.data import save_candles
 
 from .conftest import small_config
 
@@ -59,7 +59,7 @@ def test_bad_inputs_exit_2(files, capsys):
 
 
 def test_fetch_downloads_into_the_cache(tmp_path, monkeypatch, capsys):
-    import ml.cli
+    from tradetree.ml import cli as ml_cli
 
     from .test_data import T0, AsyncFakeExchange
 
@@ -70,7 +70,7 @@ def test_fetch_downloads_into_the_cache(tmp_path, monkeypatch, capsys):
         closed.append(True)
 
     exchange.close = close
-    monkeypatch.setattr(ml.cli, "_make_exchange", lambda exchange_id: exchange)
+    monkeypatch.setattr(ml_cli, "_make_exchange", lambda exchange_id: exchange)
     argv = ["ml", "fetch", "--exchange", "fakex", "--symbol", "BTC/USDT", "--timeframe", "1m",
             "--since", str(T0), "--until", "2023-11-14T22:40:00", "--cache-dir", str(tmp_path)]
     assert main(argv) == 0

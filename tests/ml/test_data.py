@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.clock import ManualClock
-from core.errors import VenueRateLimited, VenueUnavailable
-from ml.data import (
+from tradetree.core.clock import ManualClock
+from tradetree.core.errors import VenueRateLimited, VenueUnavailable
+from tradetree.ml.data import (
     cache_path_for,
     fetch_ohlcv_cached,
     frames_sha256,
@@ -18,8 +18,8 @@ from ml.data import (
     timeframe_to_ms,
     validate_candles,
 )
-from ml.errors import DataError, MissingDependency
-from ml.synthetic import generate_regime_candles
+from tradetree.ml.errors import DataError, MissingDependency
+from tradetree.ml.synthetic import generate_regime_candles
 
 MINUTE = 60_000
 T0 = 1_700_000_040_000 - (1_700_000_040_000 % MINUTE)

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from ml.config import GateSpec, WalkForwardSpec
-from ml.dataset import build_dataset
-from ml.errors import DataError
-from ml.evaluation import MODEL_COLUMN, apply_gate, walk_forward_evaluate
-from ml.features import FeatureInputs
+from tradetree.ml.config import GateSpec, WalkForwardSpec
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.errors import DataError
+from tradetree.ml.evaluation import MODEL_COLUMN, apply_gate, walk_forward_evaluate
+from tradetree.ml.features import FeatureInputs
 
 from .conftest import SMALL_FEATURES, small_config
 

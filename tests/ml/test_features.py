@@ -4,12 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.config import FeatureSpec
-from ml.errors import DataError, FeatureUnavailable, InsufficientHistory
-from ml.features import FeatureInputs, build_features, feature_names, latest_feature_row
-from ml.synthetic import generate_regime_candles
+from tradetree.ml.config import FeatureSpec
+from tradetree.ml.errors import DataError, FeatureUnavailable, InsufficientHistory
+from tradetree.ml.features import FeatureInputs, build_features, feature_names, latest_feature_row
+from tradetree.ml.synthetic import generate_regime_candles
 
 from .conftest import CROSS_SPEC, INTERVAL_MS, SMALL_FEATURES
+
 
 def test_columns_follow_feature_names(feature_inputs):
     frame = build_features(feature_inputs, CROSS_SPEC, interval_ms=INTERVAL_MS)

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from ml.errors import InsufficientHistory, MLError, ModelNotApproved
-from ml.features import build_features
-from ml.forecaster import ModelVolForecaster, RealizedVolForecaster, VolatilityForecaster, annualized_vol
-from ml.pipeline import fit_final_model
-from ml.registry import ModelRegistry
+from tradetree.ml.errors import InsufficientHistory, MLError, ModelNotApproved
+from tradetree.ml.features import build_features
+from tradetree.ml.forecaster import ModelVolForecaster, RealizedVolForecaster, VolatilityForecaster, annualized_vol
+from tradetree.ml.pipeline import fit_final_model
+from tradetree.ml.registry import ModelRegistry
 
 from .conftest import small_config
 
@@ -48,7 +48,7 @@ def test_forecaster_refuses_failed_and_direction_models(tmp_path, trained_vol, r
     with pytest.raises(ModelNotApproved):
         ModelVolForecaster.from_registry(tmp_path, "failed")
     config = small_config(task="direction")
-    from ml.dataset import build_dataset
+    from tradetree.ml.dataset import build_dataset
 
     direction = fit_final_model(build_dataset(regime_market.candles.iloc[:1500], config), config)
     registry.register("dir", direction, config=config, metrics={"gate": {"passed": True}}, **common)
@@ -63,15 +63,15 @@ def test_annualized_vol():
 def _bar(row, ts_ms=None):
     from decimal import Decimal
 
-    from core.types import Bar
+    from tradetree.core.types import Bar
 
     return Bar(venue="okx", inst_id="BTC-USDT-SWAP", ts_ms=int(row["timestamp_ms"] if ts_ms is None else ts_ms),
                interval_ms=900_000, **{k: Decimal(repr(float(row[k]))) for k in ("open", "high", "low", "close", "volume")})
 
 
 def test_candle_window_rebuilds_the_frame_from_bars(regime_market):
-    from ml.errors import DataError
-    from ml.forecaster import CandleWindow
+    from tradetree.ml.errors import DataError
+    from tradetree.ml.forecaster import CandleWindow
 
     candles = regime_market.candles.iloc[:50]
     window = CandleWindow(max_bars=30)
@@ -89,7 +89,7 @@ def test_candle_window_rebuilds_the_frame_from_bars(regime_market):
 def test_build_forecaster_from_params(trained_vol, regime_market):
     from pydantic import ValidationError
 
-    from ml.forecaster import build_forecaster
+    from tradetree.ml.forecaster import build_forecaster
 
     registry, outcome = trained_vol
     realized = build_forecaster({"kind": "realized", "window_bars": 16})
@@ -102,7 +102,7 @@ def test_build_forecaster_from_params(trained_vol, regime_market):
 
 
 def test_bar_window_forecaster_fails_closed_to_nan(regime_market):
-    from ml.forecaster import BarWindowForecaster
+    from tradetree.ml.forecaster import BarWindowForecaster
 
     forecaster = BarWindowForecaster(RealizedVolForecaster(16))
     candles = regime_market.candles.iloc[:40]

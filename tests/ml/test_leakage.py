@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from ml.dataset import build_dataset
-from ml.features import FeatureInputs, build_features
-from ml.leakage import find_lookahead_features, shuffled_target_r2
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.features import FeatureInputs, build_features
+from tradetree.ml.leakage import find_lookahead_features, shuffled_target_r2
 
 from .conftest import CROSS_SPEC, INTERVAL_MS, SMALL_FEATURES, small_config
 
@@ -44,19 +44,19 @@ def test_shuffled_target_needs_a_volatility_model(regime_market):
 
 
 def test_training_refuses_leaky_features(regime_market, tmp_path, monkeypatch):
-    import ml.pipeline
-    from ml.errors import LeakageDetected
-    from ml.registry import ModelRegistry
+    from tradetree.ml import pipeline as ml_pipeline
+    from tradetree.ml.errors import LeakageDetected
+    from tradetree.ml.registry import ModelRegistry
 
-    honest = ml.pipeline.build_features
+    honest = ml_pipeline.build_features
 
     def with_future(inputs, spec, *, interval_ms=None):
         frame = honest(inputs, spec, interval_ms=interval_ms)
         frame["ret_1"] = frame["ret_1"].shift(-1)  # an off-by-one that reads the next bar
         return frame
 
-    monkeypatch.setattr(ml.pipeline, "build_features", with_future)
+    monkeypatch.setattr(ml_pipeline, "build_features", with_future)
     registry = ModelRegistry(tmp_path)
     with pytest.raises(LeakageDetected, match="ret_1"):
-        ml.pipeline.train_and_register(FeatureInputs(regime_market.candles.iloc[:3000]), small_config(), registry)
+        ml_pipeline.train_and_register(FeatureInputs(regime_market.candles.iloc[:3000]), small_config(), registry)
     assert registry.names() == []

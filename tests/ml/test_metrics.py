@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from ml.metrics import mcc, precision_at_thresholds, r2_score, roc_auc, vol_direction_accuracy
+from tradetree.ml.metrics import mcc, precision_at_thresholds, r2_score, roc_auc, vol_direction_accuracy
 
 
 def test_r2_reference_points():

@@ -1,9 +1,9 @@
 import pytest
 
-from ml.dataset import build_dataset
-from ml.errors import MissingDependency
-from ml.evaluation import walk_forward_evaluate
-from ml.plots import matplotlib_available, plot_evaluation
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.errors import MissingDependency
+from tradetree.ml.evaluation import walk_forward_evaluate
+from tradetree.ml.plots import matplotlib_available, plot_evaluation
 
 from .conftest import small_config
 

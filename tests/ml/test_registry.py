@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from core.clock import ManualClock
-from ml.dataset import build_dataset
-from ml.errors import ModelIntegrityError, ModelNotApproved, ModelNotFound
-from ml.features import build_features
-from ml.registry import MODEL_FILE, ModelRegistry
+from tradetree.core.clock import ManualClock
+from tradetree.ml.dataset import build_dataset
+from tradetree.ml.errors import ModelIntegrityError, ModelNotApproved, ModelNotFound
+from tradetree.ml.features import build_features
+from tradetree.ml.registry import MODEL_FILE, ModelRegistry
 
 from .conftest import small_config
 

@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ml.config import WalkForwardSpec
-from ml.errors import DataError
-from ml.splits import walk_forward_splits
+from tradetree.ml.config import WalkForwardSpec
+from tradetree.ml.errors import DataError
+from tradetree.ml.splits import walk_forward_splits
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,7 +1,7 @@
 import numpy as np
 
-from ml.data import validate_candles
-from ml.synthetic import generate_regime_candles
+from tradetree.ml.data import validate_candles
+from tradetree.ml.synthetic import generate_regime_candles
 
 
 def test_same_seed_same_data_and_valid_candles():

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.targets import forward_direction, forward_log_vol, forward_return, trailing_log_vol
+from tradetree.ml.targets import forward_direction, forward_log_vol, forward_return, trailing_log_vol
 
 
 def candles_from_closes(closes):

@@ -7,11 +7,11 @@ from decimal import Decimal as D
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from actors.risk_monitor import RiskMonitor
-from core.errors import StoreUnavailable
-from core.types import Position
-from risk.config import RiskConfig
-from risk.day_pnl import PNL_DAY_TTL_SECS, DayBaselines, pnl_day_key
+from tradetree.actors.risk_monitor import RiskMonitor
+from tradetree.core.errors import StoreUnavailable
+from tradetree.core.types import Position
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.day_pnl import PNL_DAY_TTL_SECS, DayBaselines, pnl_day_key
 
 DAY_MS = 86_400_000
 NOON = 19_000 * DAY_MS + DAY_MS // 2  # 2022-01-08 12:00 UTC

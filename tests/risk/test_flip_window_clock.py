@@ -2,8 +2,8 @@
 
 from decimal import Decimal
 
-from core.types import Order, OrderState, OrderType, Position, Side
-from risk.rules import FlipDetector
+from tradetree.core.types import Order, OrderState, OrderType, Position, Side
+from tradetree.risk.rules import FlipDetector
 
 INST = "BTC-USDT-SWAP"
 OURS_MS = 1_700_000_000_000

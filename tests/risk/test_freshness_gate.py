@@ -2,12 +2,12 @@ from decimal import Decimal
 
 import pytest
 
-from core.control_state import ControlSnapshot, ControlState
-from core.errors import StoreError, StoreUnavailable
-from core.store import RedisStore
-from core.types import OrderDenied, OrderIntent, Side
-from risk.config import RiskConfig
-from risk.freshness_gate import (
+from tradetree.core.control_state import ControlSnapshot, ControlState
+from tradetree.core.errors import StoreError, StoreUnavailable
+from tradetree.core.store import RedisStore
+from tradetree.core.types import OrderDenied, OrderIntent, Side
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.freshness_gate import (
     GATE_STATE_UNKNOWN_REDIS,
     GateInputs,
     applicable_breakers,

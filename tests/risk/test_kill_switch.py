@@ -16,10 +16,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.clock import ManualClock
-from core.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
-from core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
-from risk.kill_switch import KillPhase, KillState, KillSwitch, KillSwitchConfig, StepOutcome
+from tradetree.core.clock import ManualClock
+from tradetree.core.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
+from tradetree.core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
+from tradetree.risk.kill_switch import KillPhase, KillState, KillSwitch, KillSwitchConfig, StepOutcome
 
 D = Decimal
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"

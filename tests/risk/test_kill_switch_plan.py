@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from core.types import Order, OrderState, OrderType, Position, Side
-from risk.kill_switch import (
+from tradetree.core.types import Order, OrderState, OrderType, Position, Side
+from tradetree.risk.kill_switch import (
     AwaitOrders,
     CancelOrders,
     KillSwitchConfig,
@@ -216,7 +216,7 @@ def test_clips_only_reduce_and_reduce_only_never_flips_a_venue(raw, clip, allow,
 
 
 def test_public_surface_is_what_all_claims():
-    import risk.kill_switch as module
+    import tradetree.risk.kill_switch as module
 
     assert all(hasattr(module, name) for name in module.__all__)
     public = {n for n, v in vars(module).items()

@@ -13,10 +13,20 @@ from decimal import Decimal
 
 import pytest
 
-from core.clock import ManualClock
-from core.store import RedisStore
-from core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, OrderState, OrderType, Side
-from risk.kill_switch import KillState, KillSwitch, KillSwitchConfig
+from tradetree.core.clock import ManualClock
+from tradetree.core.store import RedisStore
+from tradetree.core.types import (
+    Fill,
+    FillLayer,
+    Instrument,
+    InstrumentKind,
+    Order,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    Side,
+)
+from tradetree.risk.kill_switch import KillState, KillSwitch, KillSwitchConfig
 
 D = Decimal
 

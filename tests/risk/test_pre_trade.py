@@ -2,9 +2,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from core.types import Order, OrderIntent, OrderState, OrderType, Position, Side
-from risk.config import RiskConfig
-from risk.pre_trade import PreTradeInputs, check, duplicate_close_reasons, in_flight_size
+from tradetree.core.types import Order, OrderIntent, OrderState, OrderType, Position, Side
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.pre_trade import PreTradeInputs, check, duplicate_close_reasons, in_flight_size
 
 INST = "BTC-USDT-SWAP"
 CV = {"okx:BTC-USDT-SWAP": D("0.01"), "okx:ETH-USDT-SWAP": D("0.1")}

@@ -2,11 +2,11 @@ from decimal import Decimal as D
 
 import pytest
 
-import risk
-from core.redis_keys import RedisKeys
-from core.types import Order, OrderState, OrderType, Position, Side
-from risk.config import RiskConfig
-from risk.rules import (
+from tradetree import risk
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.types import Order, OrderState, OrderType, Position, Side
+from tradetree.risk.config import RiskConfig
+from tradetree.risk.rules import (
     ExposureMonitor,
     FlipDetector,
     LossMonitor,

@@ -14,24 +14,25 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import ray
 
-from core.control_state import ControlState
-from core.store import AuditEntry, RedisStore
-from core.types import Order, Position
-from supervisor.tree import (
+from tradetree.config import EngineConfig
+from tradetree.core.control_state import ControlState
+from tradetree.core.store import AuditEntry, RedisStore
+from tradetree.core.types import Order, Position
+from tradetree.runner import EngineRuntime
+from tradetree.supervisor.tree import (
     ALERTER_ID,
     RISK_MONITOR_ID,
     gateway_id,
     reconciler_id,
     tree_status,
 )
-from tradetree.config import EngineConfig
-from tradetree.runner import EngineRuntime
 
 __all__ = ["Tree", "running_tree", "scenario_config", "STRATEGY"]
 
@@ -176,7 +177,7 @@ class Tree:
         while time.monotonic() < deadline:
             try:
                 last = predicate()
-            except Exception as exc:  # noqa: BLE001 - keep polling, report the last failure
+            except Exception as exc:
                 last = exc
             else:
                 if last:
@@ -225,7 +226,7 @@ def submit_direct(tree: Tree, side: str, size: str = "1", *, inst_id: str = PROB
     It bypasses the strategies and their freshness gate on purpose, so a
     scenario can make fills happen while a fault is on.
     """
-    from core.types import OrderIntent, OrderType, Side
+    from tradetree.core.types import OrderIntent, OrderType, Side
 
     intent = OrderIntent(strategy_id=strategy_id, venue="okx", inst_id=inst_id, side=Side(side),
                          type=OrderType.MARKET, size=Decimal(size), reason="scenario probe")
@@ -264,7 +265,7 @@ class FillLatencyWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fill-latency-watch", daemon=True)
 
-    def __enter__(self) -> "FillLatencyWatch":
+    def __enter__(self) -> FillLatencyWatch:
         self._thread.start()
         return self
 
@@ -276,7 +277,7 @@ class FillLatencyWatch:
         while not self._stop.is_set():
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - a failed read is one lost sample, not a failed watch
+            except Exception:
                 self.errors += 1
             self._stop.wait(self.interval_secs)
 

@@ -26,12 +26,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from core.types import OrderState, OrderType
-from sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.server import SimulatorThread
 from tests.scenarios.harness import Tree
 from tests.scenarios.tree_helpers import orders_of
 from tradetree.config import load_engine_config
+from tradetree.core.types import OrderState
+from tradetree.sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.server import SimulatorThread
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,6 @@ import uuid
 
 import pytest
 
-from core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from supervisor.tree import reconciler_id
 from tests.conftest import TEST_REDIS_URL
 from tests.scenarios.harness import (
     BUSY_STRATEGY,
@@ -40,6 +38,8 @@ from tests.scenarios.harness import (
     venue_trade_keys,
 )
 from tests.scenarios.tree_helpers import call, orders_of
+from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
+from tradetree.supervisor.tree import reconciler_id
 
 pytestmark = pytest.mark.integration
 

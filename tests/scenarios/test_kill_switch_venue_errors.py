@@ -15,11 +15,11 @@ from decimal import Decimal
 
 import pytest
 
-from core.types import OrderIntent, OrderState, OrderType, Side
-from risk.kill_switch import KillStep, StepOutcome
 from tests.scenarios.harness import running_tree, scenario_config
 from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call, kill_flag
 from tradetree.control import Control
+from tradetree.core.types import OrderIntent, OrderState, OrderType, Side
+from tradetree.risk.kill_switch import KillStep, StepOutcome
 
 pytestmark = pytest.mark.integration
 

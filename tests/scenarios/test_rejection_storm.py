@@ -10,9 +10,9 @@ to trade (its intents are refused before the gateway).
 
 import pytest
 
-from core.types import OrderState
 from tests.scenarios.harness import running_tree, scenario_config
 from tests.scenarios.tree_helpers import breakers, call, orders_of
+from tradetree.core.types import OrderState
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from supervisor.tree import reconciler_id
 from tests.scenarios.harness import (
     BUSY_STRATEGY,
     FillLatencyWatch,
@@ -29,6 +28,7 @@ from tests.scenarios.harness import (
     venue_trade_keys,
 )
 from tests.scenarios.tree_helpers import call, orders_of
+from tradetree.supervisor.tree import reconciler_id
 
 pytestmark = pytest.mark.integration
 

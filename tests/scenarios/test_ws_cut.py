@@ -20,8 +20,6 @@ import time
 
 import pytest
 
-from core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from supervisor.tree import gateway_id, reconciler_id
 from tests.scenarios.harness import (
     BUSY_STRATEGY,
     FillLatencyWatch,
@@ -30,6 +28,8 @@ from tests.scenarios.harness import (
     scenario_config,
     submit_direct,
 )
+from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
+from tradetree.supervisor.tree import gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import ray
 
-from core.types import Order
 from tests.scenarios.harness import Tree
+from tradetree.core.types import Order
 
 __all__ = [
     "RAY_TIMEOUT_SECS",

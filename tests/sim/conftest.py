@@ -6,8 +6,8 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pytest
 
-from sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.server import SimulatorServer, SimulatorThread
+from tradetree.sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.server import SimulatorServer, SimulatorThread
 
 FAST = dict(tick_interval_ms=50, warmup_bars=5, cancel_all_after_min_secs=1)
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from sim.faults import FaultInjector, FaultSettings
+from tradetree.sim.faults import FaultInjector, FaultSettings
 
 
 def test_defaults_are_healthy_and_updates_are_partial():

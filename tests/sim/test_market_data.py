@@ -7,8 +7,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from sim.config import SimInstrument, default_instruments
-from sim.market_data import (
+from tradetree.sim.config import SimInstrument, default_instruments
+from tradetree.sim.market_data import (
     CandleAggregator,
     CandleReplay,
     GeneratedMarket,
@@ -18,7 +18,7 @@ from sim.market_data import (
     load_candle_source,
     load_candles,
 )
-from sim.matching import MatchingEngine, OrderRequest
+from tradetree.sim.matching import MatchingEngine, OrderRequest
 
 INSTS = default_instruments()
 BTC = next(i for i in INSTS if i.inst_id == "BTC-USDT")

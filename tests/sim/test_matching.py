@@ -6,9 +6,9 @@ from decimal import Decimal as D
 
 import pytest
 
-from sim.config import FeeSchedule, SimInstrument, default_instruments
-from sim.market_data import GeneratedMarket, MarketTick, PublicTrade
-from sim.matching import BookShape, MatchingEngine, OrderRequest
+from tradetree.sim.config import FeeSchedule, SimInstrument, default_instruments
+from tradetree.sim.market_data import GeneratedMarket, MarketTick, PublicTrade
+from tradetree.sim.matching import BookShape, MatchingEngine, OrderRequest
 
 SPOT, SWAP = "BTC-USDT", "BTC-USDT-SWAP"
 FEES = FeeSchedule()

@@ -12,12 +12,12 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pytest
 
-import sim
-from sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.matching import OrderRequest
-from sim.okx_rest import sign_okx
-from sim.server import SimulatorServer, SimulatorThread, banner
 from tests.sim.conftest import FAST, ccxt_options, point
+from tradetree import sim
+from tradetree.sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.matching import OrderRequest
+from tradetree.sim.okx_rest import sign_okx
+from tradetree.sim.server import SimulatorServer, SimulatorThread, banner
 
 
 def test_public_surface():
@@ -28,7 +28,7 @@ def test_public_surface():
 
 
 def signed_headers(method: str, path: str, body: str = "", *, secret: str = DEFAULT_SECRET, ts: str | None = None):
-    ts = ts or dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ts = ts or dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
         "OK-ACCESS-KEY": DEFAULT_API_KEY, "OK-ACCESS-PASSPHRASE": DEFAULT_PASSPHRASE, "OK-ACCESS-TIMESTAMP": ts,
         "OK-ACCESS-SIGN": sign_okx(secret, ts + method + path + body), "Content-Type": "application/json",
@@ -180,7 +180,7 @@ def test_bind_failure_is_reported():
 
 
 async def test_serve_forever_prints_banner_and_stops_on_cancel(capsys):
-    from sim.server import serve_forever
+    from tradetree.sim.server import serve_forever
 
     task = asyncio.create_task(serve_forever(SimulatorConfig(**FAST)))
     for _ in range(100):

@@ -12,11 +12,11 @@ import ccxt.pro as ccxtpro
 import pytest
 import websockets
 
-from sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
-from sim.matching import OrderRequest
-from sim.okx_rest import sign_okx
-from sim.server import SimulatorServer
 from tests.sim.conftest import FAST, ccxt_options, point
+from tradetree.sim.config import DEFAULT_API_KEY, DEFAULT_PASSPHRASE, DEFAULT_SECRET, SimulatorConfig
+from tradetree.sim.matching import OrderRequest
+from tradetree.sim.okx_rest import sign_okx
+from tradetree.sim.server import SimulatorServer
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies.indicators import ATR, EMA, SMA, RealizedVol, RollingOLS, RollingStdev
+from tradetree.strategies.indicators import ATR, EMA, SMA, RealizedVol, RollingOLS, RollingStdev
 
 
 def _walk(n, seed, start=60_000.0, vol=1e-3):

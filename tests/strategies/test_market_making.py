@@ -2,10 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Order, OrderState, OrderType, Side
-from strategies import SingleVenueMarketMaking, StrategyContext, build_strategy
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Order, OrderState, OrderType, Side
+from tradetree.strategies import SingleVenueMarketMaking, StrategyContext, build_strategy
 
 INST = "BTC-USDT-SWAP"
 SID = "SingleVenueMarketMaking_v1_BTC"

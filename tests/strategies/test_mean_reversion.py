@@ -2,10 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Side
-from strategies import MeanReversion, StrategyContext, build_strategy
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Side
+from tradetree.strategies import MeanReversion, StrategyContext, build_strategy
 
 
 def _cfg(**params):
@@ -73,7 +73,7 @@ def test_pending_orders_count_as_exposure():
 
 
 def test_flip_splits_into_reduce_only_close_and_open():
-    from strategies.base import orders_toward_target
+    from tradetree.strategies.base import orders_toward_target
 
     s = MeanReversion(_cfg())
     out = orders_toward_target(s, "BTC-USDT-SWAP", Decimal(-2),

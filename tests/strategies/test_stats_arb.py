@@ -4,10 +4,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Side
-from strategies import StatsArb, StrategyContext, build_strategy
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Side
+from tradetree.strategies import StatsArb, StrategyContext, build_strategy
 
 BASE, HEDGE = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 BETA, ALPHA = 1.3, 0.6

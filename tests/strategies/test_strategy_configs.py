@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_strategy_config
-from strategies import (
+from tradetree.core.config import load_strategy_config
+from tradetree.strategies import (
     SingleVenueMarketMaking,
     StatsArb,
     TrendFollowing,

@@ -2,10 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Side
-from strategies import StrategyContext, TrendFollowing, build_strategy
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Side
+from tradetree.strategies import StrategyContext, TrendFollowing, build_strategy
 
 INST = "BTC-USDT-SWAP"
 WARMUP = [100.0] * 10  # flat: fast == slow, no trend, indicators warm

@@ -4,10 +4,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from core.config import StrategyConfig
-from core.errors import ConfigError
-from core.types import Bar, Side
-from strategies import (
+from tradetree.core.config import StrategyConfig
+from tradetree.core.errors import ConfigError
+from tradetree.core.types import Bar, Side
+from tradetree.strategies import (
     RealizedVolForecaster,
     StrategyContext,
     VolatilityForecaster,

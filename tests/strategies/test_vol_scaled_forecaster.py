@@ -10,17 +10,17 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import StrategyConfig
-from core.types import Bar
-from ml.config import CatBoostParams, FeatureSpec, ModelConfig, WalkForwardSpec
-from ml.errors import ModelServerStateError
-from ml.features import FeatureInputs
-from ml.forecaster import BarWindowForecaster, ModelVolForecaster, ServedVolForecaster
-from ml.pipeline import train_and_register
-from ml.registry import ModelRegistry
-from ml.synthetic import generate_regime_candles
-from strategies.base import StrategyContext
-from strategies.vol_scaled import RealizedVolForecaster, VolScaledDirectional
+from tradetree.core.config import StrategyConfig
+from tradetree.core.types import Bar
+from tradetree.ml.config import CatBoostParams, FeatureSpec, ModelConfig, WalkForwardSpec
+from tradetree.ml.errors import ModelServerStateError
+from tradetree.ml.features import FeatureInputs
+from tradetree.ml.forecaster import BarWindowForecaster, ModelVolForecaster, ServedVolForecaster
+from tradetree.ml.pipeline import train_and_register
+from tradetree.ml.registry import ModelRegistry
+from tradetree.ml.synthetic import generate_regime_candles
+from tradetree.strategies.base import StrategyContext
+from tradetree.strategies.vol_scaled import RealizedVolForecaster, VolScaledDirectional
 
 INST = "BTC-USDT-SWAP"
 TINY_FEATURES = FeatureSpec(return_windows_bars=(1, 4), vol_windows_bars=(4, 8), range_windows_bars=(1, 4),
@@ -105,7 +105,7 @@ class _FakeServer:
     """A model server in-process: describe/predict as ModelServerClient, switchable down."""
 
     def __init__(self, registry: ModelRegistry) -> None:
-        from actors.model_server import ModelServer
+        from tradetree.actors.model_server import ModelServer
 
         self.impl = ModelServer(registry.root, "vol_tiny")
         self.impl.start()

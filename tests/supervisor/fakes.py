@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from core.clock import ManualClock
-from core.types import HealthReport, ProbeResult
-from supervisor.ray_backend import ActorClassNotFound, ActorDied, ActorNameTaken, BackendError, CallFailed, CallTimeout
-from supervisor.spec import SUPERVISOR_ACTOR_CLASS, SupervisorSpec
-from supervisor.supervisor import Supervisor
+from tradetree.core.clock import ManualClock
+from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.supervisor.ray_backend import (
+    ActorClassNotFound,
+    ActorDied,
+    ActorNameTaken,
+    BackendError,
+    CallFailed,
+    CallTimeout,
+)
+from tradetree.supervisor.spec import SUPERVISOR_ACTOR_CLASS, SupervisorSpec
+from tradetree.supervisor.supervisor import Supervisor
 
 CHILD_CLASS = "tests.supervisor.fakes:FakeChild"
 
@@ -62,7 +70,7 @@ class FakeHandle:
 class FakeChild:
     """Implements the children contract; records what was called, in order."""
 
-    def __init__(self, name: str, backend: "FakeBackend") -> None:
+    def __init__(self, name: str, backend: FakeBackend) -> None:
         self.name = name
         self.backend = backend
         self.behaviour = backend.behaviour(name)
@@ -116,7 +124,7 @@ class FakeSupervisorActor:
     def __init__(
         self,
         spec: SupervisorSpec,
-        backend: "FakeBackend",
+        backend: FakeBackend,
         *,
         parent: str | None = None,
         **_: Any,

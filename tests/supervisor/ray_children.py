@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from core.types import HealthReport, ProbeResult
+from tradetree.core.types import HealthReport, ProbeResult
 
 
 class Worker:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import supervisor
-from core.errors import TradetreeError
-from supervisor.ray_backend import (
+from tradetree import supervisor
+from tradetree.core.errors import TradetreeError
+from tradetree.supervisor.ray_backend import (
     ActorClassNotFound,
     ActorDied,
     BackendError,
@@ -38,18 +38,18 @@ def test_errors_belong_to_the_project_tree():
 
 
 def test_import_actor_class_resolves_and_reports():
-    assert import_actor_class("supervisor.supervisor:SupervisorActor") is supervisor.SupervisorActor
+    assert import_actor_class("tradetree.supervisor.supervisor:SupervisorActor") is supervisor.SupervisorActor
     with pytest.raises(ActorClassNotFound, match="expected"):
         import_actor_class("no_colon")
     with pytest.raises(ActorClassNotFound, match="does not import"):
-        import_actor_class("supervisor.nope:X")
+        import_actor_class("tradetree.supervisor.nope:X")
     with pytest.raises(ActorClassNotFound, match="does not import"):
-        import_actor_class("supervisor.supervisor:Nope")
+        import_actor_class("tradetree.supervisor.supervisor:Nope")
 
 
 def test_create_refuses_a_non_class():
     with pytest.raises(ActorClassNotFound, match="not a class"):
-        RayBackend("ns").create("x", "supervisor.supervisor:launch_supervisor", (), {}, num_cpus=0)
+        RayBackend("ns").create("x", "tradetree.supervisor.supervisor:launch_supervisor", (), {}, num_cpus=0)
 
 
 def test_intended_exit_is_told_apart_from_a_crash():

@@ -10,13 +10,14 @@ import asyncio
 import functools
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from supervisor.spec import BackoffSpec, ChildSpec, SupervisorSpec
-from supervisor.supervisor import launch_supervisor
 from tests.supervisor.ray_children import write_marker
+from tradetree.supervisor.spec import BackoffSpec, ChildSpec, SupervisorSpec
+from tradetree.supervisor.supervisor import launch_supervisor
 
 pytestmark = pytest.mark.integration
 

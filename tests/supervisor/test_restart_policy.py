@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.clock import ManualClock
-from supervisor.restart_policy import (
+from tradetree.core.clock import ManualClock
+from tradetree.supervisor.restart_policy import (
     Backoff,
     ChildLifecycle,
     ChildState,
@@ -22,7 +22,7 @@ from supervisor.restart_policy import (
     jittered_secs,
     should_restart,
 )
-from supervisor.spec import BackoffSpec, RestartType
+from tradetree.supervisor.spec import BackoffSpec, RestartType
 
 # -- restart types ------------------------------------------------------------
 

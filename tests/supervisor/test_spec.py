@@ -7,8 +7,8 @@ import pickle
 import pytest
 from pydantic import ValidationError
 
-from core.errors import ConfigError
-from supervisor.spec import (
+from tradetree.core.errors import ConfigError
+from tradetree.supervisor.spec import (
     SUPERVISOR_ACTOR_CLASS,
     BackoffSpec,
     BadBackoff,

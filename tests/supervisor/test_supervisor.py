@@ -10,11 +10,12 @@ import asyncio
 
 import pytest
 
-from core.clock import ManualClock
-from core.errors import StoreUnavailable
-from supervisor.restart_policy import ChildState
-from supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
-from supervisor.supervisor import (
+from tests.supervisor.fakes import CHILD_CLASS, FakeBackend, FakeHeartbeats, VirtualSleep
+from tradetree.core.clock import ManualClock
+from tradetree.core.errors import StoreUnavailable
+from tradetree.supervisor.restart_policy import ChildState
+from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
+from tradetree.supervisor.supervisor import (
     RestartRefused,
     StartFailed,
     Supervisor,
@@ -22,7 +23,6 @@ from supervisor.supervisor import (
     SupervisorStateError,
     UnknownChild,
 )
-from tests.supervisor.fakes import CHILD_CLASS, FakeBackend, FakeHeartbeats, VirtualSleep
 
 FAST = dict(
     probe_period_secs=1.0,
@@ -581,7 +581,7 @@ async def test_nested_escalation_is_handled_by_the_parent(h):
 
 async def test_heartbeats_from_the_redis_store(h, fake_redis, namespace):
     """The real store is a HeartbeatSource: a child whose heartbeat stops is restarted."""
-    from core.store import RedisStore
+    from tradetree.core.store import RedisStore
 
     store = RedisStore(fake_redis, namespace)
     sup = h.supervisor(child("gw", heartbeat_key="gateway:okx", heartbeat_stale_secs=5), store=store)
