@@ -33,11 +33,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.errors import ConfigError, TradetreeError
 from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.telemetry.config import AlerterConfig
 
 __all__ = [
     "Severity",
@@ -78,29 +79,6 @@ class Severity(str, enum.Enum):
     @property
     def log_level(self) -> int:
         return {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}[self.value]
-
-
-class AlerterConfig(BaseModel):
-    """Where alerts go and how often. Secrets are named by environment variable, never stored here.
-
-    ``slack_webhook_url_env`` wins when both it and ``slack_token_env`` resolve;
-    a token needs ``slack_channel``. ``slack_base_url`` points the Web API
-    client elsewhere (tests).
-    """
-
-    model_config = _FROZEN
-
-    slack_webhook_url_env: str | None = "TRADETREE_SLACK_WEBHOOK_URL"
-    slack_token_env: str | None = "TRADETREE_SLACK_TOKEN"
-    slack_channel: str | None = None
-    slack_base_url: str | None = None
-    dedup_window_secs: float = Field(default=300.0, ge=0)
-    rate_limit_per_min: int = Field(default=20, ge=1)
-    send_timeout_secs: float = Field(default=5.0, gt=0)
-    send_max_attempts: int = Field(default=3, ge=1)
-    send_retry_delay_secs: float = Field(default=1.0, ge=0)
-    queue_max: int = Field(default=1000, ge=1)
-    recent_max: int = Field(default=500, ge=1)
 
 
 class SlackTarget(BaseModel):

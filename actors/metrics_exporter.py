@@ -28,11 +28,11 @@ import logging
 import time
 from typing import Any, Protocol
 
-from tradetree.config import MetricsConfig
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.types import HealthReport, ProbeResult
-from tradetree.metrics import TreeCollector, build_registry
+from tradetree.telemetry.config import MetricsConfig
+from tradetree.telemetry.metrics import TreeCollector, build_registry
 
 __all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
 
@@ -46,7 +46,7 @@ class SnapshotReader(Protocol):
     """Where the parts of a snapshot come from. Each method may raise anything."""
 
     async def tree(self) -> dict[str, Any]:
-        """``supervisor.tree.tree_status`` of the tree."""
+        """``supervisor.tree_status`` of the tree."""
         ...
 
     async def stats(self, actor_id: str) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class RayRedisReader:
         self._store: Any = None
 
     async def tree(self) -> dict[str, Any]:
-        from tradetree.supervisor.tree import tree_status
+        from tradetree.supervisor.tree_status import tree_status
 
         # tree_status blocks on ray.get; a thread keeps this actor's event loop free.
         return await asyncio.to_thread(tree_status, self._ray_namespace, root_id=self._root_id,
@@ -162,8 +162,8 @@ class RayRedisReader:
     async def redis_view(self) -> dict[str, Any]:
         from tradetree.core.control_state import ControlState
         from tradetree.core.marks import MarkBook
+        from tradetree.core.snapshot import collect_snapshot
         from tradetree.core.store import RedisStore
-        from tradetree.status import collect_snapshot
 
         if self._store is None:
             self._store = await RedisStore.connect(self._redis_url, self._namespace,

@@ -22,10 +22,10 @@ import ray
 
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.types import HealthReport, ProbeResult
-from tradetree.ml.errors import ModelServerStateError
+from tradetree.ml.errors import MLError, ModelServerStateError
 from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
 
-__all__ = ["ServerState", "ModelServer", "ModelServerActor", "ModelServerClient"]
+__all__ = ["ServerState", "ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,20 @@ class _ModelServerShell:
 
 
 ModelServerActor = ray.remote(num_cpus=0, max_restarts=0)(_ModelServerShell)
+
+
+def connect_model_server(actor_name: str, ray_namespace: str | None, timeout_secs: float) -> ModelServerClient:
+    """A client of the ``ModelServerActor`` named ``actor_name``: the connector
+    the strategy host registers for ``ml``'s served forecasters.
+
+    Raises:
+        MLError: Ray is not running in this process.
+        ValueError: no actor of that name (Ray's own error).
+    """
+    if not ray.is_initialized():
+        raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")
+    handle = ray.get_actor(actor_name, namespace=ray_namespace)
+    return ModelServerClient(handle, timeout_secs=timeout_secs)
 
 
 class ModelServerClient:

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import ray
 
+from tradetree.actors.model_server import connect_model_server
 from tradetree.core.bars import BarAggregator
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import StrategyConfig
@@ -45,6 +46,7 @@ from tradetree.core.types import (
     Side,
     Ticker,
 )
+from tradetree.ml.forecaster import set_server_connector
 from tradetree.risk import freshness_gate, pre_trade
 from tradetree.risk.config import RiskConfig, instrument_key
 from tradetree.risk.day_pnl import DayBaselines
@@ -139,6 +141,8 @@ class StrategyHost:
     ) -> None:
         self.config = config
         self.risk = risk or RiskConfig()
+        # A strategy may forecast through a served model; this host is what can reach one.
+        set_server_connector(connect_model_server)
         self.strategy = build_strategy(config)
         self.redis_url = redis_url
         self.namespace = namespace

@@ -132,7 +132,7 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
 
     from tradetree.core.types import OrderIntent, OrderType, Side
     from tradetree.runner import EngineRuntime
-    from tradetree.supervisor.tree import gateway_id
+    from tradetree.tree import gateway_id
 
     namespace = f"tt-bench-{uuid.uuid4().hex[:12]}"
     config = engine_config(redis_url, namespace, poll_interval_secs, seed)

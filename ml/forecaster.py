@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -54,6 +54,7 @@ __all__ = [
     "build_forecaster",
     "BarWindowForecaster",
     "ServedVolForecaster",
+    "set_server_connector",
 ]
 
 _YEAR_MS = 365 * 86_400_000
@@ -240,15 +241,26 @@ def build_forecaster(spec: ForecasterSpec | Mapping[str, Any]) -> VolatilityFore
     return ServedVolForecaster(spec.actor_name, ray_namespace=spec.ray_namespace, timeout_secs=spec.timeout_secs)
 
 
-def _connect_ray_server(actor_name: str, ray_namespace: str | None, timeout_secs: float) -> Any:
-    import ray
+ServerConnector = Callable[[str, str | None, float], Any]
+_server_connector: ServerConnector | None = None
 
-    from tradetree.actors.model_server import ModelServerClient  # the actor layer, only when asked for
 
-    if not ray.is_initialized():
-        raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")
-    handle = ray.get_actor(actor_name, namespace=ray_namespace)
-    return ModelServerClient(handle, timeout_secs=timeout_secs)
+def set_server_connector(connect: ServerConnector | None) -> None:
+    """Register how a ``ServedVolForecaster`` reaches its server by actor name.
+
+    ``ml`` sits below the actor layer and never imports it; the actor that hosts
+    strategies registers ``tradetree.actors.model_server.connect_model_server``
+    before it builds them. ``None`` unregisters (tests).
+    """
+    global _server_connector
+    _server_connector = connect
+
+
+def _connect_registered(actor_name: str, ray_namespace: str | None, timeout_secs: float) -> Any:
+    if _server_connector is None:
+        raise MLError(f"model server {actor_name}: no server connector registered here "
+                      "(only the engine's strategy host reaches served models; a backtest? use kind 'model')")
+    return _server_connector(actor_name, ray_namespace, timeout_secs)
 
 
 class ServedVolForecaster:
@@ -271,7 +283,7 @@ class ServedVolForecaster:
         self.actor_name = actor_name
         self.ray_namespace = ray_namespace
         self.timeout_secs = timeout_secs
-        self._connect = connect or _connect_ray_server
+        self._connect = connect or _connect_registered
         self._inner: ModelVolForecaster | None = None
         self.horizon_bars = 0
         self.min_history_bars = 0

@@ -16,7 +16,7 @@ from tradetree.core.config import StrategyConfig, VenueCredentials
 from tradetree.core.errors import ConfigError
 from tradetree.strategies.registry import build_strategy
 from tradetree.supervisor.spec import validate_tree
-from tradetree.supervisor.tree import (
+from tradetree.tree import (
     METRICS_EXPORTER_ID,
     RISK_MONITOR_ID,
     STRATEGY_SUPERVISOR_ID,

@@ -18,7 +18,7 @@ from tests.scenarios.harness import STRATEGY, Tree, running_tree, scenario_confi
 from tests.scenarios.tree_helpers import call
 from tradetree.cli import main as cli
 from tradetree.control import Control, ControlError, ProbesFailing
-from tradetree.supervisor.tree import gateway_id, reconciler_id
+from tradetree.tree import gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 

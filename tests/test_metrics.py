@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tradetree.metrics import TreeCollector, build_registry
+from tradetree.telemetry.metrics import TreeCollector, build_registry
 
 NOW_MS = 1_700_000_010_000
 SNAP_MS = 1_700_000_000_000
@@ -274,7 +274,7 @@ def test_the_exporter_is_a_root_child_only_when_enabled():
     from tradetree.config import EngineConfig
     from tradetree.core.config import VenueCredentials
     from tradetree.supervisor.spec import ChildSpec, validate_tree
-    from tradetree.supervisor.tree import METRICS_EXPORTER_ID, build_root_spec
+    from tradetree.tree import METRICS_EXPORTER_ID, build_root_spec
 
     creds = VenueCredentials(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET),
                              passphrase=SecretStr(PASSPHRASE))

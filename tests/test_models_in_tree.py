@@ -19,7 +19,7 @@ from tradetree.ml.features import FeatureInputs
 from tradetree.ml.pipeline import train_and_register
 from tradetree.ml.registry import ModelRegistry
 from tradetree.ml.synthetic import generate_regime_candles
-from tradetree.supervisor.tree import model_server_id
+from tradetree.tree import model_server_id
 
 pytestmark = pytest.mark.integration
 

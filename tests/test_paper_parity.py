@@ -44,7 +44,7 @@ from tradetree.sim.backtest.book_model import BookModel
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
 from tradetree.sim.backtest.parity import run_for_parity
-from tradetree.supervisor.tree import wind_down_for_shutdown
+from tradetree.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from tests.test_metrics import wait_for_tree_metrics
 from tradetree.config import EngineConfig
 from tradetree.core.store import RedisStore
 from tradetree.runner import EngineRuntime
-from tradetree.supervisor.tree import wind_down_for_shutdown
+from tradetree.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from tradetree.config import EngineConfig
 from tradetree.core.store import RedisStore
 from tradetree.core.types import Liquidity, Order, OrderState, OrderType
 from tradetree.runner import EngineRuntime
-from tradetree.supervisor.tree import wind_down_for_shutdown
+from tradetree.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tradetree.actors.alerter import AlerterConfig
 from tradetree.core.config import (
     RedisConfig,
     StrategyConfig,
@@ -25,10 +24,12 @@ from tradetree.core.config import (
     read_yaml,
 )
 from tradetree.core.errors import ConfigError
+from tradetree.core.names import model_server_id
 from tradetree.execution.reconciliation import ReconcilerConfig
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.kill_switch import KillSwitchConfig
 from tradetree.sim.config import SimulatorConfig
+from tradetree.telemetry.config import AlerterConfig, MetricsConfig
 
 __all__ = [
     "EngineConfig",
@@ -63,32 +64,6 @@ class SupervisionConfig(BaseModel):
     strategy_intensity: int = Field(default=10, ge=0)
     strategy_period_secs: float = Field(default=60.0, gt=0)
     venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
-
-
-class MetricsConfig(BaseModel):
-    """The tree's Prometheus endpoint: ``http://{host}:{port}/metrics``, served by the MetricsExporter actor.
-
-    Off unless enabled (``configs/paper.yaml`` enables it for ``make run``), so
-    trees started by tests bind no fixed port. The exporter re-reads the tree
-    every ``refresh_secs``; a scrape returns the latest snapshot and never waits
-    on an actor. Each actor or Redis read is bounded by ``call_timeout_secs``.
-    ``port: 0`` binds a free port (the runner reports which). Keep ``host`` on
-    loopback unless the network in front of it is trusted: the endpoint has no
-    authentication (it exports no secret, but positions and P&L).
-    """
-
-    model_config = _FROZEN
-
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(default=9464, ge=0, le=65535)
-    refresh_secs: float = Field(default=5.0, gt=0)
-    call_timeout_secs: float = Field(default=3.0, gt=0)
-
-
-def model_server_id(name: str) -> str:
-    """The supervision id (and Ray actor name) of the tree's server of model ``name``."""
-    return f"ModelServer[{name}]"
 
 
 class ServedModelConfig(BaseModel):

@@ -21,14 +21,8 @@ from typing import Any
 import ray
 
 from tradetree.core.errors import TradetreeError
-from tradetree.supervisor.tree import (
-    ALERTER_ID,
-    RISK_MONITOR_ID,
-    ROOT_ID,
-    gateway_id,
-    reconciler_id,
-    tree_status,
-)
+from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_id, reconciler_id
+from tradetree.supervisor.tree_status import tree_status
 
 __all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
 
@@ -82,7 +76,7 @@ class Control:
             raise ControlError(f"{name}.{method} did not answer: {type(exc).__name__}: {exc}") from None
 
     def _strategy_venue(self, strategy: str) -> str:
-        status = tree_status(self.namespace)
+        status = tree_status(self.namespace, root_id=ROOT_ID)
         if strategy not in status or status[strategy].get("supervisor"):
             raise ControlError(f"unknown strategy {strategy!r}")
         stats = self._call(strategy, "stats")
@@ -103,7 +97,7 @@ class Control:
 
     def status(self) -> dict[str, Any]:
         """The tree (state, restarts, failing probes per actor), strategy states, breakers, kill state."""
-        out: dict[str, Any] = {"actors": tree_status(self.namespace)}
+        out: dict[str, Any] = {"actors": tree_status(self.namespace, root_id=ROOT_ID)}
         try:
             out["breakers"] = self._call(RISK_MONITOR_ID, "breakers")
             out["kill"] = self._call(RISK_MONITOR_ID, "kill_progress")
@@ -173,7 +167,7 @@ class Control:
                 it stays held); the message names the probes.
             ControlError: no such child, or its supervisor did not answer.
         """
-        status = tree_status(self.namespace)
+        status = tree_status(self.namespace, root_id=ROOT_ID)
         if child not in status or status[child].get("parent") is None:
             raise ControlError(f"unknown child {child!r} (the root cannot be restarted from here)")
         try:

@@ -153,7 +153,7 @@ class EngineRuntime:
             TradetreeError: the tree failed to start (its message names the child).
         """
         from tradetree.config import check_strategies
-        from tradetree.supervisor.tree import build_root_spec, start_root
+        from tradetree.tree import build_root_spec, start_root
 
         self.started_at = time.monotonic()
         check_strategies(self.config)
@@ -197,18 +197,19 @@ class EngineRuntime:
     # -- watch ---------------------------------------------------------------
 
     def actor_health(self) -> dict[str, Any]:
-        from tradetree.supervisor.tree import tree_status
+        from tradetree.core.names import ROOT_ID
+        from tradetree.supervisor.tree_status import tree_status
 
         if self.root is None:
             return {}
-        return tree_status(self.ray_namespace)
+        return tree_status(self.ray_namespace, root_id=ROOT_ID)
 
     def metrics_url(self, timeout_secs: float = 10.0) -> str | None:
         """The tree's Prometheus endpoint as bound (``port: 0`` resolved); None when metrics are
         disabled, the tree is not running, or the exporter is not serving (its ``http`` probe says why)."""
         import ray
 
-        from tradetree.supervisor.tree import METRICS_EXPORTER_ID
+        from tradetree.tree import METRICS_EXPORTER_ID
 
         if self.root is None or not self.config.metrics.enabled:
             return None
@@ -219,7 +220,7 @@ class EngineRuntime:
             return None
 
     def snapshot(self) -> dict[str, Any]:
-        from tradetree.status import collect_snapshot
+        from tradetree.core.snapshot import collect_snapshot
 
         async def _snap():
             store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
@@ -240,7 +241,7 @@ class EngineRuntime:
         import ray
 
         if self.root is not None:
-            from tradetree.supervisor.tree import wind_down_for_shutdown
+            from tradetree.tree import wind_down_for_shutdown
 
             try:
                 wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)

@@ -1,7 +1,6 @@
-"""The status snapshot the run loop shows each second, and its rich rendering.
+"""The rich rendering of the status snapshot the run loop shows each second.
 
-``collect_snapshot`` reads Redis only (plus the supervisor's view of actor
-health when given), so the same view works from any process.
+The snapshot itself is ``tradetree.core.snapshot.collect_snapshot``.
 """
 
 from __future__ import annotations
@@ -14,21 +13,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from tradetree.core.store import RedisStore
-
-__all__ = ["collect_snapshot", "render_snapshot", "positions_table", "positions_json"]
-
-
-async def collect_snapshot(store: RedisStore, actor_health: dict[str, Any] | None = None) -> dict[str, Any]:
-    positions = await store.positions()
-    return {
-        "strategies": await store.strategy_states(),
-        "positions": [p.model_dump(mode="json") for p in positions],
-        "fills_by_layer": await store.fill_layer_counts(),
-        "kill_flag": await store.kill_flag(),
-        "heartbeats": await store.heartbeats(),
-        "actors": actor_health or {},
-    }
+__all__ = ["render_snapshot", "positions_table", "positions_json"]
 
 
 def _fmt(x: Any, places: int = 4) -> str:

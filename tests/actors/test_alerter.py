@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from tradetree.actors.alerter import Alerter, AlerterActor, AlerterConfig, Severity, resolve_slack_target
+from tradetree.actors.alerter import Alerter, AlerterActor, Severity, resolve_slack_target
 from tradetree.core.clock import ManualClock
 from tradetree.core.errors import ConfigError
+from tradetree.telemetry import AlerterConfig
 
 SECRET_PATH = "T0SECRET/B0SECRET/xyzzyHOOKsecret"
 TOKEN = "xoxb-1234-secret-token"

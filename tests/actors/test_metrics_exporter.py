@@ -10,8 +10,8 @@ import pytest
 
 from tests.test_metrics import COMPONENTS, _snapshot, parse, value
 from tradetree.actors.metrics_exporter import MetricsExporter, SnapshotGatherer
-from tradetree.config import MetricsConfig
 from tradetree.core.clock import ManualClock
+from tradetree.telemetry.config import MetricsConfig
 
 
 class FakeReader:

@@ -23,16 +23,11 @@ import ray
 
 from tradetree.config import EngineConfig
 from tradetree.core.control_state import ControlState
+from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_id, reconciler_id
 from tradetree.core.store import AuditEntry, RedisStore
 from tradetree.core.types import Order, Position
 from tradetree.runner import EngineRuntime
-from tradetree.supervisor.tree import (
-    ALERTER_ID,
-    RISK_MONITOR_ID,
-    gateway_id,
-    reconciler_id,
-    tree_status,
-)
+from tradetree.supervisor.tree_status import tree_status
 
 __all__ = ["Tree", "running_tree", "scenario_config", "STRATEGY"]
 
@@ -163,7 +158,7 @@ class Tree:
                 for a in ray.get(self.alerter().recent.remote(n), timeout=10)]
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return tree_status(self.ray_ns)
+        return tree_status(self.ray_ns, root_id=ROOT_ID)
 
     def health(self, name: str):
         return ray.get(self.actor(name).check_health.remote(), timeout=10)

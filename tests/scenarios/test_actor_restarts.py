@@ -24,7 +24,7 @@ from tests.conftest import TEST_REDIS_URL
 from tests.scenarios.harness import Tree, running_tree, scenario_config
 from tests.scenarios.tree_helpers import breakers, call, heartbeat_ms, kill_flag
 from tradetree.control import Control
-from tradetree.supervisor.tree import ROOT_ID, gateway_id, reconciler_id
+from tradetree.tree import ROOT_ID, gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from tests.scenarios.harness import (
 )
 from tests.scenarios.tree_helpers import call, orders_of
 from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from tradetree.supervisor.tree import reconciler_id
+from tradetree.tree import reconciler_id
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import ray
 from tests.scenarios.harness import running_tree, scenario_config
 from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call
 from tradetree.core.types import OrderIntent, OrderState, Side
-from tradetree.supervisor.tree import gateway_id
+from tradetree.tree import gateway_id
 
 pytestmark = pytest.mark.integration
 

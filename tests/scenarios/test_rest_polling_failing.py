@@ -28,7 +28,7 @@ from tests.scenarios.harness import (
     venue_trade_keys,
 )
 from tests.scenarios.tree_helpers import call, orders_of
-from tradetree.supervisor.tree import reconciler_id
+from tradetree.tree import reconciler_id
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from tests.scenarios.harness import (
     submit_direct,
 )
 from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from tradetree.supervisor.tree import gateway_id, reconciler_id
+from tradetree.tree import gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 

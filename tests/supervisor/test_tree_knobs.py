@@ -7,7 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from tradetree.config import EngineConfig
 from tradetree.core.config import VenueCredentials
-from tradetree.supervisor.tree import ROOT_ID, STRATEGY_SUPERVISOR_ID, build_root_spec, gateway_id, reconciler_id
+from tradetree.tree import ROOT_ID, STRATEGY_SUPERVISOR_ID, build_root_spec, gateway_id, reconciler_id
 
 STRATEGY = {"class": "MeanReversion", "version": "v1", "venue": "okx", "symbols": ["BTC-USDT-SWAP"],
             "params": {"size": "1"}}

@@ -25,7 +25,18 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from tradetree.config import EngineConfig, model_server_id, resolve_served_models, served_model_refs
+from tradetree.config import EngineConfig, resolve_served_models, served_model_refs
+from tradetree.core.names import (
+    ALERTER_ID,
+    METRICS_EXPORTER_ID,
+    RISK_MONITOR_ID,
+    ROOT_ID,
+    STRATEGY_SUPERVISOR_ID,
+    gateway_id,
+    model_server_id,
+    reconciler_id,
+    venue_supervisor_id,
+)
 from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
@@ -42,29 +53,9 @@ __all__ = [
     "start_root",
     "enter_safe_mode",
     "wind_down_for_shutdown",
-    "tree_status",
 ]
 
 log = logging.getLogger(__name__)
-
-ROOT_ID = "RootSupervisor"
-STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
-ALERTER_ID = "Alerter"
-RISK_MONITOR_ID = "RiskMonitor"
-METRICS_EXPORTER_ID = "MetricsExporter"
-
-
-def gateway_id(venue: str) -> str:
-    return f"VenueGateway[{venue}]"
-
-
-def venue_supervisor_id(venue: str) -> str:
-    return f"VenueSupervisor[{venue}]"
-
-
-def reconciler_id(venue: str) -> str:
-    return f"FillReconciler[{venue}]"
-
 
 def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redis_url: str,
                    ray_namespace: str) -> SupervisorSpec:
@@ -316,37 +307,3 @@ def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_
     if first_error is not None:
         raise first_error
     return canceled
-
-
-def tree_status(ray_namespace: str, *, root_id: str = ROOT_ID, timeout_secs: float = 5.0) -> dict[str, dict[str, Any]]:
-    """Every actor of the tree, flattened: ``{id: {state, restarts, supervisor, parent, detail}}``.
-
-    Walks from the root through the nested supervisors. A supervisor that
-    cannot be reached shows as UNREACHABLE (its children are then unknown).
-    """
-    import ray
-
-    out: dict[str, dict[str, Any]] = {}
-
-    def visit(sup_id: str, parent: str | None) -> None:
-        try:
-            handle = ray.get_actor(sup_id, namespace=ray_namespace)
-            status = ray.get(handle.status.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
-            out[sup_id] = {"state": "UNREACHABLE", "restarts": 0, "supervisor": True, "parent": parent,
-                           "detail": f"{type(exc).__name__}: {exc}"[:200]}
-            return
-        out.setdefault(sup_id, {"restarts": 0, "parent": parent})
-        out[sup_id].update(state=status["state"], supervisor=True,
-                           detail=status.get("escalation_reason") or status.get("heartbeat_error") or "")
-        for child_id, info in status["children"].items():
-            failing = "; ".join(f"{p['name']}: {p['detail']}" for p in info["failing_probes"])
-            out[child_id] = {
-                "state": info["state"], "restarts": info["restarts"], "supervisor": info["supervisor"],
-                "parent": sup_id, "detail": failing or info.get("last_probe_error") or "",
-            }
-            if info["supervisor"]:
-                visit(child_id, sup_id)
-
-    visit(root_id, None)
-    return out

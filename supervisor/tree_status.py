@@ -1,0 +1,40 @@
+"""A running tree's status, read by walking its supervisors through Ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["tree_status"]
+
+def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) -> dict[str, dict[str, Any]]:
+    """Every actor of the tree, flattened: ``{id: {state, restarts, supervisor, parent, detail}}``.
+
+    Walks from the root through the nested supervisors. A supervisor that
+    cannot be reached shows as UNREACHABLE (its children are then unknown).
+    """
+    import ray
+
+    out: dict[str, dict[str, Any]] = {}
+
+    def visit(sup_id: str, parent: str | None) -> None:
+        try:
+            handle = ray.get_actor(sup_id, namespace=ray_namespace)
+            status = ray.get(handle.status.remote(), timeout=timeout_secs)
+        except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
+            out[sup_id] = {"state": "UNREACHABLE", "restarts": 0, "supervisor": True, "parent": parent,
+                           "detail": f"{type(exc).__name__}: {exc}"[:200]}
+            return
+        out.setdefault(sup_id, {"restarts": 0, "parent": parent})
+        out[sup_id].update(state=status["state"], supervisor=True,
+                           detail=status.get("escalation_reason") or status.get("heartbeat_error") or "")
+        for child_id, info in status["children"].items():
+            failing = "; ".join(f"{p['name']}: {p['detail']}" for p in info["failing_probes"])
+            out[child_id] = {
+                "state": info["state"], "restarts": info["restarts"], "supervisor": info["supervisor"],
+                "parent": sup_id, "detail": failing or info.get("last_probe_error") or "",
+            }
+            if info["supervisor"]:
+                visit(child_id, sup_id)
+
+    visit(root_id, None)
+    return out

@@ -1,0 +1,15 @@
+"""Observability that never trades: the Prometheus collector and the observers' configuration.
+
+Pure: the collector turns a status snapshot into metric families and does no
+I/O; the actors that gather snapshots and send alerts live in ``actors``.
+"""
+
+# The folder sits at the repository root but installs as tradetree.telemetry; loading it
+# under a second name would give every class and module-level state two copies.
+if __name__ != "tradetree.telemetry":
+    raise ImportError(f"import tradetree.telemetry, not {__name__}")
+
+from tradetree.telemetry.config import AlerterConfig, MetricsConfig
+from tradetree.telemetry.metrics import TreeCollector, build_registry
+
+__all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry"]

@@ -1,0 +1,53 @@
+"""Configuration of the tree's non-trading observers: the Prometheus exporter and the alerter."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AlerterConfig", "MetricsConfig"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class AlerterConfig(BaseModel):
+    """Where alerts go and how often. Secrets are named by environment variable, never stored here.
+
+    ``slack_webhook_url_env`` wins when both it and ``slack_token_env`` resolve;
+    a token needs ``slack_channel``. ``slack_base_url`` points the Web API
+    client elsewhere (tests).
+    """
+
+    model_config = _FROZEN
+
+    slack_webhook_url_env: str | None = "TRADETREE_SLACK_WEBHOOK_URL"
+    slack_token_env: str | None = "TRADETREE_SLACK_TOKEN"
+    slack_channel: str | None = None
+    slack_base_url: str | None = None
+    dedup_window_secs: float = Field(default=300.0, ge=0)
+    rate_limit_per_min: int = Field(default=20, ge=1)
+    send_timeout_secs: float = Field(default=5.0, gt=0)
+    send_max_attempts: int = Field(default=3, ge=1)
+    send_retry_delay_secs: float = Field(default=1.0, ge=0)
+    queue_max: int = Field(default=1000, ge=1)
+    recent_max: int = Field(default=500, ge=1)
+
+
+class MetricsConfig(BaseModel):
+    """The tree's Prometheus endpoint: ``http://{host}:{port}/metrics``, served by the MetricsExporter actor.
+
+    Off unless enabled (``configs/paper.yaml`` enables it for ``make run``), so
+    trees started by tests bind no fixed port. The exporter re-reads the tree
+    every ``refresh_secs``; a scrape returns the latest snapshot and never waits
+    on an actor. Each actor or Redis read is bounded by ``call_timeout_secs``.
+    ``port: 0`` binds a free port (the runner reports which). Keep ``host`` on
+    loopback unless the network in front of it is trusted: the endpoint has no
+    authentication (it exports no secret, but positions and P&L).
+    """
+
+    model_config = _FROZEN
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+    refresh_secs: float = Field(default=5.0, gt=0)
+    call_timeout_secs: float = Field(default=3.0, gt=0)
