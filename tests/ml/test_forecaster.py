@@ -113,3 +113,28 @@ def test_bar_window_forecaster_fails_closed_to_nan(regime_market):
         assert math.isnan(value) if i < 16 else value == RealizedVolForecaster(16).forecast(candles.iloc[: i + 1])
     # the strategy's closes and the observed bars disagree: no forecast
     assert math.isnan(forecaster.forecast([123.0])) and "last observed bar" in forecaster.last_error
+
+
+def test_a_served_forecaster_uses_the_connector_its_host_registered(regime_market):
+    # ml never imports the actor layer: the strategy host registers how a served model is reached.
+    from tradetree.ml.errors import MLError
+    from tradetree.ml.forecaster import ServedVolForecaster, build_forecaster, set_server_connector
+
+    served = build_forecaster({"kind": "server", "name": "vol", "actor_name": "ModelServer[vol]"})
+    assert isinstance(served, ServedVolForecaster)
+    set_server_connector(None)
+    with pytest.raises(MLError, match="no server connector registered"):
+        served.forecast(regime_market.candles)
+    asked = []
+
+    def connect(actor_name, ray_namespace, timeout_secs):
+        asked.append(actor_name)
+        raise MLError("server down")
+
+    set_server_connector(connect)
+    try:
+        with pytest.raises(MLError, match="server down"):
+            served.forecast(regime_market.candles)
+        assert asked == ["ModelServer[vol]"]
+    finally:
+        set_server_connector(None)
