@@ -59,6 +59,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
 
 from tradetree.sim.config import FeeSchedule, SimInstrument
 from tradetree.sim.market_data import MarketTick, derive_seed, spot_of
@@ -107,12 +108,12 @@ def frozen_builder(cls: type) -> type:
     """
     if "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__} is not a slotted dataclass")
-    ns: dict = {"__annotations__": {f.name: f.type for f in fields(cls)}, "__module__": cls.__module__}
+    ns: dict[str, Any] = {"__annotations__": {f.name: f.type for f in fields(cls)}, "__module__": cls.__module__}
     for f in fields(cls):
         if f.default is not MISSING:
             ns[f.name] = f.default
-    twin = dataclass(slots=True, eq=False, repr=False)(type(f"_{cls.__name__}Builder", (), ns))
-    if twin.__slots__ != cls.__slots__:
+    twin: Any = dataclass(slots=True, eq=False, repr=False)(type(f"_{cls.__name__}Builder", (), ns))
+    if twin.__slots__ != cls.__slots__:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__}: the builder's slots differ")
     return twin
 
@@ -590,7 +591,7 @@ class MatchingEngine:
         resting = [o for o in self._live.values() if o.inst is inst and o.matched]
         if not resting or not tick.trades:
             return
-        buys = sorted((o for o in resting if o.side == "buy"), key=lambda o: (-o.px, o.seq))
+        buys = sorted((o for o in resting if o.side == "buy"), key=lambda o: (-o.px, o.seq))  # type: ignore[operator]  # resting orders are priced
         sells = sorted((o for o in resting if o.side == "sell"), key=lambda o: (o.px, o.seq))
         for trade in tick.trades:
             for queue, through in ((buys, lambda o, p=trade.price: o.px > p), (sells, lambda o, p=trade.price: o.px < p)):
@@ -601,7 +602,7 @@ class MatchingEngine:
                     if not o.is_live:
                         continue
                     size = min(o.remaining, budget)
-                    filled = self._execute(o, o.px, size, "M", tick.ts_ms, events)
+                    filled = self._execute(o, o.px, size, "M", tick.ts_ms, events)  # type: ignore[arg-type]  # resting orders are priced
                     budget -= filled
                     if filled < size and o.is_live:
                         # Could not afford or reduce more: the rest cannot fill.
@@ -987,7 +988,7 @@ class MatchingEngine:
         elif cl_ord_id:
             matches = [o for o in self._orders.values() if o.cl_ord_id == cl_ord_id]
             live = [o for o in matches if o.is_live]
-            order = (live or matches or [None])[-1]
+            order = live[-1] if live else matches[-1] if matches else None
         if order is not None and inst_id is not None and order.inst.inst_id != inst_id:
             return None
         return order

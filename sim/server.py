@@ -172,7 +172,7 @@ class SimulatorServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server  # aiohttp exposes the bound sockets only here
+        server: Any = site._server  # aiohttp exposes the bound sockets only here
         self.port = server.sockets[0].getsockname()[1] if server and server.sockets else self.config.port
         host = self.config.host
         self.rest_url = f"http://{host}:{self.port}"

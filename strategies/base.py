@@ -55,7 +55,8 @@ class _ContextFields(BaseModel):
     pending: dict[str, Decimal] = {}
 
 
-_CONTEXT_BASE = namedtuple("StrategyContext", ("now_ms", "positions", "pending"))
+# Named StrategyContext so its repr reads as the class strategies see.
+_CONTEXT_BASE = namedtuple("StrategyContext", ("now_ms", "positions", "pending"))  # type: ignore[name-match]
 _UNSET: Any = object()
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import SupportsFloat
 
 __all__ = ["EMA", "SMA", "RollingStdev", "RollingOLS", "RealizedVol", "ATR"]
 
@@ -334,12 +335,12 @@ class ATR:
     def ready(self) -> bool:
         return self.value is not None
 
-    def update(self, high: float, low: float, close: float) -> float | None:
-        high, low, close = float(high), float(low), float(close)
-        tr = high - low
+    def update(self, high: SupportsFloat, low: SupportsFloat, close: SupportsFloat) -> float | None:
+        h, lo, c = float(high), float(low), float(close)
+        tr = h - lo
         if self._prev_close is not None:
-            tr = max(tr, abs(high - self._prev_close), abs(low - self._prev_close))
-        self._prev_close = close
+            tr = max(tr, abs(h - self._prev_close), abs(lo - self._prev_close))
+        self._prev_close = c
         self.count += 1
         if self.value is None:
             self._sum += tr

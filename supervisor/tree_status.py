@@ -18,7 +18,7 @@ def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) 
 
     def visit(sup_id: str, parent: str | None) -> None:
         try:
-            handle = ray.get_actor(sup_id, namespace=ray_namespace)
+            handle: Any = ray.get_actor(sup_id, namespace=ray_namespace)
             status = ray.get(handle.status.remote(), timeout=timeout_secs)
         except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
             out[sup_id] = {"state": "UNREACHABLE", "restarts": 0, "supervisor": True, "parent": parent,

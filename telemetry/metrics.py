@@ -57,10 +57,10 @@ class _Families:
     """Metric families by name, created on first use with fixed label names."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Metric] = {}
+        self._by_name: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         self._labels: dict[str, tuple[str, ...]] = {}
 
-    def _family(self, kind: str, name: str, doc: str, labels: tuple[str, ...]) -> Metric:
+    def _family(self, kind: str, name: str, doc: str, labels: tuple[str, ...]) -> GaugeMetricFamily | CounterMetricFamily:
         family = self._by_name.get(name)
         if family is None:
             cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily

@@ -297,10 +297,11 @@ def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_
             ray.get(ray.get_actor(s.id, namespace=ray_namespace).pause.remote("shutdown"), timeout=timeout_secs)
         except (ValueError, ray.exceptions.RayError) as exc:
             log.warning("could not pause %s at shutdown: %s", s.id, exc)
-    canceled, first_error = 0, None
+    canceled: int = 0
+    first_error: BaseException | None = None
     for v in config.venues:
         try:
-            gw = ray.get_actor(gateway_id(v.name), namespace=ray_namespace)
+            gw: Any = ray.get_actor(gateway_id(v.name), namespace=ray_namespace)
             canceled += ray.get(gw.cancel_all.remote(), timeout=timeout_secs)
         except (ValueError, ray.exceptions.RayError) as exc:
             first_error = first_error or exc

@@ -53,6 +53,7 @@ class BarDecimal(Decimal):
     """
 
     __slots__ = ("_float",)
+    _float: float
 
     def __float__(self) -> float:
         try:

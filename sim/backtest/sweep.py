@@ -290,8 +290,8 @@ def sweep_markdown(result: SweepResult, *, rows: int = 30) -> str:
         lines.append(f"| {rank} | `{r.params}` | {_fmt(i.get(m))} | {_fmt(h.get(m))} | {_fmt(i.get('net_pnl'))} | "
                      f"{_fmt(h.get('net_pnl'))} | {_fmt(i.get('round_trips'))} | {_fmt(h.get('round_trips'))} |")
     top = result.top_rows()
-    ins = [r.in_sample.get(m) for r in top if r.in_sample and r.in_sample.get(m) is not None]
-    outs = [r.held_out.get(m) for r in top if r.held_out and r.held_out.get(m) is not None]
+    ins: list[float] = [r.in_sample[m] for r in top if r.in_sample and r.in_sample.get(m) is not None]
+    outs: list[float] = [r.held_out[m] for r in top if r.held_out and r.held_out.get(m) is not None]
     if ins and outs:
         lines += ["", f"Mean `{m}` of the top sets: in-sample {_fmt(sum(ins) / len(ins))}, held-out "
                       f"{_fmt(sum(outs) / len(outs))}."]

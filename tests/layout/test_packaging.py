@@ -46,7 +46,7 @@ for name, mod in list(sys.modules.items()):
 twice = {f: n for f, n in files.items() if len(n) > 1}
 print(len(names), bare, twice)
 assert not bare and not twice, (bare, twice)
-""" % (FOLDERS,)
+""".replace("%r", repr(FOLDERS))
     result = _run(code, cwd=REPO, path=[str(REPO)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[0]) > 100
