@@ -46,7 +46,7 @@ from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.store import RedisStore
 from tradetree.core.types import HealthReport, Order, Position, ProbeResult
 from tradetree.risk.config import RiskConfig
-from tradetree.risk.day_pnl import DayBaselines, pnl_day_key
+from tradetree.risk.day_pnl import candidate_baselines, utc_day
 from tradetree.risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
 from tradetree.risk.rules import (
     ExposureMonitor,
@@ -87,7 +87,7 @@ return 0
 
 def order_events_key(namespace: str) -> str:
     """The stream the store appends every order write to."""
-    return f"{namespace}:order_events"
+    return RedisKeys(namespace).order_events
 
 
 class AlertSink(Protocol):
@@ -205,19 +205,16 @@ class RiskMonitor:
 
     # -- keys ------------------------------------------------------------------
 
-    def _ctl(self, *parts: str) -> str:
-        return ":".join((self.namespace, "ctl", *parts))
-
     @property
     def _cursor_key(self) -> str:
-        return self._ctl("risk_cursor")
+        return self.keys.risk_cursor
 
     @property
     def _streaks_key(self) -> str:
-        return self._ctl("risk_streaks")
+        return self.keys.risk_streaks
 
     def _pnl_day_key(self, now_ms: int) -> str:
-        return pnl_day_key(self.namespace, now_ms)
+        return self.keys.risk_pnl_day(utc_day(now_ms))
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -367,7 +364,7 @@ class RiskMonitor:
     async def _stage_events(self, trips: list[Trip]) -> bool:
         """Read new order events into the rules, adding trips; True when the stream was read to its end."""
         assert self._client is not None
-        stream = order_events_key(self.namespace)
+        stream = self.keys.order_events
         for _ in range(_MAX_BATCHES_PER_LOOP):
             reply = await self._redis(
                 self._client.xread({stream: self._cursor}, count=self.cfg.order_events_batch)
@@ -416,8 +413,8 @@ class RiskMonitor:
     async def _day_baselines(self, positions: list[Position], now_ms: int) -> dict[str, Decimal]:
         """Each position's net P&L at its first observation today (UTC), kept in Redis
         (shared with the strategy hosts' pre-trade loss check: ``risk.day_pnl``)."""
-        assert self._client is not None
-        return await DayBaselines(self._client, self.namespace).baselines(positions, now_ms)
+        assert self.store is not None
+        return await self.store.day_pnl_baselines(utc_day(now_ms), candidate_baselines(positions))
 
     # -- applying trips --------------------------------------------------------------
 
