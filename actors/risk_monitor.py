@@ -38,6 +38,8 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from tradetree.actors.kill_switch import KillSwitch
+from tradetree.actors.kill_switch_ray import RayVenuePort
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import StoreError
@@ -47,7 +49,7 @@ from tradetree.core.store import RedisStore
 from tradetree.core.types import HealthReport, Order, Position, ProbeResult
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.day_pnl import candidate_baselines, utc_day
-from tradetree.risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
+from tradetree.risk.kill_switch import KillSwitchConfig
 from tradetree.risk.rules import (
     ExposureMonitor,
     FlipDetector,
@@ -593,7 +595,7 @@ class RiskMonitorActor:
         if self._kill_cfg is not None and self._kill_switch is None:
             assert self._monitor.store is not None
             self._kill_switch = KillSwitch(
-                self._monitor.store, self._monitor.store.client, self._namespace,
+                self._monitor.store, self._monitor.store,
                 RayVenuePort(self._gateways, ray_namespace=self._ray_namespace), self._kill_cfg,
                 strategies=self._pauser,
             )
