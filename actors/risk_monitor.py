@@ -56,7 +56,11 @@ from tradetree.risk.rules import (
     LossMonitor,
     RejectionStreak,
     Trip,
+    breaker_alert,
     daily_pnl_by_strategy,
+    pause_targets,
+    paused_summary,
+    rejection_streak_of,
 )
 
 __all__ = [
@@ -432,24 +436,17 @@ class RiskMonitor:
             self._pending_trips.pop(0)
             if entry[1]:
                 self._stats["breakers_opened"] += 1
-                who = ", ".join(paused) if paused else "none was RUNNING"
-                log.error("breaker %s opened: %s (paused: %s)", trip.breaker, trip.reason, who)
-                self._queue_alert(
-                    key=trip.breaker,
-                    title=f"Breaker {trip.breaker} opened",
-                    text=f"{trip.reason}. Strategies paused: {who}.",
-                )
+                log.error("breaker %s opened: %s (paused: %s)", trip.breaker, trip.reason, paused_summary(paused))
+                key, title, text = breaker_alert(trip, paused)
+                self._queue_alert(key=key, title=title, text=text)
 
     async def _pause_for(self, trip: Trip) -> list[str]:
         """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
         assert self.store is not None and self._client is not None
-        if trip.strategy_id is not None:
-            targets = [trip.strategy_id]
-        else:
-            states = await self.store.strategy_states()
-            targets = sorted(s for s, st in states.items() if st == "RUNNING")
+        # The states are read only when a global trip needs them.
+        states = {} if trip.strategy_id is not None else await self.store.strategy_states()
         paused = []
-        for sid in targets:
+        for sid in pause_targets(trip, states):
             changed = await self._redis(
                 self._client.eval(_PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, sid)
             )
@@ -518,9 +515,9 @@ class RiskMonitor:
         assert self.control is not None
         async with self._lock:
             was_open = await self.control.clear_breaker(name)
-            prefix, _, rest = name.partition(":")
-            if prefix == "strategy" and rest.endswith(":rejections"):
-                self.streak.rearm(rest[: -len(":rejections")])
+            streak_of = rejection_streak_of(name)
+            if streak_of is not None:
+                self.streak.rearm(streak_of)
             self.losses.rearm(name)
             self.exposure.rearm(name)
             log.warning("breaker %s cleared by operator (was open: %s)", name, was_open)
