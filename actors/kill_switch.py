@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import uuid
@@ -368,8 +369,13 @@ class KillSwitch:
             task = asyncio.create_task(self._run_guarded(scope, strategy_id, reason, requested),
                                        name=f"kill:{scope}")
             self._runs[scope] = task
-            task.add_done_callback(lambda t, s=scope: self._runs.pop(s) if self._runs.get(s) is t else None)
+            task.add_done_callback(functools.partial(self._forget, scope))
         return await asyncio.shield(task)
+
+    def _forget(self, scope: str, task: asyncio.Task[KillProgress]) -> None:
+        # Only the run that ended: a newer run of the scope may have taken its place.
+        if self._runs.get(scope) is task:
+            self._runs.pop(scope)
 
     async def _run_guarded(self, scope: str, strategy_id: str | None, reason: str,
                            requested: bool) -> KillProgress:

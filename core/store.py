@@ -924,11 +924,12 @@ class RedisStore:
     async def kill_steps(self, scope: str, count: int | None = None) -> list[str]:
         """The JSON of the latest ``count`` steps of ``scope`` (all when None), oldest first."""
         key = self._keys.kill_log(scope)
+        raw: list[Any]
         with _translate(f"reading the kill log of {scope}"):
             if count is None:
-                raw = await self._client.xrange(key)
+                raw = list(await self._client.xrange(key) or ())
             else:
-                raw = list(reversed(await self._client.xrevrange(key, count=count)))
+                raw = list(reversed(await self._client.xrevrange(key, count=count) or ()))
         return [_text_map(fields)["json"] for _, fields in raw]
 
     async def acquire_kill_lease(self, owner: str, now_ms: int, lease_ms: int) -> str | None:

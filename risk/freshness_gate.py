@@ -18,6 +18,8 @@ and passes them in; an input it could not read becomes an ``unknown`` reason
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, ConfigDict
 
 from tradetree.core.control_state import ControlSnapshot
@@ -61,7 +63,7 @@ class GateInputs(BaseModel):
     unknown: tuple[str, ...] = ()
 
 
-def applicable_breakers(breakers: dict[str, object], *, venue: str, strategy_id: str) -> list[str]:
+def applicable_breakers(breakers: Mapping[str, object], *, venue: str, strategy_id: str) -> list[str]:
     """Names of open breakers that stop ``strategy_id`` trading on ``venue``, sorted.
 
     ``strategy:{id}:...`` applies to that strategy, ``venue:{venue}:...`` to

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -138,7 +139,7 @@ class RejectionStreak:
         sids = sorted(set(self._counts) | self._tripped)
         return {s: {"count": self._counts.get(s, 0), "tripped": s in self._tripped} for s in sids}
 
-    def restore(self, snapshot: Mapping[str, Mapping[str, object]]) -> None:
+    def restore(self, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
         """Take up a ``snapshot()`` (after a restart). Replaces the current state."""
         self._counts = {s: int(v.get("count", 0)) for s, v in snapshot.items() if int(v.get("count", 0))}
         self._tripped = {s for s, v in snapshot.items() if v.get("tripped")}
