@@ -38,6 +38,8 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from tradetree.actors.kill_switch import KillSwitch
+from tradetree.actors.kill_switch_ray import RayVenuePort
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import StoreError
@@ -46,15 +48,19 @@ from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.store import RedisStore
 from tradetree.core.types import HealthReport, Order, Position, ProbeResult
 from tradetree.risk.config import RiskConfig
-from tradetree.risk.day_pnl import DayBaselines, pnl_day_key
-from tradetree.risk.kill_switch import KillSwitch, KillSwitchConfig, RayVenuePort
+from tradetree.risk.day_pnl import candidate_baselines, utc_day
+from tradetree.risk.kill_switch import KillSwitchConfig
 from tradetree.risk.rules import (
     ExposureMonitor,
     FlipDetector,
     LossMonitor,
     RejectionStreak,
     Trip,
+    breaker_alert,
     daily_pnl_by_strategy,
+    pause_targets,
+    paused_summary,
+    rejection_streak_of,
 )
 
 __all__ = [
@@ -87,7 +93,7 @@ return 0
 
 def order_events_key(namespace: str) -> str:
     """The stream the store appends every order write to."""
-    return f"{namespace}:order_events"
+    return RedisKeys(namespace).order_events
 
 
 class AlertSink(Protocol):
@@ -205,19 +211,16 @@ class RiskMonitor:
 
     # -- keys ------------------------------------------------------------------
 
-    def _ctl(self, *parts: str) -> str:
-        return ":".join((self.namespace, "ctl", *parts))
-
     @property
     def _cursor_key(self) -> str:
-        return self._ctl("risk_cursor")
+        return self.keys.risk_cursor
 
     @property
     def _streaks_key(self) -> str:
-        return self._ctl("risk_streaks")
+        return self.keys.risk_streaks
 
     def _pnl_day_key(self, now_ms: int) -> str:
-        return pnl_day_key(self.namespace, now_ms)
+        return self.keys.risk_pnl_day(utc_day(now_ms))
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -367,7 +370,7 @@ class RiskMonitor:
     async def _stage_events(self, trips: list[Trip]) -> bool:
         """Read new order events into the rules, adding trips; True when the stream was read to its end."""
         assert self._client is not None
-        stream = order_events_key(self.namespace)
+        stream = self.keys.order_events
         for _ in range(_MAX_BATCHES_PER_LOOP):
             reply = await self._redis(
                 self._client.xread({stream: self._cursor}, count=self.cfg.order_events_batch)
@@ -416,8 +419,8 @@ class RiskMonitor:
     async def _day_baselines(self, positions: list[Position], now_ms: int) -> dict[str, Decimal]:
         """Each position's net P&L at its first observation today (UTC), kept in Redis
         (shared with the strategy hosts' pre-trade loss check: ``risk.day_pnl``)."""
-        assert self._client is not None
-        return await DayBaselines(self._client, self.namespace).baselines(positions, now_ms)
+        assert self.store is not None
+        return await self.store.day_pnl_baselines(utc_day(now_ms), candidate_baselines(positions))
 
     # -- applying trips --------------------------------------------------------------
 
@@ -433,24 +436,17 @@ class RiskMonitor:
             self._pending_trips.pop(0)
             if entry[1]:
                 self._stats["breakers_opened"] += 1
-                who = ", ".join(paused) if paused else "none was RUNNING"
-                log.error("breaker %s opened: %s (paused: %s)", trip.breaker, trip.reason, who)
-                self._queue_alert(
-                    key=trip.breaker,
-                    title=f"Breaker {trip.breaker} opened",
-                    text=f"{trip.reason}. Strategies paused: {who}.",
-                )
+                log.error("breaker %s opened: %s (paused: %s)", trip.breaker, trip.reason, paused_summary(paused))
+                key, title, text = breaker_alert(trip, paused)
+                self._queue_alert(key=key, title=title, text=text)
 
     async def _pause_for(self, trip: Trip) -> list[str]:
         """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
         assert self.store is not None and self._client is not None
-        if trip.strategy_id is not None:
-            targets = [trip.strategy_id]
-        else:
-            states = await self.store.strategy_states()
-            targets = sorted(s for s, st in states.items() if st == "RUNNING")
+        # The states are read only when a global trip needs them.
+        states = {} if trip.strategy_id is not None else await self.store.strategy_states()
         paused = []
-        for sid in targets:
+        for sid in pause_targets(trip, states):
             changed = await self._redis(
                 self._client.eval(_PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, sid)
             )
@@ -519,9 +515,9 @@ class RiskMonitor:
         assert self.control is not None
         async with self._lock:
             was_open = await self.control.clear_breaker(name)
-            prefix, _, rest = name.partition(":")
-            if prefix == "strategy" and rest.endswith(":rejections"):
-                self.streak.rearm(rest[: -len(":rejections")])
+            streak_of = rejection_streak_of(name)
+            if streak_of is not None:
+                self.streak.rearm(streak_of)
             self.losses.rearm(name)
             self.exposure.rearm(name)
             log.warning("breaker %s cleared by operator (was open: %s)", name, was_open)
@@ -596,7 +592,7 @@ class RiskMonitorActor:
         if self._kill_cfg is not None and self._kill_switch is None:
             assert self._monitor.store is not None
             self._kill_switch = KillSwitch(
-                self._monitor.store, self._monitor.store.client, self._namespace,
+                self._monitor.store, self._monitor.store,
                 RayVenuePort(self._gateways, ray_namespace=self._ray_namespace), self._kill_cfg,
                 strategies=self._pauser,
             )

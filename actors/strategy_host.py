@@ -27,6 +27,7 @@ from typing import Protocol
 
 import ray
 
+from tradetree.actors.gate_inputs import read_gate_inputs
 from tradetree.actors.model_server import connect_model_server
 from tradetree.core.bars import BarAggregator
 from tradetree.core.clock import Clock, WallClock
@@ -49,7 +50,7 @@ from tradetree.core.types import (
 from tradetree.ml.forecaster import set_server_connector
 from tradetree.risk import freshness_gate, pre_trade
 from tradetree.risk.config import RiskConfig, instrument_key
-from tradetree.risk.day_pnl import DayBaselines
+from tradetree.risk.day_pnl import candidate_baselines, daily_pnl_by_strategy, utc_day
 from tradetree.strategies.base import StrategyContext
 from tradetree.strategies.registry import build_strategy
 
@@ -330,7 +331,7 @@ class StrategyHost:
         """
         assert self.store is not None and self.control is not None
         now = self.clock.now_ms()
-        inputs = await freshness_gate.read_gate_inputs(
+        inputs = await read_gate_inputs(
             self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now
         )
         reasons = freshness_gate.check(intent, inputs, self.risk)
@@ -385,7 +386,8 @@ class StrategyHost:
         if not intent.reduce_only and loss_limits:
             scope = [p for p in positions if cfg.max_daily_loss_global is not None or p.strategy_id == self.id]
             try:
-                daily_pnl = await DayBaselines(self.store.client, self.namespace).daily_pnl(scope, now)
+                baselines = await self.store.day_pnl_baselines(utc_day(now), candidate_baselines(scope))
+                daily_pnl = daily_pnl_by_strategy(scope, baselines)
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
                 why["daily P&L unknown: loss limits cannot be checked"] = f"day baselines unreadable: {exc}"

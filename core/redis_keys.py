@@ -28,6 +28,13 @@ Layout (``ns`` is the namespace):
     ns:strategy_states                 hash   strategy_id -> state
     ns:kill                            hash   reason, ts_ms (present = kill flag set)
     ns:marks:{venue}                   hash   inst_id -> last ticker price (json: px, ts_ms, recv_ms)
+    ns:ctl:kill:{scope}                hash   a kill's progress (json) + state, reason, updated_ms
+    ns:ctl:kill_log:{scope}            stream a kill's audit trail of steps (json)
+    ns:ctl:kills                       set    scopes that were ever killed
+    ns:ctl:kill_lease                  hash   owner, expires_ms of the executor running kills
+    ns:ctl:risk_pnl_day:{YYYYMMDD}     hash   position id -> net P&L at its first sight that UTC day
+    ns:ctl:risk_cursor                 string the risk monitor's read position in order_events
+    ns:ctl:risk_streaks                string the risk monitor's rejection streaks (json)
 """
 
 from __future__ import annotations
@@ -159,3 +166,32 @@ class RedisKeys:
     def marks(self, venue: str) -> str:
         """Hash of the last ticker price per instrument of ``venue`` (written by its gateway)."""
         return f"{self._p}marks:{escape_component(venue)}"
+
+    # -- kill switch and risk monitor ----------------------------------------------
+
+    def kill_progress(self, scope: str) -> str:
+        """``scope`` is ``risk.kill_switch.kill_scope``'s, already escaped."""
+        return f"{self._p}ctl:kill:{scope}"
+
+    def kill_log(self, scope: str) -> str:
+        return f"{self._p}ctl:kill_log:{scope}"
+
+    @property
+    def kills(self) -> str:
+        return self._p + "ctl:kills"
+
+    @property
+    def kill_lease(self) -> str:
+        return self._p + "ctl:kill_lease"
+
+    def risk_pnl_day(self, day: str) -> str:
+        """Day baselines of the UTC day ``day`` (``YYYYMMDD``, ``risk.day_pnl.utc_day``)."""
+        return f"{self._p}ctl:risk_pnl_day:{day}"
+
+    @property
+    def risk_cursor(self) -> str:
+        return self._p + "ctl:risk_cursor"
+
+    @property
+    def risk_streaks(self) -> str:
+        return self._p + "ctl:risk_streaks"

@@ -49,6 +49,7 @@ from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position
 __all__ = [
     "ATOMS_PER_UNIT",
     "MAX_EXACT_ATOMS",
+    "PNL_DAY_TTL_SECS",
     "STRATEGY_STATES",
     "UNATTRIBUTED_STRATEGY",
     "AuditEntry",
@@ -73,6 +74,26 @@ STRATEGY_STATES = frozenset({"RUNNING", "PAUSED", "WINDING_DOWN", "KILLED"})
 # before it sees a newer snapshot, so N concurrent updaters cause < N retries.
 _CAS_ATTEMPTS = 16
 _DELETE_BATCH = 500
+# Day baselines outlive their day so a host whose clock is behind still finds yesterday's.
+PNL_DAY_TTL_SECS = 3 * 86_400
+_KILL_LOG_MAXLEN = 10_000
+
+# Take or renew: free, already ours, or expired. Returns '' when we hold it, else the holder.
+_KILL_LEASE_LUA = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_ms') or '0')
+if (not owner) or owner == ARGV[1] or expires <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires_ms', ARGV[3])
+  return ''
+end
+return owner
+"""
+
+# Only the holder may release: an executor that lost its lease must not free its successor's.
+_KILL_RELEASE_LUA = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
 
 
 def _load_lua(name: str) -> str:
@@ -863,3 +884,87 @@ class RedisStore:
             if batch:
                 deleted += await self._client.delete(*batch)
         return deleted
+
+    # -- kill switch journal and lease ------------------------------------------------
+    # The records are JSON of risk.kill_switch's KillProgress / KillStep: core sits below
+    # risk and stores them as text; actors.kill_switch.KillJournal gives them their types.
+
+    async def save_kill_progress(
+        self, scope: str, progress_json: str, *, state: str, reason: str, updated_ms: int
+    ) -> None:
+        """Write a kill's progress and index its scope, in one transaction.
+
+        ``state`` and ``reason`` are copied beside the JSON for redis-cli readers.
+        """
+        with _translate(f"writing kill progress of {scope}"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._keys.kill_progress(scope), mapping={
+                    "json": progress_json, "state": state, "reason": reason,
+                    "updated_ms": str(updated_ms),
+                })
+                pipe.sadd(self._keys.kills, scope)
+                await pipe.execute()
+
+    async def kill_progress(self, scope: str) -> str | None:
+        """The progress JSON of the kill of ``scope``; None if it was never killed."""
+        with _translate(f"reading kill progress of {scope}"):
+            return _opt_text(await self._client.hget(self._keys.kill_progress(scope), "json"))
+
+    async def kill_scopes(self) -> list[str]:
+        """Every scope that has a kill record, sorted."""
+        with _translate("reading kill scopes"):
+            return sorted(_text(s) for s in await self._client.smembers(self._keys.kills))
+
+    async def append_kill_step(self, scope: str, step_json: str) -> None:
+        """Append to the audit stream of ``scope`` (capped at about 10,000 entries)."""
+        with _translate(f"appending to the kill log of {scope}"):
+            await self._client.xadd(self._keys.kill_log(scope), {"json": step_json},
+                                    maxlen=_KILL_LOG_MAXLEN, approximate=True)
+
+    async def kill_steps(self, scope: str, count: int | None = None) -> list[str]:
+        """The JSON of the latest ``count`` steps of ``scope`` (all when None), oldest first."""
+        key = self._keys.kill_log(scope)
+        raw: list[Any]
+        with _translate(f"reading the kill log of {scope}"):
+            if count is None:
+                raw = list(await self._client.xrange(key) or ())
+            else:
+                raw = list(reversed(await self._client.xrevrange(key, count=count) or ()))
+        return [_text_map(fields)["json"] for _, fields in raw]
+
+    async def acquire_kill_lease(self, owner: str, now_ms: int, lease_ms: int) -> str | None:
+        """Take or renew the kill executor lease until ``now_ms + lease_ms``.
+
+        Returns None when ``owner`` holds it now, else the id of the executor holding it.
+        """
+        with _translate("taking the kill lease"):
+            holder = await self._client.eval(
+                _KILL_LEASE_LUA, 1, self._keys.kill_lease, owner, str(now_ms), str(now_ms + lease_ms)
+            )
+        return (_text(holder) if holder is not None else "") or None
+
+    async def release_kill_lease(self, owner: str) -> None:
+        """Release the lease if ``owner`` holds it (else leave it alone)."""
+        with _translate("releasing the kill lease"):
+            await self._client.eval(_KILL_RELEASE_LUA, 1, self._keys.kill_lease, owner)
+
+    # -- day P&L baselines --------------------------------------------------------------
+
+    async def day_pnl_baselines(self, day: str, candidates: Mapping[str, Decimal]) -> dict[str, Decimal]:
+        """Set each candidate baseline not yet set on ``day``, then return all of that day's.
+
+        ``candidates`` maps position id -> its net P&L now (``risk.day_pnl.candidate_baselines``).
+        HSETNX: the first observer of a position on a day sets its baseline and nobody
+        moves it, so every reader agrees whoever looks first. One pipelined round trip;
+        the hash expires after ``PNL_DAY_TTL_SECS``. Returns position id -> baseline,
+        including positions others observed.
+        """
+        key = self._keys.risk_pnl_day(day)
+        with _translate(f"updating day P&L baselines of {day}"):
+            pipe = self._client.pipeline(transaction=False)
+            for position_id, value in candidates.items():
+                pipe.hsetnx(key, position_id, str(value))
+            pipe.expire(key, PNL_DAY_TTL_SECS)
+            pipe.hgetall(key)
+            raw = (await pipe.execute())[-1]
+        return {k: Decimal(v) for k, v in _text_map(raw).items()}

@@ -1,16 +1,21 @@
-"""Pre-trade risk: the freshness gate, limits, the duplicate-close guard and the monitor's rules.
+"""Risk decisions: the freshness gate, limits, the duplicate-close guard, the monitor's rules,
+today's P&L and the kill switch's wind-down planner.
 
-Everything here is pure (``read_gate_inputs`` aside, which only reads Redis
-and never raises); the Ray shell that runs the rules on a timer is
-``actors.risk_monitor``.
+Everything here is pure: plain functions and small state machines over
+snapshots the caller reads, no Redis, Ray or venue I/O. The hosts do the
+reading and the acting: ``actors.risk_monitor`` runs the rules on a timer,
+``actors.kill_switch`` carries out the wind-down ``kill_switch.plan_wind_down``
+plans (deciding as ``kill_run`` says), ``actors.gate_inputs`` reads the
+gate's inputs, and ``core.store.RedisStore`` keeps the kill records and the
+day P&L baselines.
 
-In the order path, call the gate first and the limits second::
+In the order path (``actors.strategy_host``), call the gate first and the limits second::
 
     inputs = await read_gate_inputs(store, control_state, venue, strategy_id,
                                     last_market_data_ms, now_ms)
     reasons = freshness_gate.check(intent, inputs, cfg) or pre_trade.check(intent, pre_inputs, cfg)
     if reasons:
-        return deny(intent, reasons, ts_ms=now_ms, checked_by="gateway")
+        return deny(intent, reasons, ts_ms=now_ms, checked_by=host_name)
 """
 
 # The folder sits at the repository root but installs as tradetree.risk; loading it
@@ -19,7 +24,7 @@ if __name__ != "tradetree.risk":
     raise ImportError(f"import tradetree.risk, not {__name__}")
 
 from tradetree.risk.config import RiskConfig, instrument_key
-from tradetree.risk.freshness_gate import GateInputs, applicable_breakers, deny, read_gate_inputs
+from tradetree.risk.freshness_gate import GateInputs, applicable_breakers, deny, unknown_inputs, unknown_reason
 from tradetree.risk.pre_trade import PreTradeInputs, duplicate_close_reasons, in_flight_size, limit_reasons
 from tradetree.risk.rules import (
     GLOBAL_LOSS,
@@ -51,6 +56,7 @@ __all__ = [
     "in_flight_size",
     "instrument_key",
     "limit_reasons",
-    "read_gate_inputs",
     "strategy_breaker",
+    "unknown_inputs",
+    "unknown_reason",
 ]

@@ -10,17 +10,19 @@ The one exception is the kill switch winding a strategy down: a reduce-only
 intent of a ``WINDING_DOWN`` strategy passes the kill flag and open breakers
 (they exist to stop new risk, and closing is the way out), but it still needs
 fresh market data, verified positions and a venue that is not paused.
+
+Pure: the host reads the inputs (``actors.gate_inputs.read_gate_inputs``)
+and passes them in; an input it could not read becomes an ``unknown`` reason
+(``unknown_reason`` / ``unknown_inputs``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Protocol
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.control_state import ControlSnapshot, ControlState
+from tradetree.core.control_state import ControlSnapshot
 from tradetree.core.errors import StoreError, StoreUnavailable
 from tradetree.core.types import OrderDenied, OrderIntent
 from tradetree.risk.config import RiskConfig
@@ -28,14 +30,12 @@ from tradetree.risk.config import RiskConfig
 __all__ = [
     "GATE_STATE_UNKNOWN_REDIS",
     "GateInputs",
-    "GateStore",
     "applicable_breakers",
     "check",
     "deny",
-    "read_gate_inputs",
+    "unknown_inputs",
+    "unknown_reason",
 ]
-
-log = logging.getLogger(__name__)
 
 GATE_STATE_UNKNOWN_REDIS = "state unknown: Redis unavailable"
 
@@ -63,7 +63,7 @@ class GateInputs(BaseModel):
     unknown: tuple[str, ...] = ()
 
 
-def applicable_breakers(breakers: dict[str, object], *, venue: str, strategy_id: str) -> list[str]:
+def applicable_breakers(breakers: Mapping[str, object], *, venue: str, strategy_id: str) -> list[str]:
     """Names of open breakers that stop ``strategy_id`` trading on ``venue``, sorted.
 
     ``strategy:{id}:...`` applies to that strategy, ``venue:{venue}:...`` to
@@ -167,54 +167,23 @@ def deny(intent: OrderIntent, reasons: list[str] | tuple[str, ...], *, ts_ms: in
     return OrderDenied(intent=intent, reasons=tuple(reasons), ts_ms=ts_ms, checked_by=checked_by)
 
 
-class GateStore(Protocol):
-    """The part of ``core.store.RedisStore`` the gate reads."""
+def unknown_reason(exc: BaseException) -> str:
+    """The ``GateInputs.unknown`` reason for ``exc``, raised while reading the inputs.
 
-    async def strategy_states(self) -> dict[str, str]: ...
-
-    async def kill_flag(self) -> str | None: ...
-
-
-async def read_gate_inputs(
-    store: GateStore,
-    control_state: ControlState,
-    venue: str,
-    strategy_id: str,
-    last_market_data_ms: int | None,
-    now_ms: int,
-) -> GateInputs:
-    """Read the gate's inputs from Redis. Raises nothing (but lets cancellation through).
-
-    When Redis cannot be read the result carries
-    ``"state unknown: Redis unavailable"`` (or the error) in ``unknown``, so
-    ``check`` refuses: fail closed.
+    A store that does not answer is the common case and gets the one fixed
+    text ``GATE_STATE_UNKNOWN_REDIS``; another store error says what it was;
+    anything else (a bug) also names its type.
     """
-    try:
-        states, kill_flag, control = await asyncio.gather(
-            store.strategy_states(), store.kill_flag(), control_state.snapshot(venue)
-        )
-    except StoreUnavailable as exc:
-        log.warning("freshness gate: %s", exc)
-        return _unknown_inputs(now_ms, strategy_id, last_market_data_ms, GATE_STATE_UNKNOWN_REDIS)
-    except StoreError as exc:
-        return _unknown_inputs(now_ms, strategy_id, last_market_data_ms, f"state unknown: {exc}")
-    except Exception as exc:
-        log.exception("freshness gate: reading inputs failed")
-        return _unknown_inputs(
-            now_ms, strategy_id, last_market_data_ms, f"state unknown: {type(exc).__name__}: {exc}"
-        )
-    return GateInputs(
-        now_ms=now_ms,
-        strategy_id=strategy_id,
-        strategy_state=states.get(strategy_id),
-        kill_flag=kill_flag,
-        control=control,
-        last_market_data_ms=last_market_data_ms,
-    )
+    if isinstance(exc, StoreUnavailable):
+        return GATE_STATE_UNKNOWN_REDIS
+    if isinstance(exc, StoreError):
+        return f"state unknown: {exc}"
+    return f"state unknown: {type(exc).__name__}: {exc}"
 
 
-def _unknown_inputs(now_ms: int, strategy_id: str, last_market_data_ms: int | None,
-                    reason: str) -> GateInputs:
+def unknown_inputs(now_ms: int, strategy_id: str, last_market_data_ms: int | None,
+                   reason: str) -> GateInputs:
+    """Inputs that could not be read: ``check`` refuses with ``reason`` (fail closed)."""
     return GateInputs(
         now_ms=now_ms,
         strategy_id=strategy_id,

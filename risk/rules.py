@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,8 +30,12 @@ __all__ = [
     "LossMonitor",
     "RejectionStreak",
     "Trip",
+    "breaker_alert",
     "daily_pnl_by_strategy",
+    "pause_targets",
+    "paused_summary",
     "position_net_pnl",
+    "rejection_streak_of",
     "strategy_breaker",
 ]
 
@@ -134,7 +139,7 @@ class RejectionStreak:
         sids = sorted(set(self._counts) | self._tripped)
         return {s: {"count": self._counts.get(s, 0), "tripped": s in self._tripped} for s in sids}
 
-    def restore(self, snapshot: Mapping[str, Mapping[str, object]]) -> None:
+    def restore(self, snapshot: Mapping[str, Mapping[str, Any]]) -> None:
         """Take up a ``snapshot()`` (after a restart). Replaces the current state."""
         self._counts = {s: int(v.get("count", 0)) for s, v in snapshot.items() if int(v.get("count", 0))}
         self._tripped = {s for s, v in snapshot.items() if v.get("tripped")}
@@ -352,3 +357,40 @@ class ExposureMonitor:
 
     def rearm(self, breaker: str) -> None:
         self._latch.rearm(breaker)
+
+
+# -- what the monitor does with a trip --------------------------------------------------------
+
+
+def pause_targets(trip: Trip, states: Mapping[str, str]) -> list[str]:
+    """Strategies a trip pauses: its own; for a global trip every RUNNING one in ``states``, sorted.
+
+    Only RUNNING ones: a WINDING_DOWN or KILLED strategy keeps its state, so a
+    breaker never stops a kill switch's wind-down.
+    """
+    if trip.strategy_id is not None:
+        return [trip.strategy_id]
+    return sorted(s for s, state in states.items() if state == "RUNNING")
+
+
+def rejection_streak_of(breaker: str) -> str | None:
+    """The strategy whose rejection streak ``breaker`` (``strategy:{id}:rejections``) is; else None."""
+    prefix, _, rest = breaker.partition(":")
+    if prefix == "strategy" and rest.endswith(":rejections"):
+        return rest[: -len(":rejections")]
+    return None
+
+
+def paused_summary(paused: Iterable[str]) -> str:
+    """Who a trip paused, for the alert and the log."""
+    return ", ".join(paused) or "none was RUNNING"
+
+
+def breaker_alert(trip: Trip, paused: Iterable[str]) -> tuple[str, str, str]:
+    """``(key, title, text)`` of the one alert a newly opened breaker sends.
+
+    Keyed by the breaker, so the alerter's de-duplication folds repeats of the
+    same breaker together.
+    """
+    return (trip.breaker, f"Breaker {trip.breaker} opened",
+            f"{trip.reason}. Strategies paused: {paused_summary(paused)}.")

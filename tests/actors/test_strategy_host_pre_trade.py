@@ -16,9 +16,9 @@ from tests.actors.test_strategy_host import INST as BTC
 from tests.actors.test_strategy_host import env  # noqa: F401  (fixture)
 from tradetree.core.errors import StoreUnavailable
 from tradetree.core.marks import Mark, MarkBook
+from tradetree.core.store import RedisStore
 from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, Side, Ticker
 from tradetree.risk.config import RiskConfig
-from tradetree.risk.day_pnl import DayBaselines
 
 ETH = Instrument(venue="okx", inst_id="ETH-USDT-SWAP", kind=InstrumentKind.SWAP, base="ETH", quote="USDT",
                  settle="USDT", contract_value=D("0.1"), tick_size=D("0.01"), lot_size=D("0.1"),
@@ -142,10 +142,10 @@ async def test_unreadable_day_baselines_deny_with_the_reason(host, monkeypatch):
     host, store, clock = host
     host.risk = RiskConfig(max_daily_loss_per_strategy=D(5))
 
-    async def down(self, positions, now_ms):
+    async def down(self, day, candidates):
         raise StoreUnavailable("Redis unavailable: timeout")
 
-    monkeypatch.setattr(DayBaselines, "baselines", down)
+    monkeypatch.setattr(RedisStore, "day_pnl_baselines", down)
     await _fresh(host, clock)
     assert await _reasons(host, "1") == [
         "daily P&L unknown: loss limits cannot be checked (day baselines unreadable: Redis unavailable: timeout)"]
@@ -174,7 +174,7 @@ async def test_reduce_only_close_reads_neither_marks_nor_day_baselines(host, mon
         raise AssertionError("not needed for a reduce-only intent")
 
     monkeypatch.setattr(MarkBook, "read", must_not_read)
-    monkeypatch.setattr(DayBaselines, "baselines", must_not_read)
+    monkeypatch.setattr(RedisStore, "day_pnl_baselines", must_not_read)
     await _fresh(host, clock)
     assert await _reasons(host, "1", Side.SELL, reduce_only=True) == []
     assert await _reasons(host, "2", Side.SELL, reduce_only=True) != []  # the duplicate-close guard still runs

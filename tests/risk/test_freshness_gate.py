@@ -2,9 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from tradetree.core.control_state import ControlSnapshot, ControlState
+from tradetree.core.control_state import ControlSnapshot
 from tradetree.core.errors import StoreError, StoreUnavailable
-from tradetree.core.store import RedisStore
 from tradetree.core.types import OrderDenied, OrderIntent, Side
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.freshness_gate import (
@@ -13,7 +12,8 @@ from tradetree.risk.freshness_gate import (
     applicable_breakers,
     check,
     deny,
-    read_gate_inputs,
+    unknown_inputs,
+    unknown_reason,
 )
 
 NOW = 1_700_000_000_000
@@ -134,33 +134,6 @@ def test_deny_builds_the_event_and_refuses_empty_reasons():
         deny(_intent(), [], ts_ms=NOW, checked_by="gateway")
 
 
-async def test_read_gate_inputs_from_redis(fake_redis, namespace):
-    store, control = RedisStore(fake_redis, namespace), ControlState(fake_redis, namespace)
-    await store.set_strategy_state("S1", "RUNNING")
-    await control.mark_verified("okx", NOW - 2_000)
-    inputs = await read_gate_inputs(store, control, "okx", "S1", NOW - 100, NOW)
-    assert inputs.unknown == () and inputs.strategy_state == "RUNNING" and inputs.kill_flag is None
-    assert check(_intent(), inputs, CFG) == []
-
-    await store.set_kill_flag("operator", NOW)
-    await control.set_breaker("strategy:S1:flip", "flipped", NOW)
-    inputs = await read_gate_inputs(store, control, "okx", "S1", NOW - 100, NOW)
-    assert inputs.kill_flag == "operator"
-    reasons = check(_intent(), inputs, CFG)
-    assert len(reasons) == 2 and "kill flag" in reasons[0] + reasons[1]
-
-
-class _FailingStore:
-    def __init__(self, exc):
-        self.exc = exc
-
-    async def strategy_states(self):
-        raise self.exc
-
-    async def kill_flag(self):
-        return None
-
-
 @pytest.mark.parametrize(
     "exc, expected",
     [
@@ -169,22 +142,10 @@ class _FailingStore:
         (RuntimeError("bug"), "state unknown: RuntimeError: bug"),
     ],
 )
-async def test_read_gate_inputs_raises_nothing_and_fails_closed(fake_redis, namespace, exc, expected):
-    inputs = await read_gate_inputs(_FailingStore(exc), ControlState(fake_redis, namespace), "okx", "S1",
-                                    NOW, NOW)
-    assert inputs.unknown == (expected,)
+def test_a_read_error_becomes_an_unknown_reason_that_refuses(exc, expected):
+    assert unknown_reason(exc) == expected
+    inputs = unknown_inputs(NOW, "S1", NOW - 100, unknown_reason(exc))
+    assert inputs.unknown == (expected,) and inputs.last_market_data_ms == NOW - 100
+    assert inputs.strategy_state is None and inputs.control is None and inputs.kill_flag is None
     assert check(_intent(), inputs, CFG) == [expected]
-
-
-async def test_read_gate_inputs_with_redis_down(namespace):
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-    try:
-        inputs = await read_gate_inputs(RedisStore(client, namespace), ControlState(client, namespace),
-                                        "okx", "S1", NOW, NOW)
-    finally:
-        await client.aclose()
-    assert check(_intent(), inputs, CFG) == [GATE_STATE_UNKNOWN_REDIS]
+    assert check(_intent(reduce_only=True), inputs, CFG) == [expected]

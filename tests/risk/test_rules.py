@@ -11,7 +11,13 @@ from tradetree.risk.rules import (
     FlipDetector,
     LossMonitor,
     RejectionStreak,
+    Trip,
+    breaker_alert,
     daily_pnl_by_strategy,
+    pause_targets,
+    paused_summary,
+    rejection_streak_of,
+    strategy_breaker,
 )
 
 INST = "BTC-USDT-SWAP"
@@ -204,3 +210,30 @@ def test_public_surface_is_what_it_claims():
     for name in risk.__all__:
         assert getattr(risk, name) is not None
     assert sorted(risk.__all__) == sorted(set(risk.__all__))
+
+
+def test_a_strategy_trip_pauses_its_strategy_a_global_one_every_running_one():
+    states = {"S2": "RUNNING", "S1": "RUNNING", "S3": "PAUSED", "S4": "WINDING_DOWN", "S5": "KILLED"}
+    assert pause_targets(Trip(breaker="strategy:S3:loss", strategy_id="S3", reason="r"), states) == ["S3"]
+    assert pause_targets(Trip(breaker="global:loss", strategy_id=None, reason="r"), states) == ["S1", "S2"]
+    assert pause_targets(Trip(breaker="global:loss", strategy_id=None, reason="r"), {}) == []
+
+
+@pytest.mark.parametrize("name, expected", [
+    (strategy_breaker("S1", "rejections"), "S1"),
+    (strategy_breaker("a:b", "rejections"), "a:b"),
+    (strategy_breaker("S1", "loss"), None),
+    ("global:loss", None),
+    ("venue:okx:rejections", None),
+])
+def test_only_a_rejection_breaker_rearms_a_streak(name, expected):
+    assert rejection_streak_of(name) == expected
+
+
+def test_breaker_alert_is_keyed_by_the_breaker_and_says_who_was_paused():
+    trip = Trip(breaker="strategy:S1:flip", strategy_id="S1", reason="position flipped")
+    assert breaker_alert(trip, ["S1"]) == (
+        "strategy:S1:flip", "Breaker strategy:S1:flip opened", "position flipped. Strategies paused: S1.")
+    assert breaker_alert(trip, [])[2] == "position flipped. Strategies paused: none was RUNNING."
+    assert paused_summary(["S1", "S2"]) == "S1, S2"
+

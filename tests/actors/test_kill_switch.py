@@ -5,7 +5,7 @@ for the gateways: it records an order in the book before "sending" it (as the
 gateway does), fills market orders at once and applies the fill to the book
 (unless told not to: the incident), and refuses reduce-only orders that would
 not reduce the venue's net position. The kill switch's own journal lives in
-Redis (fakeredis, and the real server where it matters).
+the Redis store (fakeredis, and the real server where it matters).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from decimal import Decimal
 
 import pytest
 
+from tradetree.actors.kill_switch import KillSwitch
 from tradetree.core.clock import ManualClock
 from tradetree.core.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
+from tradetree.core.store import RedisStore
 from tradetree.core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
-from tradetree.risk.kill_switch import KillPhase, KillState, KillSwitch, KillSwitchConfig, StepOutcome
+from tradetree.risk.kill_switch import KillPhase, KillState, KillSwitchConfig, StepOutcome
 
 D = Decimal
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
@@ -216,7 +218,7 @@ def config(**overrides) -> KillSwitchConfig:
 
 
 def make(book, venue, client, namespace, sim, *, cfg=None, owner="ks-1", strategies=None) -> KillSwitch:
-    return KillSwitch(book, client, namespace, venue, cfg or config(), strategies=strategies, clock=sim.clock,
+    return KillSwitch(book, RedisStore(client, namespace), venue, cfg or config(), strategies=strategies, clock=sim.clock,
                       sleep=sim.sleep, rng=random.Random(1), owner_id=owner)
 
 

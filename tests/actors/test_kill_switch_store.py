@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from tradetree.actors.kill_switch import KillSwitch
 from tradetree.core.clock import ManualClock
 from tradetree.core.store import RedisStore
 from tradetree.core.types import (
@@ -26,7 +27,7 @@ from tradetree.core.types import (
     OrderType,
     Side,
 )
-from tradetree.risk.kill_switch import KillState, KillSwitch, KillSwitchConfig
+from tradetree.risk.kill_switch import KillState, KillSwitchConfig
 
 D = Decimal
 
@@ -111,7 +112,7 @@ def make(store, client, namespace, venue, clock) -> KillSwitch:
 
     cfg = KillSwitchConfig(max_clip_size=D(2), step_max_attempts=4, backoff_min_secs=1, backoff_max_secs=8,
                            max_duration_secs=60, verify_interval_secs=1, call_timeout_secs=5, lease_secs=30)
-    return KillSwitch(store, client, namespace, venue, cfg, clock=clock, sleep=sleep, rng=random.Random(3))
+    return KillSwitch(store, store, venue, cfg, clock=clock, sleep=sleep, rng=random.Random(3))
 
 
 async def test_global_kill_flattens_the_store_positions(client, namespace):

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from tradetree.actors.kill_switch_ray import RayStrategyPort, RayVenuePort, gateway_actor_name
 from tradetree.core.errors import OrderRejected, VenueUnavailable
 from tradetree.core.types import Order, OrderIntent, Side
-from tradetree.risk.kill_switch import RayStrategyPort, RayVenuePort, gateway_actor_name
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,242 @@
+"""The decisions of one kill run, apart from the executor that acts on them (pure).
+
+``actors.kill_switch.KillSwitch`` loops: protect, look, ``plan_wind_down``,
+act, sleep. Every choice it makes on the way is a function here, over the
+progress record, the plan or the outcome of a call:
+
+- ``start_run``: a new episode, or resume the recorded one (and which orders
+  of earlier runs to look up again).
+- ``pending_kills``: which recorded kills a restarted host continues.
+- ``classify_failure`` and ``stall_reason``: whether a failed step is retried
+  or ends the run STALLED.
+- ``next_delay`` and ``iteration_cap``: how long to sleep between iterations,
+  and the hard cap on iterations when the clock does not move.
+- ``lease_verdict``: hold, wait for, or stop after losing the executor lease.
+- ``clip_refusal``: whether a wind-down order's answer counts as a failure.
+- ``global_kill_targets``, ``stuck_reason``, ``timeout_reason``: who a global
+  kill winds down, and the text of the two stalls that are not step failures.
+
+Invariants: nothing here sleeps, reads a clock or touches Redis, Ray or a
+venue; the only randomness is the injected ``rng`` of ``next_delay``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tradetree.core.errors import TradetreeError, VenueAuthError
+from tradetree.core.types import Order, OrderDenied, OrderState, Position
+from tradetree.risk.kill_switch import (
+    CancelOrders,
+    KillPhase,
+    KillProgress,
+    KillState,
+    KillSwitchConfig,
+    SubmitClip,
+    WindDownPlan,
+    backoff_delay,
+)
+
+__all__ = [
+    "KILLED",
+    "WINDING_DOWN",
+    "LeaseVerdict",
+    "RunStart",
+    "StepFailure",
+    "StepRefused",
+    "action_phase",
+    "classify_failure",
+    "clip_refusal",
+    "done_note",
+    "global_kill_targets",
+    "iteration_cap",
+    "lease_verdict",
+    "next_delay",
+    "pending_kills",
+    "plan_progress",
+    "stall_reason",
+    "start_run",
+    "stuck_reason",
+    "timeout_reason",
+]
+
+# Strategy states as the store and actors.strategy_host.StrategyState spell them.
+WINDING_DOWN = "WINDING_DOWN"
+KILLED = "KILLED"
+
+
+class StepRefused(Exception):
+    """A wind-down order was denied by a pre-trade check or rejected by the venue (retried)."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """How a run begins: the progress it carries on, the note it records, orders to look up."""
+
+    progress: KillProgress
+    note: str
+    recheck: tuple[str, ...] = ()
+
+
+def start_run(fresh: KillProgress, existing: KillProgress | None, *, requested: bool) -> RunStart:
+    """Start a new episode from ``fresh``, or resume ``existing`` (the recorded kill of the scope).
+
+    A new episode when nothing is recorded, or when a kill is requested on a
+    DONE one; otherwise the record is resumed as RUNNING under ``fresh.owner``,
+    with its run count up by one and its failures and stall reason cleared,
+    and the orders it sent are looked up again (those not settled are waited for).
+    """
+    if existing is None or (requested and existing.state is KillState.DONE):
+        return RunStart(progress=fresh, note=f"kill requested: {fresh.reason}")
+    progress = existing.model_copy(update={
+        "state": KillState.RUNNING, "runs": existing.runs + 1, "failed_attempts": 0,
+        "stalled_reason": "", "updated_ms": fresh.updated_ms, "finished_ms": None,
+        "owner": fresh.owner,
+    })
+    note = (f"kill requested again ({progress.reason}): resuming" if requested
+            else f"resuming {existing.state.value} kill")
+    return RunStart(progress=progress, note=note, recheck=existing.client_order_ids)
+
+
+def pending_kills(recorded: Iterable[KillProgress | None]) -> list[KillProgress]:
+    """The recorded kills a host continues: RUNNING (interrupted) or STALLED (retried)."""
+    return [p for p in recorded if p is not None and p.state in (KillState.RUNNING, KillState.STALLED)]
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    error: str
+    retryable: bool
+
+
+def classify_failure(exc: BaseException, call_timeout_secs: float) -> StepFailure | None:
+    """What a step's exception means for the run; None for one that is a bug (let it propagate).
+
+    Retried: no answer within the call timeout, any ``TradetreeError`` (the
+    venue or the store failed), a refused clip (``StepRefused``). Not retried:
+    ``VenueAuthError`` (credentials do not come back by retrying), ``ValueError``
+    / ``TypeError`` (a broken contract: a bad state, a wrong venue).
+    """
+    if isinstance(exc, TimeoutError):
+        return StepFailure(f"no answer within {call_timeout_secs:g}s", True)
+    if isinstance(exc, VenueAuthError):
+        return StepFailure(f"VenueAuthError: {exc}", False)
+    if isinstance(exc, TradetreeError | StepRefused):
+        return StepFailure(f"{type(exc).__name__}: {exc}", True)
+    if isinstance(exc, ValueError | TypeError):
+        return StepFailure(f"{type(exc).__name__}: {exc}", False)
+    return None
+
+
+def stall_reason(step: str, attempt: int, failure: StepFailure, config: KillSwitchConfig) -> str | None:
+    """Why the ``attempt``-th consecutive failure of ``step`` ends the run; None to retry."""
+    if not failure.retryable:
+        return f"{step}: not retryable: {failure.error}"
+    if attempt >= config.step_max_attempts:
+        return f"{step} failed {attempt} times in a row; last: {failure.error}"
+    return None
+
+
+def next_delay(failed_attempts: Sequence[int], config: KillSwitchConfig, rng: random.Random,
+               time_left_secs: float) -> float:
+    """Seconds to sleep after an iteration; not above ``time_left_secs`` (sleep only when > 0).
+
+    ``failed_attempts``: the consecutive-failure count of each step that failed
+    in the iteration. Backoff for the worst of them; the verify interval when
+    none failed.
+    """
+    if failed_attempts:
+        delay = backoff_delay(max(failed_attempts), config, rng)
+    else:
+        delay = config.verify_interval_secs
+    return min(delay, time_left_secs)
+
+
+def iteration_cap(config: KillSwitchConfig) -> int:
+    """Iterations a run may take at most.
+
+    ``max_duration_secs`` already bounds them because each one sleeps; the cap
+    also bounds them if an injected sleep does not advance the clock.
+    """
+    shortest_sleep = min(config.verify_interval_secs, config.backoff_min_secs)
+    return math.ceil(config.max_duration_secs / shortest_sleep) + config.step_max_attempts + 10
+
+
+class LeaseVerdict(str, enum.Enum):
+    HELD = "held"  # act
+    WAITING = "waiting"  # another executor holds it: protect, record, do not act
+    LOST = "lost"  # we held it and another executor took the kill over: stop this run
+
+
+def lease_verdict(holder: str | None, held_before: bool) -> LeaseVerdict:
+    """From the store's answer to taking the lease (None: ours now, else the holder)."""
+    if holder is None:
+        return LeaseVerdict.HELD
+    return LeaseVerdict.LOST if held_before else LeaseVerdict.WAITING
+
+
+def clip_refusal(result: Order | OrderDenied) -> str | None:
+    """Why a wind-down order's answer counts as a failed attempt; None when it was taken.
+
+    Denied by a pre-trade check, rejected by the venue, or canceled without a
+    fill: no liquidity took it, and counting it keeps a thin book from being hit
+    every interval.
+    """
+    if isinstance(result, OrderDenied):
+        return "denied: " + "; ".join(result.reasons)
+    if result.state is OrderState.REJECTED:
+        return f"order {result.client_order_id} rejected: {result.reject_reason}"
+    if result.state is OrderState.CANCELED and result.filled_size == 0:
+        return f"order {result.client_order_id} canceled without a fill"
+    return None
+
+
+def global_kill_targets(states: Mapping[str, str], positions: Iterable[Position]) -> list[str]:
+    """Strategies a global kill puts in WINDING_DOWN: every one not KILLED, and every one
+    holding a position (``_unattributed`` too), so the gate admits their reduce-only clips."""
+    holders = {p.strategy_id for p in positions if p.qty != 0}
+    return sorted({s for s, state in states.items() if state != KILLED} | holders)
+
+
+def plan_progress(plan: WindDownPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(waiting_on, remaining)`` as ``KillProgress`` records them."""
+    waiting_on = tuple(c for w in plan.waiting for c in w.client_order_ids)
+    remaining = tuple(f"{p.strategy_id} {p.venue} {p.inst_id} {p.qty:+}" for p in plan.remaining)
+    return waiting_on, remaining
+
+
+def stuck_reason(plan: WindDownPlan) -> str | None:
+    """Why a plan that is not flat can make no progress (nothing to do, nothing to wait for):
+    positions offset by other strategies. None when the plan has actions or waits."""
+    if plan.actions or plan.waiting:
+        return None
+    offsets = "; ".join(f"{b.strategy_id} {b.venue} {b.inst_id} {b.qty:+} (venue net {b.venue_net:+})"
+                        for b in plan.blocked)
+    return ("positions offset by other strategies on the same instrument cannot be "
+            f"closed with reduce-only orders: {offsets}; flatten them by hand or set "
+            "allow_offsetting_orders")
+
+
+def action_phase(action: CancelOrders | SubmitClip) -> KillPhase:
+    return KillPhase.CANCEL if isinstance(action, CancelOrders) else KillPhase.FLATTEN
+
+
+def timeout_reason(progress: KillProgress, max_duration_secs: float) -> str:
+    """The stall reason of a run that used up ``max_duration_secs``, with what was outstanding."""
+    outstanding = [f"not flat: {'; '.join(progress.remaining)}"] if progress.remaining else []
+    if progress.waiting_on:
+        outstanding.append(f"orders not settled: {', '.join(progress.waiting_on)}")
+    if progress.last_error:
+        outstanding.append(f"last error: {progress.last_error}")
+    return (f"timed out after {max_duration_secs:g}s in phase {progress.phase.value}"
+            + "".join(f"; {o}" for o in outstanding))
+
+
+def done_note(strategy_id: str | None) -> str:
+    """What a finished kill leaves behind, for the log and the last step."""
+    return ("the kill flag stays set until an operator clears it" if strategy_id is None
+            else f"strategy {strategy_id} KILLED")
