@@ -13,14 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tradetree.core.errors import TradetreeError, VenueUnavailable
+from tradetree.core.names import gateway_id
 from tradetree.core.types import Order, OrderDenied, OrderIntent
 
-__all__ = ["RayStrategyPort", "RayVenuePort", "gateway_actor_name"]
-
-
-def gateway_actor_name(venue: str) -> str:
-    """The Ray name of a venue's gateway actor."""
-    return f"VenueGateway[{venue}]"
+__all__ = ["RayStrategyPort", "RayVenuePort"]
 
 
 class _RayActors:
@@ -55,7 +51,7 @@ class RayVenuePort:
     """``VenuePort`` over the ``VenueGateway[<venue>]`` Ray actors.
 
     ``gateways`` maps venue -> actor name, or lists venues whose actors follow
-    ``gateway_actor_name``. Errors the gateway raises come back as they are;
+    ``gateway_id``. Errors the gateway raises come back as they are;
     a missing, dead or unreachable actor raises ``VenueUnavailable``.
     """
 
@@ -63,14 +59,14 @@ class RayVenuePort:
         if isinstance(gateways, Mapping):
             self._names = dict(gateways)
         else:
-            self._names = {v: gateway_actor_name(v) for v in gateways}
+            self._names = {v: gateway_id(v) for v in gateways}
         self._actors = _RayActors(ray_namespace)
 
     def venues(self) -> Sequence[str]:
         return tuple(sorted(self._names))
 
     def _name(self, venue: str) -> str:
-        return self._names.get(venue) or gateway_actor_name(venue)
+        return self._names.get(venue) or gateway_id(venue)
 
     async def cancel_all(self, venue: str, strategy_id: str | None = None) -> int:
         return await self._actors.call(self._name(venue), "cancel_all", strategy_id, venue=venue)

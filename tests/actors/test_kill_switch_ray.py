@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from tradetree.actors.kill_switch_ray import RayStrategyPort, RayVenuePort, gateway_actor_name
+from tradetree.actors.kill_switch_ray import RayStrategyPort, RayVenuePort
 from tradetree.core.errors import OrderRejected, VenueUnavailable
+from tradetree.core.names import gateway_id
 from tradetree.core.types import Order, OrderIntent, Side
 
 pytestmark = pytest.mark.integration
@@ -46,12 +47,12 @@ async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
     ok_venue, bad_venue, gone_venue = f"ok{tag}", f"bad{tag}", f"gone{tag}"
     gateway = ray.remote(num_cpus=0)(_Gateway)
     actors = [
-        gateway.options(name=gateway_actor_name(ok_venue)).remote(False),
+        gateway.options(name=gateway_id(ok_venue)).remote(False),
         gateway.options(name="custom-name-" + tag).remote(True),
     ]
     strategy = ray.remote(num_cpus=0)(_Strategy).options(name=f"S_{tag}").remote()
     try:
-        port = RayVenuePort({ok_venue: gateway_actor_name(ok_venue), bad_venue: "custom-name-" + tag})
+        port = RayVenuePort({ok_venue: gateway_id(ok_venue), bad_venue: "custom-name-" + tag})
         assert port.venues() == tuple(sorted((ok_venue, bad_venue)))
         assert await port.cancel_all(ok_venue) == 2 and await port.cancel_all(ok_venue, "A") == 1
         intent = OrderIntent(strategy_id="A", venue=ok_venue, inst_id="BTC-USDT-SWAP", side=Side.SELL,

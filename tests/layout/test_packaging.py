@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -54,8 +55,14 @@ assert not bare and not twice, (bare, twice)
 
 @pytest.mark.integration
 def test_the_wheel_installs_tradetree_alone(tmp_path):
+    # Built from a copy: setuptools keeps a build/ beside the sources, whose stale files a wheel would carry.
+    source = tmp_path / "src"
+    for name in [*FOLDERS, "tradetree"]:
+        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=600)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("tradetree-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
