@@ -1,33 +1,25 @@
-"""FillReconciler: one venue's REST polling, fill-health monitor and drift check.
+"""FillReconciler: one venue's REST polling, fill-health monitor, drift check and canary.
 
 ``FillReconciler`` is plain async Python (testable without Ray);
 ``FillReconcilerActor`` is its one-line-per-method Ray shell (the supervisor
 gives name, namespace, lifetime and ``max_restarts=0`` via ``.options``).
 
-The decisions live in ``execution`` (pure); this module only does the I/O
-around them. Three independent timers, each its own asyncio task with its own
-error handling, so one failing never stops the others:
+Every decision is a pure function in ``execution``; this module runs the loops
+that carry them out, each on its own timer and asyncio task, so one failing
+never stops another (the independence of the defense layers is the product):
 
-- **poll** (``poll_interval_secs``): fetch the fills since the cursor of every
-  instrument (configured ones and those of tracked orders) and apply them
-  tagged ``poll``; fetch the status of every order Redis tracks for the venue;
-  write the newer snapshots; untrack the orders the poller saw terminal whose
-  applied fills add up; heartbeat ``reconciler:{venue}``; and, only after a
-  cycle in which every fetch and every write succeeded,
-  ``ControlState.mark_verified(venue, cycle start)``.
-- **fill health** (``fill_health_interval_secs``): order status vs applied
-  fills; targeted fetches (fills applied tagged ``health``), alerts,
-  discrepancies and venue pauses; samples the per-layer fill counters to tell
-  whether fills flow on the WS.
-- **drift** (``drift_interval_secs``): venue net positions vs the sum of
-  Redis positions; a drift confirmed by two consecutive checks is alerted,
-  opened as a discrepancy and pauses the venue.
-- **canary** (when ``execution.canary.canary_active``; checked every
-  ``fill_health_interval_secs``): while the venue is paused by the fill-health
-  layer, the REST poll is healthy and the kill flag is not set, a net-zero
-  market round trip (strategy ``_canary``) every ``canary_interval_secs``
-  (doubling while it fails); the fill-health pause is lifted only when the WS
-  delivered its fills and the ``fills_flowing_ws`` probe passes.
+| loop (timer) | module | decisions (``execution.``) |
+|---|---|---|
+| poll (``poll_interval_secs``) | ``reconciler_loops.PollLoop`` | ``reconciliation``, ``poll_plan``, ``anomalies`` |
+| fill health (``fill_health_interval_secs``) | ``reconciler_loops.FillHealthLoop`` | ``fill_health`` |
+| drift (``drift_interval_secs``) | ``reconciler_loops.DriftLoop`` | ``drift`` |
+| canary (``fill_health_interval_secs``, when ``canary_active``) | ``reconciler_canary.CanaryLoop`` | ``canary`` |
+
+They share one ``ReconcilerContext`` (connections, counters, the monitor and
+detector, the latest outcomes). ``check_health`` assembles the probes of
+``execution.probes``. Only a poll cycle in which every fetch and write
+succeeded marks the venue verified; an order leaves the polling set only when
+the poller itself saw it terminal and its applied fills add up.
 
 Venue pauses are held per source in ``ControlState``: the fill-health layer
 pauses as ``fill_health``, the drift check as ``drift``; the canary lifts only
@@ -35,12 +27,10 @@ pauses as ``fill_health``, the drift check as ``drift``; the canary lifts only
 API) lifts every source once this reconciler's readiness probes pass.
 
 The reconciler owns its own ``OkxRestClient``: it never goes through the
-gateway, so a hung or restarting gateway cannot starve it.
-
-Its memory that matters survives a restart in Redis: the fill cursors, the
-discrepancies it opened (with their ``since_ms``), the audit stream (which
-layer applied which fill). A fresh incarnation dates open gaps from them and
-recovers the WS-flow evidence, so its probes do not turn green by forgetting.
+gateway, so a hung or restarting gateway cannot starve it. Its memory that
+matters survives a restart in Redis (fill cursors, open discrepancies with
+their ``since_ms``, the audit stream), so a fresh incarnation's probes do not
+turn green by forgetting.
 """
 
 from __future__ import annotations

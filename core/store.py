@@ -761,19 +761,25 @@ class RedisStore:
         return sorted(orders, key=lambda o: (o.created_ms, o.client_order_id))
 
     async def open_orders_with_applied(
-        self, venue: str, strategy_id: str | None = None
+        self, venue: str | None = None, strategy_id: str | None = None
     ) -> list[tuple[Order, Decimal]]:
-        """The tracked orders of ``venue`` (as ``open_orders``), each with its applied size.
+        """The tracked orders (as ``open_orders``), each with its applied size.
 
-        Two round trips whatever the number of orders (the open set, then one
-        pipeline of snapshots and applied sizes), where ``open_orders`` plus
-        ``applied_size`` per order took one more per order; the pairs also come
-        from one moment, so a checker never compares a snapshot with an applied
-        size read much later.
+        With a ``venue``, two round trips whatever the number of orders (the
+        open set, then one pipeline of snapshots and applied sizes), where
+        ``open_orders`` plus ``applied_size`` per order took one more per order;
+        the pairs also come from one moment, so a checker never compares a
+        snapshot with an applied size read much later.
         """
         keys = self._keys
-        with _translate(f"reading open orders with applied sizes of {venue}"):
-            coids = sorted(_text(c) for c in await self._client.smembers(keys.open_orders(venue)))
+        with _translate("reading open orders with applied sizes"):
+            if venue is None:
+                venues = sorted(_text(v) for v in await self._client.smembers(keys.open_venues))
+            else:
+                venues = [venue]
+            coids: list[str] = []
+            for v in venues:
+                coids.extend(_text(c) for c in await self._client.smembers(keys.open_orders(v)))
             if not coids:
                 return []
             async with self._client.pipeline(transaction=False) as pipe:

@@ -287,6 +287,9 @@ async def test_open_orders_with_applied_pairs_each_tracked_order_with_its_applie
     assert [o for o, _ in pairs] == await store.open_orders(venue="okx")
     assert await store.open_orders_with_applied("okx", strategy_id="nope") == []
     assert await store.open_orders_with_applied("binance") == []
+    await store.record_order(make_order("z", strategy_id="beta", inst=SPOT.model_copy(update={"venue": "binance"})))
+    assert [o.client_order_id for o, _ in await store.open_orders_with_applied()] == ["a", "b", "z"]
+    assert [o.client_order_id for o, _ in await store.open_orders_with_applied(strategy_id="beta")] == ["z"]
     await store.untrack_order("a")
     assert [o.client_order_id for o, _ in await store.open_orders_with_applied("okx")] == ["b"]
 
