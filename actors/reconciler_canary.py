@@ -42,7 +42,9 @@ from tradetree.execution.canary import (
     first_leg_side,
     judge,
     leftover_close,
+    leftover_positions,
     legs_complete,
+    may_lift_pause,
     plan_canary_tick,
     unsettled_canary,
 )
@@ -120,7 +122,7 @@ class CanaryLoop:
         unsettled = unsettled_canary(await store.open_orders_with_applied(ctx.name, strategy_id=CANARY_STRATEGY_ID))
         if unsettled:
             return unsettled
-        leftovers = [p for p in await store.positions(CANARY_STRATEGY_ID) if p.venue == ctx.name and p.qty != 0]
+        leftovers = leftover_positions(await store.positions(CANARY_STRATEGY_ID), ctx.name)
         if not leftovers:
             return ""
         await ctx.ensure_instruments()
@@ -254,7 +256,7 @@ class CanaryLoop:
         if outcome.verdict is CanaryVerdict.WS:
             await self.fill_health.run_once()  # let the monitor see the WS deliveries now
             problems = ctx.fills_flowing_problems(await ctx.open_discrepancy_keys())
-            if not problems:
+            if may_lift_pause(outcome.verdict, problems):
                 try:
                     lifted = await control.resume_venue(ctx.name, PAUSE_SOURCE_FILL_HEALTH)
                 except StoreError as exc:

@@ -36,7 +36,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.core.config import VenueConfig
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, Side
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, Position, Side
 from tradetree.execution.reconciliation import ReconcilerConfig
 
 __all__ = [
@@ -50,7 +50,9 @@ __all__ = [
     "CanaryStepKind",
     "LeftoverClose",
     "describe_fills",
+    "leftover_positions",
     "legs_complete",
+    "may_lift_pause",
     "plan_canary_tick",
     "unsettled_canary",
     "canary_active",
@@ -339,6 +341,17 @@ def unsettled_canary(orders: Iterable[tuple[Order, Decimal]]) -> str:
         if not order.state.is_terminal or applied != order.filled_size:
             return f"earlier canary order {order.client_order_id} still settling ({order.state.value})"
     return ""
+
+
+def leftover_positions(positions: Iterable[Position], venue: str) -> list[Position]:
+    """The ``_canary`` positions of ``venue`` an interrupted round trip left open (non-zero)."""
+    return [p for p in positions if p.venue == venue and p.qty != 0]
+
+
+def may_lift_pause(verdict: CanaryVerdict, probe_problems: Iterable[str]) -> bool:
+    """The canary lifts its venue's fill-health pause only when the WS delivered its fills and
+    the ``fills_flowing_ws`` probe (``probe_problems``: why it fails) passes as well."""
+    return verdict is CanaryVerdict.WS and not list(probe_problems)
 
 
 def legs_complete(applied: Iterable[Decimal], venue_filled: Iterable[Decimal]) -> bool:

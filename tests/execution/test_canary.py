@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from tradetree.core.config import VenueConfig
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Position, Side
 from tradetree.execution.canary import (
     CanarySchedule,
     CanaryState,
@@ -20,7 +20,9 @@ from tradetree.execution.canary import (
     first_leg_side,
     judge,
     leftover_close,
+    leftover_positions,
     legs_complete,
+    may_lift_pause,
     plan_canary_tick,
     unsettled_canary,
 )
@@ -210,3 +212,17 @@ def test_the_detail_names_the_layers_that_applied_the_fills():
     assert describe_fills({"t1": FillLayer.WS, "t2": FillLayer.POLL}, 1) == (
         "2 canary fill(s) applied by poll, ws; the WS delivered 1 fill(s) meanwhile")
     assert describe_fills({}, 0) == "0 canary fill(s) applied by no layer; the WS delivered 0 fill(s) meanwhile"
+
+
+def test_leftovers_are_the_venues_non_flat_canary_positions():
+    positions = [Position(strategy_id="_canary", venue="okx", inst_id="A", qty=Decimal(1)),
+                 Position(strategy_id="_canary", venue="okx", inst_id="B", qty=Decimal(0)),
+                 Position(strategy_id="_canary", venue="binance", inst_id="A", qty=Decimal(-1))]
+    assert [p.inst_id for p in leftover_positions(positions, "okx")] == ["A"]
+
+
+def test_the_pause_is_lifted_only_on_a_ws_verdict_with_the_probe_passing():
+    assert may_lift_pause(CanaryVerdict.WS, [])
+    assert not may_lift_pause(CanaryVerdict.WS, ["c1: applied 0 of 1 for 9s"])
+    for verdict in (CanaryVerdict.NOT_WS, CanaryVerdict.INCOMPLETE, CanaryVerdict.FAILED):
+        assert not may_lift_pause(verdict, [])
