@@ -781,6 +781,42 @@ class RedisStore:
             orders = [o for o in orders if o.strategy_id == strategy_id]
         return sorted(orders, key=lambda o: (o.created_ms, o.client_order_id))
 
+    async def open_orders_with_applied(
+        self, venue: str | None = None, strategy_id: str | None = None
+    ) -> list[tuple[Order, Decimal]]:
+        """The tracked orders (as ``open_orders``), each with its applied size.
+
+        With a ``venue``, two round trips whatever the number of orders (the
+        open set, then one pipeline of snapshots and applied sizes), where
+        ``open_orders`` plus ``applied_size`` per order took one more per order;
+        the pairs also come from one moment, so a checker never compares a
+        snapshot with an applied size read much later.
+        """
+        keys = self._keys
+        with _translate("reading open orders with applied sizes"):
+            if venue is None:
+                venues = sorted(_text(v) for v in await self._client.smembers(keys.open_venues))
+            else:
+                venues = [venue]
+            coids: list[str] = []
+            for v in venues:
+                coids.extend(_text(c) for c in await self._client.smembers(keys.open_orders(v)))
+            if not coids:
+                return []
+            async with self._client.pipeline(transaction=False) as pipe:
+                for coid in coids:
+                    pipe.hget(keys.order(coid), "json")
+                    pipe.get(keys.order_applied(coid))
+                raw = await pipe.execute()
+        pairs = []
+        for snapshot, applied in zip(raw[::2], raw[1::2]):
+            if snapshot is None:
+                continue
+            order = Order.model_validate_json(_text(snapshot))
+            if strategy_id is None or order.strategy_id == strategy_id:
+                pairs.append((order, from_atoms(int(_text(applied))) if applied is not None else Decimal(0)))
+        return sorted(pairs, key=lambda p: (p[0].created_ms, p[0].client_order_id))
+
     async def untrack_order(self, client_order_id: str) -> None:
         """Remove the order from its venue's open set (the REST polling set).
 

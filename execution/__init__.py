@@ -5,9 +5,14 @@
 - ``fill_health``: order status vs applied fills, and whether fills flow on the WS.
 - ``drift``: venue positions vs the sum of Redis positions.
 - ``canary``: the net-zero round trip that proves the WS fill path works
-  again before a fill-health pause is lifted.
+  again before a fill-health pause is lifted, and its one schedule state machine.
+- ``poll_plan``: the rest of a poll cycle (instruments, the cursor rule end to
+  end, the untrack guard's last step, targeted fetches) and ``PollOutcome``.
+- ``anomalies``: which findings are alerted now (dedup, poll outage once).
+- ``probes``: the reconciler's health probes as verdicts, thresholds in one place.
 
-``actors.reconciler`` runs them on their timers.
+``actors.reconciler`` runs them on their timers: each loop reads a snapshot,
+calls the decision here and carries out what it returns.
 """
 
 # The folder sits at the repository root but installs as tradetree.execution; loading it
@@ -15,29 +20,88 @@
 if __name__ != "tradetree.execution":
     raise ImportError(f"import tradetree.execution, not {__name__}")
 
+from tradetree.execution.anomalies import (
+    AnomalyAlerts,
+    PollHealth,
+    PollHealthAlert,
+    PollHealthStep,
+    dedup_anomalies,
+    step_poll_health,
+)
 from tradetree.execution.canary import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
     CanarySchedule,
+    CanaryState,
+    CanaryStep,
+    CanaryStepKind,
     CanaryVerdict,
     LeftoverClose,
     canary_active,
     canary_instrument,
     canary_size,
+    describe_fills,
     first_leg_side,
     judge,
     leftover_close,
+    leftover_positions,
+    legs_complete,
+    may_lift_pause,
+    plan_canary_tick,
+    unsettled_canary,
 )
-from tradetree.execution.drift import DriftCheck, DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
+from tradetree.execution.drift import (
+    DriftCheck,
+    DriftDetector,
+    DriftInputs,
+    DriftOutcome,
+    InstrumentDrift,
+    RedisSide,
+    drift_inputs,
+    drift_outcome,
+    expected_positions,
+    flight_rows,
+    in_flight_fills,
+    reports_positions,
+    stale_drift_keys,
+)
 from tradetree.execution.fill_health import (
     WS_FLOW_KEY,
+    AppliedFillRecord,
     FillGap,
     FillHealthAction,
     FillHealthActionKind,
     FillHealthMonitor,
     OrderFillObservation,
     WsFlowStatus,
+    gap_backdates,
+    observations_of,
+    stale_gap_keys,
+    unmatched_in_audit,
+)
+from tradetree.execution.poll_plan import (
+    PollOutcome,
+    cursor_ms_of,
+    cursor_to_write,
+    fills_of_order,
+    poll_instruments,
+    targeted_fetch_since,
+    untrack_now,
+)
+from tradetree.execution.probes import (
+    FRESH_INTERVALS,
+    drift_fresh_ms,
+    fills_flowing_probe,
+    fills_flowing_problems,
+    no_drift_probe,
+    poll_fresh_ms,
+    poll_fresh_probe,
+    poll_recent,
+    rest_probe,
+    store_probe,
+    timers_probe,
+    timers_stuck_ms,
 )
 from tradetree.execution.reconciliation import (
     NEVER_REACHED_VENUE,
@@ -54,39 +118,86 @@ from tradetree.execution.reconciliation import (
 )
 
 __all__ = [
+    "AnomalyAlerts",
+    "AppliedFillRecord",
     "CANARY_ORDER_PREFIX",
     "CANARY_STRATEGY_ID",
-    "NEVER_REACHED_VENUE",
-    "WS_FLOW_KEY",
     "CanaryOutcome",
     "CanarySchedule",
+    "CanaryState",
+    "CanaryStep",
+    "CanaryStepKind",
     "CanaryVerdict",
-    "LeftoverClose",
     "DriftCheck",
     "DriftDetector",
+    "DriftInputs",
+    "DriftOutcome",
+    "FRESH_INTERVALS",
     "FillGap",
     "FillHealthAction",
     "FillHealthActionKind",
     "FillHealthMonitor",
     "InstrumentDrift",
+    "LeftoverClose",
     "LookupKind",
+    "NEVER_REACHED_VENUE",
     "OrderDecision",
     "OrderFillObservation",
     "OrderLookup",
     "OrderPlan",
+    "PollHealth",
+    "PollHealthAlert",
+    "PollHealthStep",
+    "PollOutcome",
     "ReconcilerConfig",
+    "RedisSide",
     "TrackedOrder",
+    "WS_FLOW_KEY",
     "WsFlowStatus",
     "advance_cursor",
     "canary_active",
     "canary_instrument",
     "canary_size",
+    "cursor_ms_of",
+    "cursor_to_write",
+    "dedup_anomalies",
+    "describe_fills",
+    "drift_fresh_ms",
+    "drift_inputs",
+    "drift_outcome",
     "expected_positions",
     "fetch_since_ms",
+    "fills_flowing_probe",
+    "fills_flowing_problems",
+    "fills_of_order",
     "first_leg_side",
+    "flight_rows",
+    "gap_backdates",
     "in_flight_fills",
     "judge",
     "leftover_close",
+    "leftover_positions",
+    "legs_complete",
+    "may_lift_pause",
+    "no_drift_probe",
+    "observations_of",
+    "plan_canary_tick",
     "plan_orders",
     "plan_poll_fills",
+    "poll_fresh_ms",
+    "poll_fresh_probe",
+    "poll_instruments",
+    "poll_recent",
+    "reports_positions",
+    "rest_probe",
+    "stale_drift_keys",
+    "stale_gap_keys",
+    "step_poll_health",
+    "store_probe",
+    "targeted_fetch_since",
+    "timers_probe",
+    "timers_stuck_ms",
+    "unmatched_in_audit",
+    "unsettled_canary",
+    "untrack_now",
 ]

@@ -19,19 +19,24 @@ This module holds the decisions, pure; ``actors.reconciler`` does the I/O:
   reduce-only on a net-mode account, and how a leg left over by an interrupted
   round trip is closed;
 - ``judge``: the verdict from the layers that delivered the fills;
-- ``CanarySchedule``: when the next round trip is due (interval, backoff).
+  ``legs_complete`` and ``describe_fills`` what it is judged on and how it reads;
+- ``CanaryState``: the one state machine of when the next round trip is due
+  (interval, doubling backoff), held by ``CanarySchedule``;
+- ``plan_canary_tick`` and ``unsettled_canary``: whether a tick runs a round
+  trip, waits, or settles an earlier one first.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.core.config import VenueConfig
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Side
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, Position, Side
 from tradetree.execution.reconciliation import ReconcilerConfig
 
 __all__ = [
@@ -40,7 +45,16 @@ __all__ = [
     "CanaryVerdict",
     "CanaryOutcome",
     "CanarySchedule",
+    "CanaryState",
+    "CanaryStep",
+    "CanaryStepKind",
     "LeftoverClose",
+    "describe_fills",
+    "leftover_positions",
+    "legs_complete",
+    "may_lift_pause",
+    "plan_canary_tick",
+    "unsettled_canary",
     "canary_active",
     "canary_instrument",
     "canary_size",
@@ -186,49 +200,166 @@ def judge(expected_trades: int, trade_layers: Mapping[str, FillLayer], ws_delive
     return CanaryVerdict.NOT_WS
 
 
-class CanarySchedule:
-    """When the next round trip is due, in monotonic seconds.
+@dataclass(frozen=True)
+class CanaryState:
+    """The canary's schedule as a value: when the next round trip is due (monotonic seconds) and
+    the backoff. Every transition returns a new state; ``CanarySchedule`` holds the current one.
 
-    ``arm(now)`` when the venue is seen paused (the first round trip is due
-    ``interval_secs`` later; arming again changes nothing); ``disarm()`` when
-    it is not (the backoff starts over next time); ``record(now, verdict)``
+    ``armed(now)`` when the venue is seen paused (the first round trip is due
+    ``interval_secs`` later; arming again changes nothing); ``disarmed()`` when
+    it is not (the backoff starts over next time); ``after(now, verdict)``
     after each round trip: a WS verdict keeps the base interval, any other
     doubles it up to ``max_interval_secs``.
+    """
+
+    base_interval_secs: float
+    max_interval_secs: float
+    interval_secs: float
+    next_at: float | None = None
+    failures_in_row: int = 0
+
+    @classmethod
+    def initial(cls, interval_secs: float, max_interval_secs: float) -> CanaryState:
+        """Raises ValueError: a non-positive interval, or a maximum below the interval."""
+        if interval_secs <= 0 or max_interval_secs < interval_secs:
+            raise ValueError("canary intervals must be positive and the maximum at least the interval")
+        return cls(interval_secs, max_interval_secs, interval_secs)
+
+    @property
+    def is_armed(self) -> bool:
+        return self.next_at is not None
+
+    def armed(self, now: float) -> CanaryState:
+        return self if self.next_at is not None else replace(self, next_at=now + self.interval_secs)
+
+    def disarmed(self) -> CanaryState:
+        return replace(self, next_at=None, interval_secs=self.base_interval_secs, failures_in_row=0)
+
+    def due(self, now: float) -> bool:
+        return self.next_at is not None and now >= self.next_at
+
+    def after(self, now: float, verdict: CanaryVerdict) -> CanaryState:
+        if verdict is CanaryVerdict.WS:
+            return replace(self, failures_in_row=0, interval_secs=self.base_interval_secs,
+                           next_at=now + self.base_interval_secs)
+        interval = min(self.interval_secs * 2, self.max_interval_secs)
+        return replace(self, failures_in_row=self.failures_in_row + 1, interval_secs=interval, next_at=now + interval)
+
+
+class CanarySchedule:
+    """The current ``CanaryState`` of one reconciler, with the transitions applied in place.
 
     Raises:
         ValueError: a non-positive interval, or a maximum below the interval.
     """
 
     def __init__(self, interval_secs: float, max_interval_secs: float) -> None:
-        if interval_secs <= 0 or max_interval_secs < interval_secs:
-            raise ValueError("canary intervals must be positive and the maximum at least the interval")
-        self.base_interval_secs = interval_secs
-        self.max_interval_secs = max_interval_secs
-        self.interval_secs = interval_secs
-        self.next_at: float | None = None
-        self.failures_in_row = 0
+        self.state = CanaryState.initial(interval_secs, max_interval_secs)
+
+    @property
+    def base_interval_secs(self) -> float:
+        return self.state.base_interval_secs
+
+    @property
+    def max_interval_secs(self) -> float:
+        return self.state.max_interval_secs
+
+    @property
+    def interval_secs(self) -> float:
+        return self.state.interval_secs
+
+    @property
+    def next_at(self) -> float | None:
+        return self.state.next_at
+
+    @property
+    def failures_in_row(self) -> int:
+        return self.state.failures_in_row
 
     @property
     def armed(self) -> bool:
-        return self.next_at is not None
+        return self.state.is_armed
 
     def arm(self, now: float) -> None:
-        if self.next_at is None:
-            self.next_at = now + self.interval_secs
+        self.state = self.state.armed(now)
 
     def disarm(self) -> None:
-        self.next_at = None
-        self.interval_secs = self.base_interval_secs
-        self.failures_in_row = 0
+        self.state = self.state.disarmed()
 
     def due(self, now: float) -> bool:
-        return self.next_at is not None and now >= self.next_at
+        return self.state.due(now)
 
     def record(self, now: float, verdict: CanaryVerdict) -> None:
-        if verdict is CanaryVerdict.WS:
-            self.failures_in_row = 0
-            self.interval_secs = self.base_interval_secs
-        else:
-            self.failures_in_row += 1
-            self.interval_secs = min(self.interval_secs * 2, self.max_interval_secs)
-        self.next_at = now + self.interval_secs
+        self.state = self.state.after(now, verdict)
+
+
+class CanaryStepKind(str, enum.Enum):
+    IDLE = "idle"  # the venue holds no fill-health pause: nothing to prove (the schedule is disarmed)
+    NOT_DUE = "not_due"  # armed, the next round trip is not due yet
+    BLOCKED = "blocked"  # due, but it must not run now (``reason`` says why)
+    PROCEED = "proceed"  # due and allowed: settle earlier canary orders, then run a round trip
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    kind: CanaryStepKind
+    state: CanaryState
+    reason: str = ""
+
+
+def plan_canary_tick(state: CanaryState, *, now: float, fill_health_paused: bool, kill_flag: str | None,
+                     poll_healthy: bool) -> CanaryStep:
+    """One tick of the canary: what to do now, and the schedule after it.
+
+    A round trip only runs while the venue holds a ``fill_health`` pause, when
+    it is due, the kill flag is not set (no new exposure, not even net zero),
+    and the REST poll is healthy (a canary's fills are judged by which layer
+    applied them: without a working poller, a missing WS delivery would go
+    unseen as missing).
+    """
+    if not fill_health_paused:
+        return CanaryStep(CanaryStepKind.IDLE, state.disarmed())
+    state = state.armed(now)
+    if not state.due(now):
+        return CanaryStep(CanaryStepKind.NOT_DUE, state)
+    if kill_flag is not None:
+        return CanaryStep(CanaryStepKind.BLOCKED, state, f"kill flag set: {kill_flag}")
+    if not poll_healthy:
+        return CanaryStep(CanaryStepKind.BLOCKED, state,
+                          "the REST poll is not healthy: the canary's fills could not be judged")
+    return CanaryStep(CanaryStepKind.PROCEED, state)
+
+
+def unsettled_canary(orders: Iterable[tuple[Order, Decimal]]) -> str:
+    """Why a round trip must wait for an earlier canary order (empty: none is still settling).
+
+    ``orders``: the tracked ``_canary`` orders with their applied sizes; each
+    must be final with its fills applied before a leftover position can be
+    told from fills still on their way.
+    """
+    for order, applied in orders:
+        if not order.state.is_terminal or applied != order.filled_size:
+            return f"earlier canary order {order.client_order_id} still settling ({order.state.value})"
+    return ""
+
+
+def leftover_positions(positions: Iterable[Position], venue: str) -> list[Position]:
+    """The ``_canary`` positions of ``venue`` an interrupted round trip left open (non-zero)."""
+    return [p for p in positions if p.venue == venue and p.qty != 0]
+
+
+def may_lift_pause(verdict: CanaryVerdict, probe_problems: Iterable[str]) -> bool:
+    """The canary lifts its venue's fill-health pause only when the WS delivered its fills and
+    the ``fills_flowing_ws`` probe (``probe_problems``: why it fails) passes as well."""
+    return verdict is CanaryVerdict.WS and not list(probe_problems)
+
+
+def legs_complete(applied: Iterable[Decimal], venue_filled: Iterable[Decimal]) -> bool:
+    """Every leg's applied fills add up to what the venue filled."""
+    return all(a == f for a, f in zip(applied, venue_filled, strict=True))
+
+
+def describe_fills(trade_layers: Mapping[str, FillLayer], ws_delivered: int) -> str:
+    """The detail line of a round trip whose legs were sent."""
+    layers = ", ".join(sorted({layer.value for layer in trade_layers.values()})) or "no layer"
+    return f"{len(trade_layers)} canary fill(s) applied by {layers}; the WS delivered {ws_delivered} fill(s) meanwhile"

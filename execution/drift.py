@@ -30,13 +30,22 @@ OKX): the caller leaves spot holdings out of ``expected``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.types import Position
+from tradetree.core.types import Instrument, InstrumentKind, Order, Position
 
 __all__ = [
+    "DriftInputs",
+    "DriftOutcome",
+    "RedisSide",
+    "drift_inputs",
+    "drift_outcome",
+    "flight_rows",
+    "reports_positions",
+    "stale_drift_keys",
     "InstrumentDrift",
     "DriftCheck",
     "DriftDetector",
@@ -209,3 +218,93 @@ class DriftDetector:
             drifting=self.drifting,
             resolved=resolved,
         )
+
+
+# -- one check, end to end -------------------------------------------------------------------------
+
+
+class DriftOutcome(BaseModel):
+    """What one drift check found. ``ok``: both sides were read (and acting on them succeeded)."""
+
+    model_config = _FROZEN
+
+    started_ms: int
+    ok: bool
+    instruments: dict[str, dict[str, str]] = Field(default_factory=dict)  # inst -> venue/redis/in_flight/drift
+    suspected: tuple[str, ...] = ()
+    confirmed: tuple[str, ...] = ()
+    drifting: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+    error: str = ""
+
+
+def flight_rows(orders: Iterable[tuple[Order, Decimal]]) -> list[tuple[str, int, Decimal, Decimal]]:
+    """``in_flight_fills``' rows from tracked orders paired with their applied sizes."""
+    return [(o.inst_id, o.side.sign, o.filled_size, applied) for o, applied in orders]
+
+
+def reports_positions(inst_id: str, instruments: Mapping[str, Instrument], venue_positions: Mapping[str, Decimal]) -> bool:
+    """Whether the venue reports a position for ``inst_id``: a swap does, spot does not; an
+    instrument the venue did not list counts when the venue reported a position for it."""
+    instrument = instruments.get(inst_id)
+    if instrument is not None:
+        return instrument.kind is InstrumentKind.SWAP
+    return inst_id in venue_positions
+
+
+@dataclass(frozen=True)
+class RedisSide:
+    """One read of the Redis side: every position, and the venue's tracked orders with applied sizes."""
+
+    positions: tuple[Position, ...]
+    orders: tuple[tuple[Order, Decimal], ...]
+
+
+@dataclass(frozen=True)
+class DriftInputs:
+    """``DriftDetector.check``'s arguments besides the venue's positions."""
+
+    expected: dict[str, Decimal]
+    in_flight: dict[str, Decimal]
+    expected_after: dict[str, Decimal]
+
+
+def drift_inputs(venue: str, before: RedisSide, after: RedisSide, instruments: Mapping[str, Instrument],
+                 venue_positions: Mapping[str, Decimal]) -> DriftInputs:
+    """Expected positions (Redis read ``before`` the venue) with their fills in flight, and the
+    bracket's other end (Redis plus in flight read ``after``), over the instruments the venue
+    reports positions for."""
+
+    def include(inst_id: str) -> bool:
+        return reports_positions(inst_id, instruments, venue_positions)
+
+    expected = expected_positions(before.positions, venue, include=include)
+    flight = {k: v for k, v in in_flight_fills(flight_rows(before.orders)).items() if include(k)}
+    expected_after = expected_positions(after.positions, venue, include=include)
+    for inst_id, qty in in_flight_fills(flight_rows(after.orders)).items():
+        if include(inst_id):
+            expected_after[inst_id] = expected_after.get(inst_id, Decimal(0)) + qty
+    return DriftInputs(expected=expected, in_flight=flight, expected_after=expected_after)
+
+
+def stale_drift_keys(open_keys: Iterable[str], check: DriftCheck) -> list[str]:
+    """The ``drift:*`` discrepancies to close: their instrument is within tolerance now.
+
+    Ones opened before a restart included: the detector's memory is in-process, Redis's is not.
+    """
+    beyond = set(check.suspected) | set(check.drifting)
+    return [k for k in open_keys if k.startswith("drift:") and k.removeprefix("drift:") not in beyond]
+
+
+def drift_outcome(started_ms: int, check: DriftCheck, error: str = "") -> DriftOutcome:
+    """The outcome of a check that read both sides; ``error``: acting on it failed."""
+    return DriftOutcome(
+        started_ms=started_ms, ok=not error, error=error,
+        instruments={
+            row.inst_id: {"venue": str(row.venue_qty), "redis": str(row.redis_qty),
+                          "in_flight": str(row.in_flight_qty), "drift": str(row.unexplained)}
+            for row in check.instruments
+        },
+        suspected=check.suspected, confirmed=tuple(r.inst_id for r in check.confirmed),
+        drifting=check.drifting, resolved=check.resolved,
+    )

@@ -43,10 +43,15 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.types import FillLayer
+from tradetree.core.types import FillLayer, Order
 
 __all__ = [
     "WS_FLOW_KEY",
+    "AppliedFillRecord",
+    "gap_backdates",
+    "observations_of",
+    "stale_gap_keys",
+    "unmatched_in_audit",
     "FillHealthActionKind",
     "FillHealthAction",
     "OrderFillObservation",
@@ -418,3 +423,60 @@ class FillHealthMonitor:
             return [FillHealthAction(kind=FillHealthActionKind.RESOLVED, key=WS_FLOW_KEY,
                                      detail=f"{self.venue}: no fill applied by poll/health is waiting for the WS")]
         return []
+
+
+# -- what the reconciler feeds the monitor, and what Redis remembers -------------------------------
+
+
+def observations_of(orders: Iterable[tuple[Order, Decimal]]) -> list[OrderFillObservation]:
+    """The monitor's observations from tracked orders paired with their applied sizes."""
+    return [
+        OrderFillObservation(client_order_id=o.client_order_id, inst_id=o.inst_id, venue_filled=o.filled_size,
+                             applied=applied)
+        for o, applied in orders
+    ]
+
+
+@dataclass(frozen=True)
+class AppliedFillRecord:
+    """One audit-stream entry, as far as the WS-flow evidence needs it."""
+
+    venue: str
+    layer: FillLayer
+    applied_ms: int
+
+
+def unmatched_in_audit(venue: str, entries: Iterable[AppliedFillRecord], now_secs: float, now_ms: int) -> list[float]:
+    """Monotonic times of ``venue``'s fills applied by poll/health after the last fill the WS
+    applied: the WS-flow evidence a previous incarnation saw (for ``seed_unmatched``)."""
+    mine = [e for e in entries if e.venue == venue]
+    last_ws = max((e.applied_ms for e in mine if e.layer is FillLayer.WS), default=None)
+    return [
+        now_secs - (now_ms - e.applied_ms) / 1000
+        for e in mine
+        if e.layer is not FillLayer.WS and (last_ws is None or e.applied_ms > last_ws)
+    ]
+
+
+def gap_backdates(open_discrepancies: Mapping[str, Mapping[str, object]], now_secs: float,
+                  now_ms: int) -> dict[str, float]:
+    """Order id -> monotonic start of its gap, from the ``fill_gap:*`` discrepancies open in Redis.
+
+    A gap this process has not watched from its start may be older (a
+    restart): its discrepancy's ``since_ms`` says since when.
+    """
+    return {
+        key.removeprefix("fill_gap:"): now_secs - (now_ms - since_ms) / 1000
+        for key, info in open_discrepancies.items()
+        if key.startswith("fill_gap:") and isinstance(since_ms := info.get("since_ms"), int)
+    }
+
+
+def stale_gap_keys(open_keys: Iterable[str], observations: Iterable[OrderFillObservation]) -> list[str]:
+    """The ``fill_gap:*`` discrepancies whose order has no gap any more, to close.
+
+    The monitor forgets its episodes on a restart, Redis does not: a gap that
+    closed while no reconciler ran would otherwise block the venue forever.
+    """
+    gapped = {o.client_order_id for o in observations if o.applied < o.venue_filled}
+    return [k for k in open_keys if k.startswith("fill_gap:") and k.removeprefix("fill_gap:") not in gapped]

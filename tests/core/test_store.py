@@ -277,6 +277,23 @@ async def test_the_order_applied_size_sums_its_fills(store):
     assert await store.fills_for_order("nope") == []
 
 
+async def test_open_orders_with_applied_pairs_each_tracked_order_with_its_applied_size(store):
+    await store.record_order(make_order("a", size="2"))
+    await store.record_order(make_order("b", size="1"))
+    await store.apply_fill(make_fill("1", Side.BUY, "0.5", "100", 10, coid="a"), SPOT)
+    await store.apply_fill(make_fill("2", Side.BUY, "0.25", "100", 11, coid="a"), SPOT)
+    pairs = await store.open_orders_with_applied("okx")
+    assert [(o.client_order_id, applied) for o, applied in pairs] == [("a", D("0.75")), ("b", D(0))]
+    assert [o for o, _ in pairs] == await store.open_orders(venue="okx")
+    assert await store.open_orders_with_applied("okx", strategy_id="nope") == []
+    assert await store.open_orders_with_applied("binance") == []
+    await store.record_order(make_order("z", strategy_id="beta", inst=SPOT.model_copy(update={"venue": "binance"})))
+    assert [o.client_order_id for o, _ in await store.open_orders_with_applied()] == ["a", "b", "z"]
+    assert [o.client_order_id for o, _ in await store.open_orders_with_applied(strategy_id="beta")] == ["z"]
+    await store.untrack_order("a")
+    assert [o.client_order_id for o, _ in await store.open_orders_with_applied("okx")] == ["b"]
+
+
 async def test_a_fill_of_an_unknown_order_is_kept_apart_but_applied_and_audited(store):
     await store.record_order(make_order("known", size="1"))
     await store.apply_fill(make_fill("1", Side.BUY, "1", "100", 10, coid="known"), SPOT)

@@ -7,16 +7,24 @@ from decimal import Decimal
 import pytest
 
 from tradetree.core.config import VenueConfig
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Side
+from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Position, Side
 from tradetree.execution.canary import (
     CanarySchedule,
+    CanaryState,
+    CanaryStepKind,
     CanaryVerdict,
     canary_active,
     canary_instrument,
     canary_size,
+    describe_fills,
     first_leg_side,
     judge,
     leftover_close,
+    leftover_positions,
+    legs_complete,
+    may_lift_pause,
+    plan_canary_tick,
+    unsettled_canary,
 )
 from tradetree.execution.fill_health import WS_FLOW_KEY, FillHealthActionKind, FillHealthMonitor
 from tradetree.execution.reconciliation import ReconcilerConfig
@@ -135,3 +143,86 @@ def test_ws_flow_loss_alerts_and_pauses_once_and_resolves_once():
     monitor.observe_layer_counts({"ws": {"delivered": 1, "applied": 0}, "poll": {"delivered": 1, "applied": 1}}, 3.0)
     assert [(a.kind, a.key) for a in monitor.check_ws_flow(3.0)] == [(FillHealthActionKind.RESOLVED, WS_FLOW_KEY)]
     assert monitor.check_ws_flow(4.0) == [] and monitor.ws_flow_losses == 1
+
+
+# -- the schedule as a state machine, and one tick -------------------------------------------------
+
+
+def test_the_state_machine_returns_new_states_and_leaves_the_old_one_alone():
+    initial = CanaryState.initial(2.0, 5.0)
+    armed = initial.armed(10.0)
+    assert not initial.is_armed and armed.next_at == 12.0
+    assert armed.armed(11.0) is armed  # arming again changes nothing
+    failed = armed.after(12.0, CanaryVerdict.NOT_WS)
+    assert (failed.interval_secs, failed.failures_in_row, failed.next_at) == (4.0, 1, 16.0)
+    assert armed.interval_secs == 2.0
+    capped = failed.after(16.0, CanaryVerdict.FAILED)
+    assert (capped.interval_secs, capped.next_at) == (5.0, 21.0)
+    good = capped.after(21.0, CanaryVerdict.WS)
+    assert (good.interval_secs, good.failures_in_row, good.next_at) == (2.0, 0, 23.0)
+    assert capped.disarmed() == initial
+
+
+def test_the_schedule_holds_the_state_machines_state():
+    schedule = CanarySchedule(2.0, 5.0)
+    schedule.arm(0.0)
+    schedule.record(2.0, CanaryVerdict.INCOMPLETE)
+    assert schedule.state == CanaryState.initial(2.0, 5.0).armed(0.0).after(2.0, CanaryVerdict.INCOMPLETE)
+
+
+def tick(state, now=10.0, paused=True, kill=None, poll_healthy=True):
+    return plan_canary_tick(state, now=now, fill_health_paused=paused, kill_flag=kill, poll_healthy=poll_healthy)
+
+
+def test_a_tick_runs_a_round_trip_only_while_paused_due_unkilled_and_polled():
+    state = CanaryState.initial(2.0, 5.0)
+    idle = tick(state.armed(0.0), paused=False)
+    assert idle.kind is CanaryStepKind.IDLE and not idle.state.is_armed
+    first = tick(state, now=10.0)
+    assert first.kind is CanaryStepKind.NOT_DUE and first.state.next_at == 12.0
+    killed = tick(first.state, now=12.0, kill="operator")
+    assert killed.kind is CanaryStepKind.BLOCKED and killed.reason == "kill flag set: operator"
+    blind = tick(first.state, now=12.0, poll_healthy=False)
+    assert blind.kind is CanaryStepKind.BLOCKED and "REST poll is not healthy" in blind.reason
+    go = tick(first.state, now=12.0)
+    assert go.kind is CanaryStepKind.PROCEED and go.state == first.state
+
+
+def test_an_earlier_canary_order_must_be_final_with_its_fills_applied():
+    def order(coid, state, filled):
+        return Order(client_order_id=coid, strategy_id="_canary", venue="okx", inst_id="BTC-USDT-SWAP",
+                     side=Side.BUY, type=OrderType.MARKET, size=Decimal(1), state=state,
+                     filled_size=Decimal(filled), created_ms=1, updated_ms=1)
+
+    assert unsettled_canary([]) == ""
+    assert unsettled_canary([(order("a", OrderState.FILLED, "1"), Decimal(1))]) == ""
+    assert unsettled_canary([(order("a", OrderState.FILLED, "1"), Decimal(0))]) == (
+        "earlier canary order a still settling (filled)")
+    assert "order b still settling (live)" in unsettled_canary([(order("b", OrderState.LIVE, "0"), Decimal(0))])
+
+
+def test_legs_are_complete_when_every_leg_applied_what_the_venue_filled():
+    assert legs_complete([Decimal(1), Decimal(1)], [Decimal(1), Decimal(1)])
+    assert not legs_complete([Decimal(1), Decimal(0)], [Decimal(1), Decimal(1)])
+    with pytest.raises(ValueError):
+        legs_complete([Decimal(1)], [Decimal(1), Decimal(1)])
+
+
+def test_the_detail_names_the_layers_that_applied_the_fills():
+    assert describe_fills({"t1": FillLayer.WS, "t2": FillLayer.POLL}, 1) == (
+        "2 canary fill(s) applied by poll, ws; the WS delivered 1 fill(s) meanwhile")
+    assert describe_fills({}, 0) == "0 canary fill(s) applied by no layer; the WS delivered 0 fill(s) meanwhile"
+
+
+def test_leftovers_are_the_venues_non_flat_canary_positions():
+    positions = [Position(strategy_id="_canary", venue="okx", inst_id="A", qty=Decimal(1)),
+                 Position(strategy_id="_canary", venue="okx", inst_id="B", qty=Decimal(0)),
+                 Position(strategy_id="_canary", venue="binance", inst_id="A", qty=Decimal(-1))]
+    assert [p.inst_id for p in leftover_positions(positions, "okx")] == ["A"]
+
+
+def test_the_pause_is_lifted_only_on_a_ws_verdict_with_the_probe_passing():
+    assert may_lift_pause(CanaryVerdict.WS, [])
+    assert not may_lift_pause(CanaryVerdict.WS, ["c1: applied 0 of 1 for 9s"])
+    for verdict in (CanaryVerdict.NOT_WS, CanaryVerdict.INCOMPLETE, CanaryVerdict.FAILED):
+        assert not may_lift_pause(verdict, [])

@@ -6,8 +6,20 @@ from decimal import Decimal
 
 import pytest
 
-from tradetree.core.types import Position
-from tradetree.execution.drift import DriftDetector, InstrumentDrift, expected_positions, in_flight_fills
+from tradetree.core.types import Instrument, InstrumentKind, Order, OrderState, OrderType, Position, Side
+from tradetree.execution.drift import (
+    DriftCheck,
+    DriftDetector,
+    InstrumentDrift,
+    RedisSide,
+    drift_inputs,
+    drift_outcome,
+    expected_positions,
+    flight_rows,
+    in_flight_fills,
+    reports_positions,
+    stale_drift_keys,
+)
 
 D = Decimal
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
@@ -138,3 +150,59 @@ def test_a_missing_fill_is_confirmed_even_while_other_fills_come_and_go():
     # once confirmed it stays drifting whatever the amount, until within tolerance
     assert det.check({BTC: D(6)}, {BTC: D(3)}, expected_after={BTC: D(3)}).drifting == (BTC,)
     assert det.check({BTC: D(3)}, {BTC: D(3)}, expected_after={BTC: D(3)}).resolved == (BTC,)
+
+
+# -- one check end to end ---------------------------------------------------------------------------
+
+SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
+                  settle="USDT", tick_size=D("0.1"), lot_size=D("0.01"), min_size=D("0.01"))
+SPOT = Instrument(venue="okx", inst_id="BTC-USDT", kind=InstrumentKind.SPOT, base="BTC", quote="USDT",
+                  tick_size=D("0.1"), lot_size=D("0.01"), min_size=D("0.01"))
+
+
+def tracked(inst_id: str, side: Side, filled: str) -> Order:
+    return Order(client_order_id=f"{inst_id}-{side.value}", strategy_id="s1", venue="okx", inst_id=inst_id, side=side,
+                 type=OrderType.MARKET, size=D(5), state=OrderState.PARTIALLY_FILLED, venue_order_id="v",
+                 filled_size=D(filled), created_ms=1, updated_ms=1)
+
+
+def test_flight_rows_carry_side_filled_and_applied():
+    rows = flight_rows([(tracked("X", Side.SELL, "2"), D("0.5"))])
+    assert rows == [("X", -1, D(2), D("0.5"))]
+
+
+def test_only_instruments_the_venue_reports_positions_for_are_compared():
+    instruments = {SWAP.inst_id: SWAP, SPOT.inst_id: SPOT}
+    assert reports_positions(SWAP.inst_id, instruments, {})
+    assert not reports_positions(SPOT.inst_id, instruments, {SPOT.inst_id: D(1)})
+    assert reports_positions("ETH-USDT-SWAP", instruments, {"ETH-USDT-SWAP": D(1)})  # unlisted, yet reported
+    assert not reports_positions("ETH-USDT-SWAP", instruments, {})
+
+
+def test_inputs_bracket_the_venue_read_with_fills_in_flight_and_leave_spot_out():
+    instruments = {SWAP.inst_id: SWAP, SPOT.inst_id: SPOT}
+    before = RedisSide(
+        positions=(pos("a", SWAP.inst_id, "1"), pos("b", SWAP.inst_id, "2"), pos("a", SPOT.inst_id, "7"),
+                   pos("a", SWAP.inst_id, "9", venue="binance")),
+        orders=((tracked(SWAP.inst_id, Side.BUY, "1"), D(0)), (tracked(SPOT.inst_id, Side.BUY, "1"), D(0))),
+    )
+    after = RedisSide(positions=(pos("a", SWAP.inst_id, "4"),), orders=((tracked(SWAP.inst_id, Side.BUY, "3"), D(1)),))
+    inputs = drift_inputs("okx", before, after, instruments, {SWAP.inst_id: D(4)})
+    assert inputs.expected == {SWAP.inst_id: D(3)}
+    assert inputs.in_flight == {SWAP.inst_id: D(1)}
+    assert inputs.expected_after == {SWAP.inst_id: D(6)}
+
+
+def test_drift_discrepancies_close_once_their_instrument_is_within_tolerance():
+    check = DriftCheck(suspected=("A",), drifting=("B",))
+    assert stale_drift_keys(["drift:A", "drift:B", "drift:C", "fill_gap:c1"], check) == ["drift:C"]
+
+
+def test_the_outcome_lists_each_instrument_and_says_whether_acting_failed():
+    row = InstrumentDrift(inst_id="A", venue_qty=D(2), redis_qty=D(1))
+    check = DriftCheck(instruments=(row,), suspected=("A",), confirmed=(row,), drifting=("A",))
+    outcome = drift_outcome(5, check)
+    assert outcome.ok and outcome.confirmed == ("A",) and outcome.drifting == ("A",)
+    assert outcome.instruments == {"A": {"venue": "2", "redis": "1", "in_flight": "0", "drift": "1"}}
+    failed = drift_outcome(5, check, "acting on drift: redis down")
+    assert not failed.ok and failed.error == "acting on drift: redis down"

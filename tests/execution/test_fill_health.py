@@ -7,8 +7,17 @@ from decimal import Decimal
 import pytest
 
 from tradetree.core.clock import ManualClock
+from tradetree.core.types import FillLayer, Order, OrderState, OrderType, Side
+from tradetree.execution.fill_health import (
+    AppliedFillRecord,
+    FillHealthMonitor,
+    OrderFillObservation,
+    gap_backdates,
+    observations_of,
+    stale_gap_keys,
+    unmatched_in_audit,
+)
 from tradetree.execution.fill_health import FillHealthActionKind as K
-from tradetree.execution.fill_health import FillHealthMonitor, OrderFillObservation
 
 D = Decimal
 T = 5.0
@@ -239,3 +248,41 @@ def test_ws_flow_baseline_restarts_when_counters_shrink(monitor, clock):
     monitor.observe_layer_counts(counts(), clock.monotonic())  # namespace reset
     clock.advance(T)
     assert monitor.ws_flow(clock.monotonic()).flowing
+
+
+# -- what the reconciler feeds the monitor, and what Redis remembers -------------------------------
+
+
+def test_observations_pair_the_venue_filled_size_with_the_applied_one():
+    order = Order(client_order_id="c1", strategy_id="s1", venue="okx", inst_id="BTC-USDT-SWAP", side=Side.BUY,
+                  type=OrderType.MARKET, size=D(3), state=OrderState.PARTIALLY_FILLED, filled_size=D(2),
+                  created_ms=1, updated_ms=1)
+    assert observations_of([(order, D(1))]) == [obs("c1", "2", "1")]
+
+
+def test_the_audit_gives_the_poll_fills_after_the_last_ws_one_as_monotonic_times():
+    entries = [
+        AppliedFillRecord("okx", FillLayer.POLL, 1_000),  # before the WS last applied one: matched
+        AppliedFillRecord("okx", FillLayer.WS, 2_000),
+        AppliedFillRecord("okx", FillLayer.POLL, 3_000),
+        AppliedFillRecord("okx", FillLayer.HEALTH, 4_000),
+        AppliedFillRecord("binance", FillLayer.POLL, 4_500),
+    ]
+    assert unmatched_in_audit("okx", entries, now_secs=100.0, now_ms=5_000) == [98.0, 99.0]
+    only_poll = [AppliedFillRecord("okx", FillLayer.POLL, 1_000)]
+    assert unmatched_in_audit("okx", only_poll, now_secs=100.0, now_ms=5_000) == [96.0]
+
+
+def test_gaps_are_backdated_from_their_discrepancies_since_ms():
+    open_discrepancies = {
+        "fill_gap:c1": {"since_ms": 2_000, "detail": "x"},
+        "fill_gap:c2": {"detail": "no since"},
+        "drift:X": {"since_ms": 1_000},
+    }
+    assert gap_backdates(open_discrepancies, now_secs=50.0, now_ms=10_000) == {"c1": 42.0}
+
+
+def test_gap_discrepancies_close_when_their_order_has_no_gap_any_more():
+    observations = [obs("c1", "2", "1"), obs("c2", "2", "2")]
+    keys = ["fill_gap:c1", "fill_gap:c2", "fill_gap:gone", "drift:X"]
+    assert stale_gap_keys(keys, observations) == ["fill_gap:c2", "fill_gap:gone"]

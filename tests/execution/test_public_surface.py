@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from tradetree import execution
-from tradetree.execution import canary, drift, fill_health, reconciliation
+from tradetree.execution import anomalies, canary, drift, fill_health, poll_plan, probes, reconciliation
 
 
 def test_public_surface_is_what_it_claims():
-    modules = (canary, drift, fill_health, reconciliation)
+    modules = (anomalies, canary, drift, fill_health, poll_plan, probes, reconciliation)
     exported_by_modules = {name for module in modules for name in module.__all__}
     assert set(execution.__all__) == exported_by_modules
     assert len(execution.__all__) == len(set(execution.__all__))
