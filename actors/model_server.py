@@ -13,7 +13,6 @@ sha256, and a batch with any unusable item raises rather than answering in part.
 
 from __future__ import annotations
 
-import enum
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,23 @@ from typing import Any
 import ray
 
 from tradetree.core.clock import Clock, WallClock
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.ml.errors import ModelServerStateError
 from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
 
-__all__ = ["ServerState", "ModelServer", "ModelServerActor", "ModelServerClient"]
+__all__ = ["PUBLISHED_STATES", "ModelServer", "ModelServerActor", "ModelServerClient"]
 
 log = logging.getLogger(__name__)
 
 
-class ServerState(str, enum.Enum):
-    UNSTARTED = "unstarted"
-    SERVING = "serving"
-    STOPPED = "stopped"
+# The model server's states as its stats and the tradetree_model_server_state metric publish
+# them: dashboards read these labels, so they keep their names while the lifecycle is shared.
+PUBLISHED_STATES: dict[ComponentState, str] = {
+    ComponentState.NEW: "unstarted",
+    ComponentState.RUNNING: "serving",
+    ComponentState.STOPPED: "stopped",
+}
 
 
 class ModelServer:
@@ -61,7 +64,7 @@ class ModelServer:
         self._require_approved = require_approved
         self._clock = clock or WallClock()
         self._model: RegisteredModel | None = None
-        self.state = ServerState.UNSTARTED
+        self.state = ComponentState.NEW
         self.predictions_served = 0
         self.batches_failed = 0
 
@@ -73,17 +76,17 @@ class ModelServer:
             the server stays out of SERVING.
         """
         self._model = self._registry.load(self.name, self._requested_version, require_approved=self._require_approved)
-        self.state = ServerState.SERVING
+        self.state = ComponentState.RUNNING
         log.info("serving model %s %s", self.name, self._model.record.version)
 
     def stop(self) -> None:
         """Stop serving and drop the model. Idempotent."""
         self._model = None
-        self.state = ServerState.STOPPED
+        self.state = ComponentState.STOPPED
 
     def _serving(self) -> RegisteredModel:
-        if self.state is not ServerState.SERVING or self._model is None:
-            raise ModelServerStateError(f"ModelServer {self.name} is {self.state.value}: call start() before predict()")
+        if self.state is not ComponentState.RUNNING or self._model is None:
+            raise ModelServerStateError(f"ModelServer {self.name} is {PUBLISHED_STATES[self.state]}: call start() before predict()")
         return self._model
 
     def predict(self, batch: list[Any]) -> list[float]:
@@ -126,7 +129,7 @@ class ModelServer:
     def check_health(self) -> HealthReport:
         """Probes: the server is serving; the model file still matches its sha256;
         the model reproduces the canary prediction recorded at registration."""
-        probes = [ProbeResult(name="serving", ok=self.state is ServerState.SERVING, detail=self.state.value)]
+        probes = [ProbeResult(name="serving", ok=self.state is ComponentState.RUNNING, detail=PUBLISHED_STATES[self.state])]
         model = self._model
         if model is not None:
             path = model.record.path / MODEL_FILE
@@ -149,7 +152,7 @@ class ModelServer:
     def stats(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "state": self.state.value,
+            "state": PUBLISHED_STATES[self.state],
             "version": None if self._model is None else self._model.record.version,
             "predictions_served": self.predictions_served,
             "batches_failed": self.batches_failed,

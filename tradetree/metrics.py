@@ -403,7 +403,7 @@ def _alerter(out: _Families, snap: Snapshot) -> None:
     out.gauge("tradetree_alerts_pending", "Alerts queued for delivery.", s.get("pending", 0))
 
 
-_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.ServerState
+_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.PUBLISHED_STATES
 
 
 def _model_servers(out: _Families, snap: Snapshot) -> None:
