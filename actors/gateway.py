@@ -43,6 +43,7 @@ from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import (
     ConfigError,
+    DuplicateClientOrderId,
     InvalidOrderTransition,
     OrderNotFound,
     OrderRejected,
@@ -466,6 +467,7 @@ class VenueGateway:
 
         Raises:
             StoreUnavailable / StoreError: the order could not be recorded; nothing was sent.
+            DuplicateClientOrderId: an order with its client order id is already recorded; nothing was sent.
             VenueAuthError: credentials rejected (the order is recorded REJECTED).
             ValueError: the intent is for another venue.
         """
@@ -525,7 +527,7 @@ class VenueGateway:
     @staticmethod
     async def _record(store: RedisStore, order: Order) -> None:
         if not await store.record_order(order):
-            raise StoreError(f"client order id {order.client_order_id} is already recorded")
+            raise DuplicateClientOrderId(f"client order id {order.client_order_id} is already recorded")
 
     async def _with_venue_reduce_only(self, store: RedisStore, order: Order) -> Order:
         """``order`` with ``venue_reduce_only`` decided from every strategy's state in Redis. Never raises."""

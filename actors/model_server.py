@@ -24,6 +24,7 @@ from tradetree.core.lifecycle import ComponentState
 from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.ml.errors import ModelServerStateError
 from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
+from tradetree.supervisor.actor_client import ActorClient
 
 __all__ = ["PUBLISHED_STATES", "ModelServer", "ModelServerActor", "ModelServerClient"]
 
@@ -188,18 +189,20 @@ ModelServerActor = ray.remote(num_cpus=0, max_restarts=0)(_ModelServerShell)
 
 
 class ModelServerClient:
-    """``predict`` / ``describe`` on a ``ModelServerActor`` handle, blocking (for
-    forecasters) or awaitable (``apredict``, for code on an event loop)."""
+    """``predict`` / ``describe`` on the ``ModelServerActor`` named ``actor_name``, blocking (for
+    forecasters) or awaitable (``apredict``, for code on an event loop), through ``ActorClient``:
+    every call, the awaitable one included, waits at most ``timeout_secs``."""
 
-    def __init__(self, handle: Any, *, timeout_secs: float = 10.0) -> None:
-        self._handle = handle
-        self._timeout_secs = timeout_secs
+    def __init__(self, actor_name: str, *, namespace: str | None = None, timeout_secs: float = 10.0,
+                 client: ActorClient | None = None) -> None:
+        self.actor_name = actor_name
+        self._actors = client or ActorClient(namespace, timeout_secs=timeout_secs)
 
     def predict(self, batch: list[Any]) -> list[float]:
-        return ray.get(self._handle.predict.remote(batch), timeout=self._timeout_secs)
+        return self._actors.call_sync(self.actor_name, "predict", batch)
 
     async def apredict(self, batch: list[Any]) -> list[float]:
-        return await self._handle.predict.remote(batch)
+        return await self._actors.call(self.actor_name, "predict", batch)
 
     def describe(self) -> dict[str, Any]:
-        return ray.get(self._handle.describe.remote(), timeout=self._timeout_secs)
+        return self._actors.call_sync(self.actor_name, "describe")

@@ -247,8 +247,7 @@ def _connect_ray_server(actor_name: str, ray_namespace: str | None, timeout_secs
 
     if not ray.is_initialized():
         raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")
-    handle = ray.get_actor(actor_name, namespace=ray_namespace)
-    return ModelServerClient(handle, timeout_secs=timeout_secs)
+    return ModelServerClient(actor_name, namespace=ray_namespace, timeout_secs=timeout_secs)
 
 
 class ServedVolForecaster:

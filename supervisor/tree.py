@@ -14,7 +14,7 @@
 
 ``build_root_spec`` has no side effects; ``start_root`` launches it on Ray.
 Actor names are the spec ids, all in one Ray namespace, so the dashboard and
-the control API find them with ``ray.get_actor``.
+the control API find them by name (``supervisor.ActorClient``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from tradetree.config import EngineConfig, model_server_id, resolve_served_models, served_model_refs
+from tradetree.core.actor_names import ALERTER_ID
+from tradetree.core.errors import TradetreeError
+from tradetree.core.types import StrategyState
+from tradetree.supervisor.actor_client import ActorClient
 from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
@@ -49,7 +53,6 @@ log = logging.getLogger(__name__)
 
 ROOT_ID = "RootSupervisor"
 STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
-ALERTER_ID = "Alerter"
 RISK_MONITOR_ID = "RiskMonitor"
 METRICS_EXPORTER_ID = "MetricsExporter"
 
@@ -250,8 +253,6 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
 async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strategy_ids: tuple[str, ...],
                           ray_namespace: str) -> None:
     """Root escalation: kill flag first, then every strategy PAUSED (in Redis and in its actor)."""
-    import ray
-
     from tradetree.core.clock import WallClock
     from tradetree.core.store import RedisStore
 
@@ -260,14 +261,13 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
     try:
         await store.set_kill_flag(f"SAFE MODE: {reason}", WallClock().now_ms())
         for sid in strategy_ids:
-            await store.set_strategy_state(sid, "PAUSED")
+            await store.set_strategy_state(sid, StrategyState.PAUSED)
     finally:
         await store.close()
+    actors = ActorClient(ray_namespace)
     for sid in strategy_ids:
-        try:
-            ray.get_actor(sid, namespace=ray_namespace).pause.remote(f"SAFE MODE: {reason}")
-        except (ValueError, ray.exceptions.RayError):
-            pass  # dead or never started: its Redis state already says PAUSED
+        # Fire and forget; a strategy dead or never started already reads PAUSED from Redis.
+        await asyncio.to_thread(actors.tell, sid, "pause", f"SAFE MODE: {reason}")
 
 
 def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str) -> Any:
@@ -299,19 +299,17 @@ def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_
     Returns how many orders were canceled. Raises the first venue error after
     trying every venue.
     """
-    import ray
-
+    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
     for s in config.strategies:
         try:
-            ray.get(ray.get_actor(s.id, namespace=ray_namespace).pause.remote("shutdown"), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError) as exc:
+            actors.call_sync(s.id, "pause", "shutdown")
+        except TradetreeError as exc:
             log.warning("could not pause %s at shutdown: %s", s.id, exc)
     canceled, first_error = 0, None
     for v in config.venues:
         try:
-            gw = ray.get_actor(gateway_id(v.name), namespace=ray_namespace)
-            canceled += ray.get(gw.cancel_all.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError) as exc:
+            canceled += actors.call_sync(gateway_id(v.name), "cancel_all")
+        except TradetreeError as exc:
             first_error = first_error or exc
     if first_error is not None:
         raise first_error
@@ -324,15 +322,13 @@ def tree_status(ray_namespace: str, *, root_id: str = ROOT_ID, timeout_secs: flo
     Walks from the root through the nested supervisors. A supervisor that
     cannot be reached shows as UNREACHABLE (its children are then unknown).
     """
-    import ray
-
     out: dict[str, dict[str, Any]] = {}
+    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     def visit(sup_id: str, parent: str | None) -> None:
         try:
-            handle = ray.get_actor(sup_id, namespace=ray_namespace)
-            status = ray.get(handle.status.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
+            status = actors.call_sync(sup_id, "status")
+        except TradetreeError as exc:
             out[sup_id] = {"state": "UNREACHABLE", "restarts": 0, "supervisor": True, "parent": parent,
                            "detail": f"{type(exc).__name__}: {exc}"[:200]}
             return

@@ -44,6 +44,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tradetree.core.types import StrategyState
+
 __all__ = ["TreeCollector", "build_registry"]
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,7 @@ def _redis(out: _Families, snap: Snapshot) -> None:
         out.gauge("tradetree_strategy_state", "1 for the strategy's state in Redis (RUNNING, PAUSED, KILLED, ...).",
                   1, strategy=sid, venue=venue, state=str(state))
         out.gauge("tradetree_strategy_running", "1 if the strategy's state in Redis is RUNNING.",
-                  state == "RUNNING", strategy=sid, venue=venue)
+                  state == StrategyState.RUNNING, strategy=sid, venue=venue)
     for p in redis.get("positions") or []:
         labels = {"strategy": p["strategy_id"], "venue": p["venue"], "instrument": p["inst_id"]}
         out.gauge("tradetree_position_qty", "Position in venue units (contracts for swaps), signed.",

@@ -109,7 +109,7 @@ def test_ray_actor_serves_the_same_predictions(ray_session, market, registered, 
     try:
         ray.get(actor.start.remote(), timeout=60)
         assert ray.get(actor.check_health.remote(), timeout=30).healthy
-        client = ModelServerClient(actor)
+        client = ModelServerClient("model-server-test")
         got = client.predict([market.candles.iloc[:5501]])
         assert got == [evaluation_predictions[5500]]
         forecaster = ModelVolForecaster.from_server(client)
