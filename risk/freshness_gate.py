@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -170,7 +171,7 @@ def deny(intent: OrderIntent, reasons: list[str] | tuple[str, ...], *, ts_ms: in
 class GateStore(Protocol):
     """The part of ``core.store.RedisStore`` the gate reads."""
 
-    async def strategy_states(self) -> dict[str, str]: ...
+    async def strategy_states(self) -> Mapping[str, str]: ...
 
     async def kill_flag(self) -> str | None: ...
 
