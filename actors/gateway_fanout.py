@@ -116,6 +116,11 @@ class LocalTarget(_TargetBase):
             self.delivered += 1
 
 
+# Long on purpose: it only frees the in-flight slots of a hung subscriber. A strategy's
+# on_ticker may itself wait on an order submission (30 s), and that is not a failure.
+DELIVERY_TIMEOUT_SECS = 120.0
+
+
 class RayActorTarget(_TargetBase):
     """A named Ray actor, looked up lazily and again after any failed delivery.
 
@@ -133,7 +138,7 @@ class RayActorTarget(_TargetBase):
         max_in_flight: int = 100,
         resolve_retry_secs: float = 1.0,
         client: ActorClient | None = None,
-        call_timeout_secs: float | None = None,
+        call_timeout_secs: float = DELIVERY_TIMEOUT_SECS,
     ) -> None:
         super().__init__(actor_name, max_in_flight)
         self.namespace = namespace
