@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.errors import ConfigError, TradetreeError
 from tradetree.core.types import HealthReport, ProbeResult
@@ -415,7 +416,8 @@ class Alerter:
                 entry.error = error
                 self._last_error = error
                 if attempt < cfg.send_max_attempts:
-                    await self._sleep(cfg.send_retry_delay_secs * 2 ** (attempt - 1))
+                    # attempts here count from 1; the policy's from 0
+                    await self._sleep(BackoffPolicy(base_secs=cfg.send_retry_delay_secs).delay(attempt - 1))
                 continue
             entry.outcome = "sent"
             entry.error = ""

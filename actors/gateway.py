@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from typing import Any
 
@@ -44,6 +43,7 @@ from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import (
     ConfigError,
+    DuplicateClientOrderId,
     InvalidOrderTransition,
     OrderNotFound,
     OrderRejected,
@@ -52,6 +52,7 @@ from tradetree.core.errors import (
     VenueError,
     VenueProtocolError,
 )
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.marks import Mark, MarkBook
 from tradetree.core.store import RedisStore
 from tradetree.core.tasks import cancel_and_wait
@@ -67,19 +68,12 @@ from tradetree.core.types import (
 )
 from tradetree.execution.venue_reduce_only import decide as decide_venue_reduce_only
 
-__all__ = ["GatewayState", "VenueGateway", "VenueGatewayActor"]
+__all__ = ["VenueGateway", "VenueGatewayActor"]
 
 log = logging.getLogger(__name__)
 
 ORDERS_CHANNEL = {"channel": "orders", "instType": "ANY"}
 _STOP_TIMEOUT_SECS = 5.0
-
-
-class GatewayState(str, enum.Enum):
-    UNOPENED = "unopened"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPED = "stopped"
 
 
 class VenueGateway:
@@ -124,7 +118,7 @@ class VenueGateway:
         self._dead_man_switch_secs = dead_man_switch_secs
         self._dead_man_rearm_secs = dead_man_rearm_secs
         self._ray_namespace = ray_namespace
-        self.state = GatewayState.UNOPENED
+        self.state = ComponentState.NEW
         self._store: RedisStore | None = None
         self._rest: OkxRestClient | None = None
         self._ws_public: OkxWsClient | None = None
@@ -171,9 +165,9 @@ class VenueGateway:
             ConfigError: a configured instrument is not listed by the venue.
             RuntimeError: the gateway was already started.
         """
-        if self.state is not GatewayState.UNOPENED:
+        if self.state is not ComponentState.NEW:
             raise RuntimeError(f"{self.component}: start() is allowed once, state is {self.state.value}")
-        self.state = GatewayState.STARTING
+        self.state = ComponentState.STARTING
         try:
             self._store = await RedisStore.connect(self._redis_url, self._namespace, clock=self._clock)
             self._rest = OkxRestClient(self.venue, self._credentials, rest_url=self._rest_url, clock=self._clock)
@@ -200,18 +194,18 @@ class VenueGateway:
                 self._tasks.append(asyncio.create_task(self._dead_man_loop(), name=f"{self.component} dead-man"))
         except BaseException:
             await self._close_all()
-            self.state = GatewayState.STOPPED
+            self.state = ComponentState.STOPPED
             raise
-        self.state = GatewayState.RUNNING
+        self.state = ComponentState.RUNNING
         for actor_name, inst_ids in self._configured_subscribers.items():
             await self.subscribe(actor_name, list(inst_ids))
         log.info("%s: running with %d instruments", self.component, len(self._instruments))
 
     async def stop(self) -> None:
         """Close WS, REST and Redis connections. Cancels no order. Idempotent."""
-        if self.state is GatewayState.STOPPED:
+        if self.state is ComponentState.STOPPED:
             return
-        self.state = GatewayState.STOPPED
+        self.state = ComponentState.STOPPED
         await self._close_all()
 
     async def _close_all(self) -> None:
@@ -229,7 +223,7 @@ class VenueGateway:
                 await self._store.close()
 
     def _running(self) -> tuple[RedisStore, OkxRestClient]:
-        if self.state is not GatewayState.RUNNING or self._store is None or self._rest is None:
+        if self.state is not ComponentState.RUNNING or self._store is None or self._rest is None:
             raise RuntimeError(f"{self.component}: not running (state {self.state.value}); call start() first")
         return self._store, self._rest
 
@@ -281,7 +275,7 @@ class VenueGateway:
         they hold back what is released after the gateway, they never restart it.
         """
         now = self._clock.now_ms()
-        if self.state is not GatewayState.RUNNING:
+        if self.state is not ComponentState.RUNNING:
             probe = ProbeResult(name="running", ok=False, detail=f"state {self.state.value}")
             return HealthReport(component=self.component, ts_ms=now, probes=(probe,))
         probes = [await self._probe_store(), await self._probe_rest()]
@@ -473,6 +467,7 @@ class VenueGateway:
 
         Raises:
             StoreUnavailable / StoreError: the order could not be recorded; nothing was sent.
+            DuplicateClientOrderId: an order with its client order id is already recorded; nothing was sent.
             VenueAuthError: credentials rejected (the order is recorded REJECTED).
             ValueError: the intent is for another venue.
         """
@@ -532,7 +527,7 @@ class VenueGateway:
     @staticmethod
     async def _record(store: RedisStore, order: Order) -> None:
         if not await store.record_order(order):
-            raise StoreError(f"client order id {order.client_order_id} is already recorded")
+            raise DuplicateClientOrderId(f"client order id {order.client_order_id} is already recorded")
 
     async def _with_venue_reduce_only(self, store: RedisStore, order: Order) -> Order:
         """``order`` with ``venue_reduce_only`` decided from every strategy's state in Redis. Never raises."""

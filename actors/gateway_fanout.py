@@ -10,7 +10,7 @@ outstanding; beyond that, tickers to it are dropped (and counted) because the
 next ticker supersedes them. Order updates and fills are never dropped for
 backlog: they are rare, and the store in Redis stays the truth either way. A
 dead or missing actor is re-resolved by name, at most once per
-``resolve_retry_secs`` (``ray.get_actor`` is a short blocking GCS call, so
+``resolve_retry_secs`` (a lookup by name is a short blocking GCS call, so
 it is rate-limited rather than attempted on every ticker).
 """
 
@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tradetree.core.clock import Clock, WallClock
+from tradetree.core.errors import BackendError
 from tradetree.core.types import Fill, Order, Ticker
+from tradetree.supervisor.actor_client import ActorClient
 
 __all__ = ["SubscriberTarget", "RayActorTarget", "LocalTarget", "FanOut"]
 
@@ -114,8 +116,18 @@ class LocalTarget(_TargetBase):
             self.delivered += 1
 
 
+# Long on purpose: it only frees the in-flight slots of a hung subscriber. A strategy's
+# on_ticker may itself wait on an order submission (30 s), and that is not a failure.
+DELIVERY_TIMEOUT_SECS = 120.0
+
+
 class RayActorTarget(_TargetBase):
-    """A named Ray actor, looked up lazily and again after any failed delivery."""
+    """A named Ray actor, looked up lazily and again after any failed delivery.
+
+    Deliveries go through ``ActorClient``, so each has a timeout
+    (``call_timeout_secs``): a hung subscriber frees its in-flight slots
+    instead of holding them forever.
+    """
 
     def __init__(
         self,
@@ -125,54 +137,47 @@ class RayActorTarget(_TargetBase):
         clock: Clock | None = None,
         max_in_flight: int = 100,
         resolve_retry_secs: float = 1.0,
+        client: ActorClient | None = None,
+        call_timeout_secs: float = DELIVERY_TIMEOUT_SECS,
     ) -> None:
         super().__init__(actor_name, max_in_flight)
         self.namespace = namespace
         self._clock = clock or WallClock()
         self._resolve_retry_secs = resolve_retry_secs
-        self._handle: Any = None
+        self._client = client or ActorClient(namespace, timeout_secs=call_timeout_secs)
+        self._resolved = False
         self._next_resolve = 0.0
 
-    def _resolve(self) -> Any:
-        if self._handle is not None:
-            return self._handle
+    def _resolve(self) -> bool:
+        if self._resolved:
+            return True
         now = self._clock.monotonic()
         if now < self._next_resolve:
-            return None
-        import ray
-
+            return False
         try:
-            self._handle = ray.get_actor(self.name, namespace=self.namespace)
-        except Exception as exc:  # ValueError when no such actor (yet / any more)
+            self._client.handle(self.name)
+        except BackendError as exc:  # ActorNotFound when no such actor (yet / any more)
             self._next_resolve = now + self._resolve_retry_secs
             self.failures += 1
             log.warning("subscriber %s: cannot resolve actor: %s", self.name, exc)
-            return None
-        return self._handle
+            return False
+        self._resolved = True
+        return True
 
     def deliver(self, method: str, payload: Any, *, droppable: bool) -> None:
         if not self._admit(droppable):
             return
-        handle = self._resolve()
-        if handle is None:
+        if not self._resolve():
             self.dropped += 1
             return
-        try:
-            ref = getattr(handle, method).remote(payload)
-        except Exception as exc:
-            self.failures += 1
-            self._on_failure(exc)
-            log.warning("subscriber %s: %s not sent: %s", self.name, method, exc)
-            return
-        self._track(_await_ref(ref), method)
+        # The handle is cached, so the call is submitted when its task first runs, without
+        # awaiting anything: tasks start in creation order, so deliveries keep their order.
+        self._track(self._client.call(self.name, method, payload), method)
 
     def _on_failure(self, exc: BaseException) -> None:
         # The actor may have died and been re-created under the same name.
-        self._handle = None
-
-
-async def _await_ref(ref: Any) -> Any:
-    return await ref
+        self._resolved = False
+        self._client.forget(self.name)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.supervisor.actor_client import ActorClient
 from tradetree.telemetry.config import MetricsConfig
 from tradetree.telemetry.metrics import TreeCollector, build_registry
 
@@ -140,6 +141,7 @@ class RayRedisReader:
         self._root_id = root_id
         self._timeout_secs = timeout_secs
         self._store: Any = None
+        self._actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     async def tree(self) -> dict[str, Any]:
         from tradetree.supervisor.tree_status import tree_status
@@ -149,15 +151,7 @@ class RayRedisReader:
                                        timeout_secs=self._timeout_secs)
 
     async def stats(self, actor_id: str) -> dict[str, Any]:
-        import ray
-
-        handle = await asyncio.to_thread(ray.get_actor, actor_id, self._ray_namespace)
-        ref = handle.stats.remote()
-
-        async def _result() -> Any:
-            return await ref
-
-        return await _result()
+        return await self._actors.call(actor_id, "stats")
 
     async def redis_view(self) -> dict[str, Any]:
         from tradetree.core.control_state import ControlState

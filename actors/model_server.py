@@ -13,7 +13,6 @@ sha256, and a batch with any unusable item raises rather than answering in part.
 
 from __future__ import annotations
 
-import enum
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,24 @@ from typing import Any
 import ray
 
 from tradetree.core.clock import Clock, WallClock
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.ml.errors import MLError, ModelServerStateError
 from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
+from tradetree.supervisor.actor_client import ActorClient
 
-__all__ = ["ServerState", "ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
+__all__ = ["PUBLISHED_STATES", "ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
 
 log = logging.getLogger(__name__)
 
 
-class ServerState(str, enum.Enum):
-    UNSTARTED = "unstarted"
-    SERVING = "serving"
-    STOPPED = "stopped"
+# The model server's states as its stats and the tradetree_model_server_state metric publish
+# them: dashboards read these labels, so they keep their names while the lifecycle is shared.
+PUBLISHED_STATES: dict[ComponentState, str] = {
+    ComponentState.NEW: "unstarted",
+    ComponentState.RUNNING: "serving",
+    ComponentState.STOPPED: "stopped",
+}
 
 
 class ModelServer:
@@ -61,7 +65,7 @@ class ModelServer:
         self._require_approved = require_approved
         self._clock = clock or WallClock()
         self._model: RegisteredModel | None = None
-        self.state = ServerState.UNSTARTED
+        self.state = ComponentState.NEW
         self.predictions_served = 0
         self.batches_failed = 0
 
@@ -73,17 +77,17 @@ class ModelServer:
             the server stays out of SERVING.
         """
         self._model = self._registry.load(self.name, self._requested_version, require_approved=self._require_approved)
-        self.state = ServerState.SERVING
+        self.state = ComponentState.RUNNING
         log.info("serving model %s %s", self.name, self._model.record.version)
 
     def stop(self) -> None:
         """Stop serving and drop the model. Idempotent."""
         self._model = None
-        self.state = ServerState.STOPPED
+        self.state = ComponentState.STOPPED
 
     def _serving(self) -> RegisteredModel:
-        if self.state is not ServerState.SERVING or self._model is None:
-            raise ModelServerStateError(f"ModelServer {self.name} is {self.state.value}: call start() before predict()")
+        if self.state is not ComponentState.RUNNING or self._model is None:
+            raise ModelServerStateError(f"ModelServer {self.name} is {PUBLISHED_STATES[self.state]}: call start() before predict()")
         return self._model
 
     def predict(self, batch: list[Any]) -> list[float]:
@@ -126,7 +130,7 @@ class ModelServer:
     def check_health(self) -> HealthReport:
         """Probes: the server is serving; the model file still matches its sha256;
         the model reproduces the canary prediction recorded at registration."""
-        probes = [ProbeResult(name="serving", ok=self.state is ServerState.SERVING, detail=self.state.value)]
+        probes = [ProbeResult(name="serving", ok=self.state is ComponentState.RUNNING, detail=PUBLISHED_STATES[self.state])]
         model = self._model
         if model is not None:
             path = model.record.path / MODEL_FILE
@@ -149,7 +153,7 @@ class ModelServer:
     def stats(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "state": self.state.value,
+            "state": PUBLISHED_STATES[self.state],
             "version": None if self._model is None else self._model.record.version,
             "predictions_served": self.predictions_served,
             "batches_failed": self.batches_failed,
@@ -189,28 +193,29 @@ def connect_model_server(actor_name: str, ray_namespace: str | None, timeout_sec
     the strategy host registers for ``ml``'s served forecasters.
 
     Raises:
-        MLError: Ray is not running in this process.
-        ValueError: no actor of that name (Ray's own error).
+        MLError: Ray is not running in this process. The client's calls raise
+        ``ActorNotFound`` / ``ActorDied`` / ``CallTimeout`` as ``ActorClient`` does.
     """
     if not ray.is_initialized():
         raise MLError(f"model server {actor_name}: Ray is not running here (a backtest? use kind 'model')")
-    handle = ray.get_actor(actor_name, namespace=ray_namespace)
-    return ModelServerClient(handle, timeout_secs=timeout_secs)
+    return ModelServerClient(actor_name, namespace=ray_namespace, timeout_secs=timeout_secs)
 
 
 class ModelServerClient:
-    """``predict`` / ``describe`` on a ``ModelServerActor`` handle, blocking (for
-    forecasters) or awaitable (``apredict``, for code on an event loop)."""
+    """``predict`` / ``describe`` on the ``ModelServerActor`` named ``actor_name``, blocking (for
+    forecasters) or awaitable (``apredict``, for code on an event loop), through ``ActorClient``:
+    every call, the awaitable one included, waits at most ``timeout_secs``."""
 
-    def __init__(self, handle: Any, *, timeout_secs: float = 10.0) -> None:
-        self._handle = handle
-        self._timeout_secs = timeout_secs
+    def __init__(self, actor_name: str, *, namespace: str | None = None, timeout_secs: float = 10.0,
+                 client: ActorClient | None = None) -> None:
+        self.actor_name = actor_name
+        self._actors = client or ActorClient(namespace, timeout_secs=timeout_secs)
 
     def predict(self, batch: list[Any]) -> list[float]:
-        return ray.get(self._handle.predict.remote(batch), timeout=self._timeout_secs)
+        return self._actors.call_sync(self.actor_name, "predict", batch)
 
     async def apredict(self, batch: list[Any]) -> list[float]:
-        return await self._handle.predict.remote(batch)
+        return await self._actors.call(self.actor_name, "predict", batch)
 
     def describe(self) -> dict[str, Any]:
-        return ray.get(self._handle.describe.remote(), timeout=self._timeout_secs)
+        return self._actors.call_sync(self.actor_name, "describe")

@@ -20,7 +20,6 @@ counts as unknown, and the check refuses with the reason.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from decimal import Decimal
 from typing import Protocol
@@ -45,6 +44,7 @@ from tradetree.core.types import (
     OrderState,
     ProbeResult,
     Side,
+    StrategyState,
     Ticker,
 )
 from tradetree.ml.forecaster import set_server_connector
@@ -53,17 +53,11 @@ from tradetree.risk.config import RiskConfig, instrument_key
 from tradetree.risk.day_pnl import candidate_baselines, daily_pnl_by_strategy, utc_day
 from tradetree.strategies.base import StrategyContext
 from tradetree.strategies.registry import build_strategy
+from tradetree.supervisor.actor_client import ActorClient
 
-__all__ = ["StrategyState", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
+__all__ = ["ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 
 log = logging.getLogger(__name__)
-
-
-class StrategyState(str, enum.Enum):
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    WINDING_DOWN = "WINDING_DOWN"
-    KILLED = "KILLED"
 
 
 class OrderSink(Protocol):
@@ -72,35 +66,38 @@ class OrderSink(Protocol):
     async def cancel_order(self, client_order_id: str) -> Order: ...
 
 
-class RayGatewaySink:
-    """Sends intents to the named gateway actor, re-resolving it after a restart."""
+# A submission records the order, places it over REST (http_timeout_secs, 10 s by default) and,
+# when the answer is lost, looks it up once more: 30 s covers both. A timeout is safe: the order
+# is in Redis before it is sent, so the poller settles it and the next bar's context shows it.
+ORDER_CALL_TIMEOUT_SECS = 30.0
 
-    def __init__(self, gateway_name: str, namespace: str | None = None) -> None:
+
+class RayGatewaySink:
+    """Sends intents to the named gateway actor through ``ActorClient``.
+
+    Every call has a timeout, and after a failure the gateway is looked up
+    again, so one the supervisor re-created under the same name is found.
+    Errors are ``core.errors`` ones: the gateway's own (e.g. ``StoreUnavailable``,
+    ``DuplicateClientOrderId``) as raised, Ray's as ``BackendError``.
+    """
+
+    def __init__(self, gateway_name: str, namespace: str | None = None, *, client: ActorClient | None = None,
+                 order_timeout_secs: float = ORDER_CALL_TIMEOUT_SECS) -> None:
         self.gateway_name = gateway_name
         self.namespace = namespace
-        self._handle = None
-
-    def handle(self):
-        if self._handle is None:
-            self._handle = ray.get_actor(self.gateway_name, namespace=self.namespace)
-        return self._handle
+        self._client = client or ActorClient(namespace)
+        self._order_timeout_secs = order_timeout_secs
 
     async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied:
-        try:
-            return await self.handle().submit_order.remote(intent)
-        except (ray.exceptions.RayActorError, ValueError):
-            self._handle = None  # the gateway died or is being restarted: resolve again next time
-            raise
+        return await self._client.call(self.gateway_name, "submit_order", intent,
+                                       timeout_secs=self._order_timeout_secs)
 
     async def cancel_order(self, client_order_id: str) -> Order:
-        try:
-            return await self.handle().cancel_order.remote(client_order_id)
-        except (ray.exceptions.RayActorError, ValueError):
-            self._handle = None
-            raise
+        return await self._client.call(self.gateway_name, "cancel_order", client_order_id,
+                                       timeout_secs=self._order_timeout_secs)
 
     async def subscribe(self, actor_name: str, inst_ids: list[str]) -> None:
-        await self.handle().subscribe.remote(actor_name, inst_ids)
+        await self._client.call(self.gateway_name, "subscribe", actor_name, inst_ids)
 
 
 def pending_by_instrument(orders: list[Order], applied: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -186,9 +183,9 @@ class StrategyHost:
         await self.store.heartbeat(f"strategy:{self.id}", now)
         for order in await self.store.open_orders(venue=self.config.venue, strategy_id=self.id):
             self.strategy.on_order_update(order)  # a restarted host's strategy learns its resting orders
-        if current in (StrategyState.KILLED.value, StrategyState.WINDING_DOWN.value):
+        if current in (StrategyState.KILLED, StrategyState.WINDING_DOWN):
             return
-        if current == StrategyState.PAUSED.value:
+        if current is StrategyState.PAUSED:
             hold = await self.control.strategy_pause(self.id)
             if hold is None:  # paused by someone who could not say why (e.g. we died first): keep it
                 await self.control.set_strategy_pause(self.id, "unknown", "paused before restart", now)
@@ -196,10 +193,10 @@ class StrategyHost:
                 return
         if self.start_paused:
             await self.control.set_strategy_pause(self.id, "supervisor", "held until the venue's probes pass", now)
-            await self.store.set_strategy_state(self.id, StrategyState.PAUSED.value)
+            await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
         else:
             await self.control.clear_strategy_pause(self.id)
-            await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+            await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
 
     async def stop(self) -> None:
         if self.store is not None:
@@ -209,8 +206,7 @@ class StrategyHost:
 
     async def state(self) -> StrategyState:
         assert self.store is not None, "start() first"
-        raw = (await self.store.strategy_states()).get(self.id, StrategyState.PAUSED.value)
-        return StrategyState(raw)
+        return (await self.store.strategy_states()).get(self.id, StrategyState.PAUSED)
 
     async def pause(self, reason: str = "", source: str | None = None) -> None:
         """Pause (RUNNING -> PAUSED) and record why. WINDING_DOWN / KILLED are left alone.
@@ -228,7 +224,7 @@ class StrategyHost:
             await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
         if state is StrategyState.RUNNING:
             log.warning("strategy %s paused (%s): %s", self.id, source, reason)
-            await self.store.set_strategy_state(self.id, StrategyState.PAUSED.value)
+            await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
 
     async def resume(self) -> bool:
         """Release the supervisor's hold. Returns True if the strategy now runs.
@@ -243,7 +239,7 @@ class StrategyHost:
             log.warning("strategy %s stays paused (%s): %s", self.id, hold["source"], hold["reason"])
             return False
         await self.control.clear_strategy_pause(self.id)
-        await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+        await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
         return True
 
     async def operator_resume(self) -> bool:
@@ -252,7 +248,7 @@ class StrategyHost:
         if await self.state() is not StrategyState.PAUSED:
             return False
         await self.control.clear_strategy_pause(self.id)
-        await self.store.set_strategy_state(self.id, StrategyState.RUNNING.value)
+        await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
         return True
 
     async def context(self) -> StrategyContext:

@@ -25,6 +25,7 @@ from tradetree.core.errors import ConfigError
 
 __all__ = [
     "RedisConfig",
+    "ActorCallConfig",
     "VenueCredentials",
     "VenueConfig",
     "StrategyConfig",
@@ -48,6 +49,17 @@ class RedisConfig(BaseModel):
     url: str | None = None
     namespace: str = Field(default="tradetree", pattern=r"^[A-Za-z0-9_.\-]+$")
     socket_timeout_secs: float = Field(default=2.0, gt=0)
+
+
+class ActorCallConfig(BaseModel):
+    """Calls to named actors (``supervisor.ActorClient``): the timeout a call gets unless it names its own.
+
+    Every call has one; there is no way to wait forever on an actor.
+    """
+
+    model_config = _FROZEN
+
+    call_timeout_secs: float = Field(default=10.0, gt=0)
 
 
 class VenueCredentials(BaseModel):

@@ -25,6 +25,8 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.core.redis_calls import redis_call
+from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.text import as_text
 
 __all__ = [
     "ControlSnapshot",
@@ -57,21 +59,13 @@ class ControlSnapshot(BaseModel):
     venue_pauses: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-def _s(v: bytes | str | None) -> str | None:
-    if v is None:
-        return None
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class ControlState:
     """Async access to the control keys. Works on redis.asyncio and fakeredis clients."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-
-    def _k(self, *parts: str) -> str:
-        return ":".join((self.namespace, "ctl", *parts))
+        self.keys = RedisKeys(namespace)
 
     async def _do(self, coro):
         return await redis_call(coro)
@@ -84,13 +78,13 @@ class ControlState:
         Never moves backwards: a slow poll finishing late cannot make the
         venue look verified earlier than a faster one already recorded.
         """
-        key = self._k("verified", venue)
+        key = self.keys.ctl_verified(venue)
         script = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') " \
                  "if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 1"
         await self._do(self.client.eval(script, 1, key, str(ts_ms)))
 
     async def verified_at(self, venue: str) -> int | None:
-        v = await self._do(self.client.get(self._k("verified", venue)))
+        v = await self._do(self.client.get(self.keys.ctl_verified(venue)))
         return int(v) if v is not None else None
 
     # -- discrepancies --------------------------------------------------------
@@ -98,14 +92,14 @@ class ControlState:
     async def open_discrepancy(self, venue: str, key: str, detail: str, ts_ms: int) -> bool:
         """Open (or keep) a discrepancy. Returns True if it was newly opened."""
         payload = json.dumps({"detail": detail, "since_ms": ts_ms})
-        return bool(await self._do(self.client.hsetnx(self._k("discrepancy", venue), key, payload)))
+        return bool(await self._do(self.client.hsetnx(self.keys.ctl_discrepancy(venue), key, payload)))
 
     async def close_discrepancy(self, venue: str, key: str) -> bool:
-        return bool(await self._do(self.client.hdel(self._k("discrepancy", venue), key)))
+        return bool(await self._do(self.client.hdel(self.keys.ctl_discrepancy(venue), key)))
 
     async def discrepancies(self, venue: str) -> dict[str, dict[str, Any]]:
-        raw = await self._do(self.client.hgetall(self._k("discrepancy", venue)))
-        return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+        raw = await self._do(self.client.hgetall(self.keys.ctl_discrepancy(venue)))
+        return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
 
     # -- venue pause ----------------------------------------------------------
 
@@ -115,11 +109,11 @@ class ControlState:
         A source already holding a pause keeps its ``since_ms``; its reason is
         replaced. Returns True if ``source`` did not hold a pause before.
         """
-        key = self._k("venue_pause", venue)
+        key = self.keys.ctl_venue_pause(venue)
         if await self._do(self.client.hsetnx(key, source, json.dumps({"reason": reason, "since_ms": ts_ms}))):
             return True
         old = await self._do(self.client.hget(key, source))
-        since = json.loads(_s(old)).get("since_ms", ts_ms) if old is not None else ts_ms
+        since = json.loads(as_text(old)).get("since_ms", ts_ms) if old is not None else ts_ms
         # A resume racing in between is overridden: pausing is the fail-closed outcome.
         await self._do(self.client.hset(key, source, json.dumps({"reason": reason, "since_ms": since})))
         return False
@@ -129,7 +123,7 @@ class ControlState:
 
         The venue trades again only when no source holds a pause any more.
         """
-        key = self._k("venue_pause", venue)
+        key = self.keys.ctl_venue_pause(venue)
         if source is not None:
             removed = await self._do(self.client.hdel(key, source))
             return [source] if removed else []
@@ -137,11 +131,11 @@ class ControlState:
         pipe.hkeys(key)
         pipe.delete(key)
         sources, _ = await self._do(pipe.execute())
-        return sorted(_s(k) for k in sources)
+        return sorted(as_text(k) for k in sources)
 
     async def venue_pauses(self, venue: str) -> dict[str, dict[str, Any]]:
         """The pauses held on ``venue``, per source: ``{source: {"reason", "since_ms"}}``."""
-        return _pauses(await self._do(self.client.hgetall(self._k("venue_pause", venue))))
+        return _pauses(await self._do(self.client.hgetall(self.keys.ctl_venue_pause(venue))))
 
     async def venue_pause(self, venue: str) -> str | None:
         """Why ``venue`` is paused (every source's reason, oldest first), or None if it is not."""
@@ -152,60 +146,60 @@ class ControlState:
     async def set_breaker(self, name: str, reason: str, ts_ms: int) -> bool:
         """Open breaker ``name`` (e.g. ``strategy:X:rejections``). True if newly opened."""
         payload = json.dumps({"reason": reason, "since_ms": ts_ms})
-        return bool(await self._do(self.client.hsetnx(self._k("breakers"), name, payload)))
+        return bool(await self._do(self.client.hsetnx(self.keys.ctl_breakers, name, payload)))
 
     async def clear_breaker(self, name: str) -> bool:
-        return bool(await self._do(self.client.hdel(self._k("breakers"), name)))
+        return bool(await self._do(self.client.hdel(self.keys.ctl_breakers, name)))
 
     async def breakers(self) -> dict[str, dict[str, Any]]:
-        raw = await self._do(self.client.hgetall(self._k("breakers")))
-        return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+        raw = await self._do(self.client.hgetall(self.keys.ctl_breakers))
+        return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
 
     # -- why a strategy is paused -----------------------------------------------
 
     async def set_strategy_pause(self, strategy_id: str, source: str, reason: str, ts_ms: int) -> None:
         """Record who paused a strategy and why (``source``: supervisor, risk, operator, ...)."""
         payload = json.dumps({"source": source, "reason": reason, "since_ms": ts_ms})
-        await self._do(self.client.hset(self._k("strategy_pause"), strategy_id, payload))
+        await self._do(self.client.hset(self.keys.ctl_strategy_pause, strategy_id, payload))
 
     async def clear_strategy_pause(self, strategy_id: str) -> None:
-        await self._do(self.client.hdel(self._k("strategy_pause"), strategy_id))
+        await self._do(self.client.hdel(self.keys.ctl_strategy_pause, strategy_id))
 
     async def strategy_pause(self, strategy_id: str) -> dict[str, Any] | None:
-        v = await self._do(self.client.hget(self._k("strategy_pause"), strategy_id))
-        return json.loads(_s(v)) if v is not None else None
+        v = await self._do(self.client.hget(self.keys.ctl_strategy_pause, strategy_id))
+        return json.loads(as_text(v)) if v is not None else None
 
     # -- fill cursor ----------------------------------------------------------
 
     async def get_cursor(self, venue: str, inst_id: str) -> dict[str, Any] | None:
-        v = await self._do(self.client.get(self._k("cursor", venue, inst_id)))
-        return json.loads(_s(v)) if v is not None else None
+        v = await self._do(self.client.get(self.keys.ctl_cursor(venue, inst_id)))
+        return json.loads(as_text(v)) if v is not None else None
 
     async def set_cursor(self, venue: str, inst_id: str, cursor: dict[str, Any]) -> None:
-        await self._do(self.client.set(self._k("cursor", venue, inst_id), json.dumps(cursor, sort_keys=True)))
+        await self._do(self.client.set(self.keys.ctl_cursor(venue, inst_id), json.dumps(cursor, sort_keys=True)))
 
     # -- one read for the gate ------------------------------------------------
 
     async def snapshot(self, venue: str) -> ControlSnapshot:
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self._k("verified", venue))
-        pipe.hgetall(self._k("discrepancy", venue))
-        pipe.hgetall(self._k("venue_pause", venue))
-        pipe.hgetall(self._k("breakers"))
+        pipe.get(self.keys.ctl_verified(venue))
+        pipe.hgetall(self.keys.ctl_discrepancy(venue))
+        pipe.hgetall(self.keys.ctl_venue_pause(venue))
+        pipe.hgetall(self.keys.ctl_breakers)
         verified, disc, pause, breakers = await self._do(pipe.execute())
         pauses = _pauses(pause)
         return ControlSnapshot(
             venue=venue,
             verified_at_ms=int(verified) if verified is not None else None,
-            discrepancies={_s(k): json.loads(_s(v)) for k, v in disc.items()},
+            discrepancies={as_text(k): json.loads(as_text(v)) for k, v in disc.items()},
             venue_pause=_pause_text(pauses),
             venue_pauses=pauses,
-            breakers={_s(k): json.loads(_s(v)) for k, v in breakers.items()},
+            breakers={as_text(k): json.loads(as_text(v)) for k, v in breakers.items()},
         )
 
 
 def _pauses(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
-    return {_s(k): json.loads(_s(v)) for k, v in raw.items()}
+    return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
 
 
 def _pause_text(pauses: dict[str, dict[str, Any]]) -> str | None:

@@ -14,7 +14,6 @@ asked for but only fakeredis is available.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tradetree.core.errors import StoreUnavailable
+from tradetree.core.lifecycle import ComponentState
 
 __all__ = ["EmbeddedRedis", "resolve_redis_url"]
 
@@ -53,12 +53,6 @@ def resolve_redis_url(configured: str | None) -> str | None:
     if configured:
         return configured
     return os.environ.get("REDIS_URL") or None
-
-
-class _Lifecycle(enum.Enum):
-    UNSTARTED = "unstarted"
-    RUNNING = "running"
-    STOPPED = "stopped"
 
 
 def _free_port() -> int:
@@ -112,7 +106,7 @@ class EmbeddedRedis:
         self._data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._requested_port = port
         self._prefer = prefer
-        self._state = _Lifecycle.UNSTARTED
+        self._state = ComponentState.NEW
         self._port = 0
         self._kind = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -154,7 +148,7 @@ class EmbeddedRedis:
                 the server did not answer within 10 s (the message includes the
                 tail of its log).
         """
-        if self._state is not _Lifecycle.UNSTARTED:
+        if self._state is not ComponentState.NEW:
             raise RuntimeError(f"EmbeddedRedis is {self._state.value}; it can be started only once")
         binary = shutil.which("redis-server")
         if self._prefer == "redis-server" and binary is None:
@@ -169,16 +163,16 @@ class EmbeddedRedis:
                     self._data_dir,
                 )
             self._start_fakeredis()
-        self._state = _Lifecycle.RUNNING
+        self._state = ComponentState.RUNNING
         log.info("embedded Redis (%s) listening on %s:%d", self._kind, _HOST, self._port)
         return self
 
     def stop(self) -> None:
         """Stop the server (redis-server: SHUTDOWN, which flushes the AOF). Idempotent."""
-        if self._state is not _Lifecycle.RUNNING:
-            self._state = _Lifecycle.STOPPED
+        if self._state is not ComponentState.RUNNING:
+            self._state = ComponentState.STOPPED
             return
-        self._state = _Lifecycle.STOPPED
+        self._state = ComponentState.STOPPED
         if self._process is not None:
             self._stop_redis_server()
         else:
@@ -326,5 +320,5 @@ class EmbeddedRedis:
     # -- helpers ------------------------------------------------------------------
 
     def _require_running(self, what: str) -> None:
-        if self._state is not _Lifecycle.RUNNING:
+        if self._state is not ComponentState.RUNNING:
             raise RuntimeError(f"EmbeddedRedis.{what} is known only while running (start() first)")

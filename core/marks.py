@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.text import as_text
 
 __all__ = ["Mark", "MarkBook", "fresher", "usable_marks"]
 
@@ -76,10 +77,6 @@ def usable_marks(
     return prices, why_not
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class MarkBook:
     """Read and write the marks hashes. Works on redis.asyncio and fakeredis clients."""
 
@@ -121,7 +118,7 @@ class MarkBook:
                 if raw is None:
                     continue
                 try:
-                    d = json.loads(_s(raw))
+                    d = json.loads(as_text(raw))
                     out[(venue, inst_id)] = Mark(price=Decimal(d["px"]), ts_ms=int(d["ts_ms"]),
                                                  recv_ms=int(d["recv_ms"]))
                 except (ValueError, KeyError, TypeError, ArithmeticError):

@@ -167,6 +167,41 @@ class RedisKeys:
         """Hash of the last ticker price per instrument of ``venue`` (written by its gateway)."""
         return f"{self._p}marks:{escape_component(venue)}"
 
+    # -- control state (core.control_state; the kill journal and day P&L of risk) ---------------
+    #
+    # These keys were always written with their parts joined as given, unescaped, by the
+    # modules that own them; they keep that form so a deployed Redis reads the same keys.
+    # (A kill scope such as ``strategy:<id>`` carries a ':' of its own.)
+
+    def _ctl(self, *parts: str) -> str:
+        return ":".join((self.namespace, "ctl", *parts))
+
+    def ctl_verified(self, venue: str) -> str:
+        """String: when ``venue``'s positions were last verified against the venue (ms)."""
+        return self._ctl("verified", venue)
+
+    def ctl_discrepancy(self, venue: str) -> str:
+        """Hash: open discrepancies of ``venue``, by key."""
+        return self._ctl("discrepancy", venue)
+
+    def ctl_venue_pause(self, venue: str) -> str:
+        """Hash: ``venue``'s pauses, by source."""
+        return self._ctl("venue_pause", venue)
+
+    @property
+    def ctl_breakers(self) -> str:
+        """Hash: open breakers, by name."""
+        return self._ctl("breakers")
+
+    @property
+    def ctl_strategy_pause(self) -> str:
+        """Hash: why each paused strategy is paused, by strategy id."""
+        return self._ctl("strategy_pause")
+
+    def ctl_cursor(self, venue: str, inst_id: str) -> str:
+        """String: the REST polling cursor of ``venue`` / ``inst_id``."""
+        return self._ctl("cursor", venue, inst_id)
+
     # -- kill switch and risk monitor ----------------------------------------------
 
     def kill_progress(self, scope: str) -> str:

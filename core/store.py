@@ -44,7 +44,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.errors import StoreError, StoreUnavailable
 from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position
+
+# Short local names: every reader in this module decodes, and helpers adding methods use them.
+from tradetree.core.text import as_opt_text as _opt_text
+from tradetree.core.text import as_text as _text
+from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState
 
 __all__ = [
     "ATOMS_PER_UNIT",
@@ -66,7 +70,7 @@ ATOMS_PER_UNIT = 10**8
 # Lua numbers are doubles: integers are exact up to 2**53.
 MAX_EXACT_ATOMS = 2**53 - 1
 UNATTRIBUTED_STRATEGY = "_unattributed"
-STRATEGY_STATES = frozenset({"RUNNING", "PAUSED", "WINDING_DOWN", "KILLED"})
+STRATEGY_STATES = frozenset(s.value for s in StrategyState)
 
 # Attribution or an order snapshot changed between our read and the script's
 # check; each retry re-reads. A retry is caused only by another writer's successful
@@ -189,14 +193,6 @@ def _translate(action: str) -> Iterator[None]:
         raise StoreUnavailable(f"Redis did not answer while {action}: {exc}") from exc
     except RedisError as exc:
         raise StoreError(f"Redis failed while {action}: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _opt_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
 
 
 def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:
@@ -873,18 +869,35 @@ class RedisStore:
             raw = await self._client.hgetall(self._keys.heartbeats)
         return {k: int(v) for k, v in _text_map(raw).items()}
 
-    async def set_strategy_state(self, strategy_id: str, state: str) -> None:
-        """Raises: ValueError: ``state`` is not one of ``STRATEGY_STATES``."""
-        if state not in STRATEGY_STATES:
+    async def set_strategy_state(self, strategy_id: str, state: StrategyState | str) -> None:
+        """Raises: ValueError: ``state`` is not a ``StrategyState`` (nor the text of one)."""
+        try:
+            value = StrategyState(state)
+        except ValueError:
             raise ValueError(
                 f"strategy state {state!r} is not one of {', '.join(sorted(STRATEGY_STATES))}"
-            )
+            ) from None
         with _translate(f"writing state of strategy {strategy_id}"):
-            await self._client.hset(self._keys.strategy_states, strategy_id, state)
+            await self._client.hset(self._keys.strategy_states, strategy_id, value.value)
 
-    async def strategy_states(self) -> dict[str, str]:
+    async def strategy_states(self) -> dict[str, StrategyState]:
+        """Strategy id -> state.
+
+        Raises:
+            StoreError: a stored state is not a ``StrategyState`` (the message names the strategy).
+        """
         with _translate("reading strategy states"):
-            return _text_map(await self._client.hgetall(self._keys.strategy_states))
+            raw = _text_map(await self._client.hgetall(self._keys.strategy_states))
+        out: dict[str, StrategyState] = {}
+        for strategy_id, text in raw.items():
+            try:
+                out[strategy_id] = StrategyState(text)
+            except ValueError:
+                raise StoreError(
+                    f"strategy {strategy_id}: stored state {text!r} is not one of "
+                    f"{', '.join(sorted(STRATEGY_STATES))}"
+                ) from None
+        return out
 
     async def set_kill_flag(self, reason: str, ts_ms: int) -> None:
         """Set (or re-set with a new reason) the global kill flag."""

@@ -23,6 +23,7 @@ __all__ = [
     "Side",
     "OrderType",
     "OrderState",
+    "StrategyState",
     "FillLayer",
     "Liquidity",
     "OrderIntent",
@@ -134,6 +135,22 @@ _ALLOWED: dict[OrderState, frozenset[OrderState]] = {
     OrderState.CANCELED: frozenset(),
     OrderState.REJECTED: frozenset(),
 }
+
+
+class StrategyState(enum.StrEnum):
+    """A strategy's trading state, kept in Redis so any restarted actor resumes it.
+
+    RUNNING trades; PAUSED sends nothing new (a restarted strategy comes back
+    PAUSED); WINDING_DOWN closes its positions with reduce-only orders; KILLED
+    is final for the version. A ``StrEnum`` so that ``str()`` and f-strings give
+    the stored text: readers that used to get strings (metrics labels, status
+    views) print the same.
+    """
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    WINDING_DOWN = "WINDING_DOWN"
+    KILLED = "KILLED"
 
 
 class FillLayer(str, enum.Enum):

@@ -2,7 +2,8 @@
 
 Specs (``SupervisorSpec``, ``ChildSpec``) are plain data; ``Supervisor`` is the
 plain async logic over an ``ActorBackend``; ``SupervisorActor`` hosts it in
-Ray; ``launch_supervisor`` starts a root. The restart rules themselves live in
+Ray; ``launch_supervisor`` starts a root. ``ActorClient`` is the one way to call a
+named actor (lookup, a timeout on every call, Ray errors translated). The restart rules themselves live in
 ``supervisor.restart_policy`` (pure, clock injected).
 """
 
@@ -11,16 +12,19 @@ Ray; ``launch_supervisor`` starts a root. The restart rules themselves live in
 if __name__ != "tradetree.supervisor":
     raise ImportError(f"import tradetree.supervisor, not {__name__}")
 
-from tradetree.supervisor.ray_backend import (
-    ActorBackend,
+from tradetree.core.errors import (
     ActorClassNotFound,
     ActorDied,
     ActorNameTaken,
+    ActorNotFound,
     BackendError,
     CallFailed,
     CallTimeout,
-    RayBackend,
+    RestartRefused,
+    SupervisorError,
 )
+from tradetree.supervisor.actor_client import ActorClient, translate_ray_error
+from tradetree.supervisor.ray_backend import ActorBackend, RayBackend
 from tradetree.supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
 from tradetree.supervisor.spec import (
     BackoffSpec,
@@ -30,9 +34,9 @@ from tradetree.supervisor.spec import (
     ChildSpec,
     CircularRelease,
     DuplicateChildId,
+    RestartStrategy,
     RestartType,
     SpecError,
-    Strategy,
     SupervisorSpec,
     UnknownReleaseTarget,
     as_child_spec,
@@ -40,12 +44,9 @@ from tradetree.supervisor.spec import (
 )
 from tradetree.supervisor.supervisor import (
     HeartbeatSource,
-    RestartRefused,
     StartFailed,
     Supervisor,
     SupervisorActor,
-    SupervisorError,
-    SupervisorState,
     SupervisorStateError,
     UnknownChild,
     launch_supervisor,
@@ -54,7 +55,7 @@ from tradetree.supervisor.supervisor import (
 __all__ = [
     # specs
     "RestartType",
-    "Strategy",
+    "RestartStrategy",
     "BackoffSpec",
     "ChildSpec",
     "SupervisorSpec",
@@ -70,7 +71,6 @@ __all__ = [
     # runtime
     "Supervisor",
     "SupervisorActor",
-    "SupervisorState",
     "launch_supervisor",
     "HeartbeatSource",
     "ChildState",
@@ -90,4 +90,8 @@ __all__ = [
     "ActorDied",
     "CallTimeout",
     "CallFailed",
+    "ActorNotFound",
+    # calling named actors
+    "ActorClient",
+    "translate_ray_error",
 ]

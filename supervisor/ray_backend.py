@@ -2,14 +2,8 @@
 
 The supervisor's decision logic talks to an ``ActorBackend``; ``RayBackend``
 is the real one, and tests use a fake with the same methods. Ray's exceptions
-are translated here into the backend's own:
-
-    BackendError(TradetreeError)
-    ├── ActorClassNotFound   "module:Attr" does not import
-    ├── ActorNameTaken       a live actor already has that name
-    ├── ActorDied            Ray reports the actor dead (``intended`` if it exited on purpose)
-    ├── CallTimeout          no answer within the timeout (the actor may be hung)
-    └── CallFailed           the method raised, or Ray could not deliver the call
+are translated into the ``BackendError`` family of ``core.errors`` by
+``supervisor.actor_client``, the one translation table for Ray.
 
 Children are created detached, named, with ``max_restarts=0`` (the supervisor
 owns the restart policy; a dead detached actor frees its name).
@@ -23,7 +17,15 @@ import logging
 import time
 from typing import Any, Protocol
 
-from tradetree.core.errors import TradetreeError
+from tradetree.core.errors import (
+    ActorClassNotFound,
+    ActorDied,
+    ActorNameTaken,
+    BackendError,
+    CallFailed,
+    CallTimeout,
+)
+from tradetree.supervisor.actor_client import actor_died_error, translate_ray_error
 
 __all__ = [
     "ActorBackend",
@@ -38,37 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Ray's message for an actor that called exit_actor() (checked on ray 2.60).
-_INTENDED_EXIT_MARKER = "INTENDED_USER_EXIT"
-
-
-class BackendError(TradetreeError):
-    """A call through the actor backend failed."""
-
-
-class ActorClassNotFound(BackendError):
-    """The ``module:Attr`` import path of an actor class does not resolve."""
-
-
-class ActorNameTaken(BackendError):
-    """A live actor already holds the name."""
-
-
-class ActorDied(BackendError):
-    """The actor is dead. ``intended`` is True when it exited on purpose (clean stop)."""
-
-    def __init__(self, message: str, *, intended: bool = False) -> None:
-        super().__init__(message)
-        self.intended = intended
-
-
-class CallTimeout(BackendError):
-    """The actor did not answer within the timeout."""
-
-
-class CallFailed(BackendError):
-    """The method raised (the message carries its error) or could not be delivered."""
 
 
 class ActorBackend(Protocol):
@@ -184,33 +155,25 @@ class RayBackend:
         return handle
 
     async def call(self, handle: Any, method: str, *args: Any, timeout_secs: float, **kwargs: Any) -> Any:
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayError, RayTaskError
+        from ray.exceptions import RayError
 
+        what = f"{method}()"
         try:
             ref = getattr(handle, method).remote(*args, **kwargs)
         except AttributeError:
             raise CallFailed(f"actor has no method {method!r}") from None
-        except RayError as exc:
-            raise _translate_actor_error(exc) from None
+        except RayError as exc:  # refused at submission: the handle's actor is gone
+            raise actor_died_error(exc) from None
 
         async def _result() -> Any:
             return await ref
 
         try:
             return await asyncio.wait_for(_result(), timeout=timeout_secs)
-        except TimeoutError:
-            raise CallTimeout(f"{method}() did not answer within {timeout_secs:g}s") from None
-        except ActorUnavailableError as exc:
-            raise CallFailed(f"{method}(): actor unavailable: {_first_line(exc)}") from None
-        except (ActorDiedError, RayActorError) as exc:
-            raise _translate_actor_error(exc) from None
-        except RayTaskError as exc:
-            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            if isinstance(cause, RayActorError):
-                raise _translate_actor_error(cause) from None
-            raise CallFailed(f"{method}() raised {type(cause).__name__}: {_first_line(cause)}") from None
-        except RayError as exc:
-            raise CallFailed(f"{method}(): {type(exc).__name__}: {_first_line(exc)}") from None
+        except Exception as exc:
+            # Unlike ActorClient, a project error the child raised is a CallFailed here too: the
+            # supervisor judges the child, not the child's domain errors.
+            raise translate_ray_error(exc, what, timeout_secs=timeout_secs) from None
 
     def tell(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> None:
         try:
@@ -267,18 +230,3 @@ def _actor_id(handle: Any) -> str:
         return handle._actor_id.hex()
     except AttributeError:
         return "?"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _translate_actor_error(exc: BaseException) -> BackendError:
-    text = str(exc)
-    if _INTENDED_EXIT_MARKER in text:
-        return ActorDied("actor exited on purpose", intended=True)
-    if getattr(exc, "actor_init_failed", False):
-        return ActorDied(f"actor constructor raised: {text.splitlines()[-1] if text else ''}")
-    last = text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
-    return ActorDied(f"actor died: {last}")

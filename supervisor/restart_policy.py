@@ -101,14 +101,10 @@ def backoff_delay_secs(spec: BackoffSpec, attempt: int, unit_random: float) -> f
     """Delay before restart number ``attempt`` (0-based), for ``unit_random`` in [0, 1).
 
     ``base = min(max_secs, min_secs * 2**attempt)``; the result is
-    ``base * (1 + jitter * (2 * unit_random - 1))`` clamped to ``[0, max_secs]``.
+    ``base * (1 + jitter * (2 * unit_random - 1))`` clamped to ``[0, max_secs]``
+    (``spec.policy()``, the shared ``core.backoff`` formula).
     """
-    if attempt < 0:
-        raise ValueError("attempt must be >= 0")
-    # Cap the exponent: 2**1000 overflows float multiplication into inf.
-    base = min(spec.max_secs, spec.min_secs * (2.0 ** min(attempt, 64)))
-    delay = base * (1.0 + spec.jitter * (2.0 * unit_random - 1.0))
-    return min(max(delay, 0.0), spec.max_secs)
+    return spec.policy().delay_at(attempt, unit_random)
 
 
 class Backoff:

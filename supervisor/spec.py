@@ -26,11 +26,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.errors import ConfigError
 
 __all__ = [
     "RestartType",
-    "Strategy",
+    "RestartStrategy",
     "BackoffSpec",
     "ChildSpec",
     "SupervisorSpec",
@@ -102,7 +103,7 @@ class RestartType(str, enum.Enum):
     TEMPORARY = "temporary"  # never restarted
 
 
-class Strategy(str, enum.Enum):
+class RestartStrategy(str, enum.Enum):
     """Which children restart when one fails. Only one_for_one exists today."""
 
     ONE_FOR_ONE = "one_for_one"
@@ -126,6 +127,11 @@ class BackoffSpec(BaseModel):
     def _check(self) -> BackoffSpec:
         check_backoff(self)
         return self
+
+    def policy(self) -> BackoffPolicy:
+        """The restart delays as the shared ``core.backoff`` policy (proportional jitter)."""
+        return BackoffPolicy(base_secs=self.min_secs, cap_secs=self.max_secs, jitter="proportional",
+                             fraction=self.jitter)
 
 
 class ChildSpec(BaseModel):
@@ -189,7 +195,7 @@ class SupervisorSpec(BaseModel):
     model_config = _FROZEN
 
     id: str = Field(pattern=_ID_PATTERN)
-    strategy: Strategy = Strategy.ONE_FOR_ONE
+    strategy: RestartStrategy = RestartStrategy.ONE_FOR_ONE
     intensity: int = 3
     period_secs: float = 5.0
     children: tuple[ChildSpec | SupervisorSpec, ...] = ()

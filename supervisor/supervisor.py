@@ -29,7 +29,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 import logging
 import random
@@ -38,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import TradetreeError
+from tradetree.core.errors import RestartRefused, SupervisorError
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.supervisor.ray_backend import ActorBackend, ActorDied, BackendError
 from tradetree.supervisor.restart_policy import (
@@ -65,7 +65,6 @@ __all__ = [
     "Supervisor",
     "SupervisorActor",
     "launch_supervisor",
-    "SupervisorState",
     "SupervisorError",
     "SupervisorStateError",
     "StartFailed",
@@ -99,10 +98,6 @@ class HeartbeatSource(Protocol):
         ...
 
 
-class SupervisorError(TradetreeError):
-    """A supervisor operation could not be carried out."""
-
-
 class SupervisorStateError(SupervisorError):
     """An operation was called in a supervisor state that does not allow it."""
 
@@ -111,21 +106,8 @@ class StartFailed(SupervisorError):
     """A child did not start (or its probes did not pass in time); started siblings were stopped."""
 
 
-class RestartRefused(SupervisorError):
-    """``restart_child``: the fresh incarnation's probes did not pass in time (message names them)."""
-
-
 class UnknownChild(SupervisorError):
     """No child of this supervisor has that id."""
-
-
-class SupervisorState(str, enum.Enum):
-    NEW = "new"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ESCALATED = "escalated"
 
 
 class _BringUpFailed(Exception):
@@ -251,7 +233,7 @@ class Supervisor:
         periods = [c.spec.probe_period_secs for c in self._children] or [1.0]
         self._tick_secs = min(max(min(periods) / 2, 0.01), 1.0)
         self._heartbeat_period_secs = min(periods)
-        self._state = SupervisorState.NEW
+        self._state = ComponentState.NEW
         self._tasks: set[asyncio.Task[Any]] = set()
         self._monitor_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -269,7 +251,7 @@ class Supervisor:
         return self._spec
 
     @property
-    def state(self) -> SupervisorState:
+    def state(self) -> ComponentState:
         return self._state
 
     def child_state(self, child_id: str) -> ChildState:
@@ -310,7 +292,7 @@ class Supervisor:
                 for done in reversed(started):
                     await self._take_down(done, graceful=True)
                     done.lifecycle.to(ChildState.STOPPED)
-                self._state = SupervisorState.STOPPED
+                self._state = ComponentState.STOPPED
                 raise StartFailed(
                     f"supervisor {self._spec.id}: child {child.id!r} did not start "
                     f"({failure.reason.value}): {failure.detail}; "
@@ -368,15 +350,15 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop monitoring and stop every child in reverse order (``stop()``, then kill). Idempotent."""
-        if self._state in (SupervisorState.NEW, SupervisorState.STOPPED):
-            self._state = SupervisorState.STOPPED
+        if self._state in (ComponentState.NEW, ComponentState.STOPPED):
+            self._state = ComponentState.STOPPED
             return
-        self._state = SupervisorState.STOPPING
+        self._state = ComponentState.STOPPING
         await self._cancel_tasks()
         for child in reversed(self._children):
             await self._take_down(child, graceful=True)
             child.lifecycle.to(ChildState.STOPPED)
-        self._state = SupervisorState.STOPPED
+        self._state = ComponentState.STOPPED
         log.info("supervisor %s: stopped", self._spec.id)
 
     async def restart_child(self, child_id: str) -> None:
@@ -390,7 +372,7 @@ class Supervisor:
                 child is then taken down and restarted by policy.
         """
         child = self._child(child_id)
-        if self._state is not SupervisorState.RUNNING:
+        if self._state is not ComponentState.RUNNING:
             raise SupervisorStateError(
                 f"restart_child() needs a running supervisor; {self._spec.id} is {self._state.value}"
             )
@@ -403,7 +385,7 @@ class Supervisor:
         detail = self._state.value
         if self._escalation_reason:
             detail += f": {self._escalation_reason}"
-        probes = [ProbeResult(name=SUPERVISOR_PROBE, ok=self._state is SupervisorState.RUNNING, detail=detail)]
+        probes = [ProbeResult(name=SUPERVISOR_PROBE, ok=self._state is ComponentState.RUNNING, detail=detail)]
         if self._store is not None:
             probes.append(
                 ProbeResult(name="heartbeats", ok=self._heartbeat_error is None, detail=self._heartbeat_error or "")
@@ -470,7 +452,7 @@ class Supervisor:
 
         Never waits: all work runs in tasks, at most one probe per child.
         """
-        if self._state not in (SupervisorState.RUNNING, SupervisorState.ESCALATED):
+        if self._state not in (ComponentState.RUNNING, ComponentState.ESCALATED):
             return
         now = self._clock.monotonic()
         for child in self._children:
@@ -480,7 +462,7 @@ class Supervisor:
                 child.next_probe_at = now + jittered_secs(child.spec.probe_period_secs, self._rng)
                 child.probe_task = self._spawn(self._probe(child, child.generation), f"probe:{child.id}")
             if (
-                self._state is SupervisorState.RUNNING
+                self._state is ComponentState.RUNNING
                 and child.state is ChildState.PAUSED
                 and child.op_task is None
                 and now >= child.next_release_at
@@ -507,22 +489,22 @@ class Supervisor:
     # ------------------------------------------------------------ start / stop
 
     def _begin_start(self, what: str) -> None:
-        if self._state not in (SupervisorState.NEW, SupervisorState.STOPPED, SupervisorState.ESCALATED):
+        if self._state not in (ComponentState.NEW, ComponentState.STOPPED, ComponentState.ESCALATED):
             raise SupervisorStateError(
                 f"{what} needs a new, stopped or escalated supervisor; {self._spec.id} is {self._state.value}"
             )
-        self._state = SupervisorState.STARTING
+        self._state = ComponentState.STARTING
         self._intensity.reset()
         self._escalation_reason = ""
 
     def _check_still_starting(self) -> None:
-        if self._state is not SupervisorState.STARTING:
+        if self._state is not ComponentState.STARTING:
             raise SupervisorStateError(
                 f"supervisor {self._spec.id} was {self._state.value} while starting; start abandoned"
             )
 
     def _finish_start(self) -> None:
-        self._state = SupervisorState.RUNNING
+        self._state = ComponentState.RUNNING
         log.info("supervisor %s: running %d child(ren)", self._spec.id, len(self._children))
         if self._run_monitor and self._monitor_task is None:
             self._monitor_task = self._spawn(self._monitor_loop(), "monitor")
@@ -750,7 +732,7 @@ class Supervisor:
         self._mark_down(child, reason, detail)
         log.warning("supervisor %s: child %s %s: %s", self._spec.id, child.id, reason.value, detail)
         self._alert("warning", f"{self._spec.id}:{child.id}:exit", f"{child.id} {reason.value}", detail)
-        if self._state is SupervisorState.RUNNING:
+        if self._state is ComponentState.RUNNING:
             self._start_op(child, "restart", self._restart(child, reason, detail))
 
     def _mark_down(self, child: _Child, reason: ExitReason, detail: str) -> None:
@@ -788,7 +770,7 @@ class Supervisor:
             log.info("supervisor %s: restarting %s in %.2fs (attempt %d)", self._spec.id, child.id, delay,
                      child.backoff.attempt)
             await self._sleep(delay)
-            if self._state is not SupervisorState.RUNNING:
+            if self._state is not ComponentState.RUNNING:
                 return
             try:
                 await self._bring_up(child, adopt=True)
@@ -815,7 +797,8 @@ class Supervisor:
             child.op_task = None
             self._start_op(child, "restart", self._restart(child, failure.reason, failure.detail))
             raise RestartRefused(
-                f"supervisor {self._spec.id}: {child.id} was not put back to work: {failure.detail}"
+                f"supervisor {self._spec.id}: {child.id} was not put back to work: {failure.detail}",
+                reasons=[failure.detail],
             ) from None
 
     async def _release(self, child: _Child, generation: int) -> None:
@@ -854,9 +837,9 @@ class Supervisor:
         return True
 
     async def _escalate(self, reason: str) -> None:
-        if self._state is SupervisorState.ESCALATED:
+        if self._state is ComponentState.ESCALATED:
             return
-        self._state = SupervisorState.ESCALATED
+        self._state = ComponentState.ESCALATED
         self._escalation_reason = reason
         log.error("supervisor %s: escalating: %s", self._spec.id, reason)
         current = asyncio.current_task()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tradetree.core.errors import TradetreeError
+from tradetree.supervisor.actor_client import ActorClient
+
 __all__ = ["tree_status"]
+
 
 def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) -> dict[str, dict[str, Any]]:
     """Every actor of the tree, flattened: ``{id: {state, restarts, supervisor, parent, detail}}``.
@@ -12,15 +16,13 @@ def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) 
     Walks from the root through the nested supervisors. A supervisor that
     cannot be reached shows as UNREACHABLE (its children are then unknown).
     """
-    import ray
-
     out: dict[str, dict[str, Any]] = {}
+    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     def visit(sup_id: str, parent: str | None) -> None:
         try:
-            handle: Any = ray.get_actor(sup_id, namespace=ray_namespace)
-            status = ray.get(handle.status.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
+            status = actors.call_sync(sup_id, "status")
+        except TradetreeError as exc:
             out[sup_id] = {"state": "UNREACHABLE", "restarts": 0, "supervisor": True, "parent": parent,
                            "detail": f"{type(exc).__name__}: {exc}"[:200]}
             return

@@ -44,6 +44,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tradetree.core.types import StrategyState
+
 __all__ = ["TreeCollector", "build_registry"]
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,7 @@ def _redis(out: _Families, snap: Snapshot) -> None:
         out.gauge("tradetree_strategy_state", "1 for the strategy's state in Redis (RUNNING, PAUSED, KILLED, ...).",
                   1, strategy=sid, venue=venue, state=str(state))
         out.gauge("tradetree_strategy_running", "1 if the strategy's state in Redis is RUNNING.",
-                  state == "RUNNING", strategy=sid, venue=venue)
+                  state == StrategyState.RUNNING, strategy=sid, venue=venue)
     for p in redis.get("positions") or []:
         labels = {"strategy": p["strategy_id"], "venue": p["venue"], "instrument": p["inst_id"]}
         out.gauge("tradetree_position_qty", "Position in venue units (contracts for swaps), signed.",
@@ -403,7 +405,7 @@ def _alerter(out: _Families, snap: Snapshot) -> None:
     out.gauge("tradetree_alerts_pending", "Alerts queued for delivery.", s.get("pending", 0))
 
 
-_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.ServerState
+_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.PUBLISHED_STATES
 
 
 def _model_servers(out: _Families, snap: Snapshot) -> None:

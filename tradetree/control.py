@@ -7,7 +7,7 @@
     ctl.kill("manual stop")                   # or kill(reason, strategy=...)
     ctl.reconcile("okx"); ctl.restart("VenueGateway[okx]"); ctl.alerts()
 
-Everything goes through the named actors of the tree (``ray.get_actor``), so
+Everything goes through the named actors of the tree (``supervisor.ActorClient``), so
 the API works from any process attached to the cluster. ``resume`` and
 ``restart`` refuse, naming the failing probe, until the probes they depend on
 pass: a strategy is never released onto a broken fill pipeline.
@@ -20,22 +20,23 @@ from typing import Any
 
 import ray
 
-from tradetree.core.errors import TradetreeError
+from tradetree.core.errors import (
+    ActorNotFound,
+    BackendError,
+    CallFailed,
+    ControlError,
+    ProbesFailing,
+    Refused,
+    TradetreeError,
+)
 from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_id, reconciler_id
+from tradetree.supervisor.actor_client import ActorClient
 from tradetree.supervisor.tree_status import tree_status
 
 __all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
 
 _TIMEOUT_SECS = 30.0
 _READY_POLL_SECS = 0.25
-
-
-class ControlError(TradetreeError):
-    """A control action could not be carried out (unknown name, actor unreachable)."""
-
-
-class ProbesFailing(ControlError):
-    """The action was refused because a probe it depends on is failing. The message names it."""
 
 
 def connect(address: str | None = None, namespace: str = "tradetree") -> Control:
@@ -54,25 +55,23 @@ class Control:
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
+        self._actors = ActorClient(namespace)
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _actor(self, name: str):
-        try:
-            return ray.get_actor(name, namespace=self.namespace)
-        except ValueError:
-            raise ControlError(f"no actor named {name!r} in namespace {self.namespace!r}") from None
-
     def _call(self, name: str, method: str, *args: Any, timeout_secs: float = _TIMEOUT_SECS, **kwargs: Any) -> Any:
-        handle = self._actor(name)
+        """``name.method(...)``; a project error the method raised comes through as is.
+
+        Raises:
+            ControlError: no such actor, it raised something else, or it did not answer.
+        """
         try:
-            return ray.get(getattr(handle, method).remote(*args, **kwargs), timeout=timeout_secs)
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
-            if isinstance(cause, TradetreeError):
-                raise cause from None
-            raise ControlError(f"{name}.{method} failed: {cause}") from None
-        except (ray.exceptions.RayError, TimeoutError) as exc:
+            return self._actors.call_sync(name, method, *args, timeout_secs=timeout_secs, **kwargs)
+        except ActorNotFound:
+            raise ControlError(f"no actor named {name!r} in namespace {self.namespace!r}") from None
+        except CallFailed as exc:
+            raise ControlError(f"{name}.{method} failed: {exc}") from None
+        except BackendError as exc:
             raise ControlError(f"{name}.{method} did not answer: {type(exc).__name__}: {exc}") from None
 
     def _strategy_venue(self, strategy: str) -> str:
@@ -134,7 +133,7 @@ class Control:
         failing += [f"breaker {name}: {info.get('reason', '')}" for name, info in breakers.items()
                     if name.startswith(f"strategy:{strategy}:") or name.startswith("global:")]
         if failing:
-            raise ProbesFailing(f"resume {strategy} refused: " + "; ".join(failing))
+            raise ProbesFailing(f"resume {strategy} refused: " + "; ".join(failing), reasons=failing)
         self._call(reconciler_id(venue), "release_venue")
         if not self._call(strategy, "operator_resume"):
             raise ControlError(f"{strategy} was not paused (KILLED and WINDING_DOWN are not resumed)")
@@ -175,12 +174,13 @@ class Control:
         except ControlError:
             raise
         except TradetreeError as exc:
-            raise ProbesFailing(f"restart {child} refused: {exc}") from None
+            reasons = exc.reasons if isinstance(exc, Refused) else (str(exc),)
+            raise ProbesFailing(f"restart {child} refused: {exc}", reasons=reasons) from None
         deadline = time.monotonic() + ready_timeout_secs
         while failing := self._failing_probes([child]):
             if time.monotonic() >= deadline:
                 raise ProbesFailing(f"restart {child}: restarted, but not green after {ready_timeout_secs:g}s: "
-                                    + "; ".join(failing))
+                                    + "; ".join(failing), reasons=failing)
             time.sleep(_READY_POLL_SECS)
 
     @property

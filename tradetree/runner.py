@@ -26,6 +26,7 @@ from tradetree.core.control_state import ControlState
 from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
 from tradetree.core.errors import StoreUnavailable, TradetreeError
 from tradetree.core.store import RedisStore
+from tradetree.core.types import StrategyState
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "hold_running_strategies"]
 
@@ -61,10 +62,10 @@ async def hold_running_strategies(store: RedisStore, strategy_ids: list[str], no
     states = await store.strategy_states()
     held = []
     for sid in strategy_ids:
-        if states.get(sid) == "RUNNING":
+        if states.get(sid) is StrategyState.RUNNING:
             await control.set_strategy_pause(sid, "supervisor", "engine starting: held until the venue's probes pass",
                                              now_ms)
-            await store.set_strategy_state(sid, "PAUSED")
+            await store.set_strategy_state(sid, StrategyState.PAUSED)
             held.append(sid)
     return held
 
@@ -207,16 +208,14 @@ class EngineRuntime:
     def metrics_url(self, timeout_secs: float = 10.0) -> str | None:
         """The tree's Prometheus endpoint as bound (``port: 0`` resolved); None when metrics are
         disabled, the tree is not running, or the exporter is not serving (its ``http`` probe says why)."""
-        import ray
-
-        from tradetree.tree import METRICS_EXPORTER_ID
+        from tradetree.core.names import METRICS_EXPORTER_ID
+        from tradetree.supervisor.actor_client import ActorClient
 
         if self.root is None or not self.config.metrics.enabled:
             return None
         try:
-            handle = ray.get_actor(METRICS_EXPORTER_ID, namespace=self.ray_namespace)
-            return ray.get(handle.url.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError, TimeoutError):
+            return ActorClient(self.ray_namespace).call_sync(METRICS_EXPORTER_ID, "url", timeout_secs=timeout_secs)
+        except TradetreeError:
             return None
 
     def snapshot(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@
 
 ``build_root_spec`` has no side effects; ``start_root`` launches it on Ray.
 Actor names are the spec ids, all in one Ray namespace, so the dashboard and
-the control API find them with ``ray.get_actor``.
+the control API find them by name (``supervisor.ActorClient``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tradetree.config import EngineConfig, resolve_served_models, served_model_refs
+from tradetree.core.errors import TradetreeError
 from tradetree.core.names import (
     ALERTER_ID,
     METRICS_EXPORTER_ID,
@@ -37,6 +38,8 @@ from tradetree.core.names import (
     reconciler_id,
     venue_supervisor_id,
 )
+from tradetree.core.types import StrategyState
+from tradetree.supervisor.actor_client import ActorClient
 from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
@@ -241,8 +244,6 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
 async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strategy_ids: tuple[str, ...],
                           ray_namespace: str) -> None:
     """Root escalation: kill flag first, then every strategy PAUSED (in Redis and in its actor)."""
-    import ray
-
     from tradetree.core.clock import WallClock
     from tradetree.core.store import RedisStore
 
@@ -251,14 +252,13 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
     try:
         await store.set_kill_flag(f"SAFE MODE: {reason}", WallClock().now_ms())
         for sid in strategy_ids:
-            await store.set_strategy_state(sid, "PAUSED")
+            await store.set_strategy_state(sid, StrategyState.PAUSED)
     finally:
         await store.close()
+    actors = ActorClient(ray_namespace)
     for sid in strategy_ids:
-        try:
-            ray.get_actor(sid, namespace=ray_namespace).pause.remote(f"SAFE MODE: {reason}")
-        except (ValueError, ray.exceptions.RayError):
-            pass  # dead or never started: its Redis state already says PAUSED
+        # Fire and forget; a strategy dead or never started already reads PAUSED from Redis.
+        await asyncio.to_thread(actors.tell, sid, "pause", f"SAFE MODE: {reason}")
 
 
 def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str) -> Any:
@@ -290,20 +290,18 @@ def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_
     Returns how many orders were canceled. Raises the first venue error after
     trying every venue.
     """
-    import ray
-
+    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
     for s in config.strategies:
         try:
-            ray.get(ray.get_actor(s.id, namespace=ray_namespace).pause.remote("shutdown"), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError) as exc:
+            actors.call_sync(s.id, "pause", "shutdown")
+        except TradetreeError as exc:
             log.warning("could not pause %s at shutdown: %s", s.id, exc)
     canceled: int = 0
     first_error: BaseException | None = None
     for v in config.venues:
         try:
-            gw: Any = ray.get_actor(gateway_id(v.name), namespace=ray_namespace)
-            canceled += ray.get(gw.cancel_all.remote(), timeout=timeout_secs)
-        except (ValueError, ray.exceptions.RayError) as exc:
+            canceled += actors.call_sync(gateway_id(v.name), "cancel_all")
+        except TradetreeError as exc:
             first_error = first_error or exc
     if first_error is not None:
         raise first_error

@@ -40,6 +40,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tradetree.adapters.okx.signing import ws_login_request
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import VenueAuthError, VenueUnavailable
@@ -73,12 +74,9 @@ def backoff_delay_secs(attempt: int, *, min_secs: float, max_secs: float, rng: r
 
     The ceiling is ``min(max_secs, min_secs * 2**attempt)``; the delay is
     drawn uniformly from ``[ceiling/2, ceiling]`` so many clients dropped at
-    once do not reconnect in lockstep.
+    once do not reconnect in lockstep (``core.backoff``, jitter "equal").
     """
-    if attempt < 0:
-        raise ValueError("attempt must be >= 0")
-    ceiling = min(max_secs, min_secs * 2 ** min(attempt, 32))
-    return rng.uniform(ceiling / 2, ceiling)
+    return BackoffPolicy(base_secs=min_secs, cap_secs=max_secs, jitter="equal").delay(attempt, rng)
 
 
 def _subscription_key(arg: dict[str, Any]) -> str:

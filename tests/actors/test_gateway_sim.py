@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.adapters.sim_helpers import credentials, eventually, venue_config
-from tradetree.actors.gateway import GatewayState, VenueGateway
+from tradetree.actors.gateway import VenueGateway
 from tradetree.core.errors import StoreUnavailable, VenueAuthError
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
 from tradetree.core.types import FillLayer, OrderIntent, OrderState, OrderType, Side
 
@@ -46,7 +47,7 @@ async def gateway(sim, redis_url, namespace, real_redis):
 
 
 async def test_start_is_healthy_and_heartbeats(gateway, store):
-    assert gateway.state is GatewayState.RUNNING
+    assert gateway.state is ComponentState.RUNNING
     assert {i.inst_id for i in await gateway.instruments()} >= {SWAP, "BTC-USDT"}
     await eventually(lambda: _healthy(gateway), what="healthy")
     await eventually(lambda: _has_heartbeat(store), what="heartbeat")
@@ -174,7 +175,7 @@ async def test_wrong_api_key_fails_start(sim, redis_url, namespace, real_redis):
     gw = make_gateway(sim, redis_url, namespace, credentials=credentials(api_key="not-our-key"))
     with pytest.raises(VenueAuthError):
         await gw.start()
-    assert gw.state is GatewayState.STOPPED
+    assert gw.state is ComponentState.STOPPED
     await gw.stop()  # idempotent after a failed start
 
 

@@ -14,11 +14,12 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from tradetree.actors.gateway import GatewayState, VenueGateway
+from tradetree.actors.gateway import VenueGateway
 from tradetree.adapters.okx.rest import build_order_request
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import StoreUnavailable
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
 from tradetree.core.types import (
     Fill,
@@ -66,7 +67,7 @@ async def gateway(fake_redis, namespace):
     gw._store = RedisStore(fake_redis, namespace, clock=clock)
     gw._instruments = {SWAP.inst_id: SWAP}
     gw._rest = ScriptedRest()
-    gw.state = GatewayState.RUNNING
+    gw.state = ComponentState.RUNNING
     yield gw
     await gw._fanout.close()
 

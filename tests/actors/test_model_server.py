@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from tests.ml.conftest import small_config
-from tradetree.actors.model_server import ModelServer, ModelServerActor, ModelServerClient, ServerState
+from tradetree.actors.model_server import ModelServer, ModelServerActor, ModelServerClient
 from tradetree.core.clock import ManualClock
+from tradetree.core.lifecycle import ComponentState
 from tradetree.ml.dataset import build_dataset
 from tradetree.ml.errors import FeatureUnavailable, InsufficientHistory, ModelNotApproved, ModelServerStateError
 from tradetree.ml.features import FeatureInputs
@@ -44,7 +45,7 @@ def test_serving_equals_evaluation_for_the_same_bar(market, registered, evaluati
     with pytest.raises(ModelServerStateError, match="start"):
         server.predict([market.candles])
     server.start()
-    assert server.state is ServerState.SERVING
+    assert server.state is ComponentState.RUNNING
     bars = [5000, 5321, 5900]
     got = server.predict([market.candles.iloc[: b + 1] for b in bars])
     assert got == [evaluation_predictions[b] for b in bars]  # exact, not approximate
@@ -108,7 +109,7 @@ def test_ray_actor_serves_the_same_predictions(ray_session, market, registered, 
     try:
         ray.get(actor.start.remote(), timeout=60)
         assert ray.get(actor.check_health.remote(), timeout=30).healthy
-        client = ModelServerClient(actor)
+        client = ModelServerClient("model-server-test")
         got = client.predict([market.candles.iloc[:5501]])
         assert got == [evaluation_predictions[5500]]
         forecaster = ModelVolForecaster.from_server(client)

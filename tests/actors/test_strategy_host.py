@@ -7,7 +7,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from tradetree.actors.strategy_host import StrategyHost, StrategyState, pending_by_instrument
+from tradetree.actors.strategy_host import StrategyHost, pending_by_instrument
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import StrategyConfig
 from tradetree.core.control_state import ControlState
@@ -22,6 +22,7 @@ from tradetree.core.types import (
     OrderState,
     OrderType,
     Side,
+    StrategyState,
     Ticker,
 )
 

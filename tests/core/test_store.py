@@ -546,6 +546,16 @@ async def test_heartbeats_strategy_states_and_the_kill_flag(store):
     assert await store.kill_flag() is None
 
 
+async def test_strategy_states_read_back_as_the_enum_and_a_garbled_one_is_named(store):
+    from tradetree.core.types import StrategyState
+
+    await store.set_strategy_state("alpha", StrategyState.KILLED)
+    assert (await store.strategy_states())["alpha"] is StrategyState.KILLED
+    await store.client.hset(store.keys.strategy_states, "beta", "paused")
+    with pytest.raises(StoreError, match="strategy beta: stored state 'paused' is not one of"):
+        await store.strategy_states()
+
+
 async def test_reset_namespace_deletes_only_its_own_keys(store, client, namespace):
     neighbour = RedisStore(client, namespace + "-x")
     longer = RedisStore(client, namespace + "x")  # a prefix match without the ':'

@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tradetree import supervisor
-from tradetree.core.errors import TradetreeError
-from tradetree.supervisor.ray_backend import (
-    ActorClassNotFound,
-    ActorDied,
-    BackendError,
-    RayBackend,
-    _translate_actor_error,
-    import_actor_class,
-)
+from tradetree.core.errors import ActorClassNotFound, ActorDied, BackendError, TradetreeError
+from tradetree.supervisor.actor_client import actor_died_error
+from tradetree.supervisor.ray_backend import RayBackend, import_actor_class
 
 
 def test_all_names_exist_and_are_unique():
@@ -25,7 +19,7 @@ def test_all_names_exist_and_are_unique():
 
 def test_core_entry_points_are_exported():
     expected = {
-        "SupervisorSpec", "ChildSpec", "BackoffSpec", "RestartType", "Strategy",
+        "SupervisorSpec", "ChildSpec", "BackoffSpec", "RestartType", "RestartStrategy",
         "Supervisor", "SupervisorActor", "launch_supervisor", "RayBackend",
         "StartFailed", "RestartRefused", "ChildState",
     }
@@ -59,6 +53,6 @@ def test_intended_exit_is_told_apart_from_a_crash():
     exited.error_msg = "The actor is dead because its worker process has died. Worker exit type: INTENDED_USER_EXIT"
     killed = ActorDiedError()
     killed.error_msg = "The actor died unexpectedly.\nThe actor is dead because it was killed by `ray.kill`."
-    assert isinstance(_translate_actor_error(exited), ActorDied) and _translate_actor_error(exited).intended
-    died = _translate_actor_error(killed)
+    assert isinstance(actor_died_error(exited), ActorDied) and actor_died_error(exited).intended
+    died = actor_died_error(killed)
     assert isinstance(died, BackendError) and not died.intended and "ray.kill" in str(died)

@@ -17,8 +17,8 @@ from tradetree.supervisor.spec import (
     ChildSpec,
     CircularRelease,
     DuplicateChildId,
+    RestartStrategy,
     RestartType,
-    Strategy,
     SupervisorSpec,
     UnknownReleaseTarget,
     as_child_spec,
@@ -158,7 +158,7 @@ def test_children_parse_from_plain_data():
     )
     assert isinstance(root.children[0], ChildSpec) and root.children[0].restart is RestartType.TRANSIENT
     assert isinstance(root.children[1], SupervisorSpec)
-    assert root.strategy is Strategy.ONE_FOR_ONE
+    assert root.strategy is RestartStrategy.ONE_FOR_ONE
 
 
 def test_as_child_spec_carries_the_restart_settings():

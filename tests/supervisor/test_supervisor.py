@@ -13,13 +13,13 @@ import pytest
 from tests.supervisor.fakes import CHILD_CLASS, FakeBackend, FakeHeartbeats, VirtualSleep
 from tradetree.core.clock import ManualClock
 from tradetree.core.errors import StoreUnavailable
+from tradetree.core.lifecycle import ComponentState
 from tradetree.supervisor.restart_policy import ChildState
 from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 from tradetree.supervisor.supervisor import (
     RestartRefused,
     StartFailed,
     Supervisor,
-    SupervisorState,
     SupervisorStateError,
     UnknownChild,
 )
@@ -79,7 +79,7 @@ def h() -> Harness:
 async def test_children_start_in_order_through_the_probe_gate(h):
     sup = h.supervisor(child("a"), child("b"), child("c"))
     await sup.start()
-    assert sup.state is SupervisorState.RUNNING
+    assert sup.state is ComponentState.RUNNING
     creates = [name for op, name, _ in h.backend.ops("create")]
     assert creates == ["a", "b", "c"]
     # each child was started and probed before the next one was created
@@ -98,7 +98,7 @@ async def test_stop_is_in_reverse_order_and_idempotent(h):
     stops = [name for op, name, d in h.backend.ops("call") if d == "stop"]
     kills = [name for op, name, _ in h.backend.ops("kill")]
     assert stops == ["c", "b", "a"] and kills == ["c", "b", "a"]
-    assert sup.state is SupervisorState.STOPPED
+    assert sup.state is ComponentState.STOPPED
     await sup.stop()
     assert len(h.backend.ops("kill")) == 3
 
@@ -111,7 +111,7 @@ async def test_failed_start_unwinds_started_children_in_reverse(h):
     assert [n for _, n, _ in h.backend.ops("kill")] == ["c", "b", "a"]
     assert [n for _, n, d in h.backend.ops("call") if d == "stop"] == ["b", "a"]
     assert not h.backend.ops("create", "d")
-    assert sup.state is SupervisorState.STOPPED
+    assert sup.state is ComponentState.STOPPED
     assert all(h.backend.live(n) is None for n in "abcd")
 
 
@@ -341,7 +341,7 @@ async def test_restart_intensity_exceeded_stops_children_and_escalates_once(h):
     assert sup.child_state("a") is ChildState.RUNNING and not h.escalations
     h.backend.crash("a")
     await h.advance(sup, 1.1)
-    assert sup.state is SupervisorState.ESCALATED
+    assert sup.state is ComponentState.ESCALATED
     assert len(h.escalations) == 1 and "more than 1 restart(s) within 60s" in h.escalations[0]
     assert h.backend.live("a") is None and h.backend.live("b") is None
     assert sup.child_state("b") is ChildState.ESCALATED
@@ -359,7 +359,7 @@ async def test_restarts_outside_the_window_do_not_escalate(h):
     for _ in range(4):
         h.backend.crash("a")
         await h.advance(sup, 11)
-    assert sup.state is SupervisorState.RUNNING and not h.escalations
+    assert sup.state is ComponentState.RUNNING and not h.escalations
     assert len(h.backend.incarnations("a")) == 5
 
 
@@ -370,7 +370,7 @@ async def test_escalation_can_keep_children_for_safe_mode(h):
     await sup.start()
     h.backend.crash("a")
     await h.advance(sup, 1.1)
-    assert sup.state is SupervisorState.ESCALATED and seen_alive == [True]
+    assert sup.state is ComponentState.ESCALATED and seen_alive == [True]
     assert sup.child_state("risk") is ChildState.RUNNING and h.backend.live("risk") is not None
     assert sup.child_state("a") is ChildState.ESCALATED
     # still probing for status, but a further death is recorded, not restarted
@@ -379,7 +379,7 @@ async def test_escalation_can_keep_children_for_safe_mode(h):
     assert sup.child_state("risk") is ChildState.DEAD and len(h.backend.incarnations("risk")) == 1
     # an operator start() after SAFE MODE brings everything back fresh
     await sup.start()
-    assert sup.state is SupervisorState.RUNNING
+    assert sup.state is ComponentState.RUNNING
     assert sup.child_state("a") is ChildState.RUNNING and sup.child_state("risk") is ChildState.RUNNING
 
 
@@ -393,7 +393,7 @@ async def test_failing_escalation_hook_does_not_crash_loop(h):
     await sup.start()
     h.backend.crash("a")
     await h.advance(sup, 1.1, passes=3)
-    assert sup.state is SupervisorState.ESCALATED
+    assert sup.state is ComponentState.ESCALATED
     assert len(h.backend.incarnations("a")) == 1
 
 
@@ -405,7 +405,7 @@ async def test_repeated_start_failures_back_off_exponentially_then_escalate(h):
     await h.advance(sup, 1.1)
     backoffs = [s for s in h.sleep.calls if s in (1, 2, 4, 8, 16)]
     assert backoffs == [1, 2, 4, 8]
-    assert sup.state is SupervisorState.ESCALATED and "exchange down" in h.escalations[0]
+    assert sup.state is ComponentState.ESCALATED and "exchange down" in h.escalations[0]
 
 
 async def test_temporary_child_is_not_restarted(h):
@@ -517,7 +517,7 @@ async def test_monitor_loop_runs_on_its_own(h):
             break
     assert len(h.backend.incarnations("a")) == 2 and sup.child_state("a") is ChildState.RUNNING
     await sup.stop()
-    assert sup.state is SupervisorState.STOPPED
+    assert sup.state is ComponentState.STOPPED
 
 
 # -- nested supervisors ---------------------------------------------------------------
@@ -569,7 +569,7 @@ async def test_nested_escalation_is_handled_by_the_parent(h):
     for _ in range(2):
         h.backend.crash("gw")
         await h.advance(venue, 1.1)
-    assert venue.state is SupervisorState.ESCALATED
+    assert venue.state is ComponentState.ESCALATED
     assert h.backend.live("venue") is None and h.backend.live("gw") is None and h.backend.live("rec") is None
     await h.advance(root, 1.1)
     assert root.child_state("venue") is ChildState.RUNNING
