@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Protocol
 
 from tradetree.core.control_state import ControlState
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class GateStore(Protocol):
     """The part of ``core.store.RedisStore`` the gate reads."""
 
-    async def strategy_states(self) -> dict[str, str]: ...
+    async def strategy_states(self) -> Mapping[str, str]: ...
 
     async def kill_flag(self) -> str | None: ...
 

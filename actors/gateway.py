@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -388,10 +389,11 @@ class VenueGateway:
         cost us a good fill, nor the reverse. Nothing here raises.
         """
         name = self.venue.name
-        for parse, apply in (
+        steps: tuple[tuple[Callable[[], Any], Callable[[Any], Awaitable[None]]], ...] = (
             (lambda: parse_order_fill(row, venue=name, layer=FillLayer.WS), self._apply_ws_fill),
             (lambda: parse_order_report(row, venue=name), self._apply_ws_report),
-        ):
+        )
+        for parse, apply in steps:
             try:
                 item = parse()
             except VenueProtocolError as exc:

@@ -27,7 +27,7 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -95,7 +95,7 @@ class KillStore(Protocol):
 
     async def applied_size(self, client_order_id: str) -> Decimal: ...
 
-    async def strategy_states(self) -> dict[str, str]: ...
+    async def strategy_states(self) -> Mapping[str, str]: ...
 
     async def set_strategy_state(self, strategy_id: str, state: str) -> None: ...
 

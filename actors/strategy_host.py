@@ -178,6 +178,7 @@ class StrategyHost:
         if self.store is None:
             self.store = await RedisStore.connect(self.redis_url, self.namespace)
             self.control = ControlState(self.store.client, self.namespace)
+        assert self.control is not None  # set with the store
         now = self.clock.now_ms()
         current = (await self.store.strategy_states()).get(self.id)
         await self.store.heartbeat(f"strategy:{self.id}", now)
@@ -327,14 +328,14 @@ class StrategyHost:
         """
         assert self.store is not None and self.control is not None
         now = self.clock.now_ms()
-        inputs = await read_gate_inputs(
+        gate = await read_gate_inputs(
             self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now
         )
-        reasons = freshness_gate.check(intent, inputs, self.risk)
+        reasons = freshness_gate.check(intent, gate, self.risk)
         if reasons:
             return reasons
-        inputs, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
-        return [_explain(r, why_unknown) for r in pre_trade.check(intent, inputs, self.risk)]
+        limits, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
+        return [_explain(r, why_unknown) for r in pre_trade.check(intent, limits, self.risk)]
 
     async def pre_trade_inputs(
         self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]

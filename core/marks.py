@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
@@ -95,7 +96,7 @@ class MarkBook:
         """
         if not marks:
             return
-        mapping = {
+        mapping: dict[Any, Any] = {
             inst_id: json.dumps({"px": str(m.price), "ts_ms": m.ts_ms, "recv_ms": m.recv_ms})
             for inst_id, m in marks.items()
         }

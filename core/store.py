@@ -581,11 +581,13 @@ class RedisStore:
 
     async def audit_entries(self, count: int | None = None) -> list[AuditEntry]:
         """The audit stream, oldest first: all of it, or its ``count`` most recent entries."""
+        raw: Any  # redis-py types stream replies loosely; the shape is [(id, {field: value})]
         with _translate("reading the audit stream"):
             if count is None:
                 raw = await self._client.xrange(self._keys.audit)
             else:
-                raw = list(reversed(await self._client.xrevrange(self._keys.audit, count=count)))
+                newest_first: Any = await self._client.xrevrange(self._keys.audit, count=count)
+                raw = list(reversed(newest_first))
         entries = []
         for entry_id, raw_fields in raw:
             fields = _text_map(raw_fields)
@@ -607,6 +609,7 @@ class RedisStore:
         entry in the same atomic step, so a reader that keeps its last id
         sees every order change exactly once.
         """
+        raw: Any
         with _translate("reading order events"):
             raw = await self._client.xrange(self._keys.order_events, min=f"({after_id}", count=count)
         return [(_text(eid), Order.model_validate_json(_text_map(f)["order"])) for eid, f in raw]
@@ -644,7 +647,7 @@ class RedisStore:
         """
         keys = self._keys
         has_void = order.venue_order_id is not None
-        index_key = keys.venue_order(order.venue, order.venue_order_id) if has_void else keys.unused
+        index_key = keys.venue_order(order.venue, order.venue_order_id) if order.venue_order_id is not None else keys.unused
         with _translate(f"recording order {order.client_order_id}"):
             created = await self._record_order(
                 keys=[
@@ -713,7 +716,7 @@ class RedisStore:
                     )
             has_void = order.venue_order_id is not None
             index_key = (
-                keys.venue_order(order.venue, order.venue_order_id) if has_void else keys.unused
+                keys.venue_order(order.venue, order.venue_order_id) if order.venue_order_id is not None else keys.unused
             )
             with _translate(f"updating order {coid}"):
                 reply = await self._update_order(

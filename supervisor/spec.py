@@ -134,7 +134,8 @@ class BackoffSpec(BaseModel):
                              fraction=self.jitter)
 
 
-class ChildSpec(BaseModel):
+# The pydantic plugin's synthesized __init__(**kwargs) collides with the `kwargs` field.
+class ChildSpec(BaseModel):  # type: ignore[no-redef]
     """One supervised Ray actor.
 
     The actor class (``"package.module:Attr"``; a ``@ray.remote`` class or a

@@ -331,9 +331,9 @@ class Supervisor:
                 try:
                     await self._bring_up(child, adopt=True)
                     outcome[child.id] = "created"
-                except _BringUpFailed as failure:
-                    self._mark_down(child, failure.reason, failure.detail)
-                    pending.append((child, failure.reason, failure.detail))
+                except _BringUpFailed as failed:
+                    self._mark_down(child, failed.reason, failed.detail)
+                    pending.append((child, failed.reason, failed.detail))
                     outcome[child.id] = "restarting"
                 continue
             failure = await self._adopt_one(child, existing)

@@ -85,13 +85,18 @@ class EngineRuntime:
         self.include_dashboard = include_dashboard
         self.redis_url: str | None = None
         self.embedded_redis: EmbeddedRedis | None = None
-        self.simulator = None  # SimulatorThread when the embedded simulator is used
-        self.sim_server = None
+        self.simulator: Any = None  # SimulatorThread when the embedded simulator is used
+        self.sim_server: Any = None
         self.endpoints: dict[str, VenueEndpoint] = {}
-        self.root = None
+        self.root: Any = None
         self.ray_namespace = config.name
         self._started_ray = False
         self.started_at = 0.0
+
+    def _redis(self) -> str:
+        if self.redis_url is None:
+            raise TradetreeError("the engine's Redis is not started (call start() first)")
+        return self.redis_url
 
     # -- start -------------------------------------------------------------
 
@@ -176,7 +181,7 @@ class EngineRuntime:
             raise
 
     async def _hold_strategies(self) -> None:
-        store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+        store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
         try:
             held = await hold_running_strategies(store, [s.id for s in self.config.strategies],
                                                  WallClock().now_ms())
@@ -189,7 +194,7 @@ class EngineRuntime:
     async def _reset_paper_namespace(self) -> None:
         # The embedded simulator's account is new each run; positions left in
         # Redis by an earlier run would not match it, so paper state starts clean.
-        store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+        store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
         try:
             await store.reset_namespace()
         finally:
@@ -222,7 +227,7 @@ class EngineRuntime:
         from tradetree.core.snapshot import collect_snapshot
 
         async def _snap():
-            store = await RedisStore.connect(self.redis_url, self.config.redis.namespace)
+            store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
             try:
                 return await collect_snapshot(store, self.actor_health())
             finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 from tradetree.adapters.okx.reports import VenueOrderReport
 from tradetree.core.errors import OrderRejected, VenueProtocolError
@@ -69,6 +69,10 @@ def _mapping(row: Any, what: str) -> Mapping[str, Any]:
     return row
 
 
+@overload
+def _text(row: Mapping[str, Any], field: str, what: str, *, required: Literal[True] = True) -> str: ...
+@overload
+def _text(row: Mapping[str, Any], field: str, what: str, *, required: bool) -> str | None: ...
 def _text(row: Mapping[str, Any], field: str, what: str, *, required: bool = True) -> str | None:
     value = row.get(field)
     if value is None or value == "":
@@ -80,6 +84,10 @@ def _text(row: Mapping[str, Any], field: str, what: str, *, required: bool = Tru
     return value
 
 
+@overload
+def _decimal(row: Mapping[str, Any], field: str, what: str, *, required: Literal[True] = True) -> Decimal: ...
+@overload
+def _decimal(row: Mapping[str, Any], field: str, what: str, *, required: bool) -> Decimal | None: ...
 def _decimal(row: Mapping[str, Any], field: str, what: str, *, required: bool = True) -> Decimal | None:
     value = row.get(field)
     if value is None or value == "":
@@ -117,7 +125,7 @@ def _ms(row: Mapping[str, Any], field: str, what: str, *, required: bool = True)
 def _side(row: Mapping[str, Any], what: str) -> Side:
     raw = _text(row, "side", what)
     try:
-        return _SIDES[raw]  # type: ignore[index]
+        return _SIDES[raw]
     except KeyError:
         raise _fail(what, "side", "unknown side", raw) from None
 
