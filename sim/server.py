@@ -195,8 +195,9 @@ class SimulatorServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server  # aiohttp exposes the bound sockets only here
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else self.config.port
+        # aiohttp exposes the bound sockets only on its asyncio.Server (typed as AbstractServer)
+        sockets = getattr(site._server, "sockets", None)
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         host = self.config.host
         self.rest_url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}/ws/v5"
