@@ -117,7 +117,19 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         intensity=config.supervision.venue_intensity,
         period_secs=config.supervision.venue_period_secs,
         children=(gateway, reconciler),
+        startup_timeout_secs=sequential_startup_secs((gateway, reconciler)),
     )
+
+
+def sequential_startup_secs(children: tuple[Any, ...]) -> float:
+    """The start bound of a supervisor whose ``children`` start one after the other: the sum of theirs,
+    and never less than a supervisor's default bound.
+
+    The fixed default below that sum failed a healthy tree on a busy machine (every child within its
+    own bound, the whole later than the parent's); each child's own bound still catches a hung one.
+    """
+    default = SupervisorSpec.model_fields["startup_timeout_secs"].default
+    return max(float(default), float(sum(c.startup_timeout_secs for c in children)))
 
 
 def _model_server_child(model) -> ChildSpec:
@@ -227,14 +239,14 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     model_servers = tuple(_model_server_child(m) for m in config.models)
     children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor, *model_servers)
     if config.strategies:
+        hosts = tuple(_strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
+                      for s in config.strategies)
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,
             intensity=config.supervision.strategy_intensity,
             period_secs=config.supervision.strategy_period_secs,
-            children=tuple(
-                _strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
-                for s in config.strategies
-            ),
+            children=hosts,
+            startup_timeout_secs=sequential_startup_secs(hosts),
         )
         children = children + (strategies,)
     return SupervisorSpec(
@@ -242,6 +254,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         intensity=config.supervision.root_intensity,
         period_secs=config.supervision.root_period_secs,
         children=children,
+        startup_timeout_secs=sequential_startup_secs(children),
         # SAFE MODE pauses strategies through their actors, so keep them alive.
         stop_children_on_escalate=False,
     )
