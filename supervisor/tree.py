@@ -169,7 +169,7 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
         # The whole fill pipeline of the venue must be green, not just the gateway.
         release_after=(gateway_id(strategy.venue), reconciler_id(strategy.venue), RISK_MONITOR_ID,
                        *dict.fromkeys(models)),
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
 
 
@@ -201,7 +201,7 @@ def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) 
         },
         restart=RestartType.PERMANENT,
         backoff=BackoffSpec(min_secs=1.0, max_secs=60.0, jitter=0.2),
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
 
 
@@ -217,6 +217,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         actor_class="tradetree.actors.alerter:AlerterActor",
         args=(config.alerts,),
         restart=RestartType.PERMANENT,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
     risk_monitor = ChildSpec(
         id=RISK_MONITOR_ID,
@@ -231,7 +232,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
             "gateways": {v.name: gateway_id(v.name) for v in config.venues},
         },
         restart=RestartType.PERMANENT,
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
     metrics: tuple[ChildSpec, ...] = ()
     if config.metrics.enabled:

@@ -26,6 +26,9 @@ T = TypeVar("T")
 RELEASE_TIMEOUT_SECS = 300.0
 # After the wind-down, how long fills may take to reach Redis.
 SETTLE_TIMEOUT_SECS = 120.0
+# Each child's start bound (creation, start, probes green). Beside two CPU hogs a strategy host took
+# over the 30 s default just to be created and answer start(): slow, not broken.
+SUPERVISION = {"venue_startup_timeout_secs": 180.0, "child_startup_timeout_secs": 180.0}
 
 
 def wait_for(predicate: Callable[[], T], timeout_secs: float, what: str | Callable[[], str], *,

@@ -43,6 +43,7 @@ import ray
 from tests.paper_helpers import (
     RELEASE_TIMEOUT_SECS,
     SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
     store_view,
     wait_for,
     wait_until_released,
@@ -126,6 +127,7 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
         "redis": {"url": redis_url, "namespace": namespace},
         "venues": [{"name": "okx", "instruments": list(data)}],
         "strategies": [MR, TF],
+        "supervision": SUPERVISION,
         "simulator": {"seed": SEED, "data_path": str(tmp_path), "stepped_clock": True, "hold_replay": True,
                       "tick_interval_ms": TICK_INTERVAL_MS, "time_scale": TIME_SCALE},
     })

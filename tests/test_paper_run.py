@@ -16,6 +16,7 @@ import pytest
 
 from tests.paper_helpers import (
     SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
     settled_view,
     store_view,
     summed_positions,
@@ -45,6 +46,7 @@ def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
             {**strategy, "symbols": ["BTC-USDT-SWAP"]},
             {**strategy, "symbols": ["ETH-USDT-SWAP"], "params": {**strategy["params"], "size": "3"}},
         ],
+        "supervision": SUPERVISION,
         "simulator": {"seed": 11, "tick_interval_ms": 100, "time_scale": 60.0, **CREDENTIALS},
         "metrics": {"enabled": True, "port": 0, "refresh_secs": 0.5},
     })

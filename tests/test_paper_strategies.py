@@ -34,6 +34,7 @@ import pytest
 
 from tests.paper_helpers import (
     SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
     settled_view,
     store_view,
     summed_positions,
@@ -96,6 +97,7 @@ def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
         "redis": {"url": redis_url, "namespace": namespace},
         "venues": [{"name": "okx", "instruments": [BTC, ETH]}],
         "strategies": [{"venue": "okx", "bar_interval_ms": BAR_MS, **s} for s in _STRATEGIES],
+        "supervision": SUPERVISION,
         "simulator": {"seed": 23, "tick_interval_ms": 100, "time_scale": 60.0},
     })
 

@@ -44,3 +44,17 @@ def test_every_supervisor_of_the_tree_outlasts_its_children_in_sequence():
     strategies = next(c for c in root.children if c.id == STRATEGY_SUPERVISOR_ID)
     assert strategies.startup_timeout_secs == 6 * 30.0  # six strategy hosts of 30 s each
     assert root.startup_timeout_secs > DEFAULT
+
+
+def test_child_startup_knob_reaches_every_non_venue_child():
+    config = EngineConfig.model_validate({"venues": [{"name": "okx"}], "strategies": [_strategy(1)],
+                                          "metrics": {"enabled": True},
+                                          "supervision": {"child_startup_timeout_secs": 200}})
+    root = build_root_spec(config, redis_url="redis://127.0.0.1:1/0", endpoints=ENDPOINTS, ray_namespace="t")
+    nodes = {c.id: c for c in root.children}
+    for cid in ("Alerter", "MetricsExporter", "RiskMonitor"):
+        assert nodes[cid].startup_timeout_secs == 200.0, cid
+    assert [c.startup_timeout_secs for c in nodes[STRATEGY_SUPERVISOR_ID].children] == [200.0]
+    from tradetree.config import SupervisionConfig
+
+    assert SupervisionConfig().child_startup_timeout_secs == 30.0  # default unchanged
