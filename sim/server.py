@@ -16,7 +16,9 @@ point until :meth:`SimulatorServer.release_replay` (or ``POST
 /admin/replay/release``): whoever compares the run with a backtest releases it
 once the tree trades, so no candle passes while the tree is still starting.
 While held the first point's tickers are re-pushed, unchanged, every step, so
-the feed does not look dead to a client's freshness checks. Every timestamp the venue emits (orders,
+the feed does not look dead to a client's freshness checks. A release for
+``steps`` steps holds again after them: a caller can run the replay in
+lockstep with the tree it feeds. Every timestamp the venue emits (orders,
 fills, tickers, candles) is on this clock, so with ``time_scale`` > 1 they run
 ahead of the wall clock. Signature checks and ``public/time`` use the wall
 clock, because that is what clients sign with.
@@ -95,6 +97,7 @@ class SimulatorServer:
         self._trades: dict[str, deque[PublicTrade]] = {i.inst_id: deque(maxlen=_TRADES_KEPT) for i in cfg.instruments}
         self.source: MarketSource = self._build_source()
         self._replay_held = cfg.hold_replay
+        self._steps_before_hold: int | None = None  # released for this many steps, then held again
         self._last_step_mono = time.monotonic()
         self._rest = OkxRestApi(self)
         self._hub = OkxWsHub(self)
@@ -158,15 +161,24 @@ class SimulatorServer:
         """True while a ``hold_replay`` replay stands at its first point."""
         return self._replay_held
 
-    def release_replay(self) -> bool:
-        """Let a held replay run from the next market step. Safe from any thread; idempotent.
+    def release_replay(self, steps: int | None = None) -> bool:
+        """Let a held replay run from the next market step: for good, or for ``steps`` steps, after
+        which it holds again (lockstep: a caller lets the tree catch up between releases).
+        Safe from any thread.
 
-        Returns True if this call released it (False: not held, or released before).
+        Returns True if the replay was held (False: it was running; ``steps`` then holds it after them).
+
+        Raises:
+            ValueError: ``steps`` is not positive.
         """
+        if steps is not None and steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
         with self.lock:
             released, self._replay_held = self._replay_held, False
+            self._steps_before_hold = steps
         if released:
-            log.info("replay released at venue time %d", self.source.now_ms)
+            log.info("replay released at venue time %d for %s", self.source.now_ms,
+                     f"{steps} step(s)" if steps else "good")
         return released
 
     # ------------------------------------------------------------ lifecycle
@@ -242,6 +254,9 @@ class SimulatorServer:
                         # Venue time stands still: the replay meets its points at the times the file says.
                         self._hub.push_tickers(self.source.inst_ids, self.source.now_ms)
                         continue
+                    if self._steps_before_hold is not None:
+                        self._steps_before_hold -= 1
+                        self._replay_held = self._steps_before_hold <= 0
                     self.source.freeze(self.faults.settings.freeze_market_data)
                     ticks = self.source.advance(dt_ms)
                     self._last_step_mono = now
@@ -365,7 +380,12 @@ class SimulatorServer:
 
     async def _admin_release_replay(self, request: web.Request) -> web.Response:
         self._loopback_only(request)
-        released = self.release_replay()
+        try:
+            body = await request.json() if request.can_read_body else {}
+            steps = body.get("steps") if isinstance(body, dict) else None
+            released = self.release_replay(None if steps is None else int(steps))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"released": released, "venue_now_ms": self.venue_now_ms()})
 
 

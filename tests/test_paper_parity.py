@@ -24,10 +24,13 @@ order that was not late.
 Nothing here depends on how fast the machine starts the tree: the replay
 holds at its first point (``hold_replay``) until the test releases it, once
 both strategies run, so the tree meets every candle of the file, as the
-backtester does. The data opens with a few flat candles, on which neither
-strategy trades: they fill the strategies' windows before the first decision
-that counts. Every wait is on its condition, with a bound that only decides
-how long a failure takes to report.
+backtester does. Then it runs in lockstep, a candle at a time: the next
+candle comes only once the tree has decided on the bar just closed and Redis
+holds every fill, so a busy host is slower, never on another position. The
+data opens with a few flat candles, on which neither strategy trades: they
+fill the strategies' windows before the first decision that counts. Every
+wait is on its condition, with a bound that only decides how long a failure
+takes to report.
 """
 
 from __future__ import annotations
@@ -142,9 +145,7 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
             shift = server.source.shift_ms
         active_from = FILE_T0_MS + shift + LEAD_IN_CANDLES * CANDLE_MS
         n_candles = LEAD_IN_CANDLES + ACTIVE_CANDLES
-        # The last bar the host can decide on closes at the last candle's open (a bar is final when
-        # the next one's first point arrives); the last candle's own bar never closes.
-        last_decision_ms = FILE_T0_MS + shift + (n_candles - 1) * CANDLE_MS
+        last_point_ms = FILE_T0_MS + shift + (n_candles - 1) * CANDLE_MS + 3 * STEP_MS
 
         wait_until_released(redis_url, namespace, strategy_ids, RELEASE_TIMEOUT_SECS)
         with server.lock:
@@ -153,18 +154,26 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
         assert released_at < active_from, (
             f"the tree released its strategies {(released_at - active_from) / 1000:.1f} s of venue time after "
             f"the active data began: the hold did not hold")
-        assert server.release_replay()
+        # Lockstep, a candle at a time: the tree must have decided on the bar the candle's open closed,
+        # and Redis applied every fill, before the next candle comes. A fixed pace let a busy host decide
+        # the next bar before its last fill was in Redis, i.e. on a position the backtester never had.
+        for k in range(n_candles):
+            assert server.release_replay(steps=4)
+            # The first point came with the start, so four steps end on the next candle's open, the
+            # point that closes candle k's bar (the last release ends on the file's last point).
+            candle_open = min(FILE_T0_MS + shift + (k + 1) * CANDLE_MS, last_point_ms)
 
-        replay_secs = n_candles * 4 * TICK_INTERVAL_MS / 1000
+            def caught_up(candle_open=candle_open):
+                with server.lock:
+                    at_rest = server.replay_held or server.source.exhausted
+                if not at_rest or not _decided_through(runtime, strategy_ids, candle_open):
+                    return False
+                truth = server.account_truth()
+                return len(store_view(redis_url, namespace).audit) == len(truth["trades"])
 
-        def exhausted():
-            with server.lock:
-                return server.source.exhausted
-
-        # The stepped clock slows down with the machine, never skips: a busy one only takes longer.
-        wait_for(exhausted, 10 * replay_secs + 60, "the replay to end")
-        wait_for(lambda: _decided_through(runtime, strategy_ids, last_decision_ms), 120,
-                 "the strategies to decide on the last closed bar", poll_secs=0.2)
+            wait_for(caught_up, 120, f"the tree to catch up with candle {k}", poll_secs=0.05)
+        with server.lock:
+            assert server.source.exhausted
         wind_down_for_shutdown(config, ray_namespace=runtime.ray_namespace)
 
         def settled():

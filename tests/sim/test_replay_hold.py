@@ -93,3 +93,27 @@ async def test_replay_without_hold_starts_at_once(tmp_path):
         await _wait_for(lambda: server.source.now_ms > start)
     finally:
         await server.stop()
+
+
+async def test_a_release_for_some_steps_holds_again_after_them(tmp_path):
+    cfg = SimulatorConfig(**{**FAST, "tick_interval_ms": 20, "time_scale": 100.0}, data_path=_csv(tmp_path),
+                          stepped_clock=True, hold_replay=True)
+    server = SimulatorServer(cfg)
+    start = server.source.now_ms
+    with pytest.raises(ValueError, match="positive"):
+        server.release_replay(steps=0)
+    await server.start()
+    try:
+        assert server.release_replay(steps=2)
+        await _wait_for(lambda: server.replay_held)
+        await asyncio.sleep(0.1)  # five more steps' time: it stays where the two steps left it
+        with server.lock:
+            assert server.source.now_ms == start + 2 * server.step_ms()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.admin_url + "/replay/release", json={"steps": 3}) as r:
+                assert (await r.json())["released"] is True
+        await _wait_for(lambda: server.replay_held)
+        with server.lock:
+            assert server.source.now_ms == start + 5 * server.step_ms()
+    finally:
+        await server.stop()
