@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -103,6 +103,11 @@ class SimulatorConfig(BaseModel):
     # A replay's first candle opens on a multiple of this (ms, UTC epoch), so paper bars, which are
     # epoch-aligned, hold the same candles as the file's bars. None: the candle interval of the data.
     replay_align_ms: int | None = Field(default=None, gt=0)
+    # A replay on a stepped clock stands at its first point until released (``SimulatorServer.release_replay``
+    # or ``POST /admin/replay/release``): a run compared against a backtest then meets every candle of the
+    # file with the tree already up, however long the tree took to start. While held, venue time stands
+    # still and the first point's tickers are re-pushed every step, so feeds stay fresh.
+    hold_replay: bool = False
     latency_ms: int = Field(default=0, ge=0)
     book_levels: int = Field(default=20, gt=0)
     leverage: Decimal = Decimal("10")
@@ -110,3 +115,9 @@ class SimulatorConfig(BaseModel):
     warmup_bars: int = Field(default=120, ge=0, le=2880)
     # Shortest non-zero cancel-all-after timeout accepted (OKX: 10 s); lower it in tests.
     cancel_all_after_min_secs: int = Field(default=10, ge=1, le=120)
+
+    @model_validator(mode="after")
+    def _hold_needs_a_stepped_replay(self) -> SimulatorConfig:
+        if self.hold_replay and (self.data_path is None or not self.stepped_clock):
+            raise ValueError("hold_replay holds a replay's stepped clock: it needs data_path and stepped_clock: true")
+        return self

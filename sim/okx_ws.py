@@ -336,6 +336,20 @@ class OkxWsHub:
                         conn.send({"arg": arg, "data": [row5]})
                 self._push_candles(inst_id)
 
+    def push_tickers(self, inst_ids: Sequence[str], ts_ms: int) -> None:
+        """Push the current ticker of each of ``inst_ids`` again, stamped ``ts_ms`` (a held replay's
+        keep-alive: nothing else is pushed, so no trade, book change or candle appears twice)."""
+        if not self._conns:
+            return
+        b = self._b
+        with b.lock:
+            for inst_id in inst_ids:
+                subs = list(self._subscribers("tickers", inst_id))
+                if subs:
+                    row = ticker_row(b.engine, b.candles, inst_id, ts_ms)
+                    for conn, arg in subs:
+                        conn.send({"arg": arg, "data": [row]})
+
     def _push_books(self, inst_id: str, ts_ms: int) -> None:
         subs = list(self._subscribers("books", inst_id))
         if not subs:

@@ -11,14 +11,22 @@ exactly ``tick_interval_ms * time_scale`` per step, so a replay meets its
 points on a fixed grid whatever the step's wall-clock jitter. A replay's first
 candle opens on a multiple of ``replay_align_ms`` (default: the candle
 interval) at or before the wall clock, so epoch-aligned bars hold whole
-candles. Every timestamp the venue emits (orders,
+candles. With ``hold_replay`` the stepped clock stands at the replay's first
+point until :meth:`SimulatorServer.release_replay` (or ``POST
+/admin/replay/release``): whoever compares the run with a backtest releases it
+once the tree trades, so no candle passes while the tree is still starting.
+While held the first point's tickers are re-pushed, unchanged, every step, so
+the feed does not look dead to a client's freshness checks. A release for
+``steps`` steps holds again after them: a caller can run the replay in
+lockstep with the tree it feeds. Every timestamp the venue emits (orders,
 fills, tickers, candles) is on this clock, so with ``time_scale`` > 1 they run
 ahead of the wall clock. Signature checks and ``public/time`` use the wall
 clock, because that is what clients sign with.
 
 **Admin HTTP** (JSON, no auth, loopback only): ``GET /admin/faults``,
 ``POST /admin/faults`` (partial update), ``POST /admin/faults/clear``,
-``POST /admin/ws/cut``, ``GET /admin/account``, ``GET /admin/health``.
+``POST /admin/ws/cut``, ``GET /admin/account``, ``GET /admin/health``,
+``POST /admin/replay/release``.
 
 **Threads.** The engine is guarded by ``lock`` (an RLock); everything in the
 server takes it, and :meth:`SimulatorServer.account_truth` takes it too, so it
@@ -88,6 +96,8 @@ class SimulatorServer:
         self.candles = CandleAggregator(cfg.instruments)
         self._trades: dict[str, deque[PublicTrade]] = {i.inst_id: deque(maxlen=_TRADES_KEPT) for i in cfg.instruments}
         self.source: MarketSource = self._build_source()
+        self._replay_held = cfg.hold_replay
+        self._steps_before_hold: int | None = None  # released for this many steps, then held again
         self._last_step_mono = time.monotonic()
         self._rest = OkxRestApi(self)
         self._hub = OkxWsHub(self)
@@ -146,6 +156,31 @@ class SimulatorServer:
             since = min(since, self.step_ms() - 1)
         return max(self.source.now_ms + since, self.engine.now_ms)
 
+    @property
+    def replay_held(self) -> bool:
+        """True while a ``hold_replay`` replay stands at its first point."""
+        return self._replay_held
+
+    def release_replay(self, steps: int | None = None) -> bool:
+        """Let a held replay run from the next market step: for good, or for ``steps`` steps, after
+        which it holds again (lockstep: a caller lets the tree catch up between releases).
+        Safe from any thread.
+
+        Returns True if the replay was held (False: it was running; ``steps`` then holds it after them).
+
+        Raises:
+            ValueError: ``steps`` is not positive.
+        """
+        if steps is not None and steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+        with self.lock:
+            released, self._replay_held = self._replay_held, False
+            self._steps_before_hold = steps
+        if released:
+            log.info("replay released at venue time %d for %s", self.source.now_ms,
+                     f"{steps} step(s)" if steps else "good")
+        return released
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -172,8 +207,9 @@ class SimulatorServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server: Any = site._server  # aiohttp exposes the bound sockets only here
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else self.config.port
+        # aiohttp exposes the bound sockets only on its asyncio.Server (typed as AbstractServer)
+        sockets = getattr(site._server, "sockets", None)
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         host = self.config.host
         self.rest_url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}/ws/v5"
@@ -214,6 +250,13 @@ class SimulatorServer:
                 dt_ms = max(1, int((now - self._last_step_mono) * 1000 * self.config.time_scale))
             try:
                 with self.lock:
+                    if self._replay_held:
+                        # Venue time stands still: the replay meets its points at the times the file says.
+                        self._hub.push_tickers(self.source.inst_ids, self.source.now_ms)
+                        continue
+                    if self._steps_before_hold is not None:
+                        self._steps_before_hold -= 1
+                        self._replay_held = self._steps_before_hold <= 0
                     self.source.freeze(self.faults.settings.freeze_market_data)
                     ticks = self.source.advance(dt_ms)
                     self._last_step_mono = now
@@ -290,6 +333,7 @@ class SimulatorServer:
         app.router.add_post("/admin/ws/cut", self._admin_cut)
         app.router.add_get("/admin/account", self._admin_account)
         app.router.add_get("/admin/health", self._admin_health)
+        app.router.add_post("/admin/replay/release", self._admin_release_replay)
 
     @staticmethod
     def _loopback_only(request: web.Request) -> None:
@@ -331,7 +375,18 @@ class SimulatorServer:
         return web.json_response({
             "status": "ok", "venue_now_ms": self.venue_now_ms(), "ws_connections": self._hub.connection_count,
             "instruments": list(self.engine.instruments), "market_frozen": self.source.frozen,
+            "replay_held": self.replay_held,
         })
+
+    async def _admin_release_replay(self, request: web.Request) -> web.Response:
+        self._loopback_only(request)
+        try:
+            body = await request.json() if request.can_read_body else {}
+            steps = body.get("steps") if isinstance(body, dict) else None
+            released = self.release_replay(None if steps is None else int(steps))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"released": released, "venue_now_ms": self.venue_now_ms()})
 
 
 class SimulatorThread:

@@ -21,29 +21,44 @@ than a step) meets that point's book. The test tells the two apart by the
 paper order's own venue timestamp and requires an exact match for every
 order that was not late.
 
-The data opens with flat candles, on which neither strategy trades, so the
-tree is up and its strategies released before the first decision that counts.
+Nothing here depends on how fast the machine starts the tree: the replay
+holds at its first point (``hold_replay``) until the test releases it, once
+both strategies run, so the tree meets every candle of the file, as the
+backtester does. Then it runs in lockstep, a candle at a time: the next
+candle comes only once the tree has decided on the bar just closed and Redis
+holds every fill, so a busy host is slower, never on another position. The
+data opens with a few flat candles, on which neither strategy trades: they
+fill the strategies' windows before the first decision that counts. Every
+wait is on its condition, with a bound that only decides how long a failure
+takes to report.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
+from tests.paper_helpers import (
+    RELEASE_TIMEOUT_SECS,
+    SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
+    store_view,
+    wait_for,
+    wait_until_released,
+)
 from tradetree.config import EngineConfig
 from tradetree.core.config import StrategyConfig
-from tradetree.core.store import RedisStore
 from tradetree.runner import EngineRuntime
 from tradetree.sim.backtest.book_model import BookModel
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
 from tradetree.sim.backtest.parity import run_for_parity
+from tradetree.core.names import gateway_id
 from tradetree.tree import wind_down_for_shutdown
 
 pytestmark = pytest.mark.integration
@@ -52,7 +67,7 @@ CANDLE_MS = 6_000
 TICK_INTERVAL_MS = 200
 TIME_SCALE = 7.5  # 200 ms of wall time = 1 500 ms of venue time = a quarter candle: one point per step
 STEP_MS = CANDLE_MS // 4
-LEAD_IN_CANDLES = 45  # flat: 36 s of wall time for the tree to start and release its strategies
+LEAD_IN_CANDLES = 16  # flat: twice the longest strategy window (the replay holds until the tree is up)
 ACTIVE_CANDLES = 60
 SEED = 7
 FILE_T0_MS = 1_800_000_000_000 - 1_800_000_000_000 % CANDLE_MS  # the file's first candle, on the candle grid
@@ -94,23 +109,17 @@ def _shifted(series: CandleSeries, shift_ms: int) -> CandleSeries:
                                     series.close, series.volume)
 
 
-async def _redis_view(redis_url: str, namespace: str, coids: list[str]):
-    store = await RedisStore.connect(redis_url, namespace)
-    try:
-        owners = {c: (o.strategy_id if (o := await store.get_order(c)) else None) for c in coids}
-        return owners, await store.positions(), await store.strategy_states(), await store.audit_entries()
-    finally:
-        await store.close()
-
-
-def _wait(predicate, timeout_secs: float, what: str):
-    deadline = time.monotonic() + timeout_secs
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_secs}s waiting for {what}")
+def _decided_through(runtime: EngineRuntime, strategy_ids, last_decision_ms: int) -> bool:
+    """True once every strategy host has been handed a ticker at or after ``last_decision_ms`` (venue time)
+    and the gateway has no ticker delivery to any of them still running: a delivery ends when the host's
+    decision on it (orders sent or not) is done, so the tree has decided on every bar the replay closes."""
+    ns = runtime.ray_namespace
+    seen = [ray.get(ray.get_actor(sid, namespace=ns).stats.remote(), timeout=30)["last_ticker_ms"]
+            for sid in strategy_ids]
+    if min(seen) < last_decision_ms:
+        return False
+    subscribers = ray.get(ray.get_actor(gateway_id("okx"), namespace=ns).stats.remote(), timeout=30)["subscribers"]
+    return all(subscribers[sid]["in_flight"] == 0 for sid in strategy_ids)
 
 
 def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_url, namespace, tmp_path):
@@ -122,7 +131,8 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
         "redis": {"url": redis_url, "namespace": namespace},
         "venues": [{"name": "okx", "instruments": list(data)}],
         "strategies": [MR, TF],
-        "simulator": {"seed": SEED, "data_path": str(tmp_path), "stepped_clock": True,
+        "supervision": SUPERVISION,
+        "simulator": {"seed": SEED, "data_path": str(tmp_path), "stepped_clock": True, "hold_replay": True,
                       "tick_interval_ms": TICK_INTERVAL_MS, "time_scale": TIME_SCALE},
     })
     sim_cfg = config.simulator
@@ -135,39 +145,49 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
         with server.lock:
             shift = server.source.shift_ms
         active_from = FILE_T0_MS + shift + LEAD_IN_CANDLES * CANDLE_MS
+        n_candles = LEAD_IN_CANDLES + ACTIVE_CANDLES
+        last_point_ms = FILE_T0_MS + shift + (n_candles - 1) * CANDLE_MS + 3 * STEP_MS
 
-        def released():
-            states = asyncio.run(_redis_view(redis_url, namespace, []))[2]
-            return all(states.get(sid) == "RUNNING" for sid in strategy_ids)
-
-        _wait(released, 60, "both strategies to run")
+        wait_until_released(redis_url, namespace, strategy_ids, RELEASE_TIMEOUT_SECS)
         with server.lock:
-            released_at = server.venue_now_ms()
+            held, released_at = server.replay_held, server.venue_now_ms()
+        assert held, "the replay ran before the test released it"
         assert released_at < active_from, (
             f"the tree released its strategies {(released_at - active_from) / 1000:.1f} s of venue time after "
-            f"the active data began: lengthen the flat lead-in")
+            f"the active data began: the hold did not hold")
+        # Lockstep, a candle at a time: the tree must have decided on the bar the candle's open closed,
+        # and Redis applied every fill, before the next candle comes. A fixed pace let a busy host decide
+        # the next bar before its last fill was in Redis, i.e. on a position the backtester never had.
+        for k in range(n_candles):
+            assert server.release_replay(steps=4)
+            # The first point came with the start, so four steps end on the next candle's open, the
+            # point that closes candle k's bar (the last release ends on the file's last point).
+            candle_open = min(FILE_T0_MS + shift + (k + 1) * CANDLE_MS, last_point_ms)
 
-        replay_secs = (LEAD_IN_CANDLES + ACTIVE_CANDLES) * 4 * TICK_INTERVAL_MS / 1000
+            def caught_up(candle_open=candle_open):
+                with server.lock:
+                    at_rest = server.replay_held or server.source.exhausted
+                if not at_rest or not _decided_through(runtime, strategy_ids, candle_open):
+                    return False
+                truth = server.account_truth()
+                return len(store_view(redis_url, namespace).audit) == len(truth["trades"])
 
-        def exhausted():
-            with server.lock:
-                return server.source.exhausted
-
-        _wait(exhausted, 3 * replay_secs + 30, "the replay to end")
-        # The last point's decisions: give the host a moment, then stop deciding and let fills settle.
-        time.sleep(1.0)
+            wait_for(caught_up, 120, f"the tree to catch up with candle {k}", poll_secs=0.05)
+        with server.lock:
+            assert server.source.exhausted
         wind_down_for_shutdown(config, ray_namespace=runtime.ray_namespace)
 
         def settled():
             truth = server.account_truth()
-            audit = asyncio.run(_redis_view(redis_url, namespace, []))[3]
+            audit = store_view(redis_url, namespace).audit
             return truth if not truth["open_orders"] and len(audit) == len(truth["trades"]) else None
 
-        _wait(settled, 30, "every venue trade to be applied in Redis")
+        wait_for(settled, SETTLE_TIMEOUT_SECS, "every venue trade to be applied in Redis", poll_secs=0.2)
         with server.lock:
             views = sorted([*server.engine.order_history(), *server.engine.open_orders()], key=lambda o: int(o.ord_id))
             fills = list(reversed(server.engine.fills()))
-        owners, positions, _, _ = asyncio.run(_redis_view(redis_url, namespace, [o.cl_ord_id for o in views]))
+        final = store_view(redis_url, namespace, coids=[o.cl_ord_id for o in views])
+        owners, positions = final.owners, final.positions
     finally:
         runtime.shutdown()
 
@@ -211,5 +231,5 @@ def test_paper_tree_on_accelerated_replay_matches_backtest(ray_session, redis_ur
         assert redis_qty == bt_qty, f"{sid}: Redis position {redis_qty} != backtest position {bt_qty}"
         report.append(f"{sid}: {len(paper)} orders, {len(paper) - late} compared exactly, {late} late, "
                       f"decision delay up to {max(delays)} ms of venue time")
-    print(f"released {(released_at - FILE_T0_MS - shift) / 1000:.1f} s of venue time into the lead-in; "
+    print(f"released {(released_at - FILE_T0_MS - shift) / 1000:.1f} s of venue time into the lead-in (held); "
           + "; ".join(report))

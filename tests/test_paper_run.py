@@ -8,17 +8,23 @@ fills by layer, and none of the venue credentials.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections import Counter
 from decimal import Decimal
 
 import pytest
 
+from tests.paper_helpers import (
+    SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
+    settled_view,
+    store_view,
+    summed_positions,
+    wait_for,
+    wait_until_released,
+)
 from tests.test_metrics import wait_for_tree_metrics
 from tradetree.config import EngineConfig
-from tradetree.core.store import RedisStore
 from tradetree.runner import EngineRuntime
 from tradetree.tree import wind_down_for_shutdown
 
@@ -40,27 +46,10 @@ def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
             {**strategy, "symbols": ["BTC-USDT-SWAP"]},
             {**strategy, "symbols": ["ETH-USDT-SWAP"], "params": {**strategy["params"], "size": "3"}},
         ],
+        "supervision": SUPERVISION,
         "simulator": {"seed": 11, "tick_interval_ms": 100, "time_scale": 60.0, **CREDENTIALS},
         "metrics": {"enabled": True, "port": 0, "refresh_secs": 0.5},
     })
-
-
-async def _store_view(redis_url: str, namespace: str):
-    store = await RedisStore.connect(redis_url, namespace)
-    try:
-        return await store.positions(), await store.audit_entries(), await store.open_orders()
-    finally:
-        await store.close()
-
-
-def _wait(predicate, timeout_secs: float, what: str):
-    deadline = time.monotonic() + timeout_secs
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout_secs}s waiting for {what}")
 
 
 def test_paper_run_positions_match_simulator_truth(ray_session, redis_url, namespace):
@@ -68,27 +57,23 @@ def test_paper_run_positions_match_simulator_truth(ray_session, redis_url, names
     runtime = EngineRuntime(config, include_dashboard=False)
     runtime.start()
     try:
-        _wait(lambda: len(asyncio.run(_store_view(redis_url, namespace))[1]) >= 6, 120, "six fills")
+        # Startup time depends on the machine: wait for the release, then for trading, each on its own bound.
+        wait_until_released(redis_url, namespace, [s.id for s in config.strategies])
+        wait_for(lambda: len(store_view(redis_url, namespace).audit) >= 6, 180, "six fills")
         url = runtime.metrics_url()
         assert url and url.startswith("http://127.0.0.1:")
-        text = wait_for_tree_metrics(url, [s.id for s in config.strategies], min_fills=6, timeout_secs=30)
+        text = wait_for_tree_metrics(url, [s.id for s in config.strategies], min_fills=6, timeout_secs=120)
         assert not [c for c in CREDENTIALS.values() if c in text]
         wind_down_for_shutdown(config, ray_namespace=runtime.ray_namespace)
 
         def settled():
             truth = runtime.sim_server.account_truth()
-            positions, audit, orders = asyncio.run(_store_view(redis_url, namespace))
-            live = [o for o in orders if not o.state.is_terminal]
-            if truth["open_orders"] or live or len(audit) != len(truth["trades"]):
-                return None
-            return truth, positions, audit
+            view = store_view(redis_url, namespace)
+            return (truth, view.positions, view.audit) if settled_view(truth, view) else None
 
-        truth, positions, audit = _wait(settled, 30, "fills to settle after pausing")
-        summed: dict[str, Decimal] = {}
-        for p in positions:
-            summed[p.inst_id] = summed.get(p.inst_id, Decimal(0)) + p.qty
+        truth, positions, audit = wait_for(settled, SETTLE_TIMEOUT_SECS, "fills to settle after pausing")
         venue_positions = {k: Decimal(v) for k, v in truth["positions"].items() if Decimal(v) != 0}
-        assert {k: v for k, v in summed.items() if v != 0} == venue_positions
+        assert summed_positions(positions) == venue_positions
 
         audited = Counter(e.fill.trade_id for e in audit)
         assert all(n == 1 for n in audited.values())

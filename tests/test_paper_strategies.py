@@ -13,7 +13,9 @@ Params are the shipped ones scaled down so that each strategy trades within
 seconds of its actor starting (see ``_STRATEGIES``): the simulator runs at
 60x with a 100 ms step, so one step is ~6 s of market time and a 12 s bar
 closes about every 0.2 s of wall time. Most of the test's time is the tree
-starting up. With ``-s`` it prints, per strategy, orders, fills and venue
+starting up, which the test waits out (the strategies released) before it
+gives them a bound to trade in; on a busy machine both take longer, and
+only a failure waits for the bounds. With ``-s`` it prints, per strategy, orders, fills and venue
 rejections. All five strategies share BTC-USDT-SWAP on one net-mode account,
 so the venue's reduce-only (which applies to the account's net position) must
 not refuse a strategy's correct close: the test checks that none was refused
@@ -22,7 +24,6 @@ with 51205 (see ``execution/venue_reduce_only.py``).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -31,8 +32,16 @@ from decimal import Decimal
 
 import pytest
 
+from tests.paper_helpers import (
+    SETTLE_TIMEOUT_SECS,
+    SUPERVISION,
+    settled_view,
+    store_view,
+    summed_positions,
+    wait_for,
+    wait_until_released,
+)
 from tradetree.config import EngineConfig
-from tradetree.core.store import RedisStore
 from tradetree.core.types import Liquidity, Order, OrderState, OrderType
 from tradetree.runner import EngineRuntime
 from tradetree.tree import wind_down_for_shutdown
@@ -88,24 +97,9 @@ def _paper_config(redis_url: str, namespace: str) -> EngineConfig:
         "redis": {"url": redis_url, "namespace": namespace},
         "venues": [{"name": "okx", "instruments": [BTC, ETH]}],
         "strategies": [{"venue": "okx", "bar_interval_ms": BAR_MS, **s} for s in _STRATEGIES],
+        "supervision": SUPERVISION,
         "simulator": {"seed": 23, "tick_interval_ms": 100, "time_scale": 60.0},
     })
-
-
-async def _store_view(redis_url: str, namespace: str):
-    store = await RedisStore.connect(redis_url, namespace)
-    try:
-        events = []
-        after = "0-0"
-        while True:
-            batch = await store.order_events(after_id=after, count=5000)
-            if not batch:
-                break
-            events.extend(order for _, order in batch)
-            after = batch[-1][0]
-        return await store.positions(), await store.audit_entries(), await store.open_orders(), events
-    finally:
-        await store.close()
 
 
 def _venue_orders(runtime: EngineRuntime) -> dict[str, object]:
@@ -183,17 +177,6 @@ def _host_stats(config: EngineConfig, ray_namespace: str) -> str:
     return "\n".join(lines)
 
 
-def _wait(predicate, timeout_secs: float, what):
-    """Poll ``predicate`` until truthy; on timeout fail with ``what()`` (evaluated then)."""
-    deadline = time.monotonic() + timeout_secs
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_secs}s waiting for {what()}")
-
-
 def test_every_strategy_trades_in_the_paper_engine(ray_session, redis_url, namespace):
     config = _paper_config(redis_url, namespace)
     assert {s.class_name for s in config.strategies} == {
@@ -207,30 +190,28 @@ def test_every_strategy_trades_in_the_paper_engine(ray_session, redis_url, names
         summary = [""]
 
         def all_traded():
-            _, audit, _, events = asyncio.run(_store_view(redis_url, namespace))
-            last[:] = _missing(config, audit, events, _venue_orders(runtime))
-            summary[0] = _summary(config, audit, events, start_ms)
+            view = store_view(redis_url, namespace, events=True)
+            last[:] = _missing(config, view.audit, view.events, _venue_orders(runtime))
+            summary[0] = _summary(config, view.audit, view.events, start_ms)
             return not last
 
-        _wait(all_traded, 60, lambda: "every strategy to trade; still missing: " + "; ".join(last)
-              + "\n" + summary[0] + "\n" + _host_stats(config, runtime.ray_namespace))
-        print(f"\ntree started in {started_secs:.1f}s\n{summary[0]}")
+        wait_until_released(redis_url, namespace, [s.id for s in config.strategies])
+        released_secs = time.time() - start_ms / 1000
+        # Each strategy trades within seconds of its release when the machine is idle; the bound is
+        # generous because a busy machine delays every decision, not because trading may take that long.
+        wait_for(all_traded, 240, lambda: "every strategy to trade; still missing: " + "; ".join(last)
+                 + "\n" + summary[0] + "\n" + _host_stats(config, runtime.ray_namespace), poll_secs=0.5)
+        print(f"\ntree started in {started_secs:.1f}s, strategies released at +{released_secs:.1f}s\n{summary[0]}")
         wind_down_for_shutdown(config, ray_namespace=runtime.ray_namespace)
 
         def settled():
             truth = runtime.sim_server.account_truth()
-            positions, audit, orders, _ = asyncio.run(_store_view(redis_url, namespace))
-            live = [o for o in orders if not o.state.is_terminal]
-            if truth["open_orders"] or live or len(audit) != len(truth["trades"]):
-                return None
-            return truth, positions, audit
+            view = store_view(redis_url, namespace)
+            return (truth, view.positions, view.audit) if settled_view(truth, view) else None
 
-        truth, positions, audit = _wait(settled, 30, lambda: "fills to settle after the wind-down")
-        summed: dict[str, Decimal] = {}
-        for p in positions:
-            summed[p.inst_id] = summed.get(p.inst_id, Decimal(0)) + p.qty
+        truth, positions, audit = wait_for(settled, SETTLE_TIMEOUT_SECS, "fills to settle after the wind-down")
         venue_positions = {k: Decimal(v) for k, v in truth["positions"].items() if Decimal(v) != 0}
-        assert {k: v for k, v in summed.items() if v != 0} == venue_positions
+        assert summed_positions(positions) == venue_positions
 
         audited = Counter(e.fill.trade_id for e in audit)
         assert all(n == 1 for n in audited.values())
@@ -238,7 +219,7 @@ def test_every_strategy_trades_in_the_paper_engine(ray_session, redis_url, names
         assert {e.strategy_id for e in audit} <= {s.id for s in config.strategies}
         # strategies sharing a netted instrument close without the venue refusing a reduce-only (51205):
         # the gateway sends the venue's flag only where the account's net allows it
-        events = asyncio.run(_store_view(redis_url, namespace))[3]
+        events = store_view(redis_url, namespace, events=True).events
         refused = [o for o in events if o.state is OrderState.REJECTED and "51205" in o.reject_reason]
         assert not refused, f"{len(refused)} close(s) refused by the venue: {refused[0].reject_reason}"
         # the maker's fills in Redis are the venue's maker executions of its quotes

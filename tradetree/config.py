@@ -52,7 +52,10 @@ class SupervisionConfig(BaseModel):
     A supervisor tolerates ``*_intensity`` restarts of its children within
     ``*_period_secs``; one more escalates (the root: SAFE MODE). A venue's
     gateway or reconciler that is (re)started must pass its probes within
-    ``venue_startup_timeout_secs`` or the start counts as failed.
+    ``venue_startup_timeout_secs`` or the start counts as failed; every other
+    child but a model server (alerter, metrics, risk monitor, strategy hosts)
+    within ``child_startup_timeout_secs``. A supervisor's own bound is the sum
+    of its children's (they start one after the other).
     """
 
     model_config = _FROZEN
@@ -64,6 +67,7 @@ class SupervisionConfig(BaseModel):
     strategy_intensity: int = Field(default=10, ge=0)
     strategy_period_secs: float = Field(default=60.0, gt=0)
     venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
+    child_startup_timeout_secs: float = Field(default=30.0, gt=0)
 
 
 class ServedModelConfig(BaseModel):

@@ -111,7 +111,19 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         intensity=config.supervision.venue_intensity,
         period_secs=config.supervision.venue_period_secs,
         children=(gateway, reconciler),
+        startup_timeout_secs=sequential_startup_secs((gateway, reconciler)),
     )
+
+
+def sequential_startup_secs(children: tuple[Any, ...]) -> float:
+    """The start bound of a supervisor whose ``children`` start one after the other: the sum of theirs,
+    and never less than a supervisor's default bound.
+
+    The fixed default below that sum failed a healthy tree on a busy machine (every child within its
+    own bound, the whole later than the parent's); each child's own bound still catches a hung one.
+    """
+    default = SupervisorSpec.model_fields["startup_timeout_secs"].default
+    return max(float(default), float(sum(c.startup_timeout_secs for c in children)))
 
 
 def _model_server_child(model) -> ChildSpec:
@@ -151,7 +163,7 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
         # The whole fill pipeline of the venue must be green, not just the gateway.
         release_after=(gateway_id(strategy.venue), reconciler_id(strategy.venue), RISK_MONITOR_ID,
                        *dict.fromkeys(models)),
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
 
 
@@ -183,7 +195,7 @@ def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) 
         },
         restart=RestartType.PERMANENT,
         backoff=BackoffSpec(min_secs=1.0, max_secs=60.0, jitter=0.2),
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
 
 
@@ -199,6 +211,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         actor_class="tradetree.actors.alerter:AlerterActor",
         args=(config.alerts,),
         restart=RestartType.PERMANENT,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
     risk_monitor = ChildSpec(
         id=RISK_MONITOR_ID,
@@ -213,7 +226,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
             "gateways": {v.name: gateway_id(v.name) for v in config.venues},
         },
         restart=RestartType.PERMANENT,
-        startup_timeout_secs=30.0,
+        startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )
     metrics: tuple[ChildSpec, ...] = ()
     if config.metrics.enabled:
@@ -221,14 +234,14 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     model_servers = tuple(_model_server_child(m) for m in config.models)
     children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor, *model_servers)
     if config.strategies:
+        hosts = tuple(_strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
+                      for s in config.strategies)
         strategies = SupervisorSpec(
             id=STRATEGY_SUPERVISOR_ID,
             intensity=config.supervision.strategy_intensity,
             period_secs=config.supervision.strategy_period_secs,
-            children=tuple(
-                _strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
-                for s in config.strategies
-            ),
+            children=hosts,
+            startup_timeout_secs=sequential_startup_secs(hosts),
         )
         children = children + (strategies,)
     return SupervisorSpec(
@@ -236,6 +249,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         intensity=config.supervision.root_intensity,
         period_secs=config.supervision.root_period_secs,
         children=children,
+        startup_timeout_secs=sequential_startup_secs(children),
         # SAFE MODE pauses strategies through their actors, so keep them alive.
         stop_children_on_escalate=False,
     )
