@@ -24,6 +24,8 @@ T = TypeVar("T")
 # How long the tree may take to release its strategies. Measured: ~15 s idle, 95 s at load 10-30
 # on 2 cores; the bound is only how long a real failure takes to report.
 RELEASE_TIMEOUT_SECS = 300.0
+# The whole of one paper test on a busy machine: start, trading, wind-down, settle, with room.
+PAPER_TEST_TIMEOUT_SECS = 1200.0
 # After the wind-down, how long fills may take to reach Redis.
 SETTLE_TIMEOUT_SECS = 120.0
 # Each child's start bound (creation, start, probes green). Beside two CPU hogs a strategy host took

@@ -44,6 +44,7 @@ import pytest
 import ray
 
 from tests.paper_helpers import (
+    PAPER_TEST_TIMEOUT_SECS,
     RELEASE_TIMEOUT_SECS,
     SETTLE_TIMEOUT_SECS,
     SUPERVISION,
@@ -53,15 +54,17 @@ from tests.paper_helpers import (
 )
 from tradetree.config import EngineConfig
 from tradetree.core.config import StrategyConfig
+from tradetree.core.names import gateway_id
 from tradetree.runner import EngineRuntime
 from tradetree.sim.backtest.book_model import BookModel
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
 from tradetree.sim.backtest.parity import run_for_parity
-from tradetree.core.names import gateway_id
 from tradetree.tree import wind_down_for_shutdown
 
-pytestmark = pytest.mark.integration
+# The suite's 300 s per-test bound is below this test's own waits on a busy machine (the tree's
+# start alone may take minutes there); those waits decide when it fails, this only stops a hang.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(PAPER_TEST_TIMEOUT_SECS)]
 
 CANDLE_MS = 6_000
 TICK_INTERVAL_MS = 200

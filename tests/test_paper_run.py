@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 
 from tests.paper_helpers import (
+    PAPER_TEST_TIMEOUT_SECS,
     SETTLE_TIMEOUT_SECS,
     SUPERVISION,
     settled_view,
@@ -28,7 +29,9 @@ from tradetree.config import EngineConfig
 from tradetree.runner import EngineRuntime
 from tradetree.tree import wind_down_for_shutdown
 
-pytestmark = pytest.mark.integration
+# The suite's 300 s per-test bound is below this test's own waits on a busy machine (the tree's
+# start alone may take minutes there); those waits decide when it fails, this only stops a hang.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(PAPER_TEST_TIMEOUT_SECS)]
 
 CREDENTIALS = {"api_key": "ak-metrics-3f9e1c", "secret_key": "sk-metrics-77ab20", "passphrase": "pp-metrics-c4d1"}
 

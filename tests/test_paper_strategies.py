@@ -33,6 +33,7 @@ from decimal import Decimal
 import pytest
 
 from tests.paper_helpers import (
+    PAPER_TEST_TIMEOUT_SECS,
     SETTLE_TIMEOUT_SECS,
     SUPERVISION,
     settled_view,
@@ -46,7 +47,9 @@ from tradetree.core.types import Liquidity, Order, OrderState, OrderType
 from tradetree.runner import EngineRuntime
 from tradetree.tree import wind_down_for_shutdown
 
-pytestmark = pytest.mark.integration
+# The suite's 300 s per-test bound is below this test's own waits on a busy machine (the tree's
+# start alone may take minutes there); those waits decide when it fails, this only stops a hang.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(PAPER_TEST_TIMEOUT_SECS)]
 
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 BAR_MS = 12_000  # two ~6 s market steps per bar

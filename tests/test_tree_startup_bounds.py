@@ -7,8 +7,8 @@ from pydantic import SecretStr
 
 from tradetree.config import EngineConfig
 from tradetree.core.config import VenueCredentials
-from tradetree.supervisor.spec import SupervisorSpec
 from tradetree.core.names import STRATEGY_SUPERVISOR_ID
+from tradetree.supervisor.spec import SupervisorSpec
 from tradetree.tree import build_root_spec, sequential_startup_secs
 
 CREDS = VenueCredentials(api_key=SecretStr("k"), secret_key=SecretStr("s"), passphrase=SecretStr("p"))
