@@ -34,10 +34,8 @@ from typing import Any, Protocol
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.errors import StoreError
 from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Order, OrderDenied, OrderIntent, Position
+from tradetree.core.types import Order, OrderDenied, OrderIntent, Position, StrategyState
 from tradetree.risk.kill_run import (
-    KILLED,
-    WINDING_DOWN,
     LeaseVerdict,
     StepRefused,
     action_phase,
@@ -89,7 +87,8 @@ class KillStore(Protocol):
 
     async def positions(self, strategy_id: str | None = None) -> list[Position]: ...
 
-    async def open_orders(self, venue: str | None = None, strategy_id: str | None = None) -> list[Order]: ...
+    async def open_orders_with_applied(self, venue: str | None = None,
+                                       strategy_id: str | None = None) -> list[tuple[Order, Decimal]]: ...
 
     async def get_order(self, client_order_id: str) -> Order | None: ...
 
@@ -97,7 +96,7 @@ class KillStore(Protocol):
 
     async def strategy_states(self) -> Mapping[str, str]: ...
 
-    async def set_strategy_state(self, strategy_id: str, state: str) -> None: ...
+    async def set_strategy_state(self, strategy_id: str, state: StrategyState) -> None: ...
 
     async def set_kill_flag(self, reason: str, ts_ms: int) -> None: ...
 
@@ -459,14 +458,14 @@ class KillSwitch:
         """Stop new trading before touching the venue: the kill flag, or WINDING_DOWN."""
         now = self._clock.now_ms()
         if run.strategy_id is not None:
-            await self._store.set_strategy_state(run.strategy_id, WINDING_DOWN)
+            await self._store.set_strategy_state(run.strategy_id, StrategyState.WINDING_DOWN)
             run.update(now, strategies=(run.strategy_id,))
             return f"strategy {run.strategy_id} WINDING_DOWN"
         await self._store.set_kill_flag(run.progress.reason, now)
         states = await self._store.strategy_states()
         targets = global_kill_targets(states, await self._store.positions())
         for sid in targets:
-            await self._store.set_strategy_state(sid, WINDING_DOWN)
+            await self._store.set_strategy_state(sid, StrategyState.WINDING_DOWN)
         run.update(now, strategies=tuple(sorted({*run.progress.strategies, *targets})))
         return "kill flag set; WINDING_DOWN: " + (", ".join(targets) or "no strategies")
 
@@ -562,7 +561,10 @@ class KillSwitch:
 
     async def _observe(self, run: _Run) -> tuple[list[Position], list[Order], dict[str, Decimal]]:
         positions = await self._store.positions()
-        orders = {o.client_order_id: o for o in await self._store.open_orders(strategy_id=run.strategy_id)}
+        # One batched read for the tracked orders; only this kill's own untracked orders cost a read each.
+        tracked = await self._store.open_orders_with_applied(strategy_id=run.strategy_id)
+        orders = {o.client_order_id: o for o, _ in tracked}
+        applied = {o.client_order_id: size for o, size in tracked}
         for coid in run.recheck:  # orders an earlier run sent: those not settled are waited for
             if coid not in orders and (order := await self._store.get_order(coid)) is not None:
                 run.own_orders[coid] = order
@@ -570,7 +572,7 @@ class KillSwitch:
         for coid, last_seen in run.own_orders.items():
             if coid not in orders:
                 orders[coid] = await self._store.get_order(coid) or last_seen
-        applied = {coid: await self._store.applied_size(coid) for coid in orders}
+                applied[coid] = await self._store.applied_size(coid)
         run.own_orders = {c: orders[c] for c in run.own_orders if not order_is_settled(orders[c], applied[c])}
         return positions, list(orders.values()), applied
 
@@ -583,7 +585,7 @@ class KillSwitch:
         if intent.strategy_id not in run.progress.strategies:
             # A position of a strategy the flag step did not see (a late fill): wind it down first.
             ok, _ = await self._attempt(run, f"wind down {intent.strategy_id}",
-                                        self._store.set_strategy_state(intent.strategy_id, WINDING_DOWN))
+                                        self._store.set_strategy_state(intent.strategy_id, StrategyState.WINDING_DOWN))
             if not ok:
                 return
             run.update(self._clock.now_ms(), strategies=tuple(sorted({*run.progress.strategies, intent.strategy_id})))
@@ -623,7 +625,7 @@ class KillSwitch:
 
     async def _mark_killed(self, run: _Run) -> str:
         for sid in run.progress.strategies:
-            await self._store.set_strategy_state(sid, KILLED)
+            await self._store.set_strategy_state(sid, StrategyState.KILLED)
         return "KILLED: " + (", ".join(run.progress.strategies) or "no strategies")
 
     # -- attempts, stalls, records ------------------------------------------------------------

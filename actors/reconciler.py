@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,7 +52,9 @@ from tradetree.adapters.okx.rest import OkxRestClient
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError, TradetreeError, VenueAuthError, VenueError
+from tradetree.core.errors import ActorNotFound, StoreError, VenueAuthError, VenueError, VenueReleaseRefused
+from tradetree.core.lifecycle import ComponentState
+from tradetree.core.names import ALERTER_ID
 from tradetree.core.store import RedisStore
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.types import HealthReport, ProbeResult
@@ -70,11 +71,10 @@ from tradetree.execution.probes import (
     timers_probe,
 )
 from tradetree.execution.reconciliation import ReconcilerConfig
+from tradetree.supervisor.actor_client import ActorClient
 
 __all__ = [
     "ReconcilerConfig",
-    "ReconcilerState",
-    "VenueReleaseRefused",
     "AlertSink",
     "PollOutcome",
     "DriftOutcome",
@@ -87,16 +87,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _STOP_TIMEOUT_SECS = 5.0  # how long stop() waits for the timers to end
-
-
-class VenueReleaseRefused(TradetreeError):
-    """``release_venue`` refused: a readiness probe of the reconciler fails (named in the message)."""
-
-
-class ReconcilerState(str, enum.Enum):
-    UNOPENED = "unopened"
-    RUNNING = "running"
-    STOPPED = "stopped"
 
 
 class ReconcileReport(BaseModel):
@@ -154,7 +144,7 @@ class FillReconciler:
         self._redis_timeout = redis_socket_timeout_secs
         self._given = (store, control, rest)
         self._control_client: aioredis.Redis | None = None
-        self.state = ReconcilerState.UNOPENED
+        self.state = ComponentState.NEW
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.ctx = ReconcilerContext(venue, self.config, clock or WallClock(), alert_sink)
@@ -204,9 +194,11 @@ class FillReconciler:
             VenueAuthError: the venue rejected the credentials.
             RuntimeError: already started.
         """
-        if self.state is not ReconcilerState.UNOPENED:
+        if self.state is not ComponentState.NEW:
             raise RuntimeError(f"{self.component}: start() is allowed once, state is {self.state.value}")
         cfg = self.config
+        # STARTING at once: a second start() while this one awaits Redis or the venue is refused too.
+        self.state = ComponentState.STARTING
         try:
             await self._open()
             try:
@@ -226,18 +218,18 @@ class FillReconciler:
                            for key, label, secs, check in timers]
         except BaseException:
             await self._close()
-            self.state = ReconcilerState.STOPPED
+            self.state = ComponentState.STOPPED
             raise
-        self.state = ReconcilerState.RUNNING
+        self.state = ComponentState.RUNNING
         log.info("%s: running (poll %.1fs, fill health %.1fs, drift %.1fs, canary %s)", self.component,
                  cfg.poll_interval_secs, cfg.fill_health_interval_secs, cfg.drift_interval_secs,
                  f"every {cfg.canary_interval_secs:g}s while paused" if self.canary_enabled else "off")
 
     async def stop(self) -> None:
         """Stop the timers and close what ``start()`` opened. Idempotent."""
-        if self.state is ReconcilerState.STOPPED:
+        if self.state is ComponentState.STOPPED:
             return
-        self.state = ReconcilerState.STOPPED
+        self.state = ComponentState.STOPPED
         await self._close()
 
     async def _open(self) -> None:
@@ -327,9 +319,9 @@ class FillReconciler:
         _, control, _ = self.ctx.parts()
         failing = (await self.check_health()).failing()
         if failing:
+            reasons = [f"{p.name}: {p.detail}" for p in failing]
             raise VenueReleaseRefused(
-                f"{self.component}: venue pause kept, probes failing: "
-                + "; ".join(f"{p.name}: {p.detail}" for p in failing)
+                f"{self.component}: venue pause kept, probes failing: " + "; ".join(reasons), reasons=reasons
             )
         lifted = await control.resume_venue(self.name)
         self.canary.schedule.disarm()
@@ -360,7 +352,7 @@ class FillReconciler:
         """
         ctx = self.ctx
         now_ms = ctx.clock.now_ms()
-        if self.state is not ReconcilerState.RUNNING or ctx.store is None or ctx.control is None:
+        if self.state is not ComponentState.RUNNING or ctx.store is None or ctx.control is None:
             probe = ProbeResult(name="running", ok=False, detail=f"state {self.state.value}")
             return HealthReport(component=self.component, ts_ms=now_ms, probes=(probe,))
         cfg = self.config
@@ -422,36 +414,34 @@ class FillReconciler:
 
 
 class RayAlerterSink:
-    """Alert sink that calls the named Ray actor's ``alert`` (default ``Alerter``); logs when it is absent."""
+    """Alert sink that calls the named actor's ``alert`` (default ``ALERTER_ID``) through ``ActorClient``.
 
-    def __init__(self, actor_name: str = "Alerter", *, namespace: str | None = None, timeout_secs: float = 5.0) -> None:
+    An absent alerter (not started yet, or being restarted) is not an error: the
+    alert is logged only. Any other failure (timeout, dead actor, the method
+    raised) reaches the caller as the client's ``BackendError``;
+    ``ReconcilerContext.alert`` counts and logs it.
+    """
+
+    def __init__(self, actor_name: str = ALERTER_ID, *, namespace: str | None = None, timeout_secs: float = 5.0,
+                 client: ActorClient | None = None) -> None:
         self.actor_name = actor_name
-        self.namespace = namespace
-        self.timeout_secs = timeout_secs
-        self._handle: Any = None
+        self.client = client or ActorClient(namespace, timeout_secs=timeout_secs)
 
     async def __call__(self, severity: str, key: str, title: str, text: str) -> None:
-        if self._handle is None:
-            try:
-                self._handle = ray.get_actor(self.actor_name, namespace=self.namespace)
-            except ValueError:
-                log.info("no %s actor; alert %s logged only", self.actor_name, key)
-                return
         try:
-            await asyncio.wait_for(self._handle.alert.remote(severity, key, title, text), self.timeout_secs)
-        except Exception:
-            self._handle = None  # look it up again next time (it may have been restarted)
-            raise
+            await self.client.call(self.actor_name, "alert", severity, key, title, text)
+        except ActorNotFound:
+            log.info("no %s actor; alert %s logged only", self.actor_name, key)
 
 
 class _FillReconcilerShell:
     """Ray shell: builds a ``FillReconciler`` and delegates to it, one line per method.
 
-    ``alerter_name`` (default ``Alerter``; None = log only) is looked up in
+    ``alerter_name`` (default ``ALERTER_ID``; None = log only) is looked up in
     ``ray_namespace`` when an alert is sent.
     """
 
-    def __init__(self, venue: VenueConfig, *, alerter_name: str | None = "Alerter",
+    def __init__(self, venue: VenueConfig, *, alerter_name: str | None = ALERTER_ID,
                  ray_namespace: str | None = None, **kwargs: Any) -> None:
         sink = RayAlerterSink(alerter_name, namespace=ray_namespace) if alerter_name else None
         self._reconciler = FillReconciler(venue, alert_sink=sink, **kwargs)

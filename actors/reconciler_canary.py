@@ -18,7 +18,15 @@ from decimal import Decimal
 from tradetree.actors.reconciler_context import ReconcilerContext
 from tradetree.actors.reconciler_loops import FillHealthLoop
 from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from tradetree.core.errors import InvalidOrderTransition, OrderRejected, StoreError, TradetreeError, VenueError
+from tradetree.core.errors import (
+    CanaryTimeout,
+    DuplicateClientOrderId,
+    InvalidOrderTransition,
+    OrderRejected,
+    StoreError,
+    TradetreeError,
+    VenueError,
+)
 from tradetree.core.types import (
     FillLayer,
     Instrument,
@@ -164,8 +172,7 @@ class CanaryLoop:
             legs.append(await self._send(instrument, side, size, reduce_only=False))
             filled.append(await self._wait_filled(legs[0], loop.time() + deadline_secs))
             if filled[0] == 0:
-                raise VenueError(f"the first leg {legs[0].client_order_id} did not fill within {deadline_secs:g}s",
-                                 venue=ctx.name)
+                raise CanaryTimeout(f"the first leg {legs[0].client_order_id} did not fill within {deadline_secs:g}s")
             legs.append(await self._send(instrument, side.opposite, filled[0], reduce_only=True))
             watch_until = loop.time() + deadline_secs
             filled.append(await self._wait_filled(legs[1], watch_until))
@@ -197,6 +204,7 @@ class CanaryLoop:
         """Record a ``_canary`` market order in Redis, then send it through our own REST client.
 
         Raises:
+            DuplicateClientOrderId: the minted id is already recorded (nothing was sent).
             StoreError: it could not be recorded (nothing was sent).
             OrderRejected: the venue refused it (recorded REJECTED).
             VenueError: the outcome is unknown (it stays tracked; the poller settles it).
@@ -208,7 +216,7 @@ class CanaryLoop:
         order = Order.from_intent(intent, now_ms=ctx.clock.now_ms(),
                                   client_order_id=new_client_order_id(CANARY_ORDER_PREFIX))
         if not await store.record_order(order):
-            raise StoreError(f"canary order id {order.client_order_id} is already recorded")
+            raise DuplicateClientOrderId(f"canary order id {order.client_order_id} is already recorded")
         ctx.counters["canary_orders_sent"] += 1
         try:
             venue_order_id = await rest.create_order(order)

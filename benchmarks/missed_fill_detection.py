@@ -128,10 +128,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int, sample_ms: int,
             timeout_secs: float) -> dict[str, Any]:
-    import ray
-
     from tradetree.core.types import OrderIntent, OrderType, Side
     from tradetree.runner import EngineRuntime
+    from tradetree.supervisor.actor_client import ActorClient
     from tradetree.tree import gateway_id
 
     namespace = f"tt-bench-{uuid.uuid4().hex[:12]}"
@@ -142,7 +141,8 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
     try:
         sim = runtime.sim_server
         sim.faults.set_drop_fill_records(True)
-        gateway = ray.get_actor(gateway_id("okx"), namespace=runtime.ray_namespace)
+        actors = ActorClient(runtime.ray_namespace, timeout_secs=30)
+        gateway = gateway_id("okx")
         sent = 0
         with Sampler(sim, runtime.redis_url, namespace, sample_ms / 1000) as sampler:
             deadline = time.monotonic() + timeout_secs
@@ -150,7 +150,7 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
                 side = Side.BUY if sent % 2 == 0 else Side.SELL
                 intent = OrderIntent(strategy_id="bench", venue="okx", inst_id=INST, side=side,
                                      type=OrderType.MARKET, size=Decimal(1), reason="missed-fill benchmark")
-                order = ray.get(gateway.submit_order.remote(intent), timeout=30)
+                order = actors.call_sync(gateway, "submit_order", intent)
                 if order.state.value == "rejected":
                     raise RuntimeError(f"benchmark order rejected: {order.reject_reason}")
                 sent += 1

@@ -41,16 +41,13 @@ from __future__ import annotations
 
 import re
 
+from tradetree.core.types import escape_component, position_id
+
 __all__ = ["NAMESPACE_PATTERN", "RedisKeys", "escape_component"]
 
 # Same rule as core.config.RedisConfig.namespace: no ':' (a namespace must not
 # be a prefix of another one's keys) and no glob characters (SCAN MATCH).
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def escape_component(value: str) -> str:
-    """Escape one key component so that it contains no ``:``."""
-    return value.replace("%", "%25").replace(":", "%3A")
 
 
 class RedisKeys:
@@ -129,7 +126,7 @@ class RedisKeys:
 
     @staticmethod
     def position_id(strategy_id: str, venue: str, inst_id: str) -> str:
-        return ":".join(escape_component(c) for c in (strategy_id, venue, inst_id))
+        return position_id(strategy_id, venue, inst_id)  # the naming rule lives with the domain types
 
     def position(self, position_id: str) -> str:
         return f"{self._p}pos:{position_id}"

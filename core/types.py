@@ -31,6 +31,8 @@ __all__ = [
     "Fill",
     "Position",
     "new_client_order_id",
+    "escape_component",
+    "position_id",
     "TERMINAL_STATES",
     "Ticker",
     "Bar",
@@ -169,6 +171,25 @@ class Liquidity(str, enum.Enum):
 def new_client_order_id(prefix: str = "tt") -> str:
     """A fresh client order id: 32 lowercase alphanumerics (OKX allows 1-32)."""
     return (prefix + secrets.token_hex(16))[:32]
+
+
+def escape_component(value: str) -> str:
+    """One id component with ``%`` -> ``%25`` and ``:`` -> ``%3A``, so that it contains no ``:``.
+
+    Joined ids (``position_id``, the kill scopes, Redis key names) use ``:`` as
+    the separator; escaping keeps a colon inside an id from making two
+    different tuples the same id. Ids without ``%`` or ``:`` (every id OKX and
+    Binance produce) come back verbatim.
+    """
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+def position_id(strategy_id: str, venue: str, inst_id: str) -> str:
+    """The id of a strategy's position on a venue instrument: ``strategy:venue:inst``, each part escaped.
+
+    The store keys positions by it and risk keeps its day baselines by it.
+    """
+    return ":".join(escape_component(c) for c in (strategy_id, venue, inst_id))
 
 
 class OrderIntent(BaseModel):

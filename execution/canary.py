@@ -35,6 +35,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.config import VenueConfig
 from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, Position, Side
 from tradetree.execution.reconciliation import ReconcilerConfig
@@ -226,6 +227,11 @@ class CanaryState:
         return cls(interval_secs, max_interval_secs, interval_secs)
 
     @property
+    def backoff(self) -> BackoffPolicy:
+        """The doubling as the shared policy: after ``k`` failures in a row the interval is its ``ceiling(k)``."""
+        return BackoffPolicy(base_secs=self.base_interval_secs, cap_secs=self.max_interval_secs)
+
+    @property
     def is_armed(self) -> bool:
         return self.next_at is not None
 
@@ -242,8 +248,9 @@ class CanaryState:
         if verdict is CanaryVerdict.WS:
             return replace(self, failures_in_row=0, interval_secs=self.base_interval_secs,
                            next_at=now + self.base_interval_secs)
-        interval = min(self.interval_secs * 2, self.max_interval_secs)
-        return replace(self, failures_in_row=self.failures_in_row + 1, interval_secs=interval, next_at=now + interval)
+        failures = self.failures_in_row + 1
+        interval = self.backoff.ceiling(failures)
+        return replace(self, failures_in_row=failures, interval_secs=interval, next_at=now + interval)
 
 
 class CanarySchedule:

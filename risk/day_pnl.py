@@ -24,8 +24,7 @@ import time
 from collections.abc import Iterable
 from decimal import Decimal
 
-from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Position
+from tradetree.core.types import Position, position_id
 from tradetree.risk.rules import daily_pnl_by_strategy, position_net_pnl
 
 __all__ = ["candidate_baselines", "daily_pnl_by_strategy", "utc_day"]
@@ -41,5 +40,5 @@ def candidate_baselines(positions: Iterable[Position]) -> dict[str, Decimal]:
     out: dict[str, Decimal] = {}
     for p in positions:
         # The first wins, as HSETNX would have it for a position listed twice.
-        out.setdefault(RedisKeys.position_id(p.strategy_id, p.venue, p.inst_id), position_net_pnl(p))
+        out.setdefault(position_id(p.strategy_id, p.venue, p.inst_id), position_net_pnl(p))
     return out

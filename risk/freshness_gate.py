@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tradetree.core.control_state import ControlSnapshot
 from tradetree.core.errors import StoreError, StoreUnavailable
-from tradetree.core.types import OrderDenied, OrderIntent
+from tradetree.core.types import OrderDenied, OrderIntent, StrategyState
 from tradetree.risk.config import RiskConfig
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
 
 GATE_STATE_UNKNOWN_REDIS = "state unknown: Redis unavailable"
 
-_RUNNING = "RUNNING"
-_WINDING_DOWN = "WINDING_DOWN"
-
-
 class GateInputs(BaseModel):
     """What the gate decides on, read just before the order.
 
@@ -56,7 +52,7 @@ class GateInputs(BaseModel):
 
     now_ms: int
     strategy_id: str
-    strategy_state: str | None  # RUNNING / PAUSED / WINDING_DOWN / KILLED; None = unknown
+    strategy_state: StrategyState | None  # None = unknown (the store's text, e.g. "PAUSED", is accepted)
     kill_flag: str | None  # the kill flag's reason; None = not set
     control: ControlSnapshot | None  # None = unknown
     last_market_data_ms: int | None  # None = no market data seen
@@ -122,12 +118,12 @@ def check(intent: OrderIntent, inputs: GateInputs, cfg: RiskConfig) -> list[str]
     state = inputs.strategy_state
     if state is None:
         reasons.append(f"strategy state unknown: {intent.strategy_id} has no state in Redis")
-    elif state == _WINDING_DOWN:
+    elif state is StrategyState.WINDING_DOWN:
         if intent.reduce_only:
             winding_down_close = True
         else:
             reasons.append(f"strategy {intent.strategy_id} is WINDING_DOWN: only reduce-only orders")
-    elif state != _RUNNING:
+    elif state is not StrategyState.RUNNING:
         reasons.append(f"strategy {intent.strategy_id} is {state}, not RUNNING")
 
     control = inputs.control

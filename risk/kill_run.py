@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tradetree.core.errors import TradetreeError, VenueAuthError
-from tradetree.core.types import Order, OrderDenied, OrderState, Position
+from tradetree.core.types import Order, OrderDenied, OrderState, Position, StrategyState
 from tradetree.risk.kill_switch import (
     CancelOrders,
     KillPhase,
@@ -42,8 +42,6 @@ from tradetree.risk.kill_switch import (
 )
 
 __all__ = [
-    "KILLED",
-    "WINDING_DOWN",
     "LeaseVerdict",
     "RunStart",
     "StepFailure",
@@ -63,11 +61,6 @@ __all__ = [
     "stuck_reason",
     "timeout_reason",
 ]
-
-# Strategy states as the store and actors.strategy_host.StrategyState spell them.
-WINDING_DOWN = "WINDING_DOWN"
-KILLED = "KILLED"
-
 
 class StepRefused(Exception):
     """A wind-down order was denied by a pre-trade check or rejected by the venue (retried)."""
@@ -199,7 +192,7 @@ def global_kill_targets(states: Mapping[str, str], positions: Iterable[Position]
     """Strategies a global kill puts in WINDING_DOWN: every one not KILLED, and every one
     holding a position (``_unattributed`` too), so the gate admits their reduce-only clips."""
     holders = {p.strategy_id for p in positions if p.qty != 0}
-    return sorted({s for s, state in states.items() if state != KILLED} | holders)
+    return sorted({s for s, state in states.items() if state != StrategyState.KILLED} | holders)
 
 
 def plan_progress(plan: WindDownPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:

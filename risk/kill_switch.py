@@ -49,8 +49,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tradetree.core.redis_keys import escape_component
-from tradetree.core.types import Order, OrderIntent, OrderType, Position, Side
+from tradetree.core.backoff import BackoffPolicy
+from tradetree.core.types import Order, OrderIntent, OrderType, Position, Side, escape_component
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -144,19 +144,30 @@ class KillSwitchConfig(BaseModel):
     def clip_size(self, venue: str, inst_id: str) -> Decimal:
         return self.max_clip_size_by_inst.get(f"{venue}:{inst_id}", self.max_clip_size)
 
+    def backoff_policy(self) -> BackoffPolicy:
+        """The retry delays as the shared ``core.backoff`` policy (0-based: attempt ``n`` is its ``n - 1``).
+
+        Equal jitter with ``base = 2 * min`` and ``floor = min``: the 0-based
+        ceiling ``2 * min * 2**(n-1)`` is the ``min * 2**n`` of the 1-based
+        ``n``-th failure, so the delays are the ones this switch always had.
+        """
+        return BackoffPolicy(base_secs=2 * self.backoff_min_secs, cap_secs=self.backoff_max_secs, jitter="equal",
+                             floor_secs=self.backoff_min_secs)
+
 
 def backoff_delay(attempt: int, config: KillSwitchConfig, rng: random.Random) -> float:
     """Delay before retrying after the ``attempt``-th consecutive failure (1-based).
 
     Exponential with jitter, never below ``backoff_min_secs`` nor above
     ``backoff_max_secs``: uniform in ``[c/2, c]`` where
-    ``c = min(max, min * 2**attempt)`` (and at least ``min``).
+    ``c = min(max, min * 2**attempt)`` (and at least ``min``); one ``rng`` draw.
+
+    Raises:
+        ValueError: ``attempt`` < 1.
     """
     if attempt < 1:
         raise ValueError("attempt is 1-based")
-    ceiling = min(config.backoff_max_secs, config.backoff_min_secs * 2.0 ** min(attempt, 60))
-    floor = max(config.backoff_min_secs, ceiling / 2)
-    return rng.uniform(floor, ceiling)
+    return config.backoff_policy().delay(attempt - 1, rng)
 
 
 # -- the pure planner -------------------------------------------------------------------------
@@ -414,5 +425,5 @@ class KillStep(BaseModel):
 
 
 def kill_scope(strategy_id: str | None) -> str:
-    """``global`` or ``strategy:<id>`` (the id escaped as in ``core.redis_keys``)."""
+    """``global`` or ``strategy:<id>`` (the id escaped by ``core.types.escape_component``, as in key names)."""
     return GLOBAL_SCOPE if strategy_id is None else f"strategy:{escape_component(strategy_id)}"

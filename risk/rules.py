@@ -17,8 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Order, OrderState, Position, Side
+from tradetree.core.types import Order, OrderState, Position, Side, StrategyState, position_id
 from tradetree.risk.config import RiskConfig, instrument_key
 from tradetree.risk.pre_trade import fmt_decimal
 
@@ -243,14 +242,14 @@ def daily_pnl_by_strategy(
 ) -> dict[str, Decimal]:
     """Realized P&L today per strategy.
 
-    ``baselines`` maps a position id (``RedisKeys.position_id``) to its
+    ``baselines`` maps a position id (``core.types.position_id``) to its
     ``position_net_pnl`` at the day's first observation; a position
     without a baseline made nothing yet today.
     """
     out: dict[str, Decimal] = {}
     for p in positions:
         net = position_net_pnl(p)
-        base = baselines.get(RedisKeys.position_id(p.strategy_id, p.venue, p.inst_id), net)
+        base = baselines.get(position_id(p.strategy_id, p.venue, p.inst_id), net)
         out[p.strategy_id] = out.get(p.strategy_id, _ZERO) + (net - base)
     return out
 
@@ -370,7 +369,7 @@ def pause_targets(trip: Trip, states: Mapping[str, str]) -> list[str]:
     """
     if trip.strategy_id is not None:
         return [trip.strategy_id]
-    return sorted(s for s, state in states.items() if state == "RUNNING")
+    return sorted(s for s, state in states.items() if state == StrategyState.RUNNING)
 
 
 def rejection_streak_of(breaker: str) -> str | None:

@@ -11,6 +11,7 @@ the Redis store (fakeredis, and the real server where it matters).
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from decimal import Decimal
 
@@ -39,8 +40,10 @@ class FakeBook:
         self.state_history: list[tuple[str, str]] = []
         self.flag: str | None = None
         self.down = False
+        self.reads: collections.Counter[str] = collections.Counter()
 
-    def _check(self) -> None:
+    def _check(self, read: str = "") -> None:
+        self.reads[read] += 1
         if self.down:
             raise StoreUnavailable("Redis does not answer")
 
@@ -58,17 +61,20 @@ class FakeBook:
         return [Position(strategy_id=s, venue=v, inst_id=i, qty=q) for (s, v, i), q in sorted(self.qty.items())
                 if strategy_id in (None, s)]
 
-    async def open_orders(self, venue: str | None = None, strategy_id: str | None = None) -> list[Order]:
-        self._check()
-        return [o for o in self.orders.values() if venue in (None, o.venue) and strategy_id in (None, o.strategy_id)
+    async def open_orders_with_applied(self, venue: str | None = None,
+                                       strategy_id: str | None = None) -> list[tuple[Order, Decimal]]:
+        # Tracked until terminal with every fill applied (the poller's untrack rule), as the store.
+        self._check("open_orders_with_applied")
+        return [(o, self.applied.get(o.client_order_id, D(0))) for o in self.orders.values()
+                if venue in (None, o.venue) and strategy_id in (None, o.strategy_id)
                 and not (o.state.is_terminal and self.applied.get(o.client_order_id, D(0)) >= o.filled_size)]
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        self._check()
+        self._check("get_order")
         return self.orders.get(client_order_id)
 
     async def applied_size(self, client_order_id: str) -> Decimal:
-        self._check()
+        self._check("applied_size")
         return self.applied.get(client_order_id, D(0))
 
     async def strategy_states(self) -> dict[str, str]:
@@ -374,6 +380,21 @@ async def test_offsetting_positions_stall_with_the_reason_unless_allowed(book, v
     result = await ks.kill("test")
     assert result.state is KillState.STALLED and "offset" in result.stalled_reason
     assert "allow_offsetting_orders" in result.stalled_reason and venue.submitted == []
+
+
+async def test_the_scope_s_orders_and_applied_sizes_are_one_batched_read_per_look(book, venue, fake_redis, namespace,
+                                                                                 sim):
+    book.qty = {("A", "okx", BTC): D(1)}
+    for n in range(6):
+        book.orders[f"l{n}"] = limit_order(f"l{n}", "A")
+    ks = make(book, venue, fake_redis, namespace, sim)
+
+    result = await ks.kill("test", strategy_id="A")
+
+    assert result.state is KillState.DONE and book.position("A") == 0
+    assert book.reads["open_orders_with_applied"] >= 3  # cancel, flatten, verify: one batch each
+    # Per-order reads only for the kill's own clips once they left the tracked set, never per tracked order.
+    assert book.reads["applied_size"] <= len(venue.submitted) == 1
 
 
 async def test_missing_fills_make_the_kill_wait_instead_of_closing_twice(book, venue, fake_redis, namespace, sim):

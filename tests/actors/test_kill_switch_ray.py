@@ -1,18 +1,19 @@
-"""The Ray ports of the kill switch against stand-in actors: errors arrive as ``core.errors``."""
+"""The Ray ports of the kill switch: errors arrive as ``core.errors`` (stand-in actors, and without Ray)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 
 import pytest
 
-from tradetree.actors.kill_switch_ray import RayStrategyPort, RayVenuePort
+from tradetree.actors.kill_switch_ray import PORT_CALL_TIMEOUT_SECS, RayStrategyPort, RayVenuePort
 from tradetree.core.errors import OrderRejected, VenueUnavailable
 from tradetree.core.names import gateway_id
 from tradetree.core.types import Order, OrderIntent, Side
-
-pytestmark = pytest.mark.integration
+from tradetree.risk.kill_switch import KillSwitchConfig
+from tradetree.supervisor.actor_client import ActorClient
 
 
 class _Gateway:
@@ -41,6 +42,7 @@ class _Strategy:
         return self.paused
 
 
+@pytest.mark.integration
 async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
     ray = ray_session
     tag = uuid.uuid4().hex[:6]
@@ -74,3 +76,33 @@ async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
     finally:
         for a in (*actors, strategy):
             ray.kill(a)
+
+
+class _Hung:
+    """A handle whose every method answers never (a hung actor)."""
+
+    def __getattr__(self, method: str):
+        return self
+
+    def remote(self, *args):
+        return asyncio.Event().wait()
+
+
+async def test_ports_call_through_the_actor_client_and_keep_the_executor_contract():
+    looked_up: list[tuple[str, str | None]] = []
+
+    def lookup(name: str, namespace: str | None):
+        looked_up.append((name, namespace))
+        if name.startswith("missing"):
+            raise ValueError(f"Failed to look up actor with name '{name}'")
+        return _Hung()
+
+    port = RayVenuePort(["okx"], client=ActorClient("ns", timeout_secs=0.05, lookup=lookup))
+    with pytest.raises(VenueUnavailable, match=r"VenueGateway\[okx\].cancel_all: CallTimeout") as err:
+        await port.cancel_all("okx")
+    assert err.value.venue == "okx" and looked_up == [(gateway_id("okx"), "ns")]
+    strategies = RayStrategyPort(client=ActorClient("ns", timeout_secs=0.05, lookup=lookup))
+    with pytest.raises(VenueUnavailable, match="actor missing_S not found"):
+        await strategies.pause("missing_S", "killed")
+    # The backstop never cuts a call before the executor's own default step timeout does.
+    assert PORT_CALL_TIMEOUT_SECS > KillSwitchConfig.model_fields["call_timeout_secs"].default

@@ -15,14 +15,23 @@ from decimal import Decimal
 import pytest
 
 from tests.adapters.sim_helpers import eventually
-from tradetree.actors.reconciler import FillReconciler, VenueReleaseRefused
+from tradetree.actors import reconciler_canary
+from tradetree.actors.reconciler import FillReconciler
 from tradetree.adapters.okx.reports import VenueOrderReport
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import VenueConfig
 from tradetree.core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlState
-from tradetree.core.errors import OrderNotFound, OrderRejected
+from tradetree.core.errors import (
+    CanaryTimeout,
+    DuplicateClientOrderId,
+    OrderNotFound,
+    OrderRejected,
+    StoreError,
+    VenueError,
+    VenueReleaseRefused,
+)
 from tradetree.core.store import RedisStore
-from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, Side
+from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderIntent, OrderState, Side
 from tradetree.execution.canary import CANARY_ORDER_PREFIX, CANARY_STRATEGY_ID, CanaryVerdict
 from tradetree.execution.reconciliation import ReconcilerConfig
 
@@ -43,6 +52,7 @@ class FillingVenue:
         self.clock = clock
         self.ws_works = True
         self.reject_reduce_only = False
+        self.leave_working = False  # accept orders and never fill them (a book nobody takes)
         self.net: dict[str, Decimal] = {}
         self.fills: list[Fill] = []
         self.reports: dict[str, VenueOrderReport] = {}
@@ -57,6 +67,12 @@ class FillingVenue:
         if order.reduce_only and self.reject_reduce_only:
             raise OrderRejected("51205 reduce-only order rejected", venue="okx", code="51205")
         vid = str(next(self._ids))
+        if self.leave_working:
+            self.reports[order.client_order_id] = VenueOrderReport(
+                venue="okx", inst_id=order.inst_id, venue_order_id=vid, client_order_id=order.client_order_id,
+                side=order.side, state=OrderState.LIVE, venue_state="live", size=order.size,
+                filled_size=Decimal(0), avg_price=None, updated_ms=self.clock.now_ms())
+            return vid
         fill = Fill(venue="okx", inst_id=order.inst_id, trade_id=f"t{vid}", client_order_id=order.client_order_id,
                     venue_order_id=vid, side=order.side, price=Decimal(60000), size=order.size,
                     ts_ms=self.clock.now_ms(), layer=FillLayer.POLL)
@@ -251,8 +267,9 @@ async def test_release_venue_lifts_every_source_only_when_the_probes_pass(venue,
         await control.pause_venue("okx", "fill gap", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
         await control.pause_venue("okx", "drift", clock.now_ms(), source=PAUSE_SOURCE_DRIFT)
         await control.open_discrepancy("okx", f"drift:{SWAP.inst_id}", "venue 1, Redis 0", clock.now_ms())
-        with pytest.raises(VenueReleaseRefused, match="no_drift"):
+        with pytest.raises(VenueReleaseRefused, match="no_drift") as refused:
             await rec.release_venue()
+        assert any(r.startswith("no_drift: ") for r in refused.value.reasons), refused.value.reasons
         assert len(await control.venue_pauses("okx")) == 2
         await rec.check_drift()  # venue and Redis agree (both flat): the discrepancy closes
         assert await rec.release_venue() == [PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH]
@@ -264,3 +281,28 @@ async def test_release_venue_lifts_every_source_only_when_the_probes_pass(venue,
 
 async def _healthy(rec) -> bool:
     return (await rec.check_health()).healthy
+
+
+async def test_a_first_leg_that_never_fills_is_a_canary_timeout_not_a_venue_error(reconciler, venue, control, clock):
+    venue.leave_working = True  # the venue answers every call; nothing fills
+    await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
+    await eventually(lambda: reconciler.canary_history, what="a canary round trip")
+    outcome = reconciler.canary_history[0]
+    assert outcome.verdict is CanaryVerdict.FAILED and not outcome.resumed
+    assert outcome.detail.startswith("CanaryTimeout: the first leg") and "did not fill within" in outcome.detail
+    assert len(venue.sent) == 1  # no way back for a leg that did not fill
+    assert not issubclass(CanaryTimeout, VenueError)
+
+
+async def test_a_canary_order_id_already_recorded_is_refused_before_sending(venue, store, control, clock,
+                                                                           monkeypatch):
+    rec = FillReconciler(VENUE, store=store, control=control, rest=venue, clock=clock, config=CONFIG)
+    taken = Order.from_intent(
+        OrderIntent(strategy_id="S1", venue="okx", inst_id=SWAP.inst_id, side=Side.BUY, size=Decimal(1)),
+        now_ms=clock.now_ms(), client_order_id=f"{CANARY_ORDER_PREFIX}taken")
+    assert await store.record_order(taken)
+    monkeypatch.setattr(reconciler_canary, "new_client_order_id", lambda prefix: taken.client_order_id)
+    with pytest.raises(DuplicateClientOrderId, match="already recorded") as err:
+        await rec.canary._send(SWAP, Side.BUY, SWAP.min_size, reduce_only=False)
+    assert not isinstance(err.value, StoreError)
+    assert venue.sent == [] and rec.counters["canary_orders_sent"] == 0

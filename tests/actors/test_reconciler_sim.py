@@ -16,10 +16,11 @@ import pytest
 
 from tests.adapters.sim_helpers import credentials, eventually, venue_config
 from tradetree.actors.gateway import VenueGateway
-from tradetree.actors.reconciler import FillReconciler, ReconcilerState
+from tradetree.actors.reconciler import FillReconciler
 from tradetree.adapters.okx.rest import OkxRestClient
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import VenueUnavailable
+from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
 from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
 from tradetree.execution.reconciliation import NEVER_REACHED_VENUE, ReconcilerConfig
@@ -385,11 +386,11 @@ async def test_reconcile_now_applies_and_untracks_and_reports(sim, store, contro
 
 async def test_heartbeat_and_stop(sim, store, control):
     async with running(sim, store, control) as reconciler:
-        assert reconciler.state is ReconcilerState.RUNNING
+        assert reconciler.state is ComponentState.RUNNING
         await eventually(lambda: _has_heartbeat(store), what="heartbeat")
         with pytest.raises(RuntimeError):
             await reconciler.start()
-    assert reconciler.state is ReconcilerState.STOPPED
+    assert reconciler.state is ComponentState.STOPPED
     report = await reconciler.check_health()
     assert not report.healthy and report.probes[0].name == "running"
     await reconciler.stop()  # idempotent

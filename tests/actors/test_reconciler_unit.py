@@ -9,15 +9,18 @@ import pytest
 from pydantic import SecretStr
 
 from tests.adapters.sim_helpers import eventually
-from tradetree.actors.reconciler import FillReconciler, ReconcilerState
+from tradetree.actors.reconciler import FillReconciler, RayAlerterSink
 from tradetree.adapters.okx.reports import VenueOrderReport
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.control_state import ControlState
-from tradetree.core.errors import OrderNotFound, VenueUnavailable
+from tradetree.core.errors import CallTimeout, OrderNotFound, VenueUnavailable
+from tradetree.core.lifecycle import ComponentState
+from tradetree.core.names import ALERTER_ID
 from tradetree.core.store import RedisStore
 from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
 from tradetree.execution.reconciliation import ReconcilerConfig
+from tradetree.supervisor.actor_client import ActorClient
 
 SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
@@ -222,7 +225,7 @@ async def test_fill_health_gap_timing_targeted_fetch_and_discrepancy(venue, stor
 
 async def test_rest_and_poll_fresh_probes_follow_the_clock(venue, store, control, clock):
     rec = make(venue, store, control, clock)
-    rec.state = ReconcilerState.RUNNING  # probes without timers: the cycles are driven by hand
+    rec.state = ComponentState.RUNNING  # probes without timers: the cycles are driven by hand
     await rec.poll_once()
     await rec.check_fill_health()
     await rec.check_drift()
@@ -247,6 +250,71 @@ async def test_one_crashing_check_never_stops_the_others(venue, store, control, 
     finally:
         await rec.stop()
     assert all(t.done() for t in asyncio.all_tasks() if t.get_name().startswith("reconciler:okx"))
+
+
+async def test_a_second_start_during_the_first_is_refused(venue, store, control, clock):
+    release = asyncio.Event()
+    loading = venue.load_instruments
+
+    async def slow_instruments():
+        await release.wait()
+        return await loading()
+
+    venue.load_instruments = slow_instruments
+    rec = make(venue, store, control, clock)
+    first = asyncio.create_task(rec.start())
+    try:
+        await eventually(lambda: rec.state is ComponentState.STARTING, what="start() in progress")
+        assert (await rec.check_health()).probes[0].detail == "state starting"
+        with pytest.raises(RuntimeError, match="allowed once, state is starting"):
+            await rec.start()
+        release.set()
+        await first
+        assert rec.state is ComponentState.RUNNING and rec.stats()["state"] == "running"
+    finally:
+        release.set()
+        await rec.stop()
+    assert rec.state is ComponentState.STOPPED
+
+
+class _AlerterHandle:
+    """A stand-in for the alerter actor's handle: ``alert.remote(...)`` is awaitable, as a Ray ref is."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.sent: list[tuple[str, ...]] = []
+        self.hang = hang
+        self.alert = self
+
+    def remote(self, *args: str):
+        async def answer() -> None:
+            if self.hang:
+                await asyncio.Event().wait()
+            self.sent.append(args)
+        return answer()
+
+
+async def test_alerter_sink_calls_the_named_actor_and_logs_only_when_it_is_absent():
+    handle = _AlerterHandle()
+    actors: dict[str, object] = {}
+    looked_up: list[tuple[str, str | None]] = []
+
+    def lookup(name: str, namespace: str | None):
+        looked_up.append((name, namespace))
+        if name not in actors:
+            raise ValueError(f"Failed to look up actor {name}")
+        return actors[name]
+
+    sink = RayAlerterSink(client=ActorClient("ns1", timeout_secs=5.0, lookup=lookup))
+    assert sink.actor_name == ALERTER_ID
+    await sink("warning", "okx:k", "title", "text")  # absent: logged only, no error
+    actors[ALERTER_ID] = handle
+    await sink("critical", "okx:k", "title", "text")
+    assert handle.sent == [("critical", "okx:k", "title", "text")]
+    assert looked_up == [(ALERTER_ID, "ns1"), (ALERTER_ID, "ns1")]
+
+    hung = RayAlerterSink("A2", client=ActorClient(None, timeout_secs=0.05, lookup=lambda n, ns: _AlerterHandle(True)))
+    with pytest.raises(CallTimeout, match="A2.alert"):  # a hung alerter fails the call; the context counts it
+        await hung("info", "k", "t", "x")
 
 
 def test_needs_a_store_and_a_rest_client():
@@ -293,7 +361,7 @@ async def test_a_restart_does_not_forget_that_the_ws_stopped_carrying_fills(venu
         await store.apply_fill(fill(str(i), clock.now_ms() + i, coid="").model_copy(update={"layer": layer}), SWAP)
         clock.advance(0.5)
     fresh = make(venue, store, control, clock)
-    fresh.state = ReconcilerState.RUNNING  # probes without timers
+    fresh.state = ComponentState.RUNNING  # probes without timers
     await fresh.poll_once()
     await fresh.check_fill_health()
     await fresh.check_drift()
@@ -315,7 +383,7 @@ async def test_a_restart_dates_an_open_gap_from_its_discrepancy(venue, store, co
     clock.advance(60)
     await control.open_discrepancy("okx", "fill_gap:c1", "seen by a previous incarnation", clock.now_ms() - 30_000)
     fresh = make(venue, store, control, clock)
-    fresh.state = ReconcilerState.RUNNING
+    fresh.state = ComponentState.RUNNING
     assert await fresh.check_fill_health() == []  # first look: the gap is known since 30 s ago...
     assert not await _probe_ok(fresh, "fills_flowing_ws")  # ...and the probe already says so
     clock.advance(CONFIG.fill_health_interval_secs)
@@ -326,7 +394,7 @@ async def test_a_restart_dates_an_open_gap_from_its_discrepancy(venue, store, co
 async def test_no_drift_probe_reads_drift_discrepancies_from_redis(venue, store, control, clock):
     await control.open_discrepancy("okx", "drift:BTC-USDT-SWAP", "seen by a previous incarnation", clock.now_ms())
     fresh = make(venue, store, control, clock)
-    fresh.state = ReconcilerState.RUNNING
+    fresh.state = ComponentState.RUNNING
     fresh.last_drift_ok_ms = clock.now_ms()
     assert not await _probe_ok(fresh, "no_drift")
     await fresh.check_drift()  # venue and Redis agree (both flat): the discrepancy closes

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.config import VenueConfig
 from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Position, Side
 from tradetree.execution.canary import (
@@ -161,6 +162,18 @@ def test_the_state_machine_returns_new_states_and_leaves_the_old_one_alone():
     good = capped.after(21.0, CanaryVerdict.WS)
     assert (good.interval_secs, good.failures_in_row, good.next_at) == (2.0, 0, 23.0)
     assert capped.disarmed() == initial
+
+
+@pytest.mark.parametrize("base, cap", [(2.0, 5.0), (0.1, 0.4), (3.0, 3.0), (1.5, 1000.0)])
+def test_the_backoff_doubles_per_failure_in_a_row_up_to_the_maximum_as_the_shared_policy(base, cap):
+    state = CanaryState.initial(base, cap).armed(0.0)
+    assert state.backoff == BackoffPolicy(base_secs=base, cap_secs=cap)
+    intervals = []
+    for _ in range(80):
+        state = state.after(0.0, CanaryVerdict.NOT_WS)
+        intervals.append(state.interval_secs)
+    assert intervals == [min(base * 2**k, cap) for k in range(1, 81)]
+    assert state.failures_in_row == 80 and state.after(0.0, CanaryVerdict.WS).interval_secs == base
 
 
 def test_the_schedule_holds_the_state_machines_state():

@@ -1,10 +1,11 @@
 from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
 from tradetree.core.control_state import ControlSnapshot
 from tradetree.core.errors import StoreError, StoreUnavailable
-from tradetree.core.types import OrderDenied, OrderIntent, Side
+from tradetree.core.types import OrderDenied, OrderIntent, Side, StrategyState
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.freshness_gate import (
     GATE_STATE_UNKNOWN_REDIS,
@@ -149,3 +150,11 @@ def test_a_read_error_becomes_an_unknown_reason_that_refuses(exc, expected):
     assert inputs.strategy_state is None and inputs.control is None and inputs.kill_flag is None
     assert check(_intent(), inputs, CFG) == [expected]
     assert check(_intent(reduce_only=True), inputs, CFG) == [expected]
+
+
+def test_the_strategy_state_is_the_enum_whether_given_as_it_or_as_the_stored_text():
+    assert _inputs(strategy_state="WINDING_DOWN").strategy_state is StrategyState.WINDING_DOWN
+    assert _inputs(strategy_state=StrategyState.PAUSED).strategy_state is StrategyState.PAUSED
+    with pytest.raises(ValidationError):
+        _inputs(strategy_state="running")  # not a state the store writes: refused, never read as RUNNING
+    assert check(_intent(), _inputs(strategy_state=StrategyState.RUNNING), CFG) == []

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.types import Order, OrderState, OrderType, Position, Side
 from tradetree.risk.kill_switch import (
     AwaitOrders,
@@ -77,6 +78,23 @@ def test_backoff_grows_within_bounds_and_is_capped():
     assert backoff_delay(10_000, cfg, rng) <= 8  # no overflow for absurd attempt numbers
     with pytest.raises(ValueError):
         backoff_delay(0, cfg, rng)
+
+
+def _backoff_before_the_shared_policy(attempt: int, cfg: KillSwitchConfig, rng: random.Random) -> float:
+    # The kill switch's own formula before it moved onto core.backoff, kept to pin the delays.
+    ceiling = min(cfg.backoff_max_secs, cfg.backoff_min_secs * 2.0 ** min(attempt, 60))
+    floor = max(cfg.backoff_min_secs, ceiling / 2)
+    return rng.uniform(floor, ceiling)
+
+
+@pytest.mark.parametrize("low, high", [(0.5, 30.0), (1, 8), (1, 1.5), (0.3, 0.3), (0.7, 500.0)])
+def test_backoff_delays_are_exactly_the_ones_before_the_shared_policy(low, high):
+    cfg = KillSwitchConfig(max_clip_size=D(1), backoff_min_secs=low, backoff_max_secs=high, lease_secs=high + 100)
+    ours, before = random.Random(11), random.Random(11)
+    attempts = [*range(1, 40), 200, 10_000]
+    assert [backoff_delay(n, cfg, ours) for n in attempts] == [
+        _backoff_before_the_shared_policy(n, cfg, before) for n in attempts]
+    assert cfg.backoff_policy() == BackoffPolicy(base_secs=2 * low, cap_secs=high, jitter="equal", floor_secs=low)
 
 
 def test_scope_names_escape_strategy_ids():
