@@ -69,6 +69,7 @@ from tradetree.core.types import (
 from tradetree.execution.gateway_rules import (
     SendOutcome,
     acknowledged,
+    cancel_all_error,
     market_data_probe,
     send_outcome,
     ticker_args,
@@ -639,12 +640,9 @@ class VenueGateway:
                 continue
             except VenueError as exc:
                 failures.append(exc)
-        if failures:
-            first = failures[0]
-            raise type(first)(
-                f"{self.component}: cancel_all: {len(failures)} of {len(orders)} cancels failed "
-                f"({accepted} accepted); first: {first}", venue=self.venue.name, code=first.code,
-            )
+        error = cancel_all_error(self.component, self.venue.name, failures, len(orders), accepted)
+        if error is not None:
+            raise error
         return accepted
 
 

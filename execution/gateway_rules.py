@@ -9,7 +9,8 @@ needs, calls one of these, and does what it returns:
 - ``send_outcome``: what the answer to an order placement means for the order
   (acknowledged, rejected, credentials refused, or unknown and to be looked up);
 - ``acknowledged``: the stored order once the venue acknowledged it, or None
-  when the stored one already says more (the WS got there first).
+  when the stored one already says more (the WS got there first);
+- ``cancel_all_error``: the one error a ``cancel_all`` with failed cancels raises.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "SendOutcome",
     "WsStatus",
     "acknowledged",
+    "cancel_all_error",
     "market_data_probe",
     "send_outcome",
     "ticker_args",
@@ -128,3 +130,19 @@ def acknowledged(current: Order, venue_order_id: str, now_ms: int) -> Order | No
     if current.venue_order_id is None:
         return current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
     return None
+
+
+def cancel_all_error(component: str, venue: str, failures: list[VenueError], attempted: int,
+                     accepted: int) -> VenueError | None:
+    """The error of ``component``'s ``cancel_all`` on ``venue`` whose ``failures`` (in order) were
+    among ``attempted`` cancels, ``accepted`` of which the venue accepted; None when none failed.
+
+    Of the first failure's type and code (an auth failure stays one), counting them all.
+    """
+    if not failures:
+        return None
+    first = failures[0]
+    return type(first)(
+        f"{component}: cancel_all: {len(failures)} of {attempted} cancels failed "
+        f"({accepted} accepted); first: {first}", venue=venue, code=first.code,
+    )

@@ -14,6 +14,7 @@ from tradetree.core.types import Order, OrderIntent, OrderState, Side
 from tradetree.execution.gateway_rules import (
     SendOutcome,
     acknowledged,
+    cancel_all_error,
     market_data_probe,
     send_outcome,
     ticker_args,
@@ -88,3 +89,11 @@ def test_ack_adds_the_id_to_an_order_the_ws_moved_on_and_leaves_one_that_has_it(
     assert acked is not None and acked.state is OrderState.FILLED and acked.venue_order_id == "v1"
     assert acked.updated_ms == 300
     assert acknowledged(acked, "v1", now_ms=400) is None
+
+
+def test_cancel_all_error_counts_every_failure_and_keeps_the_first_ones_kind():
+    assert cancel_all_error("gateway:okx", "okx", [], attempted=3, accepted=3) is None
+    failures = [VenueAuthError("bad key", code="50113"), VenueUnavailable("503")]
+    err = cancel_all_error("gateway:okx", "okx", failures, attempted=4, accepted=1)
+    assert type(err) is VenueAuthError and err.venue == "okx" and err.code == "50113"
+    assert str(err) == "gateway:okx: cancel_all: 2 of 4 cancels failed (1 accepted); first: bad key"
