@@ -1,6 +1,8 @@
 """The Alerter: log every alert, de-duplicate, rate-limit, deliver to Slack off the caller's path.
 
-``Alerter`` is the plain logic, ``AlerterActor`` the thin Ray actor.
+``Alerter`` keeps the queue, the sender and the delivery loop; what happens to
+an alert (de-duplicated, rate limited, sent, and the text sent) is decided by
+``telemetry.alerts``. ``AlerterActor`` is the thin Ray actor.
 
 Guarantees:
 
@@ -24,10 +26,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import os
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,8 +36,18 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import ConfigError, TradetreeError
+from tradetree.core.errors import TradetreeError
 from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.telemetry.alerts import (
+    AlertPolicyState,
+    AlertVerdict,
+    Severity,
+    SlackTarget,
+    decide,
+    format_message,
+    redact,
+    resolve_slack_target,
+)
 from tradetree.telemetry.config import AlerterConfig
 
 __all__ = [
@@ -62,56 +71,6 @@ _SDK_LOG = logging.getLogger("tradetree.alerts.slack_sdk")
 _SDK_LOG.disabled = True
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-_SECRET_PATTERNS = (
-    re.compile(r"(hooks\.slack\.com/services/)[^\s'\"]+"),
-    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),
-)
-
-
-class Severity(str, enum.Enum):
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return {"info": 0, "warning": 1, "critical": 2}[self.value]
-
-    @property
-    def log_level(self) -> int:
-        return {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}[self.value]
-
-
-class SlackTarget(BaseModel):
-    """A resolved Slack destination. ``repr`` and dumps never show the secrets."""
-
-    model_config = _FROZEN
-
-    webhook_url: SecretStr | None = None
-    token: SecretStr | None = None
-    channel: str | None = None
-    base_url: str | None = None
-
-    def secrets(self) -> list[str]:
-        return [s.get_secret_value() for s in (self.webhook_url, self.token) if s is not None]
-
-
-def resolve_slack_target(config: AlerterConfig, environ: Mapping[str, str] | None = None) -> SlackTarget | None:
-    """The Slack destination from the environment, or None for log-only.
-
-    Raises:
-        ConfigError: a token is set but ``slack_channel`` is not.
-    """
-    env = os.environ if environ is None else environ
-    webhook = env.get(config.slack_webhook_url_env) if config.slack_webhook_url_env else None
-    if webhook:
-        return SlackTarget(webhook_url=SecretStr(webhook))
-    token = env.get(config.slack_token_env) if config.slack_token_env else None
-    if token:
-        if not config.slack_channel:
-            raise ConfigError(f"alerter: {config.slack_token_env} is set but slack_channel is not")
-        return SlackTarget(token=SecretStr(token), channel=config.slack_channel, base_url=config.slack_base_url)
-    return None
 
 
 class AlertRecord(BaseModel):
@@ -208,24 +167,6 @@ class _Entry:
         )
 
 
-class _TokenBucket:
-    def __init__(self, per_min: int, clock: Clock) -> None:
-        self._capacity = float(per_min)
-        self._rate = per_min / 60.0
-        self._tokens = float(per_min)
-        self._clock = clock
-        self._at = clock.monotonic()
-
-    def take(self) -> bool:
-        now = self._clock.monotonic()
-        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class Alerter:
     """Alert logic: decide, log, enqueue; a background task talks to Slack.
 
@@ -257,10 +198,7 @@ class Alerter:
         self._queue: deque[_Entry] = deque()
         self._wakeup = asyncio.Event()
         self._recent: deque[_Entry] = deque(maxlen=self._config.recent_max)
-        self._last_sent: dict[str, tuple[float, Severity]] = {}
-        self._suppressed: dict[str, int] = {}
-        self._held_back = 0
-        self._bucket = _TokenBucket(self._config.rate_limit_per_min, self._clock)
+        self._policy = AlertPolicyState.initial(self._config.rate_limit_per_min, self._clock.monotonic())
         self._task: asyncio.Task[None] | None = None
         self._last_error = ""
         self._stats = dict.fromkeys(
@@ -290,28 +228,20 @@ class Alerter:
             ValueError: ``severity`` is not info, warning or critical.
         """
         sev = Severity(severity)
-        now = self._clock.monotonic()
         entry = _Entry(ts_ms=self._clock.now_ms(), severity=sev, key=key, title=title, text=text, outcome="")
         self._stats["received"] += 1
         self._recent.append(entry)
-        last = self._last_sent.get(key)
-        if last is not None and now - last[0] < self._config.dedup_window_secs and sev.rank <= last[1].rank:
-            entry.outcome = "deduplicated"
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        decision, self._policy = decide(self._policy, self._config, sev, key, self._clock.monotonic())
+        if decision.verdict is not AlertVerdict.SEND:
+            entry.outcome = decision.verdict.value
             self._count_and_log(entry)
             return entry.record()
-        if sev is not Severity.CRITICAL and not self._bucket.take():
-            entry.outcome = "rate_limited"
-            self._held_back += 1
-            self._count_and_log(entry)
-            return entry.record()
-        self._last_sent[key] = (now, sev)
-        self._prune_dedup(now)
         if self._sender is None:
             entry.outcome = "log_only"
             self._count_and_log(entry)
             return entry.record()
-        entry.message = self._format(entry)
+        entry.message = format_message(sev, key, title, text, suppressed=decision.suppressed,
+                                       held_back=decision.held_back)
         entry.outcome = "queued"
         self._count_and_log(entry)
         if len(self._queue) >= self._config.queue_max:
@@ -354,40 +284,14 @@ class Alerter:
 
     # -- internals
 
-    def _format(self, entry: _Entry) -> str:
-        lines = [f"[{entry.severity.value.upper()}] {entry.title}"]
-        if entry.text:
-            lines.append(entry.text)
-        notes = []
-        suppressed = self._suppressed.pop(entry.key, 0)
-        if suppressed:
-            notes.append(f"+{suppressed} similar alert(s) suppressed")
-        if self._held_back:
-            notes.append(f"{self._held_back} alert(s) held back by the rate limit, see logs")
-            self._held_back = 0
-        if notes:
-            lines.append("(" + "; ".join(notes) + ")")
-        lines.append(f"key: {entry.key}")
-        return "\n".join(lines)
-
     def _count_and_log(self, entry: _Entry) -> None:
         self._stats[entry.outcome] += 1
         level = entry.severity.log_level if entry.outcome in ("queued", "log_only") else logging.INFO
         log.log(level, "alert %s [%s] %s: %s (%s)", entry.severity.value, entry.key, entry.title,
                 self._redact(entry.text), entry.outcome)
 
-    def _prune_dedup(self, now: float) -> None:
-        if len(self._last_sent) > 4096:
-            window = self._config.dedup_window_secs
-            for key in [k for k, (t, _) in self._last_sent.items() if now - t >= window]:
-                del self._last_sent[key]
-
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
-        return text
+        return redact(text, self._secrets)
 
     async def _deliver_loop(self) -> None:
         assert self._sender is not None

@@ -38,7 +38,7 @@ from typing import Any
 import ray
 
 from tradetree.actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
-from tradetree.adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, WsState, apply_report
+from tradetree.adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, apply_report
 from tradetree.adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
@@ -47,7 +47,6 @@ from tradetree.core.errors import (
     DuplicateClientOrderId,
     InvalidOrderTransition,
     OrderNotFound,
-    OrderRejected,
     StoreError,
     VenueAuthError,
     VenueError,
@@ -66,6 +65,15 @@ from tradetree.core.types import (
     OrderIntent,
     OrderState,
     ProbeResult,
+)
+from tradetree.execution.gateway_rules import (
+    SendOutcome,
+    acknowledged,
+    cancel_all_error,
+    market_data_probe,
+    send_outcome,
+    ticker_args,
+    ws_probe,
 )
 from tradetree.execution.venue_reduce_only import decide as decide_venue_reduce_only
 
@@ -187,7 +195,7 @@ class VenueGateway:
             self._ws_public = OkxWsClient(
                 f"{self._ws_url}/public{suffix}", venue=self.venue, on_message=self._on_public, clock=self._clock,
             )
-            await self._ws_public.subscribe(_ticker_args(self.venue.instruments))
+            await self._ws_public.subscribe(ticker_args(self.venue.instruments))
             await self._ws_public.start()
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name=f"{self.component} heartbeat"))
             if self._dead_man_switch_secs:
@@ -281,7 +289,7 @@ class VenueGateway:
             return HealthReport(component=self.component, ts_ms=now, probes=(probe,))
         probes = [await self._probe_store(), await self._probe_rest()]
         for name, ws in (("ws_public", self._ws_public), ("ws_private", self._ws_private)):
-            probes.append(_probe_ws(name, ws))
+            probes.append(ws_probe(name, ws))
         probes.append(self._probe_market_data(now))
         return HealthReport(component=self.component, ts_ms=now, probes=tuple(probes))
 
@@ -304,19 +312,8 @@ class VenueGateway:
         return ProbeResult(name="rest", ok=True, liveness=False)
 
     def _probe_market_data(self, now_ms: int) -> ProbeResult:
-        limit_ms = int(self._market_data_stale_secs * 1000)
-        stale = []
-        for inst_id in sorted(set(self.venue.instruments) | self._fanout.inst_ids):
-            seen = self._last_ticker_ms.get(inst_id)
-            if seen is None:
-                stale.append(f"{inst_id}: no ticker yet")
-            elif now_ms - seen > limit_ms:
-                stale.append(f"{inst_id}: last ticker {now_ms - seen} ms ago")
-        # Readiness: stale market data holds strategies back and the freshness gate refuses their
-        # orders, but restarting the gateway would not make a halted venue publish (and would cut
-        # the private WS that may still deliver fills). Not healed by resubscribing either: a venue
-        # answers a subscription with a snapshot, which would make a halted feed look fresh.
-        return ProbeResult(name="market_data_fresh", ok=not stale, liveness=False, detail="; ".join(stale))
+        return market_data_probe(set(self.venue.instruments) | self._fanout.inst_ids, self._last_ticker_ms,
+                                 now_ms, int(self._market_data_stale_secs * 1000))
 
     def stats(self) -> dict[str, Any]:
         """Counters for the control API and metrics."""
@@ -358,7 +355,7 @@ class VenueGateway:
             raise ValueError(f"{self.component}: unknown instruments {unknown}")
         self._fanout.add(target, inst_ids, strategy_id)
         assert self._ws_public is not None
-        await self._ws_public.subscribe(_ticker_args(inst_ids))
+        await self._ws_public.subscribe(ticker_args(inst_ids))
 
     async def _on_public(self, message: dict[str, Any]) -> None:
         if message["arg"].get("channel") != "tickers":
@@ -505,13 +502,16 @@ class VenueGateway:
         finally:
             if held:
                 lock.release()
-        if outcome is None:
+        meaning = send_outcome(outcome)
+        if meaning is SendOutcome.NOT_LISTED:
             return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
-        if isinstance(outcome, str):
+        if meaning is SendOutcome.ACKNOWLEDGED:
+            assert isinstance(outcome, str)
             return await self._acknowledge(order, outcome)
-        if isinstance(outcome, OrderRejected):
+        if meaning is SendOutcome.REJECTED:
             return await self._reject(order, str(outcome))
-        if isinstance(outcome, VenueAuthError):
+        if meaning is SendOutcome.AUTH_REFUSED:
+            assert isinstance(outcome, VenueAuthError)
             await self._reject(order, f"credentials rejected: {outcome}")
             raise outcome
         # unavailable, timeout, garbled ack: the outcome is unknown
@@ -538,9 +538,10 @@ class VenueGateway:
             # between the reads then counts twice (in flight, and in the net), never zero times, which
             # would leave room the venue's net no longer has (51205). Fills are applied atomically with
             # the order's applied size, and no order is recorded meanwhile (``_send_lock``).
-            in_flight = [o for o in await store.open_orders(venue=self.venue.name)
+            same_side = [(o, size) for o, size in await store.open_orders_with_applied(venue=self.venue.name)
                          if o.inst_id == order.inst_id and o.side is order.side]
-            applied = {o.client_order_id: await store.applied_size(o.client_order_id) for o in in_flight}
+            in_flight = [o for o, _ in same_side]
+            applied = {o.client_order_id: size for o, size in same_side}
             positions = await store.positions()
         except Exception as exc:  # Redis down or a garbled record: fail closed, keep the venue's guard
             self.counters["venue_reduce_only_unknown"] += 1
@@ -561,12 +562,8 @@ class VenueGateway:
         try:
             async with self._order_lock:
                 current = await self._store.get_order(order.client_order_id) or order
-                stamp = max(self._clock.now_ms(), current.updated_ms)
-                if current.state is OrderState.PENDING_NEW:
-                    acked = current.transition(OrderState.LIVE, now_ms=stamp, venue_order_id=venue_order_id)
-                elif current.venue_order_id is None:  # the WS got there first, without the id
-                    acked = current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
-                else:
+                acked = acknowledged(current, venue_order_id, self._clock.now_ms())
+                if acked is None:
                     return current
                 stored = await self._store.update_order(acked)
         except StoreError as exc:
@@ -647,34 +644,10 @@ class VenueGateway:
                 continue
             except VenueError as exc:
                 failures.append(exc)
-        if failures:
-            first = failures[0]
-            raise type(first)(
-                f"{self.component}: cancel_all: {len(failures)} of {len(orders)} cancels failed "
-                f"({accepted} accepted); first: {first}", venue=self.venue.name, code=first.code,
-            )
+        error = cancel_all_error(self.component, self.venue.name, failures, len(orders), accepted)
+        if error is not None:
+            raise error
         return accepted
-
-
-def _probe_ws(name: str, ws: OkxWsClient | None) -> ProbeResult:
-    """Connected (and logged in, for the private endpoint), or why not.
-
-    A client that is reconnecting by itself (the venue dropped or refused us)
-    fails as a readiness probe: restarting the gateway would not bring the
-    venue back, and would only interrupt the backoff. A client whose loop
-    ended (a fatal login error, stopped) fails as a liveness probe.
-    """
-    if ws is None:
-        return ProbeResult(name=name, ok=False, detail="not opened")
-    if ws.connected and (name == "ws_public" or ws.logged_in):
-        return ProbeResult(name=name, ok=True)
-    reconnecting = ws.state in (WsState.CONNECTING, WsState.BACKOFF)
-    return ProbeResult(name=name, ok=False, liveness=not reconnecting,
-                       detail=f"state {ws.state.value}; reconnects {ws.reconnects}; {ws.last_error}")
-
-
-def _ticker_args(inst_ids: Any) -> list[dict[str, str]]:
-    return [{"channel": "tickers", "instId": inst_id} for inst_id in inst_ids]
 
 
 class _VenueGatewayShell:

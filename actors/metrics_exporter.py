@@ -30,16 +30,24 @@ from typing import Any, Protocol
 
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.tasks import cancel_and_wait
-from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.core.types import HealthReport
 from tradetree.supervisor.actor_client import ActorClient
 from tradetree.telemetry.config import MetricsConfig
+from tradetree.telemetry.gather import (
+    REDIS,
+    TREE,
+    actor_ids,
+    assemble_snapshot,
+    exporter_probes,
+    metrics_url,
+    venue_marks_view,
+)
 from tradetree.telemetry.metrics import TreeCollector, build_registry
 
 __all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
 
 log = logging.getLogger(__name__)
 
-TREE, REDIS = "tree", "redis"
 _STOP_TIMEOUT_SECS = 5.0
 
 
@@ -57,15 +65,6 @@ class SnapshotReader(Protocol):
     async def redis_view(self) -> dict[str, Any]:
         """The ``redis`` section of the snapshot (see ``tradetree.metrics``)."""
         ...
-
-
-def actor_ids(components: dict[str, Any]) -> list[str]:
-    """Every actor id named in a components map, in a stable order."""
-    ids = [*(components.get("gateways") or {}).values(), *(components.get("reconcilers") or {}).values(),
-           *(components.get("strategies") or {})]
-    ids += [components[k] for k in ("risk_monitor", "alerter") if components.get(k)]
-    ids += list((components.get("model_servers") or {}).values())
-    return ids
 
 
 class SnapshotGatherer:
@@ -95,17 +94,8 @@ class SnapshotGatherer:
         parts += [(actor_id, self._reader.stats(actor_id)) for actor_id in ids]
         results = await asyncio.gather(*(self._bounded(name, coro) for name, coro in parts))
         values = dict(zip((name for name, _ in parts), results))
-        up = {name: value is not None for name, value in values.items()}
-        return {
-            "ts_ms": ts_ms,
-            "gather_secs": time.perf_counter() - started,
-            "components": self._components,
-            "tree": values[TREE],
-            "redis": values[REDIS],
-            "stats": {actor_id: values[actor_id] for actor_id in ids if values[actor_id] is not None},
-            "up": up,
-            "scrape_errors": dict(self.scrape_errors),
-        }
+        return assemble_snapshot(ts_ms=ts_ms, gather_secs=time.perf_counter() - started,
+                                 components=self._components, values=values, scrape_errors=self.scrape_errors)
 
     async def _bounded(self, name: str, coro: Any) -> Any:
         self.scrape_errors.setdefault(name, 0)
@@ -173,8 +163,7 @@ class RayRedisReader:
                 venues[venue] = {
                     "fills_by_layer": await store.fill_layer_counts(venue),
                     "control": (await control.snapshot(venue)).model_dump(mode="json"),
-                    "marks": {inst: {"price": str(m.price), "recv_ms": m.recv_ms}
-                              for (v, inst), m in marks.items() if v == venue},
+                    "marks": venue_marks_view(marks, venue),
                 }
             view["venues"] = venues
             return view
@@ -256,11 +245,7 @@ class MetricsExporter:
         return str(host), int(port)
 
     def url(self) -> str | None:
-        addr = self.address()
-        if addr is None:
-            return None
-        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
-        return f"http://{host}:{addr[1]}/metrics"
+        return metrics_url(self.address())
 
     async def refresh_now(self) -> dict[str, Any]:
         self._snapshot = await self._gatherer.gather()
@@ -283,12 +268,9 @@ class MetricsExporter:
         """Probes: ``refresh`` (liveness: the loop runs) and ``http`` (readiness: the endpoint is bound)."""
         running = self._task is not None and not self._task.done()
         snap = self._snapshot
-        detail = "no snapshot yet" if snap is None else f"last snapshot at {snap['ts_ms']} ms"
-        refresh = ProbeResult(name="refresh", ok=running, detail=detail if running else "refresh loop not running")
-        url = self.url()
-        http = ProbeResult(name="http", ok=url is not None, liveness=False,
-                           detail=f"serving {url}" if url else (self._bind_error or "not started"))
-        return HealthReport(component="metrics", ts_ms=self._clock.now_ms(), probes=(refresh, http))
+        probes = exporter_probes(loop_running=running, snapshot_ts_ms=None if snap is None else snap["ts_ms"],
+                                 url=self.url(), bind_error=self._bind_error)
+        return HealthReport(component="metrics", ts_ms=self._clock.now_ms(), probes=probes)
 
 
 class MetricsExporterActor:

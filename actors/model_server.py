@@ -21,6 +21,7 @@ import ray
 
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.lifecycle import ComponentState
+from tradetree.core.names import model_server_id
 from tradetree.core.types import HealthReport, ProbeResult
 from tradetree.ml.errors import MLError, ModelServerStateError
 from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
@@ -148,7 +149,7 @@ class ModelServer:
             except Exception as exc:  # a probe reports failure, it never raises
                 ok, detail = False, f"canary prediction failed: {type(exc).__name__}: {exc}"
             probes.append(ProbeResult(name="canary_prediction", ok=ok, detail=detail))
-        return HealthReport(component=f"ModelServer[{self.name}]", ts_ms=self._clock.now_ms(), probes=tuple(probes))
+        return HealthReport(component=model_server_id(self.name), ts_ms=self._clock.now_ms(), probes=tuple(probes))
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -27,7 +27,6 @@ it does not resume any strategy (resuming is a separate, deliberate act).
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 from collections import deque
@@ -36,20 +35,34 @@ from typing import Any, Protocol
 
 import ray
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 
 from tradetree.actors.kill_switch import KillSwitch
 from tradetree.actors.kill_switch_ray import RayVenuePort
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError
+from tradetree.core.errors import StoreError, TradetreeError
+from tradetree.core.lifecycle import ComponentState
+from tradetree.core.names import ALERTER_ID
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.store import RedisStore
+from tradetree.core.text import as_text
 from tradetree.core.types import HealthReport, Order, Position, ProbeResult
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.day_pnl import candidate_baselines, utc_day
 from tradetree.risk.kill_switch import KillSwitchConfig
+from tradetree.risk.monitor import (
+    PAUSE_IF_RUNNING_LUA,
+    UnreadableOrderEvent,
+    batch_caught_up,
+    loop_fresh_probe,
+    loss_limits_set,
+    needs_strategy_states,
+    parse_order_event,
+    pause_if_running_args,
+    pause_reason,
+    should_persist_cursor,
+)
 from tradetree.risk.rules import (
     ExposureMonitor,
     FlipDetector,
@@ -62,6 +75,7 @@ from tradetree.risk.rules import (
     paused_summary,
     rejection_streak_of,
 )
+from tradetree.supervisor.actor_client import ActorClient
 
 __all__ = [
     "COMPONENT",
@@ -79,16 +93,8 @@ log = logging.getLogger(__name__)
 COMPONENT = "risk_monitor"
 ALERT_SEVERITY = "critical"
 _MAX_BATCHES_PER_LOOP = 20  # bounds one loop; the rest is read on the next tick
-
-# Pause only a RUNNING strategy: a check-and-set, so a kill switch writing
-# WINDING_DOWN between our read and our write is never overwritten.
-_PAUSE_IF_RUNNING_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'RUNNING' then
-  redis.call('HSET', KEYS[1], ARGV[1], 'PAUSED')
-  return 1
-end
-return 0
-"""
+# The monitor's calls to the alerter and to strategies: short, because a loop waits on them.
+_CALL_TIMEOUT_SECS = 5.0
 
 
 def order_events_key(namespace: str) -> str:
@@ -113,46 +119,40 @@ class StrategyPauser(Protocol):
 
 
 class RayAlertSink:
-    """Sends alerts to the Alerter actor, found by name; raises when it cannot be reached."""
+    """Sends alerts to the Alerter actor (the tree's ``ALERTER_ID``) through ``ActorClient``.
 
-    def __init__(self, actor_name: str = "alerter", ray_namespace: str | None = None,
-                 timeout_secs: float = 5.0) -> None:
+    Raises the client's errors (``ActorNotFound``, ``CallTimeout``, ...) when it cannot be reached.
+    """
+
+    def __init__(self, actor_name: str = ALERTER_ID, ray_namespace: str | None = None,
+                 timeout_secs: float = _CALL_TIMEOUT_SECS, *, client: ActorClient | None = None) -> None:
         self.actor_name = actor_name
         self.ray_namespace = ray_namespace
         self.timeout_secs = timeout_secs
+        self._client = client or ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     async def alert(self, severity: str, key: str, title: str, text: str) -> None:
-        handle = ray.get_actor(self.actor_name, namespace=self.ray_namespace)
-        await asyncio.wait_for(handle.alert.remote(severity, key, title, text), self.timeout_secs)
+        await self._client.call(self.actor_name, "alert", severity, key, title, text)
 
 
 class RayStrategyPauser:
-    """Calls ``pause(reason)`` on the strategy actor named after the strategy id."""
+    """Calls ``pause(reason)`` on the strategy actor named after the strategy id, through ``ActorClient``."""
 
-    def __init__(self, ray_namespace: str | None = None, timeout_secs: float = 5.0) -> None:
+    def __init__(self, ray_namespace: str | None = None, timeout_secs: float = _CALL_TIMEOUT_SECS, *,
+                 client: ActorClient | None = None) -> None:
         self.ray_namespace = ray_namespace
         self.timeout_secs = timeout_secs
+        self._client = client or ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     async def pause(self, strategy_id: str, reason: str) -> bool:
         try:
-            handle = ray.get_actor(strategy_id, namespace=self.ray_namespace)
-            await asyncio.wait_for(handle.pause.remote(reason), self.timeout_secs)
+            await self._client.call(strategy_id, "pause", reason)
             return True
-        except (TimeoutError, ValueError, ray.exceptions.RayError) as exc:
+        except TradetreeError as exc:
             # Dead, restarting or never started: the Redis state and the breaker
             # already stop it; its supervisor brings it back PAUSED.
             log.warning("could not pause strategy actor %s: %s", strategy_id, exc)
             return False
-
-
-class Lifecycle(str, enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RiskMonitor:
@@ -188,7 +188,7 @@ class RiskMonitor:
         self._owns_client = client is None
         self.store: RedisStore | None = None
         self.control: ControlState | None = None
-        self._lifecycle = Lifecycle.NEW
+        self._lifecycle = ComponentState.NEW
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
@@ -257,9 +257,9 @@ class RiskMonitor:
         assert self._client is not None
         cursor, streaks = await self._redis(self._client.mget([self._cursor_key, self._streaks_key]))
         if cursor is not None:
-            self._cursor = self._persisted_cursor = _text(cursor)
+            self._cursor = self._persisted_cursor = as_text(cursor)
         if streaks is not None:
-            self.streak.restore(json.loads(_text(streaks)))
+            self.streak.restore(json.loads(as_text(streaks)))
         self._loaded = True
 
     async def start(self) -> None:
@@ -269,21 +269,21 @@ class RiskMonitor:
             StoreUnavailable: Redis does not answer.
             RuntimeError: the monitor was stopped (create a new one to start again).
         """
-        if self._lifecycle is Lifecycle.RUNNING:
+        if self._lifecycle is ComponentState.RUNNING:
             return
-        if self._lifecycle is Lifecycle.STOPPED:
+        if self._lifecycle is ComponentState.STOPPED:
             raise RuntimeError("a stopped RiskMonitor cannot be started again; create a new one")
         await self._connect()
         if not self._loaded:
             await self._load_state()
-        self._lifecycle = Lifecycle.RUNNING
+        self._lifecycle = ComponentState.RUNNING
         self._task = asyncio.create_task(self._timer(), name="risk-monitor-loop")
 
     async def stop(self) -> None:
         """Stop the timer and close the connection it opened. Idempotent."""
-        if self._lifecycle is Lifecycle.STOPPED:
+        if self._lifecycle is ComponentState.STOPPED:
             return
-        self._lifecycle = Lifecycle.STOPPED
+        self._lifecycle = ComponentState.STOPPED
         if self._task is not None:
             self._task.cancel()
             try:
@@ -310,7 +310,7 @@ class RiskMonitor:
         monitor does nothing.
         """
         async with self._lock:
-            if self._lifecycle is Lifecycle.STOPPED:
+            if self._lifecycle is ComponentState.STOPPED:
                 return []
             now_ms = self.clock.now_ms()
             self._stats["loops"] += 1
@@ -378,24 +378,21 @@ class RiskMonitor:
             entries = reply[0][1] if reply else []
             for entry_id, fields in entries:
                 self._stats["events_read"] += 1
-                order = self._parse_event(_text(entry_id), fields)
+                order = self._parse_event(as_text(entry_id), fields)
                 if order is not None:
                     trip = self.streak.on_order(order)
                     if trip is not None:
                         trips.append(trip)
                     self.flips.on_order(order)
-                self._cursor = _text(entry_id)
-            if len(entries) < self.cfg.order_events_batch:
+                self._cursor = as_text(entry_id)
+            if batch_caught_up(len(entries), self.cfg.order_events_batch):
                 return True
         return False
 
     def _parse_event(self, entry_id: str, fields: dict[Any, Any]) -> Order | None:
-        raw = fields.get(b"order", fields.get("order"))
         try:
-            if raw is None:
-                raise ValueError("no 'order' field")
-            return Order.model_validate_json(raw)
-        except (ValidationError, ValueError) as exc:
+            return parse_order_event(fields)
+        except UnreadableOrderEvent as exc:
             self._stats["bad_events"] += 1
             log.error("order event %s unreadable, skipped: %s", entry_id, exc)
             return None
@@ -412,7 +409,7 @@ class RiskMonitor:
             # Orders are stamped on our clock, positions on the venue's: judge the window on ours.
             trips.extend(t for t in (self.flips.on_position(p, now_ms) for p in positions) if t is not None)
         trips.extend(self.exposure.update(positions))
-        if self.cfg.max_daily_loss_per_strategy is not None or self.cfg.max_daily_loss_global is not None:
+        if loss_limits_set(self.cfg):
             baselines = await self._day_baselines(positions, now_ms)
             trips.extend(self.losses.update(daily_pnl_by_strategy(positions, baselines)))
 
@@ -444,22 +441,23 @@ class RiskMonitor:
         """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
         assert self.store is not None and self._client is not None
         # The states are read only when a global trip needs them.
-        states = {} if trip.strategy_id is not None else await self.store.strategy_states()
+        states = await self.store.strategy_states() if needs_strategy_states(trip) else {}
         paused = []
         for sid in pause_targets(trip, states):
             changed = await self._redis(
-                self._client.eval(_PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, sid)
+                self._client.eval(PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, *pause_if_running_args(sid))
             )
             if int(changed) == 1:
                 paused.append(sid)
                 self._stats["pauses"] += 1
             if self.pauser is not None:
-                await self.pauser.pause(sid, f"{trip.breaker}: {trip.reason}")
+                await self.pauser.pause(sid, pause_reason(trip))
         return paused
 
     async def _persist_cursor(self) -> None:
         """Persist cursor and streaks together, once nothing read before the cursor is pending."""
-        if self._pending_trips or self._cursor == self._persisted_cursor:
+        if not should_persist_cursor(pending_trips=len(self._pending_trips), cursor=self._cursor,
+                                     persisted_cursor=self._persisted_cursor):
             return
         assert self._client is not None
         pipe = self._client.pipeline(transaction=True)
@@ -533,16 +531,8 @@ class RiskMonitor:
             probes.append(ProbeResult(name="store", ok=True))
         except StoreError as exc:
             probes.append(ProbeResult(name="store", ok=False, detail=str(exc)))
-        if self._last_ok_mono is None:
-            detail = self._stats["last_error"] or "no loop completed yet"
-            probes.append(ProbeResult(name="loop_fresh", ok=False, detail=detail))
-        else:
-            age = self.clock.monotonic() - self._last_ok_mono
-            ok = age <= self.cfg.loop_stale_after_secs
-            detail = f"last good loop {age:.1f} s ago"
-            if not ok and self._stats["last_error"]:
-                detail += f"; {self._stats['last_error']}"
-            probes.append(ProbeResult(name="loop_fresh", ok=ok, detail=detail))
+        age = None if self._last_ok_mono is None else self.clock.monotonic() - self._last_ok_mono
+        probes.append(loop_fresh_probe(age, self.cfg, self._stats["last_error"]))
         return HealthReport(component=COMPONENT, ts_ms=self.clock.now_ms(), probes=tuple(probes))
 
     def stats(self) -> dict[str, Any]:
@@ -570,7 +560,7 @@ class RiskMonitorActor:
     """
 
     def __init__(self, cfg: RiskConfig, *, redis_url: str, namespace: str,
-                 ray_namespace: str | None = None, alerter_name: str = "alerter",
+                 ray_namespace: str | None = None, alerter_name: str = ALERTER_ID,
                  kill_switch: KillSwitchConfig | None = None, gateways: dict[str, str] | None = None,
                  kill_resume_interval_secs: float = 5.0) -> None:
         self._namespace = namespace

@@ -33,7 +33,7 @@ from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import StrategyConfig
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import StoreError, TradetreeError
-from tradetree.core.marks import Mark, MarkBook, fresher, usable_marks
+from tradetree.core.marks import Mark, MarkBook
 from tradetree.core.store import RedisStore
 from tradetree.core.types import (
     Fill,
@@ -42,15 +42,34 @@ from tradetree.core.types import (
     OrderDenied,
     OrderIntent,
     OrderState,
-    ProbeResult,
-    Side,
     StrategyState,
     Ticker,
 )
 from tradetree.ml.forecaster import set_server_connector
 from tradetree.risk import freshness_gate, pre_trade
-from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.config import RiskConfig
 from tradetree.risk.day_pnl import candidate_baselines, daily_pnl_by_strategy, utc_day
+from tradetree.risk.pre_trade_inputs import (
+    DAILY_PNL_UNKNOWN,
+    choose_marks,
+    explain,
+    input_needs,
+    loss_scope,
+    mark_keys,
+    mark_unknown_reason,
+    merge_in_flight,
+    pending_by_instrument,
+)
+from tradetree.risk.strategy_states import (
+    SUPERVISOR,
+    StartPlan,
+    host_probes,
+    kill_switch_owns,
+    pause_plan,
+    pause_source,
+    start_plan,
+    supervisor_may_release,
+)
 from tradetree.strategies.base import StrategyContext
 from tradetree.strategies.registry import build_strategy
 from tradetree.supervisor.actor_client import ActorClient
@@ -98,28 +117,6 @@ class RayGatewaySink:
 
     async def subscribe(self, actor_name: str, inst_ids: list[str]) -> None:
         await self._client.call(self.gateway_name, "subscribe", actor_name, inst_ids)
-
-
-def pending_by_instrument(orders: list[Order], applied: dict[str, Decimal]) -> dict[str, Decimal]:
-    """Signed size of orders not yet reflected in positions, per instrument.
-
-    An order contributes what it is expected to fill minus what the store has
-    applied for it: the unfilled rest of a live order, and the unapplied part
-    of a filled or canceled one. The second part is the incident guard: an
-    order the venue says is filled, whose fills never arrived, still counts,
-    so the strategy does not order the same exposure again.
-    """
-    out: dict[str, Decimal] = {}
-    for o in orders:
-        if o.state is OrderState.REJECTED:
-            continue
-        expected = o.filled_size if o.state is OrderState.CANCELED else o.size
-        rest = expected - applied.get(o.client_order_id, Decimal(0))
-        if rest <= 0:
-            continue
-        signed = rest if o.side is Side.BUY else -rest
-        out[o.inst_id] = out.get(o.inst_id, Decimal(0)) + signed
-    return out
 
 
 class StrategyHost:
@@ -184,18 +181,14 @@ class StrategyHost:
         await self.store.heartbeat(f"strategy:{self.id}", now)
         for order in await self.store.open_orders(venue=self.config.venue, strategy_id=self.id):
             self.strategy.on_order_update(order)  # a restarted host's strategy learns its resting orders
-        if current in (StrategyState.KILLED, StrategyState.WINDING_DOWN):
-            return
-        if current is StrategyState.PAUSED:
-            hold = await self.control.strategy_pause(self.id)
-            if hold is None:  # paused by someone who could not say why (e.g. we died first): keep it
-                await self.control.set_strategy_pause(self.id, "unknown", "paused before restart", now)
-            if hold is None or hold["source"] != "supervisor":
-                return
-        if self.start_paused:
-            await self.control.set_strategy_pause(self.id, "supervisor", "held until the venue's probes pass", now)
+        hold = await self.control.strategy_pause(self.id) if current is StrategyState.PAUSED else None
+        plan = start_plan(current, hold, start_paused=self.start_paused)
+        if plan is StartPlan.KEEP_UNEXPLAINED:
+            await self.control.set_strategy_pause(self.id, "unknown", "paused before restart", now)
+        elif plan is StartPlan.HOLD:
+            await self.control.set_strategy_pause(self.id, SUPERVISOR, "held until the venue's probes pass", now)
             await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
-        else:
+        elif plan is StartPlan.RUN:
             await self.control.clear_strategy_pause(self.id)
             await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
 
@@ -216,14 +209,14 @@ class StrategyHost:
         risk or an operator stays paused when the supervisor releases its hold.
         """
         assert self.store is not None and self.control is not None, "start() first"
-        source = source or ("supervisor" if reason.startswith("supervisor ") else "other")
+        source = pause_source(reason, source)
         state = await self.state()
-        if state in (StrategyState.KILLED, StrategyState.WINDING_DOWN):
+        if kill_switch_owns(state):
             return
-        existing = await self.control.strategy_pause(self.id)
-        if not (source == "supervisor" and existing is not None and existing["source"] != "supervisor"):
+        plan = pause_plan(state, source, await self.control.strategy_pause(self.id))
+        if plan.record:
             await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
-        if state is StrategyState.RUNNING:
+        if plan.set_paused:
             log.warning("strategy %s paused (%s): %s", self.id, source, reason)
             await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
 
@@ -236,7 +229,8 @@ class StrategyHost:
         if await self.state() is not StrategyState.PAUSED:
             return await self.state() is StrategyState.RUNNING
         hold = await self.control.strategy_pause(self.id)
-        if hold is not None and hold["source"] != "supervisor":
+        if not supervisor_may_release(hold):
+            assert hold is not None
             log.warning("strategy %s stays paused (%s): %s", self.id, hold["source"], hold["reason"])
             return False
         await self.control.clear_strategy_pause(self.id)
@@ -335,7 +329,7 @@ class StrategyHost:
         if reasons:
             return reasons
         limits, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
-        return [_explain(r, why_unknown) for r in pre_trade.check(intent, limits, self.risk)]
+        return [explain(r, why_unknown) for r in pre_trade.check(intent, limits, self.risk)]
 
     async def pre_trade_inputs(
         self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]
@@ -363,51 +357,32 @@ class StrategyHost:
         assert self.store is not None
         cfg = self.risk
         now = self.clock.now_ms()
-        wide = cfg.global_limits_set and not intent.reduce_only
-        positions = tuple(await self.store.positions(None if wide else self.id))
-        in_flight = {o.client_order_id: o for o in orders}
-        applied = dict(applied)
-        if wide:
-            for o in await self.store.open_orders():
-                if o.client_order_id not in in_flight:
-                    in_flight[o.client_order_id] = o
-                    applied[o.client_order_id] = await self.store.applied_size(o.client_order_id)
+        needs = input_needs(intent, cfg)
+        positions = tuple(await self.store.positions(None if needs.wide else self.id))
+        others = await self.store.open_orders_with_applied() if needs.wide else []
+        in_flight, applied = merge_in_flight(orders, applied, others)
         why: dict[str, str] = {}
         marks: dict[tuple[str, str], Decimal] = {}
         daily_pnl: dict[str, Decimal] | None = {}
-        if not intent.reduce_only and cfg.notional_limits_set:
-            marks, missing = await self._marks(self._mark_keys(intent, positions, in_flight.values()), now)
+        if needs.marks:
+            marks, missing = await self._marks(mark_keys(intent, positions, in_flight.values(), cfg), now)
             for key, text in missing.items():
-                why[f"notional unknown: {instrument_key(*key)} has no mark price"] = text
-        loss_limits = cfg.max_daily_loss_per_strategy is not None or cfg.max_daily_loss_global is not None
-        if not intent.reduce_only and loss_limits:
-            scope = [p for p in positions if cfg.max_daily_loss_global is not None or p.strategy_id == self.id]
+                why[mark_unknown_reason(key)] = text
+        if needs.daily_pnl:
+            scope = loss_scope(positions, cfg, self.id)
             try:
                 baselines = await self.store.day_pnl_baselines(utc_day(now), candidate_baselines(scope))
                 daily_pnl = daily_pnl_by_strategy(scope, baselines)
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
-                why["daily P&L unknown: loss limits cannot be checked"] = f"day baselines unreadable: {exc}"
+                why[DAILY_PNL_UNKNOWN] = f"day baselines unreadable: {exc}"
         inputs = pre_trade.PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
                                           applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
         return inputs, why
 
-    def _mark_keys(self, intent: OrderIntent, positions, orders) -> set[tuple[str, str]]:
-        """Instruments whose price the notional limits set in ``self.risk`` may need."""
-        cfg = self.risk
-
-        def in_scope(strategy_id: str) -> bool:
-            return cfg.max_global_notional is not None or (
-                cfg.max_strategy_notional is not None and strategy_id == intent.strategy_id)
-
-        keys = {(intent.venue, intent.inst_id)}
-        keys |= {(p.venue, p.inst_id) for p in positions if p.qty != 0 and in_scope(p.strategy_id)}
-        keys |= {(o.venue, o.inst_id) for o in orders if in_scope(o.strategy_id)}
-        return keys
-
     async def _marks(self, keys: set[tuple[str, str]], now_ms: int
                      ) -> tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], str]]:
-        """Usable prices of ``keys`` and why the others are unknown (see ``core.marks``)."""
+        """Usable prices of ``keys`` and why the others are unknown (``risk.pre_trade_inputs.choose_marks``)."""
         assert self.store is not None
         recorded: dict[tuple[str, str], Mark] = {}
         failure = ""
@@ -415,23 +390,17 @@ class StrategyHost:
             recorded = await MarkBook(self.store.client, self.namespace).read(keys)
         except StoreError as exc:
             failure = f"marks unreadable: {exc}"
-        merged = {}
-        for key in keys:
-            mark = fresher(recorded.get(key), self._own_marks.get(key))
-            if mark is not None:
-                merged[key] = mark
-        prices, missing = usable_marks(merged, keys, now_ms, int(self.risk.max_mark_age_secs * 1000))
-        if failure:
-            missing = {k: failure if k not in merged else w for k, w in missing.items()}
-        return prices, missing
+        return choose_marks(keys, recorded, self._own_marks, now_ms, int(self.risk.max_mark_age_secs * 1000),
+                            read_failure=failure)
 
     async def _read_state(self) -> tuple[StrategyContext, list[Order], dict[str, Decimal]]:
         assert self.store is not None
         positions = {
             p.inst_id: p.qty for p in await self.store.positions(self.id) if p.venue == self.config.venue
         }
-        orders = await self.store.open_orders(venue=self.config.venue, strategy_id=self.id)
-        applied = {o.client_order_id: await self.store.applied_size(o.client_order_id) for o in orders}
+        pairs = await self.store.open_orders_with_applied(venue=self.config.venue, strategy_id=self.id)
+        orders = [o for o, _ in pairs]
+        applied = {o.client_order_id: size for o, size in pairs}
         ctx = StrategyContext(now_ms=self.clock.now_ms(), positions=positions,
                               pending=pending_by_instrument(orders, applied))
         return ctx, orders, applied
@@ -443,18 +412,17 @@ class StrategyHost:
         self.strategy.on_order_update(order)
 
     async def check_health(self) -> HealthReport:
-        probes = []
+        store_error: str | None = None
+        state: StrategyState | None = None
         try:
             if self.store is None:
                 raise StoreError("not started")
             await self.store.ping()
             state = await self.state()
-            probes.append(ProbeResult(name="store", ok=True))
-            probes.append(ProbeResult(name="state", ok=True, detail=state.value))
         except TradetreeError as exc:
-            probes.append(ProbeResult(name="store", ok=False, detail=str(exc)))
-        probes.append(ProbeResult(name="decisions", ok=not self.last_error, detail=self.last_error))
-        return HealthReport(component=f"strategy:{self.id}", ts_ms=self.clock.now_ms(), probes=tuple(probes))
+            store_error = str(exc)
+        probes = host_probes(store_error, state, self.last_error)
+        return HealthReport(component=f"strategy:{self.id}", ts_ms=self.clock.now_ms(), probes=probes)
 
     def stats(self) -> dict:
         return {
@@ -467,12 +435,6 @@ class StrategyHost:
             "last_ticker_ms": self.last_ticker_ms,
             "last_error": self.last_error,
         }
-
-
-def _explain(reason: str, why_unknown: dict[str, str]) -> str:
-    """``reason`` with why its input is unknown appended, when known."""
-    why = why_unknown.get(reason)
-    return f"{reason} ({why})" if why else reason
 
 
 @ray.remote(num_cpus=0, max_restarts=0)

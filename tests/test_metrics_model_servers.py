@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.test_metrics import parse, scrape, value
-from tradetree.actors.metrics_exporter import actor_ids
+from tradetree.telemetry.gather import actor_ids
 
 COMPONENTS = {"strategies": {"VSD_BTC": "okx"}, "model_servers": {"vol_btc": "ModelServer[vol_btc]",
                                                                   "vol_eth": "ModelServer[vol_eth]"}}

@@ -7,7 +7,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from tradetree.actors.strategy_host import StrategyHost, pending_by_instrument
+from tradetree.actors.strategy_host import StrategyHost
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import StrategyConfig
 from tradetree.core.control_state import ControlState
@@ -25,6 +25,7 @@ from tradetree.core.types import (
     StrategyState,
     Ticker,
 )
+from tradetree.risk.pre_trade_inputs import pending_by_instrument
 
 INST = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
                   settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),

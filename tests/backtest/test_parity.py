@@ -15,12 +15,12 @@ from decimal import Decimal
 import pytest
 
 from tests.backtest.conftest import mean_reversion_config
-from tradetree.actors.strategy_host import pending_by_instrument
 from tradetree.core.bars import BarAggregator
 from tradetree.core.config import StrategyConfig
 from tradetree.core.types import Order, OrderState, Position, Ticker
 from tradetree.risk import pre_trade
 from tradetree.risk.config import RiskConfig
+from tradetree.risk.pre_trade_inputs import pending_by_instrument
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries
 from tradetree.sim.backtest.parity import comparable_fills, comparable_orders, run_for_parity

@@ -1,0 +1,148 @@
+"""What the venue gateway decides, apart from talking to the venue and Redis.
+
+``actors.gateway`` holds the connections and the locks; it reads what it
+needs, calls one of these, and does what it returns:
+
+- ``ws_probe`` / ``market_data_probe``: the health verdicts on a WS client's
+  status and on the age of each instrument's last ticker;
+- ``ticker_args``: the WS subscription of an instrument list's tickers;
+- ``send_outcome``: what the answer to an order placement means for the order
+  (acknowledged, rejected, credentials refused, or unknown and to be looked up);
+- ``acknowledged``: the stored order once the venue acknowledged it, or None
+  when the stored one already says more (the WS got there first);
+- ``cancel_all_error``: the one error a ``cancel_all`` with failed cancels raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from tradetree.adapters.okx import WsState
+from tradetree.core.errors import OrderRejected, VenueAuthError, VenueError
+from tradetree.core.types import Order, OrderState, ProbeResult
+
+__all__ = [
+    "SendOutcome",
+    "WsStatus",
+    "acknowledged",
+    "cancel_all_error",
+    "market_data_probe",
+    "send_outcome",
+    "ticker_args",
+    "ws_probe",
+]
+
+
+class WsStatus(Protocol):
+    """What ``ws_probe`` reads of a WS client (``adapters.okx.OkxWsClient`` has it)."""
+
+    @property
+    def state(self) -> WsState: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def logged_in(self) -> bool: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def last_error(self) -> str: ...
+
+
+def ws_probe(name: str, ws: WsStatus | None) -> ProbeResult:
+    """Connected (and logged in, for the private endpoint ``ws_private``), or why not.
+
+    A client that is reconnecting by itself (the venue dropped or refused us)
+    fails as a readiness probe: restarting the gateway would not bring the
+    venue back, and would only interrupt the backoff. A client whose loop
+    ended (a fatal login error, stopped) fails as a liveness probe.
+    """
+    if ws is None:
+        return ProbeResult(name=name, ok=False, detail="not opened")
+    if ws.connected and (name == "ws_public" or ws.logged_in):
+        return ProbeResult(name=name, ok=True)
+    reconnecting = ws.state in (WsState.CONNECTING, WsState.BACKOFF)
+    return ProbeResult(name=name, ok=False, liveness=not reconnecting,
+                       detail=f"state {ws.state.value}; reconnects {ws.reconnects}; {ws.last_error}")
+
+
+def market_data_probe(inst_ids: Iterable[str], last_ticker_ms: Mapping[str, int], now_ms: int,
+                      stale_after_ms: int) -> ProbeResult:
+    """``market_data_fresh``: every instrument of ``inst_ids`` had a ticker (received at
+    ``last_ticker_ms``, our clock) within ``stale_after_ms`` of ``now_ms``.
+
+    Readiness, never liveness: stale market data holds strategies back and the
+    freshness gate refuses their orders, but restarting the gateway would not
+    make a halted venue publish (and would cut the private WS that may still
+    deliver fills). Not healed by resubscribing either: a venue answers a
+    subscription with a snapshot, which would make a halted feed look fresh.
+    """
+    stale = []
+    for inst_id in sorted(set(inst_ids)):
+        seen = last_ticker_ms.get(inst_id)
+        if seen is None:
+            stale.append(f"{inst_id}: no ticker yet")
+        elif now_ms - seen > stale_after_ms:
+            stale.append(f"{inst_id}: last ticker {now_ms - seen} ms ago")
+    return ProbeResult(name="market_data_fresh", ok=not stale, liveness=False, detail="; ".join(stale))
+
+
+def ticker_args(inst_ids: Iterable[str]) -> list[dict[str, str]]:
+    """The OKX WS subscription args of the tickers of ``inst_ids``."""
+    return [{"channel": "tickers", "instId": inst_id} for inst_id in inst_ids]
+
+
+class SendOutcome(enum.Enum):
+    """What the answer to placing an order means for it."""
+
+    NOT_LISTED = "not_listed"  # never sent: reject it
+    ACKNOWLEDGED = "acknowledged"  # the venue order id came back
+    REJECTED = "rejected"  # the venue refused this order
+    AUTH_REFUSED = "auth_refused"  # the venue refused our credentials: reject it, and raise
+    UNKNOWN = "unknown"  # no answer, a timeout or a garbled ack: look the order up
+
+
+def send_outcome(answer: str | VenueError | None) -> SendOutcome:
+    """The meaning of ``answer``: the venue order id, the venue error the attempt ended in,
+    or None when the order was not sent (its instrument is not listed)."""
+    if answer is None:
+        return SendOutcome.NOT_LISTED
+    if isinstance(answer, str):
+        return SendOutcome.ACKNOWLEDGED
+    if isinstance(answer, OrderRejected):
+        return SendOutcome.REJECTED
+    if isinstance(answer, VenueAuthError):
+        return SendOutcome.AUTH_REFUSED
+    return SendOutcome.UNKNOWN
+
+
+def acknowledged(current: Order, venue_order_id: str, now_ms: int) -> Order | None:
+    """``current`` (the stored order) updated by the venue's acknowledgement, or None to leave it.
+
+    PENDING_NEW becomes LIVE with the id; an order the WS already moved on
+    without the id gains it; one that has its id already says at least as
+    much. Stamped no earlier than the stored update, so time never runs back.
+    """
+    stamp = max(now_ms, current.updated_ms)
+    if current.state is OrderState.PENDING_NEW:
+        return current.transition(OrderState.LIVE, now_ms=stamp, venue_order_id=venue_order_id)
+    if current.venue_order_id is None:
+        return current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
+    return None
+
+
+def cancel_all_error(component: str, venue: str, failures: list[VenueError], attempted: int,
+                     accepted: int) -> VenueError | None:
+    """The error of ``component``'s ``cancel_all`` on ``venue`` whose ``failures`` (in order) were
+    among ``attempted`` cancels, ``accepted`` of which the venue accepted; None when none failed.
+
+    Of the first failure's type and code (an auth failure stays one), counting them all.
+    """
+    if not failures:
+        return None
+    first = failures[0]
+    return type(first)(
+        f"{component}: cancel_all: {len(failures)} of {attempted} cancels failed "
+        f"({accepted} accepted); first: {first}", venue=venue, code=first.code,
+    )

@@ -1,0 +1,158 @@
+"""What a strategy host decides about the inputs of ``pre_trade.check``, apart from reading them.
+
+The host (``actors.strategy_host``) reads positions, in-flight orders with
+their applied sizes, marks and day baselines from Redis; these functions
+decide what it reads and put what it read together, so the backtester and
+the tests can assemble the same inputs without Redis:
+
+- ``pending_by_instrument``: the signed size of orders not yet reflected in
+  positions (the strategy's ``StrategyContext.pending``);
+- ``InputNeeds``: which inputs an intent needs at all (a reduce-only close
+  only faces the duplicate-close guard);
+- ``merge_in_flight``: the strategy's own in-flight orders plus every other
+  tracked one when the limits are global;
+- ``mark_keys`` / ``choose_marks``: the instruments whose prices the notional
+  limits need, and the usable price of each (the fresher of the host's own
+  ticker and the gateway's recorded mark) or why it is unknown;
+- ``loss_scope``: the positions today's P&L is computed over;
+- ``explain``: a "... unknown" reason with why its input is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from tradetree.core.marks import Mark, fresher, usable_marks
+from tradetree.core.types import Order, OrderIntent, OrderState, Position, Side
+from tradetree.risk.config import RiskConfig, instrument_key
+
+__all__ = [
+    "DAILY_PNL_UNKNOWN",
+    "InputNeeds",
+    "choose_marks",
+    "explain",
+    "input_needs",
+    "loss_scope",
+    "mark_keys",
+    "mark_unknown_reason",
+    "merge_in_flight",
+    "pending_by_instrument",
+]
+
+MarkKey = tuple[str, str]
+
+# The text of pre_trade's reason when today's P&L is unknown (the key ``explain`` looks up).
+DAILY_PNL_UNKNOWN = "daily P&L unknown: loss limits cannot be checked"
+
+
+def pending_by_instrument(orders: Iterable[Order], applied: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Signed size of orders not yet reflected in positions, per instrument.
+
+    An order contributes what it is expected to fill minus what the store has
+    applied for it: the unfilled rest of a live order, and the unapplied part
+    of a filled or canceled one. The second part is the incident guard: an
+    order the venue says is filled, whose fills never arrived, still counts,
+    so the strategy does not order the same exposure again.
+    """
+    out: dict[str, Decimal] = {}
+    for o in orders:
+        if o.state is OrderState.REJECTED:
+            continue
+        expected = o.filled_size if o.state is OrderState.CANCELED else o.size
+        rest = expected - applied.get(o.client_order_id, Decimal(0))
+        if rest <= 0:
+            continue
+        signed = rest if o.side is Side.BUY else -rest
+        out[o.inst_id] = out.get(o.inst_id, Decimal(0)) + signed
+    return out
+
+
+@dataclass(frozen=True)
+class InputNeeds:
+    """What ``pre_trade.check`` needs read for one intent.
+
+    ``wide``: every strategy's positions and orders on every venue (a global
+    limit applies), else the intent's strategy's; ``marks``: prices (a
+    notional limit applies); ``daily_pnl``: today's P&L (a loss limit applies).
+    """
+
+    wide: bool
+    marks: bool
+    daily_pnl: bool
+
+
+def input_needs(intent: OrderIntent, cfg: RiskConfig) -> InputNeeds:
+    """What to read for ``intent``: a reduce-only intent needs only its strategy's own state."""
+    opening = not intent.reduce_only
+    loss_limits = cfg.max_daily_loss_per_strategy is not None or cfg.max_daily_loss_global is not None
+    return InputNeeds(wide=opening and cfg.global_limits_set, marks=opening and cfg.notional_limits_set,
+                      daily_pnl=opening and loss_limits)
+
+
+def merge_in_flight(
+    own: Iterable[Order], own_applied: Mapping[str, Decimal], others: Iterable[tuple[Order, Decimal]] = ()
+) -> tuple[dict[str, Order], dict[str, Decimal]]:
+    """In-flight orders by client order id and their applied sizes: ``own`` first, then ``others``
+    (every tracked order with its applied size) that ``own`` does not already hold."""
+    in_flight = {o.client_order_id: o for o in own}
+    applied = dict(own_applied)
+    for order, size in others:
+        if order.client_order_id not in in_flight:
+            in_flight[order.client_order_id] = order
+            applied[order.client_order_id] = size
+    return in_flight, applied
+
+
+def mark_keys(intent: OrderIntent, positions: Iterable[Position], orders: Iterable[Order],
+              cfg: RiskConfig) -> set[MarkKey]:
+    """Instruments whose price the notional limits set in ``cfg`` may need for ``intent``:
+    its own, and those of open positions and orders in a limit's scope."""
+
+    def in_scope(strategy_id: str) -> bool:
+        return cfg.max_global_notional is not None or (
+            cfg.max_strategy_notional is not None and strategy_id == intent.strategy_id)
+
+    keys = {(intent.venue, intent.inst_id)}
+    keys |= {(p.venue, p.inst_id) for p in positions if p.qty != 0 and in_scope(p.strategy_id)}
+    keys |= {(o.venue, o.inst_id) for o in orders if in_scope(o.strategy_id)}
+    return keys
+
+
+def choose_marks(
+    keys: Iterable[MarkKey], recorded: Mapping[MarkKey, Mark], own: Mapping[MarkKey, Mark], now_ms: int,
+    max_age_ms: int, *, read_failure: str = "",
+) -> tuple[dict[MarkKey, Decimal], dict[MarkKey, str]]:
+    """Usable prices of ``keys`` and why the others are unknown (see ``core.marks.usable_marks``).
+
+    Each key's mark is the fresher of the ``recorded`` one (the gateways') and
+    the host's ``own``. ``read_failure`` (non-empty when the recorded marks
+    could not be read) is the reason given for a key that has no mark at all.
+    """
+    wanted = set(keys)
+    merged = {}
+    for key in wanted:
+        mark = fresher(recorded.get(key), own.get(key))
+        if mark is not None:
+            merged[key] = mark
+    prices, missing = usable_marks(merged, wanted, now_ms, max_age_ms)
+    if read_failure:
+        missing = {k: read_failure if k not in merged else w for k, w in missing.items()}
+    return prices, missing
+
+
+def mark_unknown_reason(key: MarkKey) -> str:
+    """The text of pre_trade's reason when ``key`` has no usable mark (the key ``explain`` looks up)."""
+    return f"notional unknown: {instrument_key(*key)} has no mark price"
+
+
+def loss_scope(positions: Iterable[Position], cfg: RiskConfig, strategy_id: str) -> list[Position]:
+    """Positions today's P&L is computed over: every strategy's with a global loss limit, else the strategy's."""
+    return [p for p in positions if cfg.max_daily_loss_global is not None or p.strategy_id == strategy_id]
+
+
+def explain(reason: str, why_unknown: Mapping[str, str]) -> str:
+    """``reason`` with why its input is unknown appended, when known."""
+    why = why_unknown.get(reason)
+    return f"{reason} ({why})" if why else reason
