@@ -34,11 +34,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from tradetree.core.backoff import BackoffPolicy
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import TradetreeError
-from tradetree.core.types import HealthReport, ProbeResult
-from tradetree.telemetry.alerts import (
+from tradetree.core import BackoffPolicy, Clock, HealthReport, ProbeResult, TradetreeError, WallClock
+from tradetree.telemetry import (
+    AlerterConfig,
     AlertPolicyState,
     AlertVerdict,
     Severity,
@@ -48,7 +46,6 @@ from tradetree.telemetry.alerts import (
     redact,
     resolve_slack_target,
 )
-from tradetree.telemetry.config import AlerterConfig
 
 __all__ = [
     "Severity",

@@ -12,9 +12,8 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError, StoreUnavailable
-from tradetree.risk.freshness_gate import GateInputs, unknown_inputs, unknown_reason
+from tradetree.core import ControlState, StoreError, StoreUnavailable
+from tradetree.risk import GateInputs, unknown_inputs, unknown_reason
 
 __all__ = ["GateStore", "read_gate_inputs"]
 

@@ -38,44 +38,52 @@ from typing import Any
 import ray
 
 from tradetree.actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
-from tradetree.adapters.okx import OkxRestClient, OkxWsClient, VenueOrderReport, apply_report
-from tradetree.adapters.okx.parsing import parse_order_fill, parse_order_report, parse_ticker
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.config import VenueConfig, VenueCredentials
-from tradetree.core.errors import (
+from tradetree.adapters.okx import (
+    OkxRestClient,
+    OkxWsClient,
+    VenueOrderReport,
+    apply_report,
+    parse_order_fill,
+    parse_order_report,
+    parse_ticker,
+)
+from tradetree.core import (
+    Clock,
+    ComponentState,
     ConfigError,
     DuplicateClientOrderId,
-    InvalidOrderTransition,
-    OrderNotFound,
-    StoreError,
-    VenueAuthError,
-    VenueError,
-    VenueProtocolError,
-)
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.marks import Mark, MarkBook
-from tradetree.core.store import RedisStore
-from tradetree.core.tasks import cancel_and_wait
-from tradetree.core.types import (
     Fill,
     FillLayer,
     HealthReport,
     Instrument,
+    InvalidOrderTransition,
+    Mark,
+    MarkBook,
     Order,
     OrderIntent,
+    OrderNotFound,
     OrderState,
     ProbeResult,
+    RedisStore,
+    StoreError,
+    VenueAuthError,
+    VenueConfig,
+    VenueCredentials,
+    VenueError,
+    VenueProtocolError,
+    WallClock,
+    cancel_and_wait,
 )
-from tradetree.execution.gateway_rules import (
+from tradetree.execution import (
     SendOutcome,
     acknowledged,
     cancel_all_error,
+    decide_venue_reduce_only,
     market_data_probe,
     send_outcome,
     ticker_args,
     ws_probe,
 )
-from tradetree.execution.venue_reduce_only import decide as decide_venue_reduce_only
 
 __all__ = ["VenueGateway", "VenueGatewayActor"]
 

@@ -22,10 +22,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import BackendError
-from tradetree.core.types import Fill, Order, Ticker
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.core import BackendError, Clock, Fill, Order, Ticker, WallClock
+from tradetree.supervisor import ActorClient
 
 __all__ = ["SubscriberTarget", "RayActorTarget", "LocalTarget", "FanOut"]
 

@@ -31,40 +31,45 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import StoreError
-from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Order, OrderDenied, OrderIntent, Position, StrategyState
-from tradetree.risk.kill_run import (
-    LeaseVerdict,
-    StepRefused,
-    action_phase,
-    classify_failure,
-    clip_refusal,
-    done_note,
-    global_kill_targets,
-    iteration_cap,
-    lease_verdict,
-    next_delay,
-    pending_kills,
-    plan_progress,
-    stall_reason,
-    start_run,
-    stuck_reason,
-    timeout_reason,
+from tradetree.core import (
+    Clock,
+    Order,
+    OrderDenied,
+    OrderIntent,
+    Position,
+    RedisKeys,
+    StoreError,
+    StrategyState,
+    WallClock,
 )
-from tradetree.risk.kill_switch import (
+from tradetree.risk import (
     CancelOrders,
     KillPhase,
     KillProgress,
     KillState,
     KillStep,
     KillSwitchConfig,
+    LeaseVerdict,
     StepOutcome,
+    StepRefused,
     SubmitClip,
+    action_phase,
+    classify_failure,
+    clip_refusal,
+    done_note,
+    global_kill_targets,
+    iteration_cap,
     kill_scope,
+    lease_verdict,
+    next_delay,
     order_is_settled,
+    pending_kills,
+    plan_progress,
     plan_wind_down,
+    stall_reason,
+    start_run,
+    stuck_reason,
+    timeout_reason,
 )
 
 __all__ = [

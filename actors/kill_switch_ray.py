@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tradetree.core.errors import ActorNotFound, BackendError, VenueUnavailable
-from tradetree.core.names import gateway_id
-from tradetree.core.types import Order, OrderDenied, OrderIntent
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.core import ActorNotFound, BackendError, Order, OrderDenied, OrderIntent, VenueUnavailable, gateway_id
+from tradetree.supervisor import ActorClient
 
 __all__ = ["RayStrategyPort", "RayVenuePort", "PORT_CALL_TIMEOUT_SECS"]
 

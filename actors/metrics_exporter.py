@@ -28,21 +28,20 @@ import logging
 import time
 from typing import Any, Protocol
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.tasks import cancel_and_wait
-from tradetree.core.types import HealthReport
-from tradetree.supervisor.actor_client import ActorClient
-from tradetree.telemetry.config import MetricsConfig
-from tradetree.telemetry.gather import (
+from tradetree.core import Clock, HealthReport, WallClock, cancel_and_wait
+from tradetree.supervisor import ActorClient
+from tradetree.telemetry import (
     REDIS,
     TREE,
+    MetricsConfig,
+    TreeCollector,
     actor_ids,
     assemble_snapshot,
+    build_registry,
     exporter_probes,
     metrics_url,
     venue_marks_view,
 )
-from tradetree.telemetry.metrics import TreeCollector, build_registry
 
 __all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
 
@@ -134,7 +133,7 @@ class RayRedisReader:
         self._actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
 
     async def tree(self) -> dict[str, Any]:
-        from tradetree.supervisor.tree_status import tree_status
+        from tradetree.supervisor import tree_status
 
         # tree_status blocks on ray.get; a thread keeps this actor's event loop free.
         return await asyncio.to_thread(tree_status, self._ray_namespace, root_id=self._root_id,
@@ -144,10 +143,7 @@ class RayRedisReader:
         return await self._actors.call(actor_id, "stats")
 
     async def redis_view(self) -> dict[str, Any]:
-        from tradetree.core.control_state import ControlState
-        from tradetree.core.marks import MarkBook
-        from tradetree.core.snapshot import collect_snapshot
-        from tradetree.core.store import RedisStore
+        from tradetree.core import ControlState, MarkBook, RedisStore, collect_snapshot
 
         if self._store is None:
             self._store = await RedisStore.connect(self._redis_url, self._namespace,

@@ -19,13 +19,9 @@ from typing import Any
 
 import ray
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.names import model_server_id
-from tradetree.core.types import HealthReport, ProbeResult
-from tradetree.ml.errors import MLError, ModelServerStateError
-from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.core import Clock, ComponentState, HealthReport, ProbeResult, WallClock, model_server_id
+from tradetree.ml import MODEL_FILE, MLError, ModelRegistry, ModelServerStateError, RegisteredModel, file_sha256
+from tradetree.supervisor import ActorClient
 
 __all__ = ["PUBLISHED_STATES", "ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
 

@@ -48,21 +48,32 @@ from pydantic import BaseModel, ConfigDict
 from tradetree.actors.reconciler_canary import CanaryLoop
 from tradetree.actors.reconciler_context import AlertSink, ReconcilerContext, RestApi
 from tradetree.actors.reconciler_loops import DriftLoop, FillHealthLoop, PollLoop
-from tradetree.adapters.okx.rest import OkxRestClient
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.config import VenueConfig, VenueCredentials
-from tradetree.core.control_state import ControlState
-from tradetree.core.errors import ActorNotFound, StoreError, VenueAuthError, VenueError, VenueReleaseRefused
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.names import ALERTER_ID
-from tradetree.core.store import RedisStore
-from tradetree.core.tasks import cancel_and_wait
-from tradetree.core.types import HealthReport, ProbeResult
-from tradetree.execution.canary import CanaryOutcome, canary_active
-from tradetree.execution.drift import DriftOutcome
-from tradetree.execution.fill_health import FillHealthAction
-from tradetree.execution.poll_plan import PollOutcome
-from tradetree.execution.probes import (
+from tradetree.adapters.okx import OkxRestClient
+from tradetree.core import (
+    ALERTER_ID,
+    ActorNotFound,
+    Clock,
+    ComponentState,
+    ControlState,
+    HealthReport,
+    ProbeResult,
+    RedisStore,
+    StoreError,
+    VenueAuthError,
+    VenueConfig,
+    VenueCredentials,
+    VenueError,
+    VenueReleaseRefused,
+    WallClock,
+    cancel_and_wait,
+)
+from tradetree.execution import (
+    CanaryOutcome,
+    DriftOutcome,
+    FillHealthAction,
+    PollOutcome,
+    ReconcilerConfig,
+    canary_active,
     fills_flowing_probe,
     no_drift_probe,
     poll_fresh_probe,
@@ -70,8 +81,7 @@ from tradetree.execution.probes import (
     store_probe,
     timers_probe,
 )
-from tradetree.execution.reconciliation import ReconcilerConfig
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.supervisor import ActorClient
 
 __all__ = [
     "ReconcilerConfig",

@@ -17,27 +17,25 @@ from decimal import Decimal
 
 from tradetree.actors.reconciler_context import ReconcilerContext
 from tradetree.actors.reconciler_loops import FillHealthLoop
-from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH
-from tradetree.core.errors import (
+from tradetree.core import (
+    PAUSE_SOURCE_FILL_HEALTH,
     CanaryTimeout,
     DuplicateClientOrderId,
-    InvalidOrderTransition,
-    OrderRejected,
-    StoreError,
-    TradetreeError,
-    VenueError,
-)
-from tradetree.core.types import (
     FillLayer,
     Instrument,
+    InvalidOrderTransition,
     Order,
     OrderIntent,
+    OrderRejected,
     OrderState,
     OrderType,
     Side,
+    StoreError,
+    TradetreeError,
+    VenueError,
     new_client_order_id,
 )
-from tradetree.execution.canary import (
+from tradetree.execution import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
@@ -54,9 +52,9 @@ from tradetree.execution.canary import (
     legs_complete,
     may_lift_pause,
     plan_canary_tick,
+    poll_recent,
     unsettled_canary,
 )
-from tradetree.execution.probes import poll_recent
 
 __all__ = ["CanaryLoop"]
 

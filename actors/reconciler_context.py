@@ -14,18 +14,16 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Protocol
 
-from tradetree.adapters.okx.reports import VenueOrderReport
-from tradetree.core.clock import Clock
-from tradetree.core.config import VenueConfig
-from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError
-from tradetree.core.store import RedisStore
-from tradetree.core.types import Fill, FillLayer, Instrument, Order
-from tradetree.execution.drift import DriftDetector, DriftOutcome
-from tradetree.execution.fill_health import FillHealthMonitor
-from tradetree.execution.poll_plan import PollOutcome
-from tradetree.execution.probes import fills_flowing_problems
-from tradetree.execution.reconciliation import ReconcilerConfig
+from tradetree.adapters.okx import VenueOrderReport
+from tradetree.core import Clock, ControlState, Fill, FillLayer, Instrument, Order, RedisStore, StoreError, VenueConfig
+from tradetree.execution import (
+    DriftDetector,
+    DriftOutcome,
+    FillHealthMonitor,
+    PollOutcome,
+    ReconcilerConfig,
+    fills_flowing_problems,
+)
 
 __all__ = ["AlertSink", "RestApi", "ReconcilerContext"]
 

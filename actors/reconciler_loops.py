@@ -13,47 +13,54 @@ import asyncio
 import logging
 
 from tradetree.actors.reconciler_context import ReconcilerContext
-from tradetree.core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH
-from tradetree.core.errors import (
+from tradetree.core import (
+    PAUSE_SOURCE_DRIFT,
+    PAUSE_SOURCE_FILL_HEALTH,
+    FillLayer,
     InvalidOrderTransition,
+    Order,
     OrderNotFound,
+    OrderState,
+    RedisStore,
     StoreError,
     TradetreeError,
     VenueError,
     VenueProtocolError,
 )
-from tradetree.core.store import RedisStore
-from tradetree.core.types import FillLayer, Order, OrderState
-from tradetree.execution.anomalies import PollHealth, PollHealthAlert, dedup_anomalies, step_poll_health
-from tradetree.execution.drift import DriftCheck, DriftOutcome, RedisSide, drift_inputs, drift_outcome, stale_drift_keys
-from tradetree.execution.fill_health import (
+from tradetree.execution import (
+    NEVER_REACHED_VENUE,
     WS_FLOW_KEY,
     AppliedFillRecord,
+    DriftCheck,
+    DriftOutcome,
     FillHealthAction,
     FillHealthActionKind,
-    gap_backdates,
-    observations_of,
-    stale_gap_keys,
-    unmatched_in_audit,
-)
-from tradetree.execution.poll_plan import (
-    PollOutcome,
-    cursor_ms_of,
-    cursor_to_write,
-    fills_of_order,
-    poll_instruments,
-    targeted_fetch_since,
-    untrack_now,
-)
-from tradetree.execution.reconciliation import (
-    NEVER_REACHED_VENUE,
     LookupKind,
     OrderLookup,
     OrderPlan,
+    PollHealth,
+    PollHealthAlert,
+    PollOutcome,
+    RedisSide,
     TrackedOrder,
+    cursor_ms_of,
+    cursor_to_write,
+    dedup_anomalies,
+    drift_inputs,
+    drift_outcome,
     fetch_since_ms,
+    fills_of_order,
+    gap_backdates,
+    observations_of,
     plan_orders,
     plan_poll_fills,
+    poll_instruments,
+    stale_drift_keys,
+    stale_gap_keys,
+    step_poll_health,
+    targeted_fetch_since,
+    unmatched_in_audit,
+    untrack_now,
 )
 
 __all__ = ["PollLoop", "FillHealthLoop", "DriftLoop"]

@@ -38,44 +38,50 @@ import redis.asyncio as aioredis
 
 from tradetree.actors.kill_switch import KillSwitch
 from tradetree.actors.kill_switch_ray import RayVenuePort
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError, TradetreeError
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.names import ALERTER_ID
-from tradetree.core.redis_calls import redis_call
-from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.store import RedisStore
-from tradetree.core.text import as_text
-from tradetree.core.types import HealthReport, Order, Position, ProbeResult
-from tradetree.risk.config import RiskConfig
-from tradetree.risk.day_pnl import candidate_baselines, utc_day
-from tradetree.risk.kill_switch import KillSwitchConfig
-from tradetree.risk.monitor import (
+from tradetree.core import (
+    ALERTER_ID,
+    Clock,
+    ComponentState,
+    ControlState,
+    HealthReport,
+    Order,
+    Position,
+    ProbeResult,
+    RedisKeys,
+    RedisStore,
+    StoreError,
+    TradetreeError,
+    WallClock,
+    as_text,
+    redis_call,
+)
+from tradetree.risk import (
     PAUSE_IF_RUNNING_LUA,
+    ExposureMonitor,
+    FlipDetector,
+    KillSwitchConfig,
+    LossMonitor,
+    RejectionStreak,
+    RiskConfig,
+    Trip,
     UnreadableOrderEvent,
     batch_caught_up,
+    breaker_alert,
+    candidate_baselines,
+    daily_pnl_by_strategy,
     loop_fresh_probe,
     loss_limits_set,
     needs_strategy_states,
     parse_order_event,
     pause_if_running_args,
     pause_reason,
-    should_persist_cursor,
-)
-from tradetree.risk.rules import (
-    ExposureMonitor,
-    FlipDetector,
-    LossMonitor,
-    RejectionStreak,
-    Trip,
-    breaker_alert,
-    daily_pnl_by_strategy,
     pause_targets,
     paused_summary,
     rejection_streak_of,
+    should_persist_cursor,
+    utc_day,
 )
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.supervisor import ActorClient
 
 __all__ = [
     "COMPONENT",

@@ -28,51 +28,55 @@ import ray
 
 from tradetree.actors.gate_inputs import read_gate_inputs
 from tradetree.actors.model_server import connect_model_server
-from tradetree.core.bars import BarAggregator
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.config import StrategyConfig
-from tradetree.core.control_state import ControlState
-from tradetree.core.errors import StoreError, TradetreeError
-from tradetree.core.marks import Mark, MarkBook
-from tradetree.core.store import RedisStore
-from tradetree.core.types import (
+from tradetree.core import (
+    BarAggregator,
+    Clock,
+    ControlState,
     Fill,
     HealthReport,
+    Mark,
+    MarkBook,
     Order,
     OrderDenied,
     OrderIntent,
     OrderState,
+    RedisStore,
+    StoreError,
+    StrategyConfig,
     StrategyState,
     Ticker,
+    TradetreeError,
+    WallClock,
 )
-from tradetree.ml.forecaster import set_server_connector
-from tradetree.risk import freshness_gate, pre_trade
-from tradetree.risk.config import RiskConfig
-from tradetree.risk.day_pnl import candidate_baselines, daily_pnl_by_strategy, utc_day
-from tradetree.risk.pre_trade_inputs import (
+from tradetree.ml import set_server_connector
+from tradetree.risk import (
     DAILY_PNL_UNKNOWN,
+    SUPERVISOR,
+    PreTradeInputs,
+    RiskConfig,
+    StartPlan,
+    candidate_baselines,
+    check_freshness,
+    check_pre_trade,
     choose_marks,
+    daily_pnl_by_strategy,
     explain,
+    host_probes,
     input_needs,
+    kill_switch_owns,
     loss_scope,
     mark_keys,
     mark_unknown_reason,
     merge_in_flight,
-    pending_by_instrument,
-)
-from tradetree.risk.strategy_states import (
-    SUPERVISOR,
-    StartPlan,
-    host_probes,
-    kill_switch_owns,
     pause_plan,
     pause_source,
+    pending_by_instrument,
     start_plan,
     supervisor_may_release,
+    utc_day,
 )
-from tradetree.strategies.base import StrategyContext
-from tradetree.strategies.registry import build_strategy
-from tradetree.supervisor.actor_client import ActorClient
+from tradetree.strategies import StrategyContext, build_strategy
+from tradetree.supervisor import ActorClient
 
 __all__ = ["ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 
@@ -325,15 +329,15 @@ class StrategyHost:
         gate = await read_gate_inputs(
             self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now
         )
-        reasons = freshness_gate.check(intent, gate, self.risk)
+        reasons = check_freshness(intent, gate, self.risk)
         if reasons:
             return reasons
         limits, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
-        return [explain(r, why_unknown) for r in pre_trade.check(intent, limits, self.risk)]
+        return [explain(r, why_unknown) for r in check_pre_trade(intent, limits, self.risk)]
 
     async def pre_trade_inputs(
         self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]
-    ) -> tuple[pre_trade.PreTradeInputs, dict[str, str]]:
+    ) -> tuple[PreTradeInputs, dict[str, str]]:
         """What ``pre_trade.check`` needs for ``intent``, read now; and why what is missing is.
 
         - positions, in-flight orders and their applied sizes: this strategy's,
@@ -376,7 +380,7 @@ class StrategyHost:
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
                 why[DAILY_PNL_UNKNOWN] = f"day baselines unreadable: {exc}"
-        inputs = pre_trade.PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
+        inputs = PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
                                           applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
         return inputs, why
 

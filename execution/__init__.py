@@ -80,6 +80,16 @@ from tradetree.execution.fill_health import (
     stale_gap_keys,
     unmatched_in_audit,
 )
+from tradetree.execution.gateway_rules import (
+    SendOutcome,
+    WsStatus,
+    acknowledged,
+    cancel_all_error,
+    market_data_probe,
+    send_outcome,
+    ticker_args,
+    ws_probe,
+)
 from tradetree.execution.poll_plan import (
     PollOutcome,
     cursor_ms_of,
@@ -116,8 +126,10 @@ from tradetree.execution.reconciliation import (
     plan_orders,
     plan_poll_fills,
 )
+from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_reduce_only
 
 __all__ = [
+    "WsStatus",
     "AnomalyAlerts",
     "AppliedFillRecord",
     "CANARY_ORDER_PREFIX",
@@ -200,4 +212,13 @@ __all__ = [
     "unmatched_in_audit",
     "unsettled_canary",
     "untrack_now",
+    "SendOutcome",
+    "acknowledged",
+    "cancel_all_error",
+    "decide_venue_reduce_only",
+    "VenueReduceOnly",
+    "market_data_probe",
+    "send_outcome",
+    "ticker_args",
+    "ws_probe",
 ]

@@ -35,9 +35,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.backoff import BackoffPolicy
-from tradetree.core.config import VenueConfig
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, Position, Side
+from tradetree.core import BackoffPolicy, FillLayer, Instrument, InstrumentKind, Order, Position, Side, VenueConfig
 from tradetree.execution.reconciliation import ReconcilerConfig
 
 __all__ = [

@@ -35,7 +35,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.types import Instrument, InstrumentKind, Order, Position
+from tradetree.core import Instrument, InstrumentKind, Order, Position
 
 __all__ = [
     "DriftInputs",

@@ -43,7 +43,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.types import FillLayer, Order
+from tradetree.core import FillLayer, Order
 
 __all__ = [
     "WS_FLOW_KEY",

@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from tradetree.adapters.okx import WsState
-from tradetree.core.errors import OrderRejected, VenueAuthError, VenueError
-from tradetree.core.types import Order, OrderState, ProbeResult
+from tradetree.core import Order, OrderRejected, OrderState, ProbeResult, VenueAuthError, VenueError
 
 __all__ = [
     "SendOutcome",

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core.types import Fill, FillLayer, Order
+from tradetree.core import Fill, FillLayer, Order
 from tradetree.execution.reconciliation import advance_cursor
 
 __all__ = [

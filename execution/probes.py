@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tradetree.core.types import ProbeResult
+from tradetree.core import ProbeResult
 from tradetree.execution.fill_health import FillGap, WsFlowStatus
 from tradetree.execution.poll_plan import PollOutcome
 from tradetree.execution.reconciliation import ReconcilerConfig

@@ -30,9 +30,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tradetree.adapters.okx.reports import VenueOrderReport, apply_report
-from tradetree.core.errors import InvalidOrderTransition, VenueProtocolError
-from tradetree.core.types import Fill, FillLayer, Order, OrderState
+from tradetree.adapters.okx import VenueOrderReport, apply_report
+from tradetree.core import Fill, FillLayer, InvalidOrderTransition, Order, OrderState, VenueProtocolError
 
 __all__ = [
     "NEVER_REACHED_VENUE",

@@ -14,7 +14,7 @@ position.
 The venue flag is still worth sending whenever the venue would accept it: on
 an instrument the strategy has to itself it is a second guard against our own
 state being wrong (the incident: a missed fill, a second close, the opposite
-side opened). So :func:`decide` sends it exactly when the account's net, as
+side opened). So :func:`decide_venue_reduce_only` sends it exactly when the account's net, as
 Redis knows it, leaves room for the order in the worst case, and withholds it
 otherwise (the strategy-level guard has already passed).
 
@@ -29,10 +29,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core.types import Order, Position, Side
-from tradetree.risk.pre_trade import fmt_decimal, in_flight_size
+from tradetree.core import Order, Position, Side
+from tradetree.risk import fmt_decimal, in_flight_size
 
-__all__ = ["VenueReduceOnly", "decide"]
+__all__ = ["VenueReduceOnly", "decide_venue_reduce_only"]
 
 _ZERO = Decimal(0)
 
@@ -56,7 +56,7 @@ class VenueReduceOnly:
     room: Decimal = _ZERO
 
 
-def decide(
+def decide_venue_reduce_only(
     order: Order,
     positions: Iterable[Position],
     in_flight: Iterable[Order],

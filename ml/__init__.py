@@ -20,15 +20,26 @@ The pipeline, in the order data flows:
 if __name__ != "tradetree.ml":
     raise ImportError(f"import tradetree.ml, not {__name__}")
 
+from tradetree.ml.cli import register as register_commands
 from tradetree.ml.config import CatBoostParams, FeatureSpec, GateSpec, ModelConfig, WalkForwardSpec, load_model_config
 from tradetree.ml.data import fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
 from tradetree.ml.dataset import Dataset, build_dataset
+from tradetree.ml.errors import MLError, ModelServerStateError
 from tradetree.ml.evaluation import EvaluationResult, walk_forward_evaluate
 from tradetree.ml.features import FeatureInputs, build_features, feature_names, latest_feature_row
-from tradetree.ml.forecaster import ModelVolForecaster, RealizedVolForecaster, VolatilityForecaster, annualized_vol
+from tradetree.ml.forecaster import (
+    BarWindowForecaster,
+    ForecasterSpec,
+    ModelVolForecaster,
+    RealizedVolForecaster,
+    VolatilityForecaster,
+    annualized_vol,
+    build_forecaster,
+    set_server_connector,
+)
 from tradetree.ml.leakage import find_lookahead_features, shuffled_target_r2
 from tradetree.ml.pipeline import train_and_register
-from tradetree.ml.registry import ModelRegistry, RegisteredModel
+from tradetree.ml.registry import MODEL_FILE, ModelRegistry, RegisteredModel, file_sha256
 
 __all__ = [
     "CatBoostParams",
@@ -57,4 +68,13 @@ __all__ = [
     "train_and_register",
     "ModelRegistry",
     "RegisteredModel",
+    "BarWindowForecaster",
+    "ForecasterSpec",
+    "MLError",
+    "MODEL_FILE",
+    "ModelServerStateError",
+    "build_forecaster",
+    "file_sha256",
+    "register_commands",
+    "set_server_connector",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tradetree.core.errors import ConfigError, VenueError
+from tradetree.core import ConfigError, VenueError
 from tradetree.ml.config import ModelConfig, load_model_config
 from tradetree.ml.data import cache_path_for, fetch_ohlcv_cached, load_candles, load_orderbook_snapshots
 from tradetree.ml.dataset import build_dataset

@@ -13,8 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tradetree.core.config import format_validation_error
-from tradetree.core.errors import ConfigError
+from tradetree.core import ConfigError, format_validation_error
 
 __all__ = [
     "Task",

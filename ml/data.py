@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import (
+from tradetree.core import (
+    Clock,
     VenueAuthError,
     VenueError,
     VenueProtocolError,
     VenueRateLimited,
     VenueUnavailable,
+    WallClock,
 )
 from tradetree.ml.errors import DataError, MissingDependency
 

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from tradetree.core.errors import TradetreeError
+from tradetree.core import TradetreeError
 
 __all__ = [
     "MLError",

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tradetree.core.types import Bar
+from tradetree.core import Bar
 from tradetree.ml.data import CANDLE_COLUMNS
 from tradetree.ml.errors import DataError, InsufficientHistory, MLError
 from tradetree.ml.features import FeatureInputs

@@ -32,7 +32,7 @@ import catboost
 import numpy as np
 import pandas as pd
 
-from tradetree.core.clock import Clock, WallClock
+from tradetree.core import Clock, WallClock
 from tradetree.ml.config import FeatureSpec, ModelConfig
 from tradetree.ml.errors import FeatureUnavailable, ModelIntegrityError, ModelNotApproved, ModelNotFound
 from tradetree.ml.features import FeatureInputs, latest_feature_row

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable
 from decimal import Decimal
 
-from tradetree.core.types import Position, position_id
+from tradetree.core import Position, position_id
 from tradetree.risk.rules import daily_pnl_by_strategy, position_net_pnl
 
 __all__ = ["candidate_baselines", "daily_pnl_by_strategy", "utc_day"]

@@ -22,9 +22,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.control_state import ControlSnapshot
-from tradetree.core.errors import StoreError, StoreUnavailable
-from tradetree.core.types import OrderDenied, OrderIntent, StrategyState
+from tradetree.core import ControlSnapshot, OrderDenied, OrderIntent, StoreError, StoreUnavailable, StrategyState
 from tradetree.risk.config import RiskConfig
 
 __all__ = [

@@ -28,8 +28,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tradetree.core.errors import TradetreeError, VenueAuthError
-from tradetree.core.types import Order, OrderDenied, OrderState, Position, StrategyState
+from tradetree.core import Order, OrderDenied, OrderState, Position, StrategyState, TradetreeError, VenueAuthError
 from tradetree.risk.kill_switch import (
     CancelOrders,
     KillPhase,

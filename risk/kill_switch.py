@@ -49,8 +49,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tradetree.core.backoff import BackoffPolicy
-from tradetree.core.types import Order, OrderIntent, OrderType, Position, Side, escape_component
+from tradetree.core import BackoffPolicy, Order, OrderIntent, OrderType, Position, Side, escape_component
 
 __all__ = [
     "GLOBAL_SCOPE",

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tradetree.core.types import Order, ProbeResult, StrategyState
+from tradetree.core import Order, ProbeResult, StrategyState
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.rules import Trip
 

@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.types import Order, OrderIntent, OrderState, Position, Side
+from tradetree.core import Order, OrderIntent, OrderState, Position, Side
 from tradetree.risk.config import RiskConfig, instrument_key
 
 __all__ = [

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core.marks import Mark, fresher, usable_marks
-from tradetree.core.types import Order, OrderIntent, OrderState, Position, Side
+from tradetree.core import Mark, Order, OrderIntent, OrderState, Position, Side, fresher, usable_marks
 from tradetree.risk.config import RiskConfig, instrument_key
 
 __all__ = [

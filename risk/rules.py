@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.types import Order, OrderState, Position, Side, StrategyState, position_id
+from tradetree.core import Order, OrderState, Position, Side, StrategyState, position_id
 from tradetree.risk.config import RiskConfig, instrument_key
 from tradetree.risk.pre_trade import fmt_decimal
 

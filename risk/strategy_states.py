@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tradetree.core.types import ProbeResult, StrategyState
+from tradetree.core import ProbeResult, StrategyState
 
 __all__ = [
     "SUPERVISOR",

@@ -15,9 +15,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tradetree.core.config import StrategyConfig, format_validation_error
-from tradetree.core.errors import ConfigError
-from tradetree.core.types import Bar, Fill, Order, OrderIntent, OrderType, Side
+from tradetree.core import (
+    Bar,
+    ConfigError,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderType,
+    Side,
+    StrategyConfig,
+    format_validation_error,
+)
 
 __all__ = ["StrategyParams", "StrategyContext", "Strategy", "orders_toward_target"]
 

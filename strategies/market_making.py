@@ -33,8 +33,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.types import Bar, Order, OrderIntent, OrderType, Side
+from tradetree.core import Bar, Order, OrderIntent, OrderType, Side, StrategyConfig
 from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams
 from tradetree.strategies.indicators import EMA
 

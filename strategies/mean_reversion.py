@@ -8,8 +8,7 @@ from decimal import Decimal
 
 from pydantic import Field, model_validator
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.types import Bar, OrderIntent
+from tradetree.core import Bar, OrderIntent, StrategyConfig
 from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 
 __all__ = ["MeanReversion", "MeanReversionParams"]

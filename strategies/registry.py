@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.errors import ConfigError
+from tradetree.core import ConfigError, StrategyConfig
 from tradetree.strategies.base import Strategy
 from tradetree.strategies.market_making import SingleVenueMarketMaking
 from tradetree.strategies.mean_reversion import MeanReversion

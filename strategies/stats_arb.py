@@ -7,9 +7,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from pydantic import Field, model_validator
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.errors import ConfigError
-from tradetree.core.types import Bar, OrderIntent
+from tradetree.core import Bar, ConfigError, OrderIntent, StrategyConfig
 from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 from tradetree.strategies.indicators import RollingOLS
 

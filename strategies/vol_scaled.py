@@ -33,9 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import Field, model_validator
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.errors import ConfigError
-from tradetree.core.types import Bar, OrderIntent
+from tradetree.core import Bar, ConfigError, OrderIntent, StrategyConfig
 from tradetree.strategies.base import Strategy, StrategyContext, StrategyParams, orders_toward_target
 from tradetree.strategies.indicators import EMA
 
@@ -138,7 +136,7 @@ def _check_model_spec(spec: dict[str, Any]) -> None:
     """
     from pydantic import ValidationError
 
-    from tradetree.ml.forecaster import ForecasterSpec
+    from tradetree.ml import ForecasterSpec
 
     try:
         parsed = ForecasterSpec.model_validate(spec)
@@ -204,8 +202,7 @@ class VolScaledDirectional(Strategy):
         spec = p.vol_forecaster
         if spec is None or spec.get("kind") == "realized":
             return RealizedVolForecaster(p.realized_window_bars)
-        from tradetree.ml.errors import MLError
-        from tradetree.ml.forecaster import BarWindowForecaster, build_forecaster
+        from tradetree.ml import BarWindowForecaster, MLError, build_forecaster
 
         try:
             return BarWindowForecaster(build_forecaster(spec), max_bars=p.history_bars)

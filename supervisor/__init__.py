@@ -12,7 +12,7 @@ named actor (lookup, a timeout on every call, Ray errors translated). The restar
 if __name__ != "tradetree.supervisor":
     raise ImportError(f"import tradetree.supervisor, not {__name__}")
 
-from tradetree.core.errors import (
+from tradetree.core import (
     ActorClassNotFound,
     ActorDied,
     ActorNameTaken,
@@ -51,6 +51,7 @@ from tradetree.supervisor.supervisor import (
     UnknownChild,
     launch_supervisor,
 )
+from tradetree.supervisor.tree_status import tree_status
 
 __all__ = [
     # specs
@@ -94,4 +95,5 @@ __all__ = [
     # calling named actors
     "ActorClient",
     "translate_ray_error",
+    "tree_status",
 ]

@@ -28,8 +28,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tradetree.core.config import ActorCallConfig
-from tradetree.core.errors import (
+from tradetree.core import (
+    ActorCallConfig,
     ActorDied,
     ActorNotFound,
     BackendError,

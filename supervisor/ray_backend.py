@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from tradetree.core.errors import (
+from tradetree.core import (
     ActorClassNotFound,
     ActorDied,
     ActorNameTaken,

@@ -19,8 +19,7 @@ import enum
 import random
 from collections import deque
 
-from tradetree.core.clock import Clock
-from tradetree.core.errors import TradetreeError
+from tradetree.core import Clock, TradetreeError
 from tradetree.supervisor.spec import BackoffSpec, RestartType
 
 __all__ = [

@@ -26,8 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tradetree.core.backoff import BackoffPolicy
-from tradetree.core.errors import ConfigError
+from tradetree.core import BackoffPolicy, ConfigError
 
 __all__ = [
     "RestartType",

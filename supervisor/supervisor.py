@@ -36,10 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.errors import RestartRefused, SupervisorError
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.types import HealthReport, ProbeResult
+from tradetree.core import Clock, ComponentState, HealthReport, ProbeResult, RestartRefused, SupervisorError, WallClock
 from tradetree.supervisor.ray_backend import ActorBackend, ActorDied, BackendError
 from tradetree.supervisor.restart_policy import (
     Backoff,

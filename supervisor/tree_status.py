@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tradetree.core.errors import TradetreeError
+from tradetree.core import TradetreeError
 from tradetree.supervisor.actor_client import ActorClient
 
 __all__ = ["tree_status"]

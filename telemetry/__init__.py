@@ -9,7 +9,42 @@ I/O; the actors that gather snapshots and send alerts live in ``actors``.
 if __name__ != "tradetree.telemetry":
     raise ImportError(f"import tradetree.telemetry, not {__name__}")
 
+from tradetree.telemetry.alerts import (
+    AlertPolicyState,
+    AlertVerdict,
+    Severity,
+    SlackTarget,
+    decide,
+    format_message,
+    redact,
+    resolve_slack_target,
+)
 from tradetree.telemetry.config import AlerterConfig, MetricsConfig
+from tradetree.telemetry.gather import (
+    REDIS,
+    TREE,
+    actor_ids,
+    assemble_snapshot,
+    exporter_probes,
+    metrics_url,
+    venue_marks_view,
+)
 from tradetree.telemetry.metrics import TreeCollector, build_registry
 
-__all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry"]
+__all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry",
+    "AlertPolicyState",
+    "AlertVerdict",
+    "REDIS",
+    "Severity",
+    "SlackTarget",
+    "TREE",
+    "actor_ids",
+    "assemble_snapshot",
+    "decide",
+    "exporter_probes",
+    "format_message",
+    "metrics_url",
+    "redact",
+    "resolve_slack_target",
+    "venue_marks_view",
+]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from tradetree.core.errors import ConfigError
+from tradetree.core import ConfigError
 from tradetree.telemetry.config import AlerterConfig
 
 __all__ = [

@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tradetree.core.marks import Mark
-from tradetree.core.types import ProbeResult
+from tradetree.core import Mark, ProbeResult
 
 __all__ = ["REDIS", "TREE", "actor_ids", "assemble_snapshot", "exporter_probes", "metrics_url", "venue_marks_view"]
 

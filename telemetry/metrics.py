@@ -44,7 +44,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tradetree.core.types import StrategyState
+from tradetree.core import StrategyState
 
 __all__ = ["TreeCollector", "build_registry"]
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from tradetree.core.errors import ConfigError, StoreUnavailable, TradetreeError
+from tradetree.core import ConfigError, StoreUnavailable, TradetreeError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,8 +35,7 @@ DEFAULT_CONFIG = Path("configs/paper.yaml")
 def _cmd_sim(args: argparse.Namespace) -> int:
     from pydantic import SecretStr
 
-    from tradetree.sim.config import SimulatorConfig
-    from tradetree.sim.server import serve_forever
+    from tradetree.sim import SimulatorConfig, serve_forever
 
     overrides = {"host": args.host, "port": args.port, "seed": args.seed}
     if args.data:
@@ -113,8 +112,7 @@ def _read_store(args: argparse.Namespace, read):
     embedded Redis of ``tradetree run`` (its AOF under .tradetree/redis), started
     for the read and stopped after it.
     """
-    from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
-    from tradetree.core.store import RedisStore
+    from tradetree.core import EmbeddedRedis, RedisStore, resolve_redis_url
     from tradetree.runner import DEFAULT_STATE_DIR
 
     namespace = args.namespace
@@ -163,8 +161,7 @@ def _time_ms(text: str | None, option: str) -> int | None:
 def _cmd_export(args: argparse.Namespace) -> int:
     import time
 
-    from tradetree.sim.backtest.cli import DEFAULT_RUNS_DIR
-    from tradetree.sim.backtest.export import export_run_from_redis
+    from tradetree.sim.backtest import DEFAULT_RUNS_DIR, export_run_from_redis
 
     since, until = _time_ms(args.since, "--since"), _time_ms(args.until, "--until")
     out = args.out or DEFAULT_RUNS_DIR / f"{args.strategy}-paper-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -320,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     control_parser("reconcile", "reconcile one venue now").add_argument("venue")
     control_parser("restart", "restart one actor through its supervisor").add_argument("child")
 
-    from tradetree.ml.cli import register as register_ml
-    from tradetree.sim.backtest.cli import register as register_backtest
+    from tradetree.ml import register_commands as register_ml
+    from tradetree.sim.backtest import register_commands as register_backtest
 
     register_ml(sub)
     register_backtest(sub)

@@ -15,21 +15,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tradetree.core.config import (
+from tradetree.core import (
+    ConfigError,
     RedisConfig,
     StrategyConfig,
     VenueConfig,
     format_validation_error,
     load_strategy_config,
+    model_server_id,
     read_yaml,
 )
-from tradetree.core.errors import ConfigError
-from tradetree.core.names import model_server_id
-from tradetree.execution.reconciliation import ReconcilerConfig
-from tradetree.risk.config import RiskConfig
-from tradetree.risk.kill_switch import KillSwitchConfig
-from tradetree.sim.config import SimulatorConfig
-from tradetree.telemetry.config import AlerterConfig, MetricsConfig
+from tradetree.execution import ReconcilerConfig
+from tradetree.risk import KillSwitchConfig, RiskConfig
+from tradetree.sim import SimulatorConfig
+from tradetree.telemetry import AlerterConfig, MetricsConfig
 
 __all__ = [
     "EngineConfig",
@@ -99,7 +98,7 @@ class ServedModelConfig(BaseModel):
 def served_model_refs(strategy: StrategyConfig) -> list[tuple[str, str]]:
     """``(params field, model name)`` for every served model (``kind: server`` with a ``name``
     and no ``actor_name``) the strategy's params name. Unknown classes name none."""
-    from tradetree.strategies.registry import STRATEGY_CLASSES
+    from tradetree.strategies import STRATEGY_CLASSES
 
     cls = STRATEGY_CLASSES.get(strategy.class_name)
     refs = []
@@ -253,7 +252,7 @@ def check_strategies(config: EngineConfig) -> None:
     Raises:
         ConfigError: unknown class, or params that fail validation (named).
     """
-    from tradetree.strategies.registry import build_strategy
+    from tradetree.strategies import build_strategy
 
     for strategy in config.strategies:
         build_strategy(resolve_served_models(strategy, ray_namespace=config.name))

@@ -20,7 +20,10 @@ from typing import Any
 
 import ray
 
-from tradetree.core.errors import (
+from tradetree.core import (
+    ALERTER_ID,
+    RISK_MONITOR_ID,
+    ROOT_ID,
     ActorNotFound,
     BackendError,
     CallFailed,
@@ -28,10 +31,10 @@ from tradetree.core.errors import (
     ProbesFailing,
     Refused,
     TradetreeError,
+    gateway_id,
+    reconciler_id,
 )
-from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_id, reconciler_id
-from tradetree.supervisor.actor_client import ActorClient
-from tradetree.supervisor.tree_status import tree_status
+from tradetree.supervisor import ActorClient, tree_status
 
 __all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
 

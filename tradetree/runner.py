@@ -20,13 +20,17 @@ from typing import Any
 from pydantic import SecretStr
 
 from tradetree.config import EngineConfig
-from tradetree.core.clock import WallClock
-from tradetree.core.config import VenueCredentials
-from tradetree.core.control_state import ControlState
-from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
-from tradetree.core.errors import StoreUnavailable, TradetreeError
-from tradetree.core.store import RedisStore
-from tradetree.core.types import StrategyState
+from tradetree.core import (
+    ControlState,
+    EmbeddedRedis,
+    RedisStore,
+    StoreUnavailable,
+    StrategyState,
+    TradetreeError,
+    VenueCredentials,
+    WallClock,
+    resolve_redis_url,
+)
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "hold_running_strategies"]
 
@@ -115,7 +119,7 @@ class EngineRuntime:
         return url
 
     def _start_simulator_if_needed(self) -> None:
-        from tradetree.sim.server import SimulatorThread
+        from tradetree.sim import SimulatorThread
 
         needs_sim = [v for v in self.config.venues if v.uses_embedded_simulator]
         if not needs_sim:
@@ -203,8 +207,8 @@ class EngineRuntime:
     # -- watch ---------------------------------------------------------------
 
     def actor_health(self) -> dict[str, Any]:
-        from tradetree.core.names import ROOT_ID
-        from tradetree.supervisor.tree_status import tree_status
+        from tradetree.core import ROOT_ID
+        from tradetree.supervisor import tree_status
 
         if self.root is None:
             return {}
@@ -213,8 +217,8 @@ class EngineRuntime:
     def metrics_url(self, timeout_secs: float = 10.0) -> str | None:
         """The tree's Prometheus endpoint as bound (``port: 0`` resolved); None when metrics are
         disabled, the tree is not running, or the exporter is not serving (its ``http`` probe says why)."""
-        from tradetree.core.names import METRICS_EXPORTER_ID
-        from tradetree.supervisor.actor_client import ActorClient
+        from tradetree.core import METRICS_EXPORTER_ID
+        from tradetree.supervisor import ActorClient
 
         if self.root is None or not self.config.metrics.enabled:
             return None
@@ -224,7 +228,7 @@ class EngineRuntime:
             return None
 
     def snapshot(self) -> dict[str, Any]:
-        from tradetree.core.snapshot import collect_snapshot
+        from tradetree.core import collect_snapshot
 
         async def _snap():
             store = await RedisStore.connect(self._redis(), self.config.redis.namespace)

@@ -26,21 +26,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from tradetree.config import EngineConfig, resolve_served_models, served_model_refs
-from tradetree.core.errors import TradetreeError
-from tradetree.core.names import (
+from tradetree.core import (
     ALERTER_ID,
     METRICS_EXPORTER_ID,
     RISK_MONITOR_ID,
     ROOT_ID,
     STRATEGY_SUPERVISOR_ID,
+    StrategyState,
+    TradetreeError,
     gateway_id,
     model_server_id,
     reconciler_id,
     venue_supervisor_id,
 )
-from tradetree.core.types import StrategyState
-from tradetree.supervisor.actor_client import ActorClient
-from tradetree.supervisor.spec import BackoffSpec, ChildSpec, RestartType, SupervisorSpec
+from tradetree.supervisor import ActorClient, BackoffSpec, ChildSpec, RestartType, SupervisorSpec
 
 __all__ = [
     "ROOT_ID",
@@ -258,8 +257,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
 async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strategy_ids: tuple[str, ...],
                           ray_namespace: str) -> None:
     """Root escalation: kill flag first, then every strategy PAUSED (in Redis and in its actor)."""
-    from tradetree.core.clock import WallClock
-    from tradetree.core.store import RedisStore
+    from tradetree.core import RedisStore, WallClock
 
     log.critical("SAFE MODE: %s", reason)
     store = await RedisStore.connect(redis_url, namespace)
@@ -281,8 +279,8 @@ def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str
     Raises:
         StartFailed: a child did not start; what had started was unwound.
     """
-    from tradetree.core.store import RedisStore
-    from tradetree.supervisor.supervisor import launch_supervisor
+    from tradetree.core import RedisStore
+    from tradetree.supervisor import launch_supervisor
 
     safe_mode = functools.partial(
         enter_safe_mode,

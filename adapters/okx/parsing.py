@@ -18,8 +18,19 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, overload
 
 from tradetree.adapters.okx.reports import VenueOrderReport
-from tradetree.core.errors import OrderRejected, VenueProtocolError
-from tradetree.core.types import Bar, Fill, FillLayer, Instrument, InstrumentKind, Liquidity, OrderState, Side, Ticker
+from tradetree.core import (
+    Bar,
+    Fill,
+    FillLayer,
+    Instrument,
+    InstrumentKind,
+    Liquidity,
+    OrderRejected,
+    OrderState,
+    Side,
+    Ticker,
+    VenueProtocolError,
+)
 
 __all__ = [
     "OKX_STATES",

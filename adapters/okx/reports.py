@@ -12,8 +12,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from tradetree.core.errors import VenueProtocolError
-from tradetree.core.types import Order, OrderState, Side
+from tradetree.core import Order, OrderState, Side, VenueProtocolError
 
 __all__ = ["VenueOrderReport", "apply_report", "state_progress"]
 

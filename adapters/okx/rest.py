@@ -33,20 +33,27 @@ from tradetree.adapters.okx.parsing import (
     parse_trade_fill,
 )
 from tradetree.adapters.okx.reports import VenueOrderReport
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.config import VenueConfig, VenueCredentials
-from tradetree.core.errors import (
+from tradetree.core import (
+    Clock,
+    Fill,
+    FillLayer,
+    Instrument,
+    InstrumentKind,
     InsufficientFunds,
+    Order,
     OrderNotFound,
     OrderRejected,
+    OrderType,
     TradetreeError,
     VenueAuthError,
+    VenueConfig,
+    VenueCredentials,
     VenueError,
     VenueProtocolError,
     VenueRateLimited,
     VenueUnavailable,
+    WallClock,
 )
-from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderType
 
 __all__ = ["OkxRestClient", "translate_ccxt_error", "build_order_request", "PAGE_LIMIT", "MAX_PAGES"]
 

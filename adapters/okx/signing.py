@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 
-from tradetree.core.config import VenueCredentials
+from tradetree.core import VenueCredentials
 
 __all__ = ["sign", "ws_login_signature", "ws_login_request"]
 

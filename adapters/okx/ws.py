@@ -40,10 +40,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tradetree.adapters.okx.signing import ws_login_request
-from tradetree.core.backoff import BackoffPolicy
-from tradetree.core.clock import Clock, WallClock
-from tradetree.core.config import VenueConfig, VenueCredentials
-from tradetree.core.errors import VenueAuthError, VenueUnavailable
+from tradetree.core import (
+    BackoffPolicy,
+    Clock,
+    VenueAuthError,
+    VenueConfig,
+    VenueCredentials,
+    VenueUnavailable,
+    WallClock,
+)
 
 __all__ = ["OkxWsClient", "WsState", "MessageHandler", "backoff_delay_secs", "FATAL_LOGIN_CODES"]
 

@@ -14,9 +14,12 @@ Public surface (the rest lives in the submodules named below):
 """
 
 from tradetree.sim.backtest.book_model import BookModel
+from tradetree.sim.backtest.cli import DEFAULT_RUNS_DIR
+from tradetree.sim.backtest.cli import register as register_commands
 from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
 from tradetree.sim.backtest.data import CandleSeries, load_candle_series, synthetic_candles
 from tradetree.sim.backtest.engine import Backtester, BacktestResult, run_backtest
+from tradetree.sim.backtest.export import export_run_from_redis
 from tradetree.sim.backtest.parity import run_for_parity
 
 __all__ = [
@@ -31,4 +34,7 @@ __all__ = [
     "BacktestResult",
     "run_backtest",
     "run_for_parity",
+    "DEFAULT_RUNS_DIR",
+    "export_run_from_redis",
+    "register_commands",
 ]

@@ -21,8 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from tradetree.core.config import StrategyConfig, load_strategy_config
-from tradetree.core.errors import ConfigError
+from tradetree.core import ConfigError, StrategyConfig, load_strategy_config
 from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
 from tradetree.sim.backtest.data import CandleSeries, load_candle_series
 

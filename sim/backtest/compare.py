@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.risk import fmt_decimal
 from tradetree.sim.backtest.data import CandleSeries
 from tradetree.sim.backtest.runfolder import TradeRow, read_run_meta, read_trades_csv
 from tradetree.sim.config import default_instruments

@@ -14,9 +14,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tradetree.core.config import format_validation_error
-from tradetree.core.errors import ConfigError
-from tradetree.risk.config import RiskConfig
+from tradetree.core import ConfigError, format_validation_error
+from tradetree.risk import RiskConfig
 from tradetree.sim.backtest.book_model import BookModel
 from tradetree.sim.config import FeeSchedule, SimInstrument, default_instruments
 

@@ -56,11 +56,10 @@ from decimal import Decimal
 
 import numpy as np
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.errors import ConfigError
-from tradetree.core.types import (
+from tradetree.core import (
     TERMINAL_STATES,
     Bar,
+    ConfigError,
     Fill,
     FillLayer,
     Liquidity,
@@ -69,6 +68,7 @@ from tradetree.core.types import (
     OrderState,
     OrderType,
     Side,
+    StrategyConfig,
 )
 from tradetree.risk import pre_trade
 from tradetree.sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
@@ -80,8 +80,7 @@ from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
 from tradetree.sim.backtest.runfolder import TradeRow
 from tradetree.sim.market_data import spot_of
 from tradetree.sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
-from tradetree.strategies.base import Strategy, StrategyContext
-from tradetree.strategies.registry import build_strategy
+from tradetree.strategies import Strategy, StrategyContext, build_strategy
 
 __all__ = [
     "OrderRecord",

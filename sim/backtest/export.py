@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
-from tradetree.core.store import RedisStore
-from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.core import RedisStore
+from tradetree.risk import fmt_decimal
 from tradetree.sim.backtest.runfolder import TradeRow, write_run_meta, write_trades_csv
 from tradetree.sim.config import default_instruments
 

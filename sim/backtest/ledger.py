@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core.types import Position
+from tradetree.core import Position
 from tradetree.sim.backtest._fast import unvalidated
 
 __all__ = ["PositionLedger"]

@@ -42,12 +42,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tradetree.core.config import StrategyConfig
+from tradetree.core import StrategyConfig
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries
 from tradetree.sim.backtest.engine import Backtester, BacktestResult
 from tradetree.sim.matching import FillView, OrderView
-from tradetree.strategies.base import Strategy
+from tradetree.strategies import Strategy
 
 __all__ = ["ParityRun", "run_for_parity", "comparable_orders", "comparable_fills"]
 

@@ -28,7 +28,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.risk import fmt_decimal
 from tradetree.sim.backtest.engine import BacktestResult
 from tradetree.sim.backtest.metrics import Metrics
 from tradetree.sim.backtest.runfolder import write_run_meta, write_trades_csv

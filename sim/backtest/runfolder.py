@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tradetree.risk.pre_trade import fmt_decimal
+from tradetree.risk import fmt_decimal
 
 __all__ = [
     "RUN_FORMAT",

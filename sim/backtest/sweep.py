@@ -28,8 +28,7 @@ from typing import Any
 
 import yaml
 
-from tradetree.core.config import StrategyConfig
-from tradetree.core.errors import ConfigError, TradetreeError
+from tradetree.core import ConfigError, StrategyConfig, TradetreeError
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, align_series
 

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from tradetree import execution
-from tradetree.execution import anomalies, canary, drift, fill_health, poll_plan, probes, reconciliation
+from tradetree.execution import (
+    anomalies,
+    canary,
+    drift,
+    fill_health,
+    gateway_rules,
+    poll_plan,
+    probes,
+    reconciliation,
+    venue_reduce_only,
+)
 
 
 def test_public_surface_is_what_it_claims():
-    modules = (anomalies, canary, drift, fill_health, poll_plan, probes, reconciliation)
+    modules = (anomalies, canary, drift, fill_health, gateway_rules, poll_plan, probes, reconciliation, venue_reduce_only)
     exported_by_modules = {name for module in modules for name in module.__all__}
     assert set(execution.__all__) == exported_by_modules
     assert len(execution.__all__) == len(set(execution.__all__))
