@@ -71,12 +71,30 @@ from tradetree.core.types import (
     Side,
 )
 from tradetree.risk import pre_trade
-from tradetree.sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
-from tradetree.sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
+from tradetree.sim.backtest._fast import (
+    SET_DICT,
+    SET_EXTRA,
+    SET_FIELDS_SET,
+    SET_PRIVATE,
+    bar_decimal,
+    bar_decimals_of_texts,
+    bar_decimals_of_ticks,
+    unvalidated,
+)
+from tradetree.sim.backtest.book_model import ReplayPath
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
 from tradetree.sim.backtest.data import CandleSeries, align_series
 from tradetree.sim.backtest.ledger import PositionLedger
 from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
+from tradetree.sim.backtest.prepare import (
+    POINTS_PER_CANDLE,
+    PathArrays,
+    PreparedMarket,
+    PrepCache,
+    market_key,
+    prepare_market,
+    ticks_to_float,
+)
 from tradetree.sim.backtest.runfolder import TradeRow
 from tradetree.sim.market_data import spot_of
 from tradetree.sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
@@ -187,45 +205,47 @@ class _BarTable:
 
     The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
     run's hot path; they are immutable, so the run hands out the same objects. Their prices and
-    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed.
+    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed,
+    made from the prepared integer ticks once per distinct price and shared between bars.
     """
 
-    def __init__(self, path: ReplayPath, bar_ms: int, venue: str) -> None:
-        ts = path.ts_ms
+    def __init__(self, path: PathArrays, group_of: np.ndarray, starts: np.ndarray, bar_ms: int, venue: str) -> None:
         self.venue = venue
         self.inst_id = path.inst_id
         self.interval_ms = bar_ms
-        starts = [t - t % bar_ms for t in ts]
-        self.group_of: list[int] = []
-        self.ts: list[int] = []
-        o: list[Decimal] = []
-        h: list[Decimal] = []
-        lo: list[Decimal] = []
-        c: list[Decimal] = []
-        v: list[Decimal] = []
-        for i, start in enumerate(starts):
-            if not self.ts or self.ts[-1] != start:
-                self.ts.append(start)
-                o.append(path.open[i])
-                h.append(path.high[i])
-                lo.append(path.low[i])
-                c.append(path.close[i])
-                v.append(path.volume[i])
-            else:
-                h[-1] = max(h[-1], path.high[i])
-                lo[-1] = min(lo[-1], path.low[i])
-                c[-1] = path.close[i]
-                v[-1] = v[-1] + path.volume[i]
-            self.group_of.append(len(self.ts) - 1)
+        n = len(path.ts_ms)
+        pts = path.points.reshape(n, POINTS_PER_CANDLE)
+        lows, highs = np.minimum(pts[:, 1], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 2])
+        ends = np.append(starts[1:], n) - 1
+        opens, closes = pts[starts, 0], pts[ends, 3]
+        bar_highs, bar_lows = np.maximum.reduceat(highs, starts), np.minimum.reduceat(lows, starts)
+        first_ts = path.ts_ms[starts]
+        self.group_of = group_of.tolist()
+        self.ts = (first_ts - first_ts % bar_ms).tolist()
+        # One BarDecimal per distinct price, shared: a 1m BTC file repeats each price about twice.
+        uniq, inverse = np.unique(np.concatenate([opens, bar_highs, bar_lows, closes]), return_inverse=True)
+        prices = bar_decimals_of_ticks(uniq.tolist(), path.exp, ticks_to_float(uniq, path.exp).tolist())
+        m = len(starts)
+        o, h, lo, c = (list(map(prices.__getitem__, inverse[k * m:(k + 1) * m].tolist())) for k in range(4))
+        texts = path.volume_text.tolist()
+        if m == n:
+            v = bar_decimals_of_texts(texts, path.volume_text.astype(np.float64).tolist())
+        else:  # exact decimal sums in candle order, as the per-candle loop added them
+            v = []
+            for s0, e0 in zip(starts.tolist(), ends.tolist()):
+                total = Decimal(texts[s0])
+                for t in texts[s0 + 1:e0 + 1]:
+                    total = total + Decimal(t)
+                v.append(bar_decimal(total))
         self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
         new, set_dict, set_fields, set_extra, set_private = (
             object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
+        inst_id = self.inst_id
         bars: list[Bar] = []
         for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
             bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
-            set_dict(bar, {"venue": venue, "inst_id": self.inst_id, "ts_ms": t, "interval_ms": bar_ms,
-                           "open": bar_decimal(bo), "high": bar_decimal(bh), "low": bar_decimal(bl),
-                           "close": bar_decimal(bc), "volume": bar_decimal(bv)})
+            set_dict(bar, {"venue": venue, "inst_id": inst_id, "ts_ms": t, "interval_ms": bar_ms,
+                           "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
             set_fields(bar, _BAR_FIELDS)
             set_extra(bar, None)
             set_private(bar, None)
@@ -267,6 +287,10 @@ class Backtester:
         trade_from_ms: bars before this time warm the strategy up; its intents
             are dropped (counted) and metrics start here.
         progress: called every ``config.progress_every_bars`` candles.
+        prepared: the data already prepared (:func:`sim.backtest.prepare.prepare_market`, e.g. shared
+            by a sweep); used only if its key is this run's, else prepared again.
+        cache: a :class:`~sim.backtest.prepare.PrepCache` to read the preparation from and write it
+            to (default: none).
 
     Raises:
         ConfigError: unknown strategy class or instrument, bad params, missing
@@ -282,6 +306,8 @@ class Backtester:
         strategy: Strategy | None = None,
         trade_from_ms: int | None = None,
         progress: ProgressCallback | None = None,
+        prepared: PreparedMarket | None = None,
+        cache: PrepCache | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.config = config = config or BacktestConfig()
@@ -298,8 +324,6 @@ class Backtester:
         self.notes: list[str] = []
         insts = [config.instrument(s) for s in symbols]
         k = len(symbols)
-        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i)
-                      for i, (inst, s) in enumerate(zip(insts, symbols))]
         first = series[symbols[0]]
         self.interval_ms = candle_ms = first.interval_ms
         bar_ms = config.bar_interval_ms or candle_ms
@@ -311,23 +335,20 @@ class Backtester:
                 f"uses the candle length, {candle_ms} ms (set bar_interval_ms to aggregate candles)"
             )
         self.bar_ms = bar_ms
-        self.bars = [_BarTable(p, bar_ms, self.venue) for p in self.paths]
+        next_tick = config.fill_rule is FillRule.NEXT_TICK
+        self.prepared = market = self._prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
+        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
+                      for i, (inst, s) in enumerate(zip(insts, symbols))]
+        self.bars = [_BarTable(p, market.group_of, market.bar_starts, bar_ms, self.venue) for p in market.paths]
         n = len(first)
-        groups = self.bars[0].group_of
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
-        self._emit = [-1] * n
-        if config.fill_rule is FillRule.NEXT_TICK:
-            self._phase = 0
-            for i in range(1, n):
-                if groups[i] != groups[i - 1]:
-                    self._emit[i] = groups[i - 1]
+        self._emit = market.emit.tolist()
+        self._phase = market.phase
+        if next_tick:
             self.notes.append("the last bar is never final (no later market point): it is not traded")
-        else:
-            self._phase = POINTS_PER_CANDLE - 1
-            for i in range(n):
-                if i == n - 1 or groups[i + 1] != groups[i]:
-                    self._emit[i] = groups[i]
-        self._decision_ms = [self.paths[0].point_ts(i, self._phase) for i in range(n)]
+        self._decision_ms = market.decision_ms.tolist()
+        if len(self._emit) != n:
+            raise ConfigError(f"prepared data covers {len(self._emit)} candles, the series {n}")
         self.contract_values = {inst.inst_id: inst.contract_value for inst in insts}
         self.engine = MatchingEngine(
             insts, fees=config.fees, initial_balances=config.initial_balances, leverage=config.leverage,
@@ -362,6 +383,23 @@ class Backtester:
         self._warmup_dropped = 0
         self._ran = False
         self.timings: dict[str, float] = {"prep_secs": time.perf_counter() - t0}
+
+    @staticmethod
+    def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
+                  next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
+        ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
+        ticks = {inst.inst_id: inst.tick_size for inst in insts}
+        key = market_key(ordered, ticks, bar_ms, next_tick)
+        if given is not None and given.key == key:
+            return given
+        if cache is not None:
+            hit = cache.get_market(key)
+            if hit is not None:
+                return hit
+        market = prepare_market(ordered, ticks, bar_ms, next_tick)
+        if cache is not None:
+            cache.put_market(market)
+        return market
 
     # ------------------------------------------------------------------ the loop
 
@@ -683,7 +721,9 @@ def run_backtest(
     strategy: Strategy | None = None,
     trade_from_ms: int | None = None,
     progress: ProgressCallback | None = None,
+    prepared: PreparedMarket | None = None,
+    cache: PrepCache | None = None,
 ) -> BacktestResult:
     """Build a :class:`Backtester` and run it. Raises as :class:`Backtester`."""
     return Backtester(strategy_config, data, config, strategy=strategy, trade_from_ms=trade_from_ms,
-                      progress=progress).run()
+                      progress=progress, prepared=prepared, cache=cache).run()
