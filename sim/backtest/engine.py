@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -109,6 +109,8 @@ __all__ = [
     "Backtester",
     "run_backtest",
     "ProgressCallback",
+    "prepare_data",
+    "clear_bar_tables",
 ]
 
 ProgressCallback = Callable[[int, int], None]  # (candles done, candles total)
@@ -256,6 +258,78 @@ class _BarTable:
         return self.bars[b]
 
 
+# The bar tables of the last few prepared markets in this process. Bars are immutable and cost more
+# to build than anything else left in preparation; a sweep worker runs many variants on one window.
+_BAR_TABLES: OrderedDict[tuple[str, int, str], _BarTable] = OrderedDict()
+_BAR_TABLES_KEPT = 4
+
+
+def _bar_table(market: PreparedMarket, i: int, venue: str) -> _BarTable:
+    key = (market.key, i, venue)
+    table = _BAR_TABLES.get(key)
+    if table is None:
+        table = _BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
+        _BAR_TABLES[key] = table
+        while len(_BAR_TABLES) > _BAR_TABLES_KEPT:
+            _BAR_TABLES.popitem(last=False)
+    else:
+        _BAR_TABLES.move_to_end(key)
+    return table
+
+
+def clear_bar_tables() -> None:
+    """Forget the bar tables kept for reuse (benchmarks call it to time a cold preparation)."""
+    _BAR_TABLES.clear()
+
+
+def prepare_data(
+    strategy_config: StrategyConfig,
+    data: CandleSeries | Mapping[str, CandleSeries],
+    config: BacktestConfig | None = None,
+    *,
+    cache: PrepCache | None = None,
+) -> PreparedMarket:
+    """The preparation a :class:`Backtester` of these arguments would make, to share (``prepared=``).
+
+    Raises:
+        ConfigError: as :class:`Backtester` for the data and the bar interval.
+    """
+    config = config or BacktestConfig()
+    symbols = tuple(strategy_config.symbols)
+    try:
+        series = align_series(_series_by_symbol(symbols, data))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    insts = [config.instrument(s) for s in symbols]
+    bar_ms = _bar_ms(config, series[symbols[0]].interval_ms)
+    return _prepared(series, symbols, insts, bar_ms, config.fill_rule is FillRule.NEXT_TICK, None, cache)
+
+
+def _bar_ms(config: BacktestConfig, candle_ms: int) -> int:
+    bar_ms = config.bar_interval_ms or candle_ms
+    if bar_ms % candle_ms:
+        raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
+    return bar_ms
+
+
+def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
+              next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
+    """``given`` if it was made from these inputs, else a cache hit, else a fresh preparation (cached)."""
+    ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
+    ticks = {inst.inst_id: inst.tick_size for inst in insts}
+    key = market_key(ordered, ticks, bar_ms, next_tick)
+    if given is not None and given.key == key:
+        return given
+    if cache is not None:
+        hit = cache.get_market(key)
+        if hit is not None:
+            return hit
+    market = prepare_market(ordered, ticks, bar_ms, next_tick)
+    if cache is not None:
+        cache.put_market(market)
+    return market
+
+
 def _series_by_symbol(
     symbols: tuple[str, ...], data: CandleSeries | Mapping[str, CandleSeries]
 ) -> dict[str, CandleSeries]:
@@ -326,9 +400,7 @@ class Backtester:
         k = len(symbols)
         first = series[symbols[0]]
         self.interval_ms = candle_ms = first.interval_ms
-        bar_ms = config.bar_interval_ms or candle_ms
-        if bar_ms % candle_ms:
-            raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
+        bar_ms = _bar_ms(config, candle_ms)
         if config.bar_interval_ms is None and strategy_config.bar_interval_ms != candle_ms:
             self.notes.append(
                 f"the strategy config asks for {strategy_config.bar_interval_ms} ms bars (paper); this backtest "
@@ -336,10 +408,10 @@ class Backtester:
             )
         self.bar_ms = bar_ms
         next_tick = config.fill_rule is FillRule.NEXT_TICK
-        self.prepared = market = self._prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
+        self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
         self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
                       for i, (inst, s) in enumerate(zip(insts, symbols))]
-        self.bars = [_BarTable(p, market.group_of, market.bar_starts, bar_ms, self.venue) for p in market.paths]
+        self.bars = [_bar_table(market, i, self.venue) for i in range(len(market.paths))]
         n = len(first)
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
         self._emit = market.emit.tolist()
@@ -383,23 +455,6 @@ class Backtester:
         self._warmup_dropped = 0
         self._ran = False
         self.timings: dict[str, float] = {"prep_secs": time.perf_counter() - t0}
-
-    @staticmethod
-    def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
-                  next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
-        ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
-        ticks = {inst.inst_id: inst.tick_size for inst in insts}
-        key = market_key(ordered, ticks, bar_ms, next_tick)
-        if given is not None and given.key == key:
-            return given
-        if cache is not None:
-            hit = cache.get_market(key)
-            if hit is not None:
-                return hit
-        market = prepare_market(ordered, ticks, bar_ms, next_tick)
-        if cache is not None:
-            cache.put_market(market)
-        return market
 
     # ------------------------------------------------------------------ the loop
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.data import CandleSeries, load_candle_series
 
 __all__ = [
     "POINTS_PER_CANDLE",
@@ -54,6 +54,7 @@ __all__ = [
     "market_key",
     "prepare_market",
     "file_digest",
+    "load_candles_cached",
 ]
 
 POINTS_PER_CANDLE = 4
@@ -344,3 +345,26 @@ def file_digest(path: str | Path) -> str:
             h.update(block)
     return h.hexdigest()
 
+
+
+_CANDLE_ARRAYS = ("ts_ms", "open", "high", "low", "close", "volume")
+
+
+def load_candles_cached(path: str | Path, cache: PrepCache | None) -> CandleSeries:
+    """:func:`~sim.backtest.data.load_candle_series`, with the parsed arrays cached by the file's sha256.
+
+    A hit is validated again as the parser would (``CandleSeries.from_arrays``), so a cache entry
+    can only save the parsing, never change what is loaded.
+
+    Raises:
+        OSError, ValueError: as ``load_candle_series``.
+    """
+    if cache is None:
+        return load_candle_series(path)
+    key = file_digest(path)
+    arrays = cache.get_candles(key)
+    if arrays is not None and all(name in arrays for name in _CANDLE_ARRAYS):
+        return CandleSeries.from_arrays(str(Path(path)), *(arrays[name] for name in _CANDLE_ARRAYS))
+    series = load_candle_series(path)
+    cache.put_candles(key, {name: getattr(series, name) for name in _CANDLE_ARRAYS})
+    return series
