@@ -154,7 +154,8 @@ class SweepResult:
         return [r for r in self.rows if r.held_out is not None]
 
 
-def _backtest_task(strategy_config: dict, params: dict, window: tuple[dict[str, CandleSeries], PreparedMarket],
+def _backtest_task(strategy_config: dict, params: dict,
+                   window: tuple[dict[str, CandleSeries], PreparedMarket | None],
                    config: dict, trade_from_ms: int | None) -> dict:
     """One backtest (runs in a Ray worker): metrics, or the error that stopped it.
 
