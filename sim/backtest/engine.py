@@ -268,7 +268,15 @@ def _bar_table(market: PreparedMarket, i: int, venue: str) -> _BarTable:
     key = (market.key, i, venue)
     table = _BAR_TABLES.get(key)
     if table is None:
-        table = _BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
+        # Hundreds of thousands of container objects in a row trigger the cyclic collector again and
+        # again over a growing heap (half the cost of building them); they form no cycles.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            table = _BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         _BAR_TABLES[key] = table
         while len(_BAR_TABLES) > _BAR_TABLES_KEPT:
             _BAR_TABLES.popitem(last=False)
