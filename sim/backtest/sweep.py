@@ -149,6 +149,7 @@ class SweepResult:
     held_out_bars: int
     top: int
     elapsed_secs: float
+    task_cpu_secs: float = 0.0  # CPU time of every task together (the sweep's CPU use over its wall time)
 
     def top_rows(self) -> list[SweepRow]:
         return [r for r in self.rows if r.held_out is not None]
@@ -165,14 +166,15 @@ def _backtest_task(strategy_config: dict, params: dict,
     from tradetree.sim.backtest.engine import run_backtest
 
     series, prepared = window
+    cpu0 = time.process_time()
     try:
         sc = StrategyConfig.model_validate({**strategy_config, "params": {**strategy_config["params"], **params}})
         result = run_backtest(sc, series, BacktestConfig.model_validate(config), trade_from_ms=trade_from_ms,
                               prepared=prepared)
     except (TradetreeError, ValueError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": f"{type(exc).__name__}: {exc}", "cpu_secs": time.process_time() - cpu0}
     return {"metrics": result.metrics.as_dict(), "run_secs": result.timings.get("run_secs", 0.0),
-            "prep_secs": result.timings.get("prep_secs", 0.0)}
+            "prep_secs": result.timings.get("prep_secs", 0.0), "cpu_secs": time.process_time() - cpu0}
 
 
 def _sort_key(metric: str) -> Callable[[SweepRow], tuple]:
@@ -266,6 +268,7 @@ def run_sweep(
         rows.sort(key=_sort_key(metric))
         best = [r for r in rows if r.in_sample is not None][:top]
         held = collect([task.remote(sc, r.params, windows["held_out"], cfg, split_ms) for r in best])
+        cpu = sum(r.get("cpu_secs", 0.0) for r in in_sample + held)
         evaluated = {id(r): h for r, h in zip(best, held)}
         rows = [
             SweepRow(r.params, r.in_sample, evaluated[id(r)].get("metrics"), evaluated[id(r)].get("error", r.error))
@@ -275,7 +278,8 @@ def run_sweep(
     finally:
         if started:
             ray.shutdown()
-    return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0)
+    return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0,
+                       task_cpu_secs=cpu)
 
 
 def _fmt(value: Any) -> str:
