@@ -31,9 +31,12 @@ between are skipped because they cannot change anything: with no live order
 a point only moves the mark and replaces the book, and books are keyed by
 their step (never by history), so feeding just the current point before an
 order reproduces exactly the state that feeding all of them would have. The
-parity test compares against a dense, simulator-style drive. Bars are built
-while preparing (as a data loader would; they are immutable, their prices
-decimals with a precomputed ``float``) and contexts per bar, both without
+parity test compares against a dense, simulator-style drive. Preparation is
+arrays (:mod:`sim.backtest.prepare`: integer ticks, the emit and decision-time
+tables; shareable with ``prepared=``, cached on disk with ``cache=``); bars are
+built from them while preparing (:mod:`sim.backtest.bars`, as a data loader
+would; they are immutable, their prices decimals with a precomputed ``float``)
+and contexts per bar, both without
 re-validating values the backtester made itself (:mod:`sim.backtest._fast`,
 :meth:`StrategyContext.unvalidated`; validation was the largest per-bar cost).
 Orders are built the same way from the validated intent; the matching engine
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -60,7 +63,6 @@ from tradetree.core.config import StrategyConfig
 from tradetree.core.errors import ConfigError
 from tradetree.core.types import (
     TERMINAL_STATES,
-    Bar,
     Fill,
     FillLayer,
     Liquidity,
@@ -71,16 +73,8 @@ from tradetree.core.types import (
     Side,
 )
 from tradetree.risk import pre_trade
-from tradetree.sim.backtest._fast import (
-    SET_DICT,
-    SET_EXTRA,
-    SET_FIELDS_SET,
-    SET_PRIVATE,
-    bar_decimal,
-    bar_decimals_of_texts,
-    bar_decimals_of_ticks,
-    unvalidated,
-)
+from tradetree.sim.backtest._fast import unvalidated
+from tradetree.sim.backtest.bars import bar_table, clear_bar_tables
 from tradetree.sim.backtest.book_model import ReplayPath
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
 from tradetree.sim.backtest.data import CandleSeries, align_series
@@ -88,12 +82,10 @@ from tradetree.sim.backtest.ledger import PositionLedger
 from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
 from tradetree.sim.backtest.prepare import (
     POINTS_PER_CANDLE,
-    PathArrays,
     PreparedMarket,
     PrepCache,
     market_key,
     prepare_market,
-    ticks_to_float,
 )
 from tradetree.sim.backtest.runfolder import TradeRow
 from tradetree.sim.market_data import spot_of
@@ -127,7 +119,6 @@ _ORD_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.POS
 _SIDE = {Side.BUY: "buy", Side.SELL: "sell"}  # Side.value, without the enum property's cost
 
 _OrderRequestB = frozen_builder(OrderRequest)
-_BAR_FIELDS = set(Bar.model_fields)
 _ORDER_FIELDS = set(Order.model_fields)
 # Every field in the model's order, with its default (state PENDING_NEW, nothing filled...): an Order
 # built from an intent (_send) names every field, also ones added later. _send sets the required ones.
@@ -200,94 +191,6 @@ class BacktestResult:
     trade_from_ms: int | None = None
     warmup_intents_dropped: int = 0
     interval_ms: int = 60_000
-
-
-class _BarTable:
-    """The strategy's bars of one instrument: candles grouped into ``bar_ms`` bars, on the tick grid.
-
-    The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
-    run's hot path; they are immutable, so the run hands out the same objects. Their prices and
-    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed,
-    made from the prepared integer ticks once per distinct price and shared between bars.
-    """
-
-    def __init__(self, path: PathArrays, group_of: np.ndarray, starts: np.ndarray, bar_ms: int, venue: str) -> None:
-        self.venue = venue
-        self.inst_id = path.inst_id
-        self.interval_ms = bar_ms
-        n = len(path.ts_ms)
-        pts = path.points.reshape(n, POINTS_PER_CANDLE)
-        lows, highs = np.minimum(pts[:, 1], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 2])
-        ends = np.append(starts[1:], n) - 1
-        opens, closes = pts[starts, 0], pts[ends, 3]
-        bar_highs, bar_lows = np.maximum.reduceat(highs, starts), np.minimum.reduceat(lows, starts)
-        first_ts = path.ts_ms[starts]
-        self.group_of = group_of.tolist()
-        self.ts = (first_ts - first_ts % bar_ms).tolist()
-        # One BarDecimal per distinct price, shared: a 1m BTC file repeats each price about twice.
-        uniq, inverse = np.unique(np.concatenate([opens, bar_highs, bar_lows, closes]), return_inverse=True)
-        prices = bar_decimals_of_ticks(uniq.tolist(), path.exp, ticks_to_float(uniq, path.exp).tolist())
-        m = len(starts)
-        o, h, lo, c = (list(map(prices.__getitem__, inverse[k * m:(k + 1) * m].tolist())) for k in range(4))
-        texts = path.volume_text.tolist()
-        if m == n:
-            v = bar_decimals_of_texts(texts, path.volume_text.astype(np.float64).tolist())
-        else:  # exact decimal sums in candle order, as the per-candle loop added them
-            v = []
-            for s0, e0 in zip(starts.tolist(), ends.tolist()):
-                total = Decimal(texts[s0])
-                for t in texts[s0 + 1:e0 + 1]:
-                    total = total + Decimal(t)
-                v.append(bar_decimal(total))
-        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
-        new, set_dict, set_fields, set_extra, set_private = (
-            object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
-        inst_id = self.inst_id
-        bars: list[Bar] = []
-        for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
-            bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
-            set_dict(bar, {"venue": venue, "inst_id": inst_id, "ts_ms": t, "interval_ms": bar_ms,
-                           "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
-            set_fields(bar, _BAR_FIELDS)
-            set_extra(bar, None)
-            set_private(bar, None)
-            bars.append(bar)
-        self.bars = bars
-
-    def bar(self, b: int) -> Bar:
-        return self.bars[b]
-
-
-# The bar tables of the last few prepared markets in this process. Bars are immutable and cost more
-# to build than anything else left in preparation; a sweep worker runs many variants on one window.
-_BAR_TABLES: OrderedDict[tuple[str, int, str], _BarTable] = OrderedDict()
-_BAR_TABLES_KEPT = 4
-
-
-def _bar_table(market: PreparedMarket, i: int, venue: str) -> _BarTable:
-    key = (market.key, i, venue)
-    table = _BAR_TABLES.get(key)
-    if table is None:
-        # Hundreds of thousands of container objects in a row trigger the cyclic collector again and
-        # again over a growing heap (half the cost of building them); they form no cycles.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            table = _BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-        _BAR_TABLES[key] = table
-        while len(_BAR_TABLES) > _BAR_TABLES_KEPT:
-            _BAR_TABLES.popitem(last=False)
-    else:
-        _BAR_TABLES.move_to_end(key)
-    return table
-
-
-def clear_bar_tables() -> None:
-    """Forget the bar tables kept for reuse (benchmarks call it to time a cold preparation)."""
-    _BAR_TABLES.clear()
 
 
 def prepare_data(
@@ -419,7 +322,7 @@ class Backtester:
         self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
         self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
                       for i, (inst, s) in enumerate(zip(insts, symbols))]
-        self.bars = [_bar_table(market, i, self.venue) for i in range(len(market.paths))]
+        self.bars = [bar_table(market, i, self.venue) for i in range(len(market.paths))]
         n = len(first)
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
         self._emit = market.emit.tolist()
