@@ -14,8 +14,9 @@ paper venue drive it:
 Baselines measured in the same run: a plain loop that builds the same
 ``OrderRequest`` objects and inserts them in a dict (the floor of handling an
 order in Python), and with ``--previous-tree DIR`` an earlier source tree (e.g.
-``git archive 242b537 | tar -x -C DIR``) running the same workloads in a child
-process. Medians of ``--rounds`` alternated rounds.
+``git archive 242b537 | tar -x -C DIR``). Every round runs this tree's workloads
+and the earlier tree's each in a fresh child process, so both are measured alike.
+Medians of ``--rounds`` alternated rounds.
 
     .venv/bin/python benchmarks/matching_speed.py [--orders 20000] [--rounds 5] [--previous-tree DIR]
 
@@ -122,8 +123,11 @@ def child(n: int) -> None:
     print(json.dumps({w: run_workload(w, n) for w in WORKLOADS}))
 
 
-def _previous(tree: Path, n: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+def _child(tree: Path | None, n: int) -> dict:
+    """The workloads in a fresh process: this tree, or ``tree`` on ``PYTHONPATH`` (both measured alike)."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--orders", str(n)],
                           capture_output=True, text=True, env=env, cwd="/", timeout=1800)
     if proc.returncode != 0:
@@ -146,11 +150,12 @@ def main() -> int:
     previous: dict[str, list[float]] = {w: [] for w in WORKLOADS}
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        ours = _child(None, n)
         for w in WORKLOADS:
-            secs[w].append(run_workload(w, n))
+            secs[w].append(ours[w])
         secs["dict_insert"].append(run_floor(n))
         if args.previous_tree is not None:
-            prev = _previous(args.previous_tree.resolve(), n)
+            prev = _child(args.previous_tree.resolve(), n)
             for w in WORKLOADS:
                 if w in prev:
                     previous[w].append(prev[w])
