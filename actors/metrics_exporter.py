@@ -54,7 +54,7 @@ class SnapshotReader(Protocol):
     """Where the parts of a snapshot come from. Each method may raise anything."""
 
     async def tree(self) -> dict[str, Any]:
-        """``supervisor.tree_status`` of the tree."""
+        """``supervisor.status`` of the tree."""
         ...
 
     async def stats(self, actor_id: str) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def _version(name: str) -> str:
 # ----------------------------------------------------------------------------- tradetree (project venv)
 
 def tradetree_run(series, repeats: int) -> dict:
-    sys.path.insert(0, str(ROOT))
+    """Backtest ``series`` ``repeats`` times; prep cold (and, where this tree has one, from a warm cache)."""
     from decimal import Decimal
 
     from tradetree.core.config import StrategyConfig
@@ -350,13 +350,56 @@ def tradetree_run(series, repeats: int) -> dict:
         result = bt.run()
         best = min(best, result.timings["run_secs"])
         prep = min(prep, result.timings["prep_secs"])
+    cached = None
+    try:  # the disk cache (absent in trees before issue 16): a second preparation reads it
+        from tradetree.sim.backtest.engine import clear_bar_tables
+        from tradetree.sim.backtest.prepare import PrepCache
+    except ImportError:
+        pass
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = PrepCache(tmp)
+            Backtester(sc, series, config, strategy=EmaCross(sc), cache=cache)
+            clear_bar_tables()
+            t = time.perf_counter()
+            Backtester(sc, series, config, strategy=EmaCross(sc), cache=cache)
+            cached = time.perf_counter() - t
     ts = series.ts_ms
     fills = [[int(np.searchsorted(ts, t.ts_ms, side="right")) - 1, t.side, float(t.price), float(t.size),
               float(t.fee)] for t in result.trades]
-    out = {"prep_secs": prep, "run_secs": best, "version": "this tree",
+    out = {"prep_secs": prep, "run_secs": best, "prep_cached_secs": cached, "version": "this tree",
            "note": "Backtester.run(): Bar + StrategyContext per bar, pre-trade check and MatchingEngine per order "
                    "(fill rule signal_close, frictionless book)"}
     out.update(summarize(fills, len(series)))
+    return out
+
+
+def run_tradetree_child(bars_path: str) -> None:
+    """Child mode: tradetree (the installed one, or the tree on ``PYTHONPATH``) on one bars file, JSON out."""
+    from tradetree.sim.backtest.data import CandleSeries
+
+    with np.load(bars_path) as z:
+        series = CandleSeries.from_arrays(str(bars_path), z["ts_ms"], z["open"], z["high"], z["low"], z["close"],
+                                          z["volume"])
+    print(json.dumps(tradetree_run(series, 1)))
+
+
+def _tradetree(bars_file: Path, tree: Path | None, timeout_secs: float) -> dict:
+    """This tree, or an earlier source tree (``--previous-tree``), in a fresh process: a cold preparation."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--tradetree-child", "--bars", str(bars_file)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_secs, cwd=str(bars_file.parent),
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_secs:.0f} s"}
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if tree is not None:
+        out["version"] = f"source tree {tree}"
     return out
 
 
@@ -385,60 +428,103 @@ def _agreement(ours: dict, theirs: dict) -> dict:
                                  list(b[first]) if first is not None and first < len(b) else None]}
 
 
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs))
+
+
+def _combine(runs: list[dict]) -> dict:
+    """Median prep, run and prep + run over the rounds; agreement fields from the first round."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    out = dict(ok[0])
+    out["rounds"] = len(ok)
+    out["round_run_secs"] = [r["run_secs"] for r in ok]
+    out["round_prep_secs"] = [r["prep_secs"] for r in ok]
+    out["run_secs"] = _median(out["round_run_secs"])
+    out["prep_secs"] = _median(out["round_prep_secs"])
+    out["total_secs"] = _median([r["run_secs"] + r["prep_secs"] for r in ok])
+    cached = [r["prep_cached_secs"] for r in ok if r.get("prep_cached_secs") is not None]
+    out["prep_cached_secs"] = _median(cached) if cached else None
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--anchor", choices=ANCHORS, help=argparse.SUPPRESS)
+    p.add_argument("--tradetree-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bars", help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real 1-minute candle file")
-    p.add_argument("--synthetic-bars", type=int, default=500_000)
+    p.add_argument("--synthetic-bars", type=int, default=500_000, help="0 for the real file only")
     p.add_argument("--synthetic-seed", type=int, default=42)
-    p.add_argument("--rounds", type=int, default=3, help="rounds of every engine; the best run phase counts")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every engine, alternated; medians count")
     p.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)  # anchor mode: runs in-process
     p.add_argument("--anchors", default=",".join(ANCHORS), help="comma list; empty for tradetree only")
+    p.add_argument("--previous-tree", type=Path,
+                   help="an earlier tradetree source tree (e.g. `git archive 242b537 | tar -x -C DIR`) run beside "
+                        "this one as a baseline")
     p.add_argument("--anchor-timeout-secs", type=float, default=1800)
     args = p.parse_args()
     if args.anchor:
         run_anchor(args.anchor, args.bars, args.repeats)
         return 0
+    if args.tradetree_child:
+        run_tradetree_child(args.bars)
+        return 0
 
     sys.path.insert(0, str(ROOT))
     from tradetree.sim.backtest.data import load_candle_series, synthetic_candles
+    from tradetree.sim.backtest.prepare import PrepCache, load_candles_cached
 
     anchors = [a for a in args.anchors.split(",") if a]
     if anchors and not ANCHOR_PYTHON.exists():
         print(f"no anchors venv at {ANCHOR_PYTHON}; see benchmarks/README.md (or pass --anchors '')",
               file=sys.stderr)
         return 2
-    datasets = [("real 1m BTC/USDT", load_candle_series(args.data)),
-                (f"synthetic seed {args.synthetic_seed}",
-                 synthetic_candles(args.synthetic_bars, seed=args.synthetic_seed, start_price=30_000.0))]
+    t = time.perf_counter()
+    real = load_candle_series(args.data)
+    load = {"csv_secs": time.perf_counter() - t}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = PrepCache(tmp)
+        load_candles_cached(args.data, cache)
+        t = time.perf_counter()
+        load_candles_cached(args.data, cache)
+        load["cached_secs"] = time.perf_counter() - t
+    datasets = [("real 1m BTC/USDT", real)]
+    if args.synthetic_bars:
+        datasets.append((f"synthetic seed {args.synthetic_seed}",
+                         synthetic_candles(args.synthetic_bars, seed=args.synthetic_seed, start_price=30_000.0)))
     report = {"created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+        "load_avg_at_start": os.getloadavg()},
         "strategy": f"EMA({FAST})/EMA({SLOW}) long {SIZE:g} while fast > slow, fee {FEE:.3%}, fill at the signal "
-                    "bar's close", "datasets": []}
+                    "bar's close", "real_file_load": load, "datasets": []}
+    print(f"loading the real file: {load['csv_secs']:.2f} s from CSV, {load['cached_secs']:.2f} s from the cache "
+          "(not in the table: every engine gets the same arrays)")
     with tempfile.TemporaryDirectory() as tmp:
         for label, series in datasets:
             bars_file = Path(tmp) / f"bars_{len(series)}.npz"
             np.savez(bars_file, ts_ms=series.ts_ms, open=series.open, high=series.high, low=series.low,
                      close=series.close, volume=series.volume)
-            engines: dict[str, dict] = {}
-            for _ in range(args.rounds):
-                runs = {"tradetree": tradetree_run(series, 1)}
+            rounds: dict[str, list[dict]] = {}
+            for k in range(args.rounds):
+                print(f"{label}: round {k + 1}/{args.rounds}", file=sys.stderr, flush=True)
+                rounds.setdefault("tradetree", []).append(_tradetree(bars_file, None, args.anchor_timeout_secs))
+                if args.previous_tree is not None:
+                    rounds.setdefault("previous", []).append(
+                        _tradetree(bars_file, args.previous_tree.resolve(), args.anchor_timeout_secs))
                 for name in anchors:
-                    runs[name] = _anchor(name, bars_file, args.anchor_timeout_secs)
-                for name, r in runs.items():
-                    r["round_secs"] = engines.get(name, {}).get("round_secs", []) + [r.get("run_secs")]
-                    if "error" in r or name not in engines or r["run_secs"] < engines[name]["run_secs"]:
-                        engines[name] = r
-                    else:
-                        engines[name]["round_secs"] = r["round_secs"]
+                    rounds.setdefault(name, []).append(_anchor(name, bars_file, args.anchor_timeout_secs))
+            engines = {name: _combine(runs) for name, runs in rounds.items()}
             for r in engines.values():
                 if "run_secs" in r:
                     r["bars_per_sec"] = r["bars"] / r["run_secs"]
+                    r["total_bars_per_sec"] = r["bars"] / r["total_secs"]
             ours = engines["tradetree"]
             for name, r in engines.items():
-                if name != "tradetree" and "bars_per_sec" in r:
+                if name != "tradetree" and "bars_per_sec" in r and "bars_per_sec" in ours:
                     r["tradetree_speedup"] = ours["bars_per_sec"] / r["bars_per_sec"]
+                    r["tradetree_speedup_total"] = ours["total_bars_per_sec"] / r["total_bars_per_sec"]
                     r["agreement"] = _agreement(ours, r)
             report["datasets"].append({"label": label, "source": series.source, "bars": len(series),
                                        "engines": engines})
@@ -454,17 +540,20 @@ def main() -> int:
 
 
 def _print_table(label: str, n: int, engines: dict) -> None:
-    print(f"\n{label}: {n:,} bars")
-    print(f"{'engine':<12} {'run s':>8} {'bars/s':>11} {'tradetree x':>12} {'trips':>6} {'same':>6} "
-          f"{'net P&L':>14} {'fees':>12}  prep s")
+    print(f"\n{label}: {n:,} bars (medians of alternated rounds; x = tradetree's speed over that engine's)")
+    print(f"{'engine':<12} {'prep s':>7} {'run s':>7} {'total s':>8} {'bars/s total':>13} {'x total':>8} "
+          f"{'x run':>7} {'trips':>6} {'same':>6} {'net P&L':>14}  cached prep s")
     for name, r in engines.items():
         if "error" in r:
             print(f"{name:<12} error: {r['error']}")
             continue
-        ratio = f"{r['tradetree_speedup']:.2f}" if "tradetree_speedup" in r else "-"
+        x_total = f"{r['tradetree_speedup_total']:.2f}" if "tradetree_speedup_total" in r else "-"
+        x_run = f"{r['tradetree_speedup']:.2f}" if "tradetree_speedup" in r else "-"
         same = r.get("agreement", {}).get("identical_round_trips", r["round_trips"])
-        print(f"{name:<12} {r['run_secs']:>8.3f} {r['bars_per_sec']:>11,.0f} {ratio:>12} {r['round_trips']:>6} "
-              f"{same:>6} {r['net_pnl']:>14,.2f} {r['fees']:>12,.2f}  {r['prep_secs']:.2f}")
+        cached = f"{r['prep_cached_secs']:.3f}" if r.get("prep_cached_secs") is not None else "-"
+        print(f"{name:<12} {r['prep_secs']:>7.3f} {r['run_secs']:>7.3f} {r['total_secs']:>8.3f} "
+              f"{r['total_bars_per_sec']:>13,.0f} {x_total:>8} {x_run:>7} {r['round_trips']:>6} {same:>6} "
+              f"{r['net_pnl']:>14,.2f}  {cached}")
 
 
 if __name__ == "__main__":

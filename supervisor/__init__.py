@@ -42,6 +42,7 @@ from tradetree.supervisor.spec import (
     as_child_spec,
     validate_tree,
 )
+from tradetree.supervisor.status import tree_status
 from tradetree.supervisor.supervisor import (
     HeartbeatSource,
     StartFailed,
@@ -51,7 +52,6 @@ from tradetree.supervisor.supervisor import (
     UnknownChild,
     launch_supervisor,
 )
-from tradetree.supervisor.tree_status import tree_status
 
 __all__ = [
     # specs

@@ -12,7 +12,7 @@ The snapshot (every section optional; absent means "not read this time"):
     components       {"gateways": {venue: id}, "reconcilers": {venue: id},
                       "strategies": {strategy: venue}, "risk_monitor": id, "alerter": id,
                       "model_servers": {model: id}}
-    tree             ``supervisor.tree_status`` output
+    tree             ``supervisor.status`` output
     redis            ``core.snapshot.collect_snapshot`` output (without ``actors``) plus
                      ``venues: {venue: {fills_by_layer, control (ControlSnapshot as JSON), marks}}``
     stats            {actor id: that actor's ``stats()``}, for the actors that answered

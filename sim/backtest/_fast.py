@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["unvalidated", "SET_DICT", "SET_FIELDS_SET", "SET_EXTRA", "SET_PRIVATE", "BarDecimal", "bar_decimal"]
+__all__ = ["unvalidated", "SET_DICT", "SET_FIELDS_SET", "SET_EXTRA", "SET_PRIVATE", "BarDecimal", "bar_decimal",
+           "bar_decimals_of_ticks", "bar_decimals_of_texts"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -69,4 +70,37 @@ def bar_decimal(value: Decimal) -> BarDecimal:
     """``value`` as a :class:`BarDecimal` (the same number; its float computed once, here)."""
     out = _decimal_new(BarDecimal, value)
     out._float = Decimal.__float__(value)
+    return out
+
+
+def bar_decimals_of_ticks(ticks: list[int], exp: int, floats: list[float]) -> list[BarDecimal]:
+    """One :class:`BarDecimal` per tick count: ``tick_decimal(t, exp)`` carrying ``floats[k]``.
+
+    The caller passes the exact floats (``prepare.ticks_to_float``), so nothing is parsed twice.
+    The text is built here because one ``Decimal(str)`` is cheaper than ``Decimal(int).scaleb``.
+    """
+    out: list[BarDecimal] = []
+    append = out.append
+    if exp < 0:
+        scale, width = 10 ** -exp, -exp
+        for t, f in zip(ticks, floats):
+            d = _decimal_new(BarDecimal, f"{t // scale}.{t % scale:0{width}d}")
+            d._float = f
+            append(d)
+    else:
+        for t, f in zip(ticks, floats):
+            d = _decimal_new(BarDecimal, Decimal(t).scaleb(exp))
+            d._float = f
+            append(d)
+    return out
+
+
+def bar_decimals_of_texts(texts: list[str], floats: list[float]) -> list[BarDecimal]:
+    """One :class:`BarDecimal` per decimal text, carrying the float that text round-trips to."""
+    out: list[BarDecimal] = []
+    append = out.append
+    for t, f in zip(texts, floats):
+        d = _decimal_new(BarDecimal, t)
+        d._float = f
+        append(d)
     return out

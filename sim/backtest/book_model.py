@@ -41,13 +41,13 @@ from decimal import ROUND_DOWN, Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, prepare_path, tick_decimal
 from tradetree.sim.config import SimInstrument
 from tradetree.sim.market_data import MarketTick, PublicTrade
 from tradetree.sim.matching import BookShape, frozen_builder
 
 __all__ = ["BookModel", "ReplayPath", "POINTS_PER_CANDLE"]
 
-POINTS_PER_CANDLE = 4
 _MarketTickB = frozen_builder(MarketTick)  # see sim.matching.frozen_builder
 _NO_TRADES: tuple[PublicTrade, ...] = ()
 
@@ -77,41 +77,36 @@ class BookModel(BaseModel):
         return cls(spread_ticks=0, top_level_notional=Decimal("1e15"), levels=1)
 
 
-def _on_grid(price: Decimal, tick: Decimal) -> Decimal:
-    # CandleReplay._tick's rule, kept identical so the paths agree.
-    return price.quantize(tick) if price >= tick else tick
-
-
 class ReplayPath:
-    """The market path of one instrument's candles, computed point by point on demand.
+    """The market path of one instrument's candles: prepared as arrays, its decimals made on demand.
 
     Point ``(i, j)`` is point ``j`` (0..3) of candle ``i``. ``trade_id_stride``
     and ``trade_id_offset`` number the public trades as CandleReplay does when
     every market step brings one point of each of ``stride`` instruments
-    (the id has no effect on matching).
+    (the id has no effect on matching). ``arrays`` is the prepared path
+    (:func:`sim.backtest.prepare.prepare_path`, made here when not given); the
+    engine only sees a point's ``Decimal`` when a point is fed, so they are
+    built then, once per distinct price.
     """
 
     def __init__(self, inst: SimInstrument, series: CandleSeries, *, trade_id_stride: int = 1,
-                 trade_id_offset: int = 0) -> None:
+                 trade_id_offset: int = 0, arrays: PathArrays | None = None) -> None:
+        if arrays is None:
+            arrays = prepare_path(series, inst.inst_id, inst.tick_size)
+        elif arrays.inst_id != inst.inst_id or len(arrays.ts_ms) != len(series):
+            raise ValueError(f"prepared path of {arrays.inst_id} ({len(arrays.ts_ms)} candles) does not fit "
+                             f"{inst.inst_id} ({len(series)} candles)")
+        self.arrays = arrays
         self.inst_id = inst.inst_id
-        tick, lot = inst.tick_size, inst.lot_size
-        o, h, lo, c, v = series.decimals()
-        ts = series.ts_ms.tolist()
-        n = len(ts)
-        self.ts_ms = ts
-        if n == 1:
-            intervals = [60_000]
-        else:
-            intervals = [b - a for a, b in zip(ts, ts[1:])] + [ts[-1] - ts[-2]]
-        self._interval = [max(x, POINTS_PER_CANDLE) for x in intervals]
-        self.open = [_on_grid(x, tick) for x in o]
-        self.high = [_on_grid(x, tick) for x in h]
-        self.low = [_on_grid(x, tick) for x in lo]
-        self.close = [_on_grid(x, tick) for x in c]
-        self.volume = v
-        self._rising = [cc >= oo for oo, cc in zip(o, c)]
-        self._first_raw = o[0]
-        self._lot = lot
+        self.ts_ms = arrays.ts_ms.tolist()
+        self._interval = arrays.interval_ms.tolist()
+        self._points = arrays.points.tolist()
+        self._point_ms = arrays.point_ms.tolist()
+        self._exp = arrays.exp
+        self._prices: dict[int, Decimal] = {}  # by tick count: a price seen again is the same object
+        self._first_raw = Decimal(arrays.first_open_text)
+        self._volume_text = arrays.volume_text
+        self._lot = inst.lot_size
         self._sizes: dict[int, Decimal] = {}  # point size per candle, computed when first needed
         self._stride = trade_id_stride
         self._offset = trade_id_offset
@@ -120,26 +115,25 @@ class ReplayPath:
         return len(self.ts_ms)
 
     def point_ts(self, i: int, j: int) -> int:
-        return self.ts_ms[i] + j * self._interval[i] // POINTS_PER_CANDLE
+        return self._point_ms[POINTS_PER_CANDLE * i + j]
 
     def point_price(self, i: int, j: int) -> Decimal:
-        if j == 0:
-            return self.open[i]
-        if j == 3:
-            return self.close[i]
-        first_low = self._rising[i]
-        return (self.low[i] if first_low else self.high[i]) if j == 1 else (
-            self.high[i] if first_low else self.low[i])
+        t = self._points[POINTS_PER_CANDLE * i + j]
+        price = self._prices.get(t)
+        if price is None:
+            price = self._prices[t] = tick_decimal(t, self._exp)
+        return price
 
     def _previous_price(self, i: int, j: int) -> Decimal:
         if j > 0:
             return self.point_price(i, j - 1)
-        return self.close[i - 1] if i > 0 else self._first_raw
+        return self.point_price(i - 1, 3) if i > 0 else self._first_raw
 
     def point_size(self, i: int) -> Decimal:
         size = self._sizes.get(i)
         if size is None:
-            quarter = (self.volume[i] / POINTS_PER_CANDLE).quantize(self._lot, rounding=ROUND_DOWN)
+            volume = Decimal(str(self._volume_text[i]))
+            quarter = (volume / POINTS_PER_CANDLE).quantize(self._lot, rounding=ROUND_DOWN)
             size = self._sizes[i] = max(quarter, self._lot)
         return size
 
@@ -149,13 +143,15 @@ class ReplayPath:
         ``with_trade=False`` leaves the trade out: the engine uses public trades only to fill
         resting orders, so a step fed while we have none needs no trade.
         """
-        px = self.point_price(i, j)
-        ts = self.ts_ms[i] + j * self._interval[i] // POINTS_PER_CANDLE  # point_ts, inlined
+        k = POINTS_PER_CANDLE * i + j
+        t = self._points[k]
+        px = self._prices.get(t) or self.point_price(i, j)  # (a price is at least one tick: never falsy)
+        ts = self._point_ms[k]
         size = self._sizes.get(i) or self.point_size(i)  # (a size is at least one lot: never falsy)
         if not with_trade:
             tick = _MarketTickB(inst_id=self.inst_id, ts_ms=ts, price=px, volume=size, trades=_NO_TRADES)
             tick.__class__ = MarketTick
             return tick
         side = "buy" if px >= self._previous_price(i, j) else "sell"
-        trade_id = str((POINTS_PER_CANDLE * i + j) * self._stride + self._offset + 1)
+        trade_id = str(k * self._stride + self._offset + 1)
         return MarketTick(self.inst_id, ts, px, size, (PublicTrade(trade_id, px, size, side, ts),))

@@ -23,7 +23,8 @@ from typing import Any
 
 from tradetree.core import ConfigError, StrategyConfig, load_strategy_config
 from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
-from tradetree.sim.backtest.data import CandleSeries, load_candle_series
+from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.prepare import PrepCache, load_candles_cached
 
 __all__ = ["register", "cmd_backtest", "cmd_sweep", "cmd_compare", "parse_data_args"]
 
@@ -31,8 +32,11 @@ DEFAULT_RUNS_DIR = Path(".tradetree/runs")
 _INST_ID = re.compile(r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$")
 
 
-def parse_data_args(values: list[str], symbols: tuple[str, ...]) -> dict[str, CandleSeries]:
+def parse_data_args(values: list[str], symbols: tuple[str, ...], cache: PrepCache | None = None
+                    ) -> dict[str, CandleSeries]:
     """``[INST=]FILE`` arguments -> candle series per instrument (a bare FILE is the first symbol's).
+
+    ``cache`` keeps the parsed files on disk by their hash (``prepare.load_candles_cached``).
 
     Raises:
         ConfigError: a file cannot be read or parsed, or two files name the same instrument.
@@ -48,7 +52,7 @@ def parse_data_args(values: list[str], symbols: tuple[str, ...]) -> dict[str, Ca
     out: dict[str, CandleSeries] = {}
     for inst, file in files.items():
         try:
-            out[inst] = load_candle_series(file)
+            out[inst] = load_candles_cached(file, cache)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--data {file}: {exc}") from None
     return out
@@ -78,6 +82,10 @@ def _config(args: argparse.Namespace) -> BacktestConfig:
         raise ConfigError(f"backtest options: {exc}") from None
 
 
+def _cache(args: argparse.Namespace) -> PrepCache | None:
+    return None if getattr(args, "no_cache", False) else PrepCache(getattr(args, "cache_dir", None))
+
+
 def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -87,14 +95,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tradetree.sim.backtest.report import metrics_table, write_run
 
     sc: StrategyConfig = load_strategy_config(args.strategy_config)
-    data = parse_data_args(args.data, sc.symbols)
+    cache = _cache(args)
+    data = parse_data_args(args.data, sc.symbols, cache)
     config = _config(args)
     out = args.out or DEFAULT_RUNS_DIR / f"{sc.id}-backtest-seed{config.seed}-{_stamp()}"
     n = len(next(iter(data.values())))
     bar, update = _progress_bar(n, "backtest", not args.no_progress)
     try:
         result = Backtester(sc, data if len(data) > 1 else next(iter(data.values())), config,
-                            progress=update).run()
+                            progress=update, cache=cache).run()
     finally:
         bar.close()
     write_run(result, out, plots=not args.no_plots)
@@ -111,7 +120,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tradetree.sim.backtest.sweep import SweepSpec, parse_param_spec, run_sweep, sweep_markdown, sweep_rows_for_csv
 
     sc = load_strategy_config(args.strategy_config)
-    data = parse_data_args(args.data, sc.symbols)
+    cache = _cache(args)
+    data = parse_data_args(args.data, sc.symbols, cache)
     config = _config(args)
     choices: dict[str, list[Any]] = {}
     ranges = {}
@@ -130,7 +140,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         result = run_sweep(sc, data, config, spec, holdout_fraction=args.holdout, top=args.top, metric=args.metric,
-                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus, progress=progress)
+                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus, progress=progress,
+                           cache=cache)
     finally:
         bar.close()
     out = args.out or DEFAULT_RUNS_DIR / f"{sc.id}-sweep-{_stamp()}"
@@ -189,6 +200,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill-rule", choices=[r.value for r in FillRule], help="default next_tick")
     p.add_argument("--out", type=Path, help=f"output folder (default under {DEFAULT_RUNS_DIR})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cache-dir", type=Path, help="prepared-data cache (default $TRADETREE_CACHE_DIR or "
+                   ".tradetree/cache)")
+    p.add_argument("--no-cache", action="store_true", help="prepare the data again, read and write no cache")
 
 
 def register(subparsers: Any) -> None:

@@ -31,9 +31,12 @@ between are skipped because they cannot change anything: with no live order
 a point only moves the mark and replaces the book, and books are keyed by
 their step (never by history), so feeding just the current point before an
 order reproduces exactly the state that feeding all of them would have. The
-parity test compares against a dense, simulator-style drive. Bars are built
-while preparing (as a data loader would; they are immutable, their prices
-decimals with a precomputed ``float``) and contexts per bar, both without
+parity test compares against a dense, simulator-style drive. Preparation is
+arrays (:mod:`sim.backtest.prepare`: integer ticks, the emit and decision-time
+tables; shareable with ``prepared=``, cached on disk with ``cache=``); bars are
+built from them while preparing (:mod:`sim.backtest.bars`, as a data loader
+would; they are immutable, their prices decimals with a precomputed ``float``)
+and contexts per bar, both without
 re-validating values the backtester made itself (:mod:`sim.backtest._fast`,
 :meth:`StrategyContext.unvalidated`; validation was the largest per-bar cost).
 Orders are built the same way from the validated intent; the matching engine
@@ -58,7 +61,6 @@ import numpy as np
 
 from tradetree.core import (
     TERMINAL_STATES,
-    Bar,
     ConfigError,
     Fill,
     FillLayer,
@@ -70,13 +72,21 @@ from tradetree.core import (
     Side,
     StrategyConfig,
 )
-from tradetree.risk import pre_trade
-from tradetree.sim.backtest._fast import SET_DICT, SET_EXTRA, SET_FIELDS_SET, SET_PRIVATE, bar_decimal, unvalidated
-from tradetree.sim.backtest.book_model import POINTS_PER_CANDLE, ReplayPath
+from tradetree.risk import PreTradeInputs, check_pre_trade, in_flight_size
+from tradetree.sim.backtest._fast import unvalidated
+from tradetree.sim.backtest.bars import bar_table, clear_bar_tables
+from tradetree.sim.backtest.book_model import ReplayPath
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
 from tradetree.sim.backtest.data import CandleSeries, align_series
 from tradetree.sim.backtest.ledger import PositionLedger
 from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
+from tradetree.sim.backtest.prepare import (
+    POINTS_PER_CANDLE,
+    PreparedMarket,
+    PrepCache,
+    market_key,
+    prepare_market,
+)
 from tradetree.sim.backtest.runfolder import TradeRow
 from tradetree.sim.market_data import spot_of
 from tradetree.sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
@@ -90,6 +100,8 @@ __all__ = [
     "Backtester",
     "run_backtest",
     "ProgressCallback",
+    "prepare_data",
+    "clear_bar_tables",
 ]
 
 ProgressCallback = Callable[[int, int], None]  # (candles done, candles total)
@@ -106,7 +118,6 @@ _ORD_TYPE = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.POS
 _SIDE = {Side.BUY: "buy", Side.SELL: "sell"}  # Side.value, without the enum property's cost
 
 _OrderRequestB = frozen_builder(OrderRequest)
-_BAR_FIELDS = set(Bar.model_fields)
 _ORDER_FIELDS = set(Order.model_fields)
 # Every field in the model's order, with its default (state PENDING_NEW, nothing filled...): an Order
 # built from an intent (_send) names every field, also ones added later. _send sets the required ones.
@@ -114,7 +125,7 @@ _ORDER_DEFAULTS = {name: None if f.is_required() else f.default for name, f in O
 if {n for n, f in Order.model_fields.items() if f.is_required()} - {
         "client_order_id", "strategy_id", "venue", "inst_id", "side", "type", "size", "created_ms", "updated_ms"}:
     raise ImportError("Order has a required field the backtester's _send does not set")
-_INPUT_FIELDS = set(pre_trade.PreTradeInputs.model_fields)
+_INPUT_FIELDS = set(PreTradeInputs.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,58 +192,52 @@ class BacktestResult:
     interval_ms: int = 60_000
 
 
-class _BarTable:
-    """The strategy's bars of one instrument: candles grouped into ``bar_ms`` bars, on the tick grid.
+def prepare_data(
+    strategy_config: StrategyConfig,
+    data: CandleSeries | Mapping[str, CandleSeries],
+    config: BacktestConfig | None = None,
+    *,
+    cache: PrepCache | None = None,
+) -> PreparedMarket:
+    """The preparation a :class:`Backtester` of these arguments would make, to share (``prepared=``).
 
-    The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
-    run's hot path; they are immutable, so the run hands out the same objects. Their prices and
-    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed.
+    Raises:
+        ConfigError: as :class:`Backtester` for the data and the bar interval.
     """
+    config = config or BacktestConfig()
+    symbols = tuple(strategy_config.symbols)
+    try:
+        series = align_series(_series_by_symbol(symbols, data))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    insts = [config.instrument(s) for s in symbols]
+    bar_ms = _bar_ms(config, series[symbols[0]].interval_ms)
+    return _prepared(series, symbols, insts, bar_ms, config.fill_rule is FillRule.NEXT_TICK, None, cache)
 
-    def __init__(self, path: ReplayPath, bar_ms: int, venue: str) -> None:
-        ts = path.ts_ms
-        self.venue = venue
-        self.inst_id = path.inst_id
-        self.interval_ms = bar_ms
-        starts = [t - t % bar_ms for t in ts]
-        self.group_of: list[int] = []
-        self.ts: list[int] = []
-        o: list[Decimal] = []
-        h: list[Decimal] = []
-        lo: list[Decimal] = []
-        c: list[Decimal] = []
-        v: list[Decimal] = []
-        for i, start in enumerate(starts):
-            if not self.ts or self.ts[-1] != start:
-                self.ts.append(start)
-                o.append(path.open[i])
-                h.append(path.high[i])
-                lo.append(path.low[i])
-                c.append(path.close[i])
-                v.append(path.volume[i])
-            else:
-                h[-1] = max(h[-1], path.high[i])
-                lo[-1] = min(lo[-1], path.low[i])
-                c[-1] = path.close[i]
-                v[-1] = v[-1] + path.volume[i]
-            self.group_of.append(len(self.ts) - 1)
-        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
-        new, set_dict, set_fields, set_extra, set_private = (
-            object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
-        bars: list[Bar] = []
-        for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
-            bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
-            set_dict(bar, {"venue": venue, "inst_id": self.inst_id, "ts_ms": t, "interval_ms": bar_ms,
-                           "open": bar_decimal(bo), "high": bar_decimal(bh), "low": bar_decimal(bl),
-                           "close": bar_decimal(bc), "volume": bar_decimal(bv)})
-            set_fields(bar, _BAR_FIELDS)
-            set_extra(bar, None)
-            set_private(bar, None)
-            bars.append(bar)
-        self.bars = bars
 
-    def bar(self, b: int) -> Bar:
-        return self.bars[b]
+def _bar_ms(config: BacktestConfig, candle_ms: int) -> int:
+    bar_ms = config.bar_interval_ms or candle_ms
+    if bar_ms % candle_ms:
+        raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
+    return bar_ms
+
+
+def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
+              next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
+    """``given`` if it was made from these inputs, else a cache hit, else a fresh preparation (cached)."""
+    ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
+    ticks = {inst.inst_id: inst.tick_size for inst in insts}
+    key = market_key(ordered, ticks, bar_ms, next_tick)
+    if given is not None and given.key == key:
+        return given
+    if cache is not None:
+        hit = cache.get_market(key)
+        if hit is not None:
+            return hit
+    market = prepare_market(ordered, ticks, bar_ms, next_tick)
+    if cache is not None:
+        cache.put_market(market)
+    return market
 
 
 def _series_by_symbol(
@@ -266,6 +271,10 @@ class Backtester:
         trade_from_ms: bars before this time warm the strategy up; its intents
             are dropped (counted) and metrics start here.
         progress: called every ``config.progress_every_bars`` candles.
+        prepared: the data already prepared (:func:`sim.backtest.prepare.prepare_market`, e.g. shared
+            by a sweep); used only if its key is this run's, else prepared again.
+        cache: a :class:`~sim.backtest.prepare.PrepCache` to read the preparation from and write it
+            to (default: none).
 
     Raises:
         ConfigError: unknown strategy class or instrument, bad params, missing
@@ -281,6 +290,8 @@ class Backtester:
         strategy: Strategy | None = None,
         trade_from_ms: int | None = None,
         progress: ProgressCallback | None = None,
+        prepared: PreparedMarket | None = None,
+        cache: PrepCache | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.config = config = config or BacktestConfig()
@@ -297,36 +308,29 @@ class Backtester:
         self.notes: list[str] = []
         insts = [config.instrument(s) for s in symbols]
         k = len(symbols)
-        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i)
-                      for i, (inst, s) in enumerate(zip(insts, symbols))]
         first = series[symbols[0]]
         self.interval_ms = candle_ms = first.interval_ms
-        bar_ms = config.bar_interval_ms or candle_ms
-        if bar_ms % candle_ms:
-            raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
+        bar_ms = _bar_ms(config, candle_ms)
         if config.bar_interval_ms is None and strategy_config.bar_interval_ms != candle_ms:
             self.notes.append(
                 f"the strategy config asks for {strategy_config.bar_interval_ms} ms bars (paper); this backtest "
                 f"uses the candle length, {candle_ms} ms (set bar_interval_ms to aggregate candles)"
             )
         self.bar_ms = bar_ms
-        self.bars = [_BarTable(p, bar_ms, self.venue) for p in self.paths]
+        next_tick = config.fill_rule is FillRule.NEXT_TICK
+        self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
+        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
+                      for i, (inst, s) in enumerate(zip(insts, symbols))]
+        self.bars = [bar_table(market, i, self.venue) for i in range(len(market.paths))]
         n = len(first)
-        groups = self.bars[0].group_of
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
-        self._emit = [-1] * n
-        if config.fill_rule is FillRule.NEXT_TICK:
-            self._phase = 0
-            for i in range(1, n):
-                if groups[i] != groups[i - 1]:
-                    self._emit[i] = groups[i - 1]
+        self._emit = market.emit.tolist()
+        self._phase = market.phase
+        if next_tick:
             self.notes.append("the last bar is never final (no later market point): it is not traded")
-        else:
-            self._phase = POINTS_PER_CANDLE - 1
-            for i in range(n):
-                if i == n - 1 or groups[i + 1] != groups[i]:
-                    self._emit[i] = groups[i]
-        self._decision_ms = [self.paths[0].point_ts(i, self._phase) for i in range(n)]
+        self._decision_ms = market.decision_ms.tolist()
+        if len(self._emit) != n:
+            raise ConfigError(f"prepared data covers {len(self._emit)} candles, the series {n}")
         self.contract_values = {inst.inst_id: inst.contract_value for inst in insts}
         self.engine = MatchingEngine(
             insts, fees=config.fees, initial_balances=config.initial_balances, leverage=config.leverage,
@@ -473,7 +477,7 @@ class Backtester:
         if not self._live:
             return out
         for o in self._live.values():
-            rest = pre_trade.in_flight_size(o, o.filled_size)  # fills are applied as they happen
+            rest = in_flight_size(o, o.filled_size)  # fills are applied as they happen
             if rest > 0:
                 out[o.inst_id] = out.get(o.inst_id, _ZERO) + (rest if o.side is Side.BUY else -rest)
         return out
@@ -499,7 +503,7 @@ class Backtester:
             return
         risk = self._risk
         for intent in intents:
-            reasons = pre_trade.check(intent, self._pre_trade_inputs(now, i, j), risk)
+            reasons = check_pre_trade(intent, self._pre_trade_inputs(now, i, j), risk)
             if reasons:
                 self._denials.append(DenialRecord(now, intent.inst_id, intent.side.value, intent.size,
                                                   intent.reduce_only, tuple(reasons)))
@@ -551,9 +555,9 @@ class Backtester:
             if result.events:
                 self._on_events(result.events)
 
-    def _pre_trade_inputs(self, now: int, i: int, j: int) -> pre_trade.PreTradeInputs:
+    def _pre_trade_inputs(self, now: int, i: int, j: int) -> PreTradeInputs:
         self._roll_day(now)
-        return unvalidated(pre_trade.PreTradeInputs, {
+        return unvalidated(PreTradeInputs, {
             "positions": self.ledger.positions(),
             "in_flight": tuple(self._live.values()),
             "applied_sizes": {c: o.filled_size for c, o in self._live.items()},
@@ -682,7 +686,9 @@ def run_backtest(
     strategy: Strategy | None = None,
     trade_from_ms: int | None = None,
     progress: ProgressCallback | None = None,
+    prepared: PreparedMarket | None = None,
+    cache: PrepCache | None = None,
 ) -> BacktestResult:
     """Build a :class:`Backtester` and run it. Raises as :class:`Backtester`."""
     return Backtester(strategy_config, data, config, strategy=strategy, trade_from_ms=trade_from_ms,
-                      progress=progress).run()
+                      progress=progress, prepared=prepared, cache=cache).run()

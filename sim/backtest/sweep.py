@@ -31,6 +31,8 @@ import yaml
 from tradetree.core import ConfigError, StrategyConfig, TradetreeError
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, align_series
+from tradetree.sim.backtest.engine import prepare_data
+from tradetree.sim.backtest.prepare import PreparedMarket, PrepCache
 
 __all__ = [
     "ParamRange",
@@ -146,23 +148,32 @@ class SweepResult:
     held_out_bars: int
     top: int
     elapsed_secs: float
+    task_cpu_secs: float = 0.0  # CPU time of every task together (the sweep's CPU use over its wall time)
 
     def top_rows(self) -> list[SweepRow]:
         return [r for r in self.rows if r.held_out is not None]
 
 
-def _backtest_task(strategy_config: dict, params: dict, data: dict[str, CandleSeries], config: dict,
-                   start: int, stop: int | None, trade_from_ms: int | None) -> dict:
-    """One backtest (runs in a Ray worker): metrics, or the error that stopped it."""
+def _backtest_task(strategy_config: dict, params: dict,
+                   window: tuple[dict[str, CandleSeries], PreparedMarket | None],
+                   config: dict, trade_from_ms: int | None) -> dict:
+    """One backtest (runs in a Ray worker): metrics, or the error that stopped it.
+
+    ``window`` is the candles and their preparation, made once by the driver and read from Ray's
+    object store: the arrays are views of the shared memory, not copies.
+    """
     from tradetree.sim.backtest.engine import run_backtest
 
+    series, prepared = window
+    cpu0 = time.process_time()
     try:
         sc = StrategyConfig.model_validate({**strategy_config, "params": {**strategy_config["params"], **params}})
-        window = {k: s.slice(start, stop) for k, s in data.items()}
-        result = run_backtest(sc, window, BacktestConfig.model_validate(config), trade_from_ms=trade_from_ms)
+        result = run_backtest(sc, series, BacktestConfig.model_validate(config), trade_from_ms=trade_from_ms,
+                              prepared=prepared)
     except (TradetreeError, ValueError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"metrics": result.metrics.as_dict(), "run_secs": result.timings.get("run_secs", 0.0)}
+        return {"error": f"{type(exc).__name__}: {exc}", "cpu_secs": time.process_time() - cpu0}
+    return {"metrics": result.metrics.as_dict(), "run_secs": result.timings.get("run_secs", 0.0),
+            "prep_secs": result.timings.get("prep_secs", 0.0), "cpu_secs": time.process_time() - cpu0}
 
 
 def _sort_key(metric: str) -> Callable[[SweepRow], tuple]:
@@ -187,12 +198,15 @@ def run_sweep(
     warmup_bars: int = 500,
     num_cpus: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    cache: PrepCache | None = None,
 ) -> SweepResult:
     """Backtest every parameter set of ``spec`` in-sample as Ray tasks, rank, re-run the ``top`` held-out.
 
     Starts a local Ray (``num_cpus``) when none is running and shuts it down
     again; uses the running one otherwise. ``progress(done, total)`` is called
-    as tasks finish.
+    as tasks finish. The two windows (in-sample, and held-out with its warm-up)
+    are prepared once here (``cache`` on disk if given) and put in the object
+    store; every task reads them from there.
 
     Raises:
         ConfigError: a bad metric, fraction or spec, or data too short to split.
@@ -225,7 +239,15 @@ def run_sweep(
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         task = ray.remote(num_cpus=1)(_backtest_task)
-        data_ref = ray.put(series)
+        start = max(0, split - warmup_bars)
+        windows = {}
+        for name, (lo, hi) in {"in_sample": (0, split), "held_out": (start, None)}.items():
+            window = {k: s.slice(lo, hi) for k, s in series.items()}
+            try:
+                prepared = prepare_data(strategy_config, window, config, cache=cache)
+            except (TradetreeError, ValueError):
+                prepared = None  # every task reports the error itself
+            windows[name] = ray.put((window, prepared))
         sc = strategy_config.model_dump(mode="json", by_alias=True)
         cfg = config.model_dump(mode="json")
         total = len(sets) + min(top, len(sets))
@@ -240,12 +262,12 @@ def run_sweep(
                     progress(done[0], total)
             return ray.get(list(refs))
 
-        in_sample = collect([task.remote(sc, p, data_ref, cfg, 0, split, None) for p in sets])
+        in_sample = collect([task.remote(sc, p, windows["in_sample"], cfg, None) for p in sets])
         rows = [SweepRow(p, r.get("metrics"), None, r.get("error", "")) for p, r in zip(sets, in_sample)]
         rows.sort(key=_sort_key(metric))
         best = [r for r in rows if r.in_sample is not None][:top]
-        start = max(0, split - warmup_bars)
-        held = collect([task.remote(sc, r.params, data_ref, cfg, start, None, split_ms) for r in best])
+        held = collect([task.remote(sc, r.params, windows["held_out"], cfg, split_ms) for r in best])
+        cpu = sum(r.get("cpu_secs", 0.0) for r in in_sample + held)
         evaluated = {id(r): h for r, h in zip(best, held)}
         rows = [
             SweepRow(r.params, r.in_sample, evaluated[id(r)].get("metrics"), evaluated[id(r)].get("error", r.error))
@@ -255,7 +277,8 @@ def run_sweep(
     finally:
         if started:
             ray.shutdown()
-    return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0)
+    return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0,
+                       task_cpu_secs=cpu)
 
 
 def _fmt(value: Any) -> str:

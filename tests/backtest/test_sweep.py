@@ -59,3 +59,19 @@ def test_sweep_ranks_and_re_runs_the_top_on_held_out_data(ray_session, mr_config
     assert seen[-1] == (8, 8)
     text = sweep_markdown(result)
     assert "In-sample vs held-out" in text and "held-out net_pnl" in text
+
+
+def test_a_task_on_the_shared_preparation_scores_as_one_that_prepares_itself(mr_config, candles):
+    from tradetree.sim.backtest.engine import clear_bar_tables, prepare_data
+    from tradetree.sim.backtest.sweep import _backtest_task
+
+    config = BacktestConfig(seed=3)
+    window = {mr_config.symbols[0]: candles.slice(0, 300)}
+    shared = prepare_data(mr_config, window, config)
+    sc, cfg = mr_config.model_dump(mode="json", by_alias=True), config.model_dump(mode="json")
+    clear_bar_tables()
+    alone = _backtest_task(sc, {"entry_z": 1.0}, (window, None), cfg, None)
+    clear_bar_tables()
+    with_shared = _backtest_task(sc, {"entry_z": 1.0}, (window, shared), cfg, None)
+    assert alone["metrics"] == with_shared["metrics"] and alone["metrics"]["round_trips"] > 0
+    assert with_shared["cpu_secs"] > 0

@@ -27,7 +27,7 @@ from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_i
 from tradetree.core.store import AuditEntry, RedisStore
 from tradetree.core.types import Order, Position
 from tradetree.runner import EngineRuntime
-from tradetree.supervisor.tree_status import tree_status
+from tradetree.supervisor.status import tree_status
 
 __all__ = ["Tree", "running_tree", "scenario_config", "STRATEGY"]
 

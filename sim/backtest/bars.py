@@ -1,0 +1,124 @@
+"""The strategy's bars, built from prepared arrays, and kept for reuse within a process.
+
+Bars are the one part of preparation that stays object by object: strategies
+get :class:`~core.types.Bar` models with decimal prices. They are built once
+per prepared market (:func:`bar_table`), with one
+:class:`~sim.backtest._fast.BarDecimal` per distinct price shared between
+bars, and the last few tables are kept: a sweep worker runs many variants on
+one window, and bars are immutable.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import OrderedDict
+from decimal import Decimal
+
+import numpy as np
+
+from tradetree.core import Bar
+from tradetree.sim.backtest._fast import (
+    SET_DICT,
+    SET_EXTRA,
+    SET_FIELDS_SET,
+    SET_PRIVATE,
+    bar_decimal,
+    bar_decimals_of_texts,
+    bar_decimals_of_ticks,
+)
+from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, PreparedMarket, ticks_to_float
+
+__all__ = ["BarTable", "bar_table", "clear_bar_tables"]
+
+_BAR_FIELDS = set(Bar.model_fields)
+
+
+class BarTable:
+    """The strategy's bars of one instrument: candles grouped into ``bar_ms`` bars, on the tick grid.
+
+    The :class:`Bar` objects are built here, while preparing (like a data loader would), not on the
+    run's hot path; they are immutable, so the run hands out the same objects. Their prices and
+    volume are :class:`~sim.backtest._fast.BarDecimal`: decimals whose ``float()`` is precomputed,
+    made from the prepared integer ticks once per distinct price and shared between bars.
+    """
+
+    def __init__(self, path: PathArrays, group_of: np.ndarray, starts: np.ndarray, bar_ms: int, venue: str) -> None:
+        self.venue = venue
+        self.inst_id = path.inst_id
+        self.interval_ms = bar_ms
+        n = len(path.ts_ms)
+        pts = path.points.reshape(n, POINTS_PER_CANDLE)
+        lows, highs = np.minimum(pts[:, 1], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 2])
+        ends = np.append(starts[1:], n) - 1
+        opens, closes = pts[starts, 0], pts[ends, 3]
+        bar_highs, bar_lows = np.maximum.reduceat(highs, starts), np.minimum.reduceat(lows, starts)
+        first_ts = path.ts_ms[starts]
+        self.group_of = group_of.tolist()
+        self.ts = (first_ts - first_ts % bar_ms).tolist()
+        # One BarDecimal per distinct price, shared: a 1m BTC file repeats each price about twice.
+        uniq, inverse = np.unique(np.concatenate([opens, bar_highs, bar_lows, closes]), return_inverse=True)
+        prices = bar_decimals_of_ticks(uniq.tolist(), path.exp, ticks_to_float(uniq, path.exp).tolist())
+        m = len(starts)
+        o, h, lo, c = (list(map(prices.__getitem__, inverse[k * m:(k + 1) * m].tolist())) for k in range(4))
+        texts = path.volume_text.tolist()
+        if m == n:
+            v = bar_decimals_of_texts(texts, path.volume_text.astype(np.float64).tolist())
+        else:  # exact decimal sums in candle order, as the per-candle loop added them
+            v = []
+            for s0, e0 in zip(starts.tolist(), ends.tolist()):
+                total = Decimal(texts[s0])
+                for t in texts[s0 + 1:e0 + 1]:
+                    total = total + Decimal(t)
+                v.append(bar_decimal(total))
+        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
+        new, set_dict, set_fields, set_extra, set_private = (
+            object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
+        inst_id = self.inst_id
+        bars: list[Bar] = []
+        for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
+            bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
+            set_dict(bar, {"venue": venue, "inst_id": inst_id, "ts_ms": t, "interval_ms": bar_ms,
+                           "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
+            set_fields(bar, _BAR_FIELDS)
+            set_extra(bar, None)
+            set_private(bar, None)
+            bars.append(bar)
+        self.bars = bars
+
+    def bar(self, b: int) -> Bar:
+        return self.bars[b]
+
+
+# The bar tables of the last few prepared markets in this process. Bars are immutable and cost more
+# to build than anything else left in preparation; a sweep worker runs many variants on one window.
+_BAR_TABLES: OrderedDict[tuple[str, int, str], BarTable] = OrderedDict()
+_BAR_TABLES_KEPT = 4
+
+
+def bar_table(market: PreparedMarket, i: int, venue: str) -> BarTable:
+    key = (market.key, i, venue)
+    table = _BAR_TABLES.get(key)
+    if table is None:
+        # Hundreds of thousands of container objects in a row trigger the cyclic collector again and
+        # again over a growing heap (half the cost of building them); they form no cycles. Left in the
+        # young generation, though, the first collection after the run's loop would walk them all
+        # (inside the timed run), so one full pass here settles them in the old generation at once.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            table = BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+                gc.collect()
+        _BAR_TABLES[key] = table
+        while len(_BAR_TABLES) > _BAR_TABLES_KEPT:
+            _BAR_TABLES.popitem(last=False)
+    else:
+        _BAR_TABLES.move_to_end(key)
+    return table
+
+
+def clear_bar_tables() -> None:
+    """Forget the bar tables kept for reuse (benchmarks call it to time a cold preparation)."""
+    _BAR_TABLES.clear()
