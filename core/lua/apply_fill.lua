@@ -1,15 +1,27 @@
--- apply_fill.lua: apply one venue fill to position truth, atomically and at most once.
+-- apply_fill.lua: apply a page of venue fills (one or many) to position truth, each
+-- atomically and at most once, in one script call.
 --
--- Identity: a fill is its (venue, inst_id, trade_id), the fill id. The first call for a
--- fill id applies it; every later call (any layer) only counts a delivery.
+-- Identity: a fill is its (venue, inst_id, trade_id), the fill id. The first delivery of a
+-- fill id applies it; every later one (any layer, any call) only counts a delivery and
+-- answers with the current state, read here, so a duplicate costs no more round trips
+-- than a new fill.
 --
--- Attribution: the caller resolves which order, hence which strategy, the fill belongs
--- to and passes its answer (ARGV 16-18). The script resolves again from the same keys;
--- when the answers differ (an order was recorded or indexed in between), it writes
--- nothing and returns {'stale'} so that the caller resolves again and retries.
+-- Attribution is resolved here, in the same atomic step that applies the fill: the
+-- order named by the fill's client order id, else the order the venue order id index
+-- points to, else the unattributed strategy. Resolving it in the client first would
+-- cost a round trip and leave a window in which an order could be recorded unseen.
+-- That needs keys built from ids read inside the script (the indexed order, the
+-- strategy's position), so the script builds its keys from the namespace prefix with
+-- esc() below, the same rule as core.redis_keys.escape_component. This needs a
+-- single Redis node (or a cluster with one slot for the namespace); tradetree runs on
+-- one node.
+--
+-- Each fill is checked before anything of it is written; a fill that fails a check
+-- writes nothing and answers {'error', message}; the other fills of the page are
+-- applied all the same (as separate apply_fill calls would be).
 --
 -- Accounting (per strategy, venue, inst_id), quantities in integer atoms (1e-8 of the
--- venue unit; exact as long as |qty| <= ARGV[24], checked), money in doubles stored with
+-- venue unit; exact as long as |qty| <= ARGV[3], checked), money in doubles stored with
 -- '%.17g' so that they round-trip exactly:
 --   adding      avg = (|q| * avg + atoms * price) / |q + atoms| (opening: avg = price)
 --   reducing    realized += closed / 1e8 * contract_value * (price - avg) * sign(q)
@@ -25,72 +37,39 @@
 -- by member), the ledger hash their details and the after hash the position state right
 -- after each of them. A new fill at rank r is folded from the state after rank r-1 over
 -- itself and every later fill: O(1) fold for an in-order fill (r = last), O(k) for an
--- out-of-order one with k later fills (plus k HSETs of their new after states).
+-- out-of-order one with k later fills (plus k HSETs of their new after states). The
+-- client sends a page sorted canonically, so a page is folded in O(1) per fill.
 --
--- KEYS
---   1 fill            2 order (fill's client order id)   3 venue order index
---   4 order (client order id from the index)             5 order applied atoms
---   6 order fills     7 position    8 position fills    9 position ledger
---  10 position after 11 positions index   12 audit stream   13 fill layer counters
--- ARGV
---   1 fill id   2 venue   3 inst_id   4 trade_id   5 client order id ('' none)
---   6 venue order id ('' none)   7 side   8 size   9 size atoms   10 price   11 fee
---  12 fee_ccy  13 liquidity ('' none)  14 ts_ms  15 layer  16 expected strategy
---  17 expected attributed client order id ('' none)  18 expected index value ('' none)
---  19 contract value  20 fee in quote  21 fee in base atoms  22 applied_ms
---  23 position id  24 max |atoms|  25 strategy id of unattributed fills
---  26 call token (unique per apply_fill call, identical across its retries)
--- Returns
---   {'duplicate' | 'retried', strategy_id, attributed coid, side, size, price}
---     ('retried': an earlier attempt of this very call applied the fill)
---   {'stale'}
+-- KEYS   1 positions index   2 audit stream   3 fill layer counters
+-- ARGV   1 key prefix ('{namespace}:')   2 applied_ms   3 max |atoms|
+--        4 strategy id of unattributed fills
+--        then 19 values per fill, from 5:
+--   +0 fill id (escaped)   +1 venue   +2 inst_id   +3 trade_id   +4 client order id ('' none)
+--   +5 venue order id ('' none)   +6 side   +7 size   +8 size atoms   +9 price   +10 fee
+--   +11 fee_ccy   +12 liquidity ('' none)   +13 ts_ms   +14 layer   +15 contract value
+--   +16 fee in quote   +17 fee in base atoms
+--   +18 call token (unique per fill of an apply call, identical across its retries)
+-- Returns one reply per fill, in ARGV order:
 --   {'applied', strategy_id, attributed coid, qty_atoms, avg_price, realized_pnl, fees,
 --    fill_count, updated_ms, order applied atoms ('' when no order)}
---   an error reply (and no write) when a quantity leaves the exact range or the ledger
---   misses a fill.
+--   {'duplicate' | 'retried', strategy_id, attributed coid, side, size, price,
+--    qty_atoms, avg_price, realized_pnl, fees, fill_count, updated_ms, order applied atoms}
+--     ('retried': an earlier attempt of this very call applied the fill; position
+--      fields are '' when the position is gone, order applied atoms '' when none)
+--   {'error', message}: nothing of that fill was written (a quantity leaves the exact
+--     range, or the ledger misses a fill).
 
-local fill_id, venue, layer = ARGV[1], ARGV[2], ARGV[15]
-local layers_key = KEYS[13]
-
--- Dedup first: a duplicate needs no attribution and must change nothing but its counter.
--- The same call retried by the client after a lost reply (same call token) is not a new
--- delivery: it is not counted again and the caller learns that its call applied the fill.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local stored = redis.call('HMGET', KEYS[1],
-    'strategy_id', 'attributed_order_id', 'side', 'size', 'price', 'call_token')
-  local status = 'duplicate'
-  if stored[6] == ARGV[26] then
-    status = 'retried'
-  else
-    redis.call('HINCRBY', layers_key, venue .. ':' .. layer .. ':delivered', 1)
-  end
-  return {status, stored[1] or '', stored[2] or '', stored[3] or '', stored[4] or '',
-          stored[5] or ''}
-end
-
--- Attribution, resolved exactly as the caller did.
-local fill_coid, fill_void = ARGV[5], ARGV[6]
-local strategy, coid = nil, ''
-if fill_coid ~= '' then
-  strategy = redis.call('HGET', KEYS[2], 'strategy_id')
-  if strategy then coid = fill_coid end
-end
-if not strategy and fill_void ~= '' then
-  local indexed = redis.call('GET', KEYS[3])
-  if (indexed or '') ~= ARGV[18] then return {'stale'} end
-  if indexed then
-    strategy = redis.call('HGET', KEYS[4], 'strategy_id')
-    if strategy then coid = indexed end
-  end
-end
-if not strategy then
-  strategy = ARGV[25]
-  coid = fill_coid
-end
-if strategy ~= ARGV[16] or coid ~= ARGV[17] then return {'stale'} end
-
+local prefix, applied_ms, max_atoms, unattributed = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local positions_key, audit_key, layers_key = KEYS[1], KEYS[2], KEYS[3]
+local STRIDE, FIRST = 19, 5
 local ATOMS_PER_UNIT = 100000000
-local max_atoms = tonumber(ARGV[24])
+local POSITION_FIELDS = {'qty_atoms', 'avg_price', 'realized_pnl', 'fees', 'fill_count',
+                         'updated_ms'}
+
+local function esc(s)
+  if not string.find(s, '[%%:]') then return s end
+  return (string.gsub(string.gsub(s, '%%', '%%25'), ':', '%%3A'))
+end
 
 local function fmt(x) return string.format('%.17g', x) end
 
@@ -147,83 +126,155 @@ local function fold(st, d)
           updated = d.ts}
 end
 
-local sign = 1
-if ARGV[7] == 'sell' then sign = -1 end
-local detail_text = table.concat(
-  {fmt(sign), ARGV[9], ARGV[10], ARGV[19], ARGV[20], ARGV[21], ARGV[14]}, ' ')
-local this_detail = parse_detail(detail_text)
-
--- Fold from the state before the new fill's canonical rank. The ZADD is the only write
--- before the checks below, and every failing check undoes it.
-local pos_fills, ledger, after = KEYS[8], KEYS[9], KEYS[10]
-redis.call('ZADD', pos_fills, ARGV[14], fill_id)
-local rank = redis.call('ZRANK', pos_fills, fill_id)
-local st = {qty = 0, avg = 0, rpnl = 0, fees = 0, count = 0, updated = 0}
-if rank > 0 then
-  local pred = redis.call('ZRANGE', pos_fills, rank - 1, rank - 1)[1]
-  local pred_state = redis.call('HGET', after, pred)
-  if not pred_state then
-    redis.call('ZREM', pos_fills, fill_id)
-    return redis.error_reply('apply_fill: no state after fill ' .. pred .. ' in ' .. after)
-  end
-  st = parse_state(pred_state)
+local function position_id(strategy, venue, inst_id)
+  return esc(strategy) .. ':' .. esc(venue) .. ':' .. esc(inst_id)
 end
-local members = redis.call('ZRANGE', pos_fills, rank, -1)
-local after_updates = {}
-for _, member in ipairs(members) do
-  local d
-  if member == fill_id then
-    d = this_detail
-  else
-    local text = redis.call('HGET', ledger, member)
-    if not text then
-      redis.call('ZREM', pos_fills, fill_id)
-      return redis.error_reply('apply_fill: ledger ' .. ledger .. ' misses fill ' .. member)
+
+local function strategy_of(coid)
+  return redis.call('HGET', prefix .. 'order:' .. esc(coid), 'strategy_id')
+end
+
+-- The current state a duplicate answers with: its position and its order's applied size.
+local function duplicate_reply(status, stored, venue, inst_id)
+  local strategy, coid = stored[1] or '', stored[2] or ''
+  local reply = {status, strategy, coid, stored[3] or '', stored[4] or '', stored[5] or ''}
+  local pos = redis.call('HMGET', prefix .. 'pos:' .. position_id(strategy, venue, inst_id),
+    unpack(POSITION_FIELDS))
+  for i = 1, #POSITION_FIELDS do reply[#reply + 1] = pos[i] or '' end
+  local applied = false
+  if coid ~= '' then applied = redis.call('GET', prefix .. 'order_applied:' .. esc(coid)) end
+  reply[#reply + 1] = applied or ''
+  return reply
+end
+
+local function apply_one(base)
+  local fill_id, venue, inst_id = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local fill_coid, fill_void = ARGV[base + 4], ARGV[base + 5]
+  local ts_ms, layer, call_token = ARGV[base + 13], ARGV[base + 14], ARGV[base + 18]
+  local fill_key = prefix .. 'fill:' .. fill_id
+  local venue_layer = venue .. ':' .. layer
+
+  -- Dedup first: a duplicate must change nothing but its counter. The same call retried
+  -- by the client after a lost reply (same call token) is not a new delivery: it is not
+  -- counted again and the caller learns that its call applied the fill.
+  local stored = redis.call('HMGET', fill_key,
+    'strategy_id', 'attributed_order_id', 'side', 'size', 'price', 'call_token')
+  if stored[1] then
+    if stored[6] == call_token then return duplicate_reply('retried', stored, venue, inst_id) end
+    redis.call('HINCRBY', layers_key, venue_layer .. ':delivered', 1)
+    return duplicate_reply('duplicate', stored, venue, inst_id)
+  end
+
+  local strategy, coid = false, ''
+  if fill_coid ~= '' then
+    strategy = strategy_of(fill_coid)
+    if strategy then coid = fill_coid end
+  end
+  if not strategy and fill_void ~= '' then
+    local indexed = redis.call('GET', prefix .. 'venue_order:' .. esc(venue) .. ':' .. esc(fill_void))
+    if indexed then
+      strategy = strategy_of(indexed)
+      if strategy then coid = indexed end
     end
-    d = parse_detail(text)
   end
-  st = fold(st, d)
-  if math.abs(st.qty) > max_atoms then
-    redis.call('ZREM', pos_fills, fill_id)
-    return redis.error_reply('apply_fill: position quantity of ' .. KEYS[7]
-      .. ' would leave the exact range (|atoms| <= ' .. ARGV[24] .. ') at fill ' .. member)
+  if not strategy then
+    strategy = unattributed
+    coid = fill_coid
   end
-  after_updates[#after_updates + 1] = member
-  after_updates[#after_updates + 1] = format_state(st)
+
+  local pid = position_id(strategy, venue, inst_id)
+  local pos_fills = prefix .. 'pos_fills:' .. pid
+  local ledger = prefix .. 'pos_ledger:' .. pid
+  local after = prefix .. 'pos_after:' .. pid
+
+  local sign = 1
+  if ARGV[base + 6] == 'sell' then sign = -1 end
+  local detail_text = table.concat({fmt(sign), ARGV[base + 8], ARGV[base + 9], ARGV[base + 15],
+    ARGV[base + 16], ARGV[base + 17], ts_ms}, ' ')
+  local this_detail = parse_detail(detail_text)
+
+  -- Fold from the state before the new fill's canonical rank. The ZADD is the only write
+  -- before the checks below, and every failing check undoes it.
+  redis.call('ZADD', pos_fills, ts_ms, fill_id)
+  local rank = redis.call('ZRANK', pos_fills, fill_id)
+  local st = {qty = 0, avg = 0, rpnl = 0, fees = 0, count = 0, updated = 0}
+  local members
+  if rank > 0 then
+    -- One call for the predecessor and every later fill.
+    members = redis.call('ZRANGE', pos_fills, rank - 1, -1)
+    local pred = table.remove(members, 1)
+    local pred_state = redis.call('HGET', after, pred)
+    if not pred_state then
+      redis.call('ZREM', pos_fills, fill_id)
+      return {'error', 'apply_fill: no state after fill ' .. pred .. ' in ' .. after}
+    end
+    st = parse_state(pred_state)
+  else
+    members = redis.call('ZRANGE', pos_fills, 0, -1)
+  end
+  local after_updates = {}
+  for _, member in ipairs(members) do
+    local d
+    if member == fill_id then
+      d = this_detail
+    else
+      local text = redis.call('HGET', ledger, member)
+      if not text then
+        redis.call('ZREM', pos_fills, fill_id)
+        return {'error', 'apply_fill: ledger ' .. ledger .. ' misses fill ' .. member}
+      end
+      d = parse_detail(text)
+    end
+    st = fold(st, d)
+    if math.abs(st.qty) > max_atoms then
+      redis.call('ZREM', pos_fills, fill_id)
+      return {'error', 'apply_fill: position quantity of ' .. prefix .. 'pos:' .. pid
+        .. ' would leave the exact range (|atoms| <= ' .. ARGV[3] .. ') at fill ' .. member}
+    end
+    after_updates[#after_updates + 1] = member
+    after_updates[#after_updates + 1] = format_state(st)
+  end
+
+  -- Writes.
+  redis.call('HSET', ledger, fill_id, detail_text)
+  local chunk = 400  -- field/value pairs per HSET: stays far below Lua's unpack limit
+  for i = 1, #after_updates, 2 * chunk do
+    local last = math.min(i + 2 * chunk - 1, #after_updates)
+    redis.call('HSET', after, unpack(after_updates, i, last))
+  end
+  local qty, avg, rpnl, fees, count, updated =
+    fmt(st.qty), fmt(st.avg), fmt(st.rpnl), fmt(st.fees), fmt(st.count), fmt(st.updated)
+  redis.call('HSET', prefix .. 'pos:' .. pid,
+    'strategy_id', strategy, 'venue', venue, 'inst_id', inst_id,
+    'qty_atoms', qty, 'avg_price', avg, 'realized_pnl', rpnl,
+    'fees', fees, 'fill_count', count, 'updated_ms', updated,
+    'contract_value', ARGV[base + 15])
+  redis.call('SADD', positions_key, pid)
+
+  local fill_fields = {
+    'fill_id', fill_id, 'venue', venue, 'inst_id', inst_id, 'trade_id', ARGV[base + 3],
+    'client_order_id', fill_coid, 'venue_order_id', fill_void, 'side', ARGV[base + 6],
+    'price', ARGV[base + 9], 'size', ARGV[base + 7], 'fee', ARGV[base + 10],
+    'fee_ccy', ARGV[base + 11], 'liquidity', ARGV[base + 12], 'ts_ms', ts_ms, 'layer', layer,
+    'strategy_id', strategy, 'attributed_order_id', coid, 'applied_ms', applied_ms}
+  redis.call('HSET', fill_key, 'call_token', call_token, unpack(fill_fields))
+
+  local applied_atoms = ''
+  if coid ~= '' then
+    local ecoid = esc(coid)
+    applied_atoms = fmt(redis.call('INCRBY', prefix .. 'order_applied:' .. ecoid, ARGV[base + 8]))
+    redis.call('ZADD', prefix .. 'order_fills:' .. ecoid, ts_ms, fill_id)
+  end
+
+  redis.call('XADD', audit_key, '*', unpack(fill_fields))
+  redis.call('HINCRBY', layers_key, venue_layer .. ':delivered', 1)
+  redis.call('HINCRBY', layers_key, venue_layer .. ':applied', 1)
+
+  return {'applied', strategy, coid, qty, avg, rpnl, fees, count, updated, applied_atoms}
 end
 
--- Writes.
-redis.call('HSET', ledger, fill_id, detail_text)
-local chunk = 400  -- field/value pairs per HSET: stays far below Lua's unpack limit
-for i = 1, #after_updates, 2 * chunk do
-  local last = math.min(i + 2 * chunk - 1, #after_updates)
-  redis.call('HSET', after, unpack(after_updates, i, last))
+local replies = {}
+for base = FIRST, #ARGV, STRIDE do
+  replies[#replies + 1] = apply_one(base)
 end
-redis.call('HSET', KEYS[7],
-  'strategy_id', strategy, 'venue', venue, 'inst_id', ARGV[3],
-  'qty_atoms', fmt(st.qty), 'avg_price', fmt(st.avg), 'realized_pnl', fmt(st.rpnl),
-  'fees', fmt(st.fees), 'fill_count', fmt(st.count), 'updated_ms', fmt(st.updated),
-  'contract_value', ARGV[19])
-redis.call('SADD', KEYS[11], ARGV[23])
-
-local fill_fields = {
-  'fill_id', fill_id, 'venue', venue, 'inst_id', ARGV[3], 'trade_id', ARGV[4],
-  'client_order_id', fill_coid, 'venue_order_id', fill_void, 'side', ARGV[7],
-  'price', ARGV[10], 'size', ARGV[8], 'fee', ARGV[11], 'fee_ccy', ARGV[12],
-  'liquidity', ARGV[13], 'ts_ms', ARGV[14], 'layer', layer,
-  'strategy_id', strategy, 'attributed_order_id', coid, 'applied_ms', ARGV[22]}
-redis.call('HSET', KEYS[1], 'call_token', ARGV[26], unpack(fill_fields))
-
-local applied_atoms = ''
-if coid ~= '' then
-  redis.call('INCRBY', KEYS[5], ARGV[9])
-  applied_atoms = redis.call('GET', KEYS[5])
-  redis.call('ZADD', KEYS[6], ARGV[14], fill_id)
-end
-
-redis.call('XADD', KEYS[12], '*', unpack(fill_fields))
-redis.call('HINCRBY', layers_key, venue .. ':' .. layer .. ':delivered', 1)
-redis.call('HINCRBY', layers_key, venue .. ':' .. layer .. ':applied', 1)
-
-return {'applied', strategy, coid, fmt(st.qty), fmt(st.avg), fmt(st.rpnl), fmt(st.fees),
-        fmt(st.count), fmt(st.updated), applied_atoms}
+return replies

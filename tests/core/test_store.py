@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from decimal import Decimal
@@ -11,6 +12,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from tradetree.core import store as store_module
 from tradetree.core.clock import ManualClock
 from tradetree.core.errors import InvalidOrderTransition, StoreError, StoreUnavailable
 from tradetree.core.store import MAX_EXACT_ATOMS, UNATTRIBUTED_STRATEGY, RedisStore, redact_url
@@ -356,20 +358,21 @@ async def test_a_duplicate_with_different_content_is_logged_and_ignored(store, c
     assert "differs from the applied record" in caplog.text
 
 
-async def test_attribution_is_resolved_again_when_the_order_appears_meanwhile(store, monkeypatch):
-    real_resolve = store._resolve_attribution
+async def test_attribution_is_resolved_inside_the_script_call(store, monkeypatch):
+    # The order lands after the client built its call and before the script runs: the
+    # script, not an earlier client read, decides the attribution.
+    real_script = store._apply_fill
     calls = []
 
-    async def resolve_then_record(fill):
-        answer = await real_resolve(fill)
-        if not calls:  # the order lands between our read and the script
+    async def record_then_apply(keys, args):
+        if not calls:
             await store.record_order(make_order(size="1"))
-        calls.append(answer)
-        return answer
+        calls.append(args)
+        return await real_script(keys=keys, args=args)
 
-    monkeypatch.setattr(store, "_resolve_attribution", resolve_then_record)
+    monkeypatch.setattr(store, "_apply_fill", record_then_apply)
     result = await store.apply_fill(make_fill("1", Side.BUY, "1", "100", 10), SPOT)
-    assert [c[0] for c in calls] == [UNATTRIBUTED_STRATEGY, "alpha"]
+    assert len(calls) == 1  # one round trip, no resolve-and-retry
     assert result.strategy_id == "alpha"
     assert (await store.position(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")).fill_count == 0
     assert (await store.fill_layer_counts())["ws"] == {"delivered": 1, "applied": 1}
@@ -400,6 +403,97 @@ async def test_a_retried_call_is_neither_a_duplicate_nor_a_new_delivery(store, m
     again = await store.apply_fill(make_fill("1", Side.BUY, "1", "100", 10), SPOT)
     assert not again.applied
     assert (await store.fill_layer_counts())["ws"] == {"delivered": 2, "applied": 1}
+
+
+# -- pages of fills (the poller's path) ------------------------------------------------
+
+
+class _CountingScript:
+    def __init__(self, script) -> None:
+        self._script = script
+        self.pages: list[int] = []
+
+    async def __call__(self, keys, args):
+        self.pages.append((len(args) - 4) // 19)
+        return await self._script(keys=keys, args=args)
+
+
+async def test_a_page_answers_each_fill_in_input_order_in_one_call(store, client, namespace, monkeypatch):
+    await store.record_order(make_order(size="4"))
+    counting = _CountingScript(store._apply_fill)
+    monkeypatch.setattr(store, "_apply_fill", counting)
+    page = [  # newest first, as venues page their fill history
+        make_fill("3", Side.SELL, "1", "130", 30),
+        make_fill("2", Side.BUY, "3", "120", 20, fee=D("0.1"), fee_ccy="OKB"),  # refused
+        make_fill("1", Side.BUY, "1", "100", 10, inst=SWAP),  # not of its instrument
+        make_fill("1", Side.BUY, "2", "100", 10),
+        make_fill("3", Side.SELL, "1", "130", 30, layer=FillLayer.POLL),  # a duplicate in the page
+    ]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert counting.pages == [3]
+    assert isinstance(results[1], StoreError) and "fee currency 'OKB'" in str(results[1])
+    assert isinstance(results[2], ValueError) and "not of instrument" in str(results[2])
+    first, last, dup = results[3], results[0], results[4]
+    assert first.applied and first.position.qty == D(2) and first.order_applied_size == D(2)
+    assert last.applied and last.position.qty == D(1) and last.order_applied_size == D(3)
+    assert last.position.realized_pnl == D(30)
+    assert not dup.applied and dup.position == last.position and dup.order_applied_size == D(3)
+    # The same end state as applying them one by one.
+    other = RedisStore(client, namespace + "-one")
+    try:
+        await other.record_order(make_order(size="4"))
+        for f in page:
+            with contextlib.suppress(StoreError, ValueError):
+                await other.apply_fill(f, SPOT)
+        assert await other.positions() == await store.positions()
+        assert await other.fill_layer_counts() == await store.fill_layer_counts()
+    finally:
+        await other.reset_namespace()
+    assert (await store.fill_layer_counts())["poll"] == {"delivered": 1, "applied": 0}
+    assert await store.apply_fills([]) == [] and counting.pages == [3]
+
+
+async def test_a_long_page_is_sliced_into_calls_without_changing_the_answers(store, monkeypatch):
+    monkeypatch.setattr(store_module, "_FILLS_PER_CALL", 2)
+    counting = _CountingScript(store._apply_fill)
+    monkeypatch.setattr(store, "_apply_fill", counting)
+    page = [make_fill(str(i), Side.BUY, "1", "100", i) for i in range(5)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert counting.pages == [2, 2, 1]
+    assert [r.position.fill_count for r in results] == [1, 2, 3, 4, 5]
+    assert [r.order_applied_size for r in results] == [D(i) for i in range(1, 6)]
+
+
+async def test_a_refused_fill_in_a_page_writes_nothing_and_spares_the_others(store, client):
+    big = str(D(MAX_EXACT_ATOMS // 2 + 1) / 100_000_000)
+    page = [make_fill("1", Side.BUY, big, "1", 10), make_fill("2", Side.BUY, big, "1", 20),
+            make_fill("3", Side.SELL, big, "1", 30)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert isinstance(results[1], StoreError) and "exact range" in str(results[1])
+    assert results[0].applied and results[2].applied and results[2].position.qty == 0
+    assert await client.exists(store.keys.fill(store.keys.fill_id("okx", "BTC-USDT", "2"))) == 0
+
+
+async def test_keys_built_inside_the_script_match_the_key_module(store, client):
+    # Ids with ':' and '%' must land in the keys core.redis_keys names (escaped alike).
+    inst = SPOT.model_copy(update={"venue": "ok:x%"})
+    order = make_order("c:1%", "strat:a%", inst=inst)
+    await store.record_order(order)
+    await store.update_order(order.transition(OrderState.LIVE, now_ms=2_000, venue_order_id="V:9%"))
+    by_index = make_fill("t:1%", Side.BUY, "1", "100", 10, coid=None, inst=inst, venue_order_id="V:9%")
+    result = (await store.apply_fills([(by_index, inst)]))[0]
+    assert result.strategy_id == "strat:a%" and result.order_applied_size == D(1)
+    keys = store.keys
+    position_id = keys.position_id("strat:a%", "ok:x%", "BTC-USDT")
+    fill_id = keys.fill_id("ok:x%", "BTC-USDT", "t:1%")
+    assert await client.smembers(keys.positions) == {position_id.encode()}
+    for key in (keys.position(position_id), keys.position_fills(position_id),
+                keys.position_ledger(position_id), keys.position_after(position_id),
+                keys.order_applied("c:1%"), keys.order_fills("c:1%"), keys.fill(fill_id)):
+        assert await client.exists(key) == 1, key
+    again = await store.apply_fill(by_index, inst)
+    assert not again.applied and again.position == result.position
+    assert again.order_applied_size == D(1)
 
 
 async def test_the_audit_stream_holds_each_trade_once_with_its_layer_and_apply_time(
