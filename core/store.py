@@ -27,6 +27,8 @@ error raises ``StoreError``. Nothing secret is ever written.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -272,6 +274,8 @@ class RedisStore:
         self._clock: Clock = clock or WallClock()
         self._owns_client = False
         self._apply_fill = client.register_script(_APPLY_FILL_LUA)
+        self._token_prefix = uuid.uuid4().hex[:16] + ":"
+        self._calls = itertools.count()
         self._record_order = client.register_script(_RECORD_ORDER_LUA)
         self._update_order = client.register_script(_UPDATE_ORDER_LUA)
 
@@ -402,7 +406,8 @@ class RedisStore:
         """
         results: list[FillResult | StoreError | ValueError | None] = [None] * len(fills)
         pending: list[tuple[tuple[int, str], int, list[str]]] = []
-        call_token = uuid.uuid4().hex
+        # Unique per call (store instance + counter), identical across redis-py's retries.
+        call_token = f"{self._token_prefix}{next(self._calls)}"
         for i, (fill, instrument) in enumerate(fills):
             try:
                 fill_id, args = self._fill_args(fill, instrument, f"{call_token}:{i}")
@@ -416,22 +421,24 @@ class RedisStore:
         head = [keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
         for start in range(0, len(pending), _FILLS_PER_CALL):
             page = pending[start:start + _FILLS_PER_CALL]
-            args = list(head)
-            for _, _, fill_args in page:
-                args.extend(fill_args)
+            args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
             what = (
                 f"applying fill {fills[page[0][1]][0].key}"
                 if len(page) == 1
                 else f"applying {len(page)} fills"
             )
             with _translate(what):
-                replies = await self._apply_fill(keys=script_keys, args=args)
-            for (_, i, _), raw in zip(page, replies, strict=True):
-                results[i] = self._fill_result(fills[i][0], [_text(x) for x in raw])
+                raw = await self._apply_fill(keys=script_keys, args=args)
+            try:
+                replies = json.loads(raw)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"apply_fill script returned {raw!r}") from exc
+            for (_, i, _), reply in zip(page, replies, strict=True):
+                results[i] = self._fill_result(fills[i][0], reply)
         return [r for r in results if r is not None]
 
     def _fill_args(self, fill: Fill, instrument: Instrument, call_token: str) -> tuple[str, list[str]]:
-        """(fill id, the script's 19 values for ``fill``); raises what ``apply_fill`` documents."""
+        """(fill id, the script's 19 strings for ``fill``); raises what ``apply_fill`` documents."""
         if fill.venue != instrument.venue or fill.inst_id != instrument.inst_id:
             raise ValueError(
                 f"fill {fill.key} is not of instrument {instrument.venue}:{instrument.inst_id}"

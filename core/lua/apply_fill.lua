@@ -43,13 +43,15 @@
 -- KEYS   1 positions index   2 audit stream   3 fill layer counters
 -- ARGV   1 key prefix ('{namespace}:')   2 applied_ms   3 max |atoms|
 --        4 strategy id of unattributed fills
---        then 19 values per fill, from 5:
---   +0 fill id (escaped)   +1 venue   +2 inst_id   +3 trade_id   +4 client order id ('' none)
---   +5 venue order id ('' none)   +6 side   +7 size   +8 size atoms   +9 price   +10 fee
---   +11 fee_ccy   +12 liquidity ('' none)   +13 ts_ms   +14 layer   +15 contract value
---   +16 fee in quote   +17 fee in base atoms
---   +18 call token (unique per fill of an apply call, identical across its retries)
--- Returns one reply per fill, in ARGV order:
+--        5 the page: a JSON array with one array of 19 strings per fill (one argument, and
+--          a JSON reply, because redis-py packs and parses each element in Python: that
+--          cost more than the script itself)
+--   1 fill id (escaped)   2 venue   3 inst_id   4 trade_id   5 client order id ('' none)
+--   6 venue order id ('' none)   7 side   8 size   9 size atoms   10 price   11 fee
+--   12 fee_ccy   13 liquidity ('' none)   14 ts_ms   15 layer   16 contract value
+--   17 fee in quote   18 fee in base atoms
+--   19 call token (unique per fill of an apply call, identical across its retries)
+-- Returns a JSON array with one reply per fill, in page order:
 --   {'applied', strategy_id, attributed coid, qty_atoms, avg_price, realized_pnl, fees,
 --    fill_count, updated_ms, order applied atoms ('' when no order)}
 --   {'duplicate' | 'retried', strategy_id, attributed coid, side, size, price,
@@ -61,7 +63,6 @@
 
 local prefix, applied_ms, max_atoms, unattributed = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local positions_key, audit_key, layers_key = KEYS[1], KEYS[2], KEYS[3]
-local STRIDE, FIRST = 19, 5
 local ATOMS_PER_UNIT = 100000000
 local POSITION_FIELDS = {'qty_atoms', 'avg_price', 'realized_pnl', 'fees', 'fill_count',
                          'updated_ms'}
@@ -130,27 +131,66 @@ local function position_id(strategy, venue, inst_id)
   return esc(strategy) .. ':' .. esc(venue) .. ':' .. esc(inst_id)
 end
 
+-- Page-level state. Orders and the index cannot change while the script runs, so their
+-- lookups are cached for the page. A position touched by the page keeps its state here
+-- and is written once at the end (flush), as are the layer counters and the positions
+-- index; its tail (the ts and state after its last fill) lets a later fill of the page
+-- with a strictly greater ts skip the rank lookup: it is last in canonical order.
+local order_strategy, index_coid = {}, {}
+local pending, pending_ids = {}, {}
+local counters, counter_fields = {}, {}
+
 local function strategy_of(coid)
-  return redis.call('HGET', prefix .. 'order:' .. esc(coid), 'strategy_id')
+  local s = order_strategy[coid]
+  if s == nil then
+    s = redis.call('HGET', prefix .. 'order:' .. esc(coid), 'strategy_id')
+    order_strategy[coid] = s
+  end
+  return s
+end
+
+local function indexed_order(venue, void)
+  local key = esc(venue) .. ':' .. esc(void)
+  local c = index_coid[key]
+  if c == nil then
+    c = redis.call('GET', prefix .. 'venue_order:' .. key)
+    index_coid[key] = c
+  end
+  return c
+end
+
+local function count(field)
+  if not counters[field] then
+    counters[field] = 0
+    counter_fields[#counter_fields + 1] = field
+  end
+  counters[field] = counters[field] + 1
 end
 
 -- The current state a duplicate answers with: its position and its order's applied size.
 local function duplicate_reply(status, stored, venue, inst_id)
   local strategy, coid = stored[1] or '', stored[2] or ''
   local reply = {status, strategy, coid, stored[3] or '', stored[4] or '', stored[5] or ''}
-  local pos = redis.call('HMGET', prefix .. 'pos:' .. position_id(strategy, venue, inst_id),
-    unpack(POSITION_FIELDS))
-  for i = 1, #POSITION_FIELDS do reply[#reply + 1] = pos[i] or '' end
+  local pid = position_id(strategy, venue, inst_id)
+  local p = pending[pid]
+  if p then
+    local st = p.state
+    reply[7], reply[8], reply[9], reply[10], reply[11], reply[12] =
+      fmt(st.qty), fmt(st.avg), fmt(st.rpnl), fmt(st.fees), fmt(st.count), fmt(st.updated)
+  else
+    local pos = redis.call('HMGET', prefix .. 'pos:' .. pid, unpack(POSITION_FIELDS))
+    for i = 1, #POSITION_FIELDS do reply[#reply + 1] = pos[i] or '' end
+  end
   local applied = false
   if coid ~= '' then applied = redis.call('GET', prefix .. 'order_applied:' .. esc(coid)) end
-  reply[#reply + 1] = applied or ''
+  reply[13] = applied or ''
   return reply
 end
 
-local function apply_one(base)
-  local fill_id, venue, inst_id = ARGV[base], ARGV[base + 1], ARGV[base + 2]
-  local fill_coid, fill_void = ARGV[base + 4], ARGV[base + 5]
-  local ts_ms, layer, call_token = ARGV[base + 13], ARGV[base + 14], ARGV[base + 18]
+local function apply_one(f)
+  local fill_id, venue, inst_id = f[1], f[2], f[3]
+  local fill_coid, fill_void = f[5], f[6]
+  local ts_ms, layer, call_token = f[14], f[15], f[19]
   local fill_key = prefix .. 'fill:' .. fill_id
   local venue_layer = venue .. ':' .. layer
 
@@ -161,7 +201,7 @@ local function apply_one(base)
     'strategy_id', 'attributed_order_id', 'side', 'size', 'price', 'call_token')
   if stored[1] then
     if stored[6] == call_token then return duplicate_reply('retried', stored, venue, inst_id) end
-    redis.call('HINCRBY', layers_key, venue_layer .. ':delivered', 1)
+    count(venue_layer .. ':delivered')
     return duplicate_reply('duplicate', stored, venue, inst_id)
   end
 
@@ -171,7 +211,7 @@ local function apply_one(base)
     if strategy then coid = fill_coid end
   end
   if not strategy and fill_void ~= '' then
-    local indexed = redis.call('GET', prefix .. 'venue_order:' .. esc(venue) .. ':' .. esc(fill_void))
+    local indexed = indexed_order(venue, fill_void)
     if indexed then
       strategy = strategy_of(indexed)
       if strategy then coid = indexed end
@@ -188,31 +228,36 @@ local function apply_one(base)
   local after = prefix .. 'pos_after:' .. pid
 
   local sign = 1
-  if ARGV[base + 6] == 'sell' then sign = -1 end
-  local detail_text = table.concat({fmt(sign), ARGV[base + 8], ARGV[base + 9], ARGV[base + 15],
-    ARGV[base + 16], ARGV[base + 17], ts_ms}, ' ')
+  if f[7] == 'sell' then sign = -1 end
+  local detail_text = table.concat({fmt(sign), f[9], f[10], f[16], f[17], f[18], ts_ms}, ' ')
   local this_detail = parse_detail(detail_text)
 
   -- Fold from the state before the new fill's canonical rank. The ZADD is the only write
   -- before the checks below, and every failing check undoes it.
   redis.call('ZADD', pos_fills, ts_ms, fill_id)
-  local rank = redis.call('ZRANK', pos_fills, fill_id)
   local st = {qty = 0, avg = 0, rpnl = 0, fees = 0, count = 0, updated = 0}
   local members
-  if rank > 0 then
-    -- One call for the predecessor and every later fill.
-    members = redis.call('ZRANGE', pos_fills, rank - 1, -1)
-    local pred = table.remove(members, 1)
-    local pred_state = redis.call('HGET', after, pred)
-    if not pred_state then
-      redis.call('ZREM', pos_fills, fill_id)
-      return {'error', 'apply_fill: no state after fill ' .. pred .. ' in ' .. after}
-    end
-    st = parse_state(pred_state)
+  local tail = pending[pid]
+  if tail and this_detail.ts > tail.last_ts then
+    st, members = tail.state, {fill_id}
   else
-    members = redis.call('ZRANGE', pos_fills, 0, -1)
+    local rank = redis.call('ZRANK', pos_fills, fill_id)
+    if rank > 0 then
+      -- One call for the predecessor and every later fill.
+      members = redis.call('ZRANGE', pos_fills, rank - 1, -1)
+      local pred = table.remove(members, 1)
+      local pred_state = redis.call('HGET', after, pred)
+      if not pred_state then
+        redis.call('ZREM', pos_fills, fill_id)
+        return {'error', 'apply_fill: no state after fill ' .. pred .. ' in ' .. after}
+      end
+      st = parse_state(pred_state)
+    else
+      members = redis.call('ZRANGE', pos_fills, 0, -1)
+    end
   end
   local after_updates = {}
+  local last_ts
   for _, member in ipairs(members) do
     local d
     if member == fill_id then
@@ -226,6 +271,7 @@ local function apply_one(base)
       d = parse_detail(text)
     end
     st = fold(st, d)
+    last_ts = d.ts
     if math.abs(st.qty) > max_atoms then
       redis.call('ZREM', pos_fills, fill_id)
       return {'error', 'apply_fill: position quantity of ' .. prefix .. 'pos:' .. pid
@@ -242,39 +288,49 @@ local function apply_one(base)
     local last = math.min(i + 2 * chunk - 1, #after_updates)
     redis.call('HSET', after, unpack(after_updates, i, last))
   end
-  local qty, avg, rpnl, fees, count, updated =
-    fmt(st.qty), fmt(st.avg), fmt(st.rpnl), fmt(st.fees), fmt(st.count), fmt(st.updated)
-  redis.call('HSET', prefix .. 'pos:' .. pid,
-    'strategy_id', strategy, 'venue', venue, 'inst_id', inst_id,
-    'qty_atoms', qty, 'avg_price', avg, 'realized_pnl', rpnl,
-    'fees', fees, 'fill_count', count, 'updated_ms', updated,
-    'contract_value', ARGV[base + 15])
-  redis.call('SADD', positions_key, pid)
+  if not pending[pid] then pending_ids[#pending_ids + 1] = pid end
+  pending[pid] = {strategy = strategy, venue = venue, inst_id = inst_id, cv = f[16], state = st,
+                  last_ts = last_ts}
 
   local fill_fields = {
-    'fill_id', fill_id, 'venue', venue, 'inst_id', inst_id, 'trade_id', ARGV[base + 3],
-    'client_order_id', fill_coid, 'venue_order_id', fill_void, 'side', ARGV[base + 6],
-    'price', ARGV[base + 9], 'size', ARGV[base + 7], 'fee', ARGV[base + 10],
-    'fee_ccy', ARGV[base + 11], 'liquidity', ARGV[base + 12], 'ts_ms', ts_ms, 'layer', layer,
+    'fill_id', fill_id, 'venue', venue, 'inst_id', inst_id, 'trade_id', f[4],
+    'client_order_id', fill_coid, 'venue_order_id', fill_void, 'side', f[7],
+    'price', f[10], 'size', f[8], 'fee', f[11],
+    'fee_ccy', f[12], 'liquidity', f[13], 'ts_ms', ts_ms, 'layer', layer,
     'strategy_id', strategy, 'attributed_order_id', coid, 'applied_ms', applied_ms}
   redis.call('HSET', fill_key, 'call_token', call_token, unpack(fill_fields))
 
   local applied_atoms = ''
   if coid ~= '' then
     local ecoid = esc(coid)
-    applied_atoms = fmt(redis.call('INCRBY', prefix .. 'order_applied:' .. ecoid, ARGV[base + 8]))
+    applied_atoms = fmt(redis.call('INCRBY', prefix .. 'order_applied:' .. ecoid, f[9]))
     redis.call('ZADD', prefix .. 'order_fills:' .. ecoid, ts_ms, fill_id)
   end
 
   redis.call('XADD', audit_key, '*', unpack(fill_fields))
-  redis.call('HINCRBY', layers_key, venue_layer .. ':delivered', 1)
-  redis.call('HINCRBY', layers_key, venue_layer .. ':applied', 1)
+  count(venue_layer .. ':delivered')
+  count(venue_layer .. ':applied')
 
-  return {'applied', strategy, coid, qty, avg, rpnl, fees, count, updated, applied_atoms}
+  return {'applied', strategy, coid, fmt(st.qty), fmt(st.avg), fmt(st.rpnl), fmt(st.fees),
+          fmt(st.count), fmt(st.updated), applied_atoms}
 end
 
 local replies = {}
-for base = FIRST, #ARGV, STRIDE do
-  replies[#replies + 1] = apply_one(base)
+for i, f in ipairs(cjson.decode(ARGV[5])) do
+  replies[i] = apply_one(f)
 end
-return replies
+
+-- Flush: each touched position once, with its state after the page.
+for _, pid in ipairs(pending_ids) do
+  local p, st = pending[pid], pending[pid].state
+  redis.call('HSET', prefix .. 'pos:' .. pid,
+    'strategy_id', p.strategy, 'venue', p.venue, 'inst_id', p.inst_id,
+    'qty_atoms', fmt(st.qty), 'avg_price', fmt(st.avg), 'realized_pnl', fmt(st.rpnl),
+    'fees', fmt(st.fees), 'fill_count', fmt(st.count), 'updated_ms', fmt(st.updated),
+    'contract_value', p.cv)
+end
+if #pending_ids > 0 then redis.call('SADD', positions_key, unpack(pending_ids)) end
+for _, field in ipairs(counter_fields) do
+  redis.call('HINCRBY', layers_key, field, counters[field])
+end
+return cjson.encode(replies)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from decimal import Decimal
@@ -414,7 +415,7 @@ class _CountingScript:
         self.pages: list[int] = []
 
     async def __call__(self, keys, args):
-        self.pages.append((len(args) - 4) // 19)
+        self.pages.append(len(json.loads(args[-1])))
         return await self._script(keys=keys, args=args)
 
 
@@ -462,6 +463,19 @@ async def test_a_long_page_is_sliced_into_calls_without_changing_the_answers(sto
     assert counting.pages == [2, 2, 1]
     assert [r.position.fill_count for r in results] == [1, 2, 3, 4, 5]
     assert [r.order_applied_size for r in results] == [D(i) for i in range(1, 6)]
+
+
+async def test_a_page_folds_ties_on_ts_by_fill_id_after_earlier_calls(store):
+    # "9" is already last at ts 3; "1" and "5" of the same ts sort before it, so neither
+    # may take the page's shortcut for fills newer than the position's last one.
+    await store.apply_fill(make_fill("9", Side.BUY, "2", "130", 3), SPOT)
+    page = [make_fill("5", Side.SELL, "1", "110", 3), make_fill("1", Side.BUY, "1", "100", 3)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    p = await store.position(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
+    assert (p.qty, p.avg_price, p.realized_pnl, p.fill_count) == (D(2), D(130), D(10), 3)
+    # Sent as "1" then "5": each answers the state after refolding "9" behind it.
+    assert (results[1].position.qty, results[1].position.avg_price) == (D(3), D(120))
+    assert results[0].position == p
 
 
 async def test_a_refused_fill_in_a_page_writes_nothing_and_spares_the_others(store, client):
