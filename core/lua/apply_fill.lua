@@ -18,7 +18,9 @@
 --
 -- Each fill is checked before anything of it is written; a fill that fails a check
 -- writes nothing and answers {'error', message}; the other fills of the page are
--- applied all the same (as separate apply_fill calls would be).
+-- applied all the same (as separate apply_fill calls would be). The position hashes,
+-- the positions index and the layer counters are written once, after the page (see
+-- flush); a duplicate of the page reads its position from the page's state.
 --
 -- Accounting (per strategy, venue, inst_id), quantities in integer atoms (1e-8 of the
 -- venue unit; exact as long as |qty| <= ARGV[3], checked), money in doubles stored with
