@@ -79,6 +79,10 @@ _CAS_ATTEMPTS = 16
 # Fills per apply script call: a page of the OKX fills endpoint (100) fits in one; a
 # larger backlog is sliced so that one script holds Redis for a few ms at most.
 _FILLS_PER_CALL = 200
+# Tests only, never set in production: when not None, the apply script raises error()
+# after that many fills of a page's phase 1 (apply_fill.lua, ARGV[6]), so that a test
+# can prove that a script failing before its writes leaves Redis unchanged.
+_FAIL_AFTER_FOR_TESTS: int | None = None
 _DELETE_BATCH = 500
 # Day baselines outlive their day so a host whose clock is behind still finds yesterday's.
 PNL_DAY_TTL_SECS = 3 * 86_400
@@ -399,10 +403,15 @@ class RedisStore:
         fill in that order. Pages above ``_FILLS_PER_CALL`` fills take one call
         per slice, so one script never holds Redis for long.
 
+        The script computes a whole slice before it writes any of it, so a slice
+        the script fails (a bug, a key of the wrong type) writes nothing: no fill
+        is left marked applied without its position.
+
         Raises:
             StoreUnavailable: Redis does not answer (any fill of the page may or
                 may not have been applied; delivering them again is safe).
-            StoreError: Redis failed the call as a whole.
+            StoreError: Redis failed the call as a whole (nothing of that slice was
+                written; earlier slices of the page were applied).
         """
         results: list[FillResult | StoreError | ValueError | None] = [None] * len(fills)
         pending: list[tuple[tuple[int, str], int, list[str]]] = []
@@ -422,6 +431,8 @@ class RedisStore:
         for start in range(0, len(pending), _FILLS_PER_CALL):
             page = pending[start:start + _FILLS_PER_CALL]
             args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
+            if _FAIL_AFTER_FOR_TESTS is not None:
+                args.append(str(_FAIL_AFTER_FOR_TESTS))
             what = (
                 f"applying fill {fills[page[0][1]][0].key}"
                 if len(page) == 1

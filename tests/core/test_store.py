@@ -488,6 +488,110 @@ async def test_a_refused_fill_in_a_page_writes_nothing_and_spares_the_others(sto
     assert await client.exists(store.keys.fill(store.keys.fill_id("okx", "BTC-USDT", "2"))) == 0
 
 
+# -- a script that fails writes nothing -------------------------------------------
+# Redis does not roll a script back: writes made before a runtime error stay. A fill
+# marked applied (its fill key set) whose position was never updated would be lost for
+# good, so the script computes the whole page before its first write.
+
+
+async def _snapshot(client, store) -> dict:
+    """Every key of the store's namespace with its type and whole content."""
+    readers = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "set": client.smembers,
+        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+        "stream": client.xrange,
+        "list": lambda k: client.lrange(k, 0, -1),
+    }
+    out = {}
+    async for key in client.scan_iter(match=store.keys.scan_pattern, count=500):
+        kind = await client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        out[key] = (kind, await readers[kind](key))
+    return out
+
+
+async def _state_with_history(store) -> None:
+    """An order with an applied fill: a position, its ledger, counters, the audit."""
+    await store.record_order(make_order(size="10"))
+    await store.record_order(make_order("s1", inst=SWAP, size="10"))
+    await store.apply_fill(make_fill("0", Side.BUY, "1", "100", 5), SPOT)
+
+
+# Sorted canonically the script sees "3" (before "0": refolds it), the duplicate "0",
+# "1", "2" (another position) and "4" (unattributed).
+_FAILING_PAGE = [
+    (make_fill("1", Side.BUY, "2", "110", 10), SPOT),
+    (make_fill("0", Side.BUY, "1", "100", 5, layer=FillLayer.POLL), SPOT),
+    (make_fill("2", Side.SELL, "3", "50", 20, coid="s1", inst=SWAP), SWAP),
+    (make_fill("3", Side.BUY, "1", "90", 1, fee=D("0.001"), fee_ccy="BTC"), SPOT),
+    (make_fill("4", Side.SELL, "1", "120", 30, coid=None), SPOT),
+]
+
+
+@pytest.mark.parametrize("fail_after", [0, 1, 3, len(_FAILING_PAGE)])
+async def test_a_script_error_mid_page_leaves_redis_unchanged(store, client, monkeypatch, fail_after):
+    # The hook raises error() in the script once `fail_after` fills of the page are
+    # computed; at len(page) every fill is computed and only the writes remain.
+    await _state_with_history(store)
+    before = await _snapshot(client, store)
+    counts = await store.fill_layer_counts()
+    monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", fail_after)
+    with pytest.raises(StoreError, match="test hook"):
+        await store.apply_fills(_FAILING_PAGE)
+    assert await _snapshot(client, store) == before
+    keys = store.keys
+    for trade_id, inst in (("1", SPOT), ("2", SWAP), ("3", SPOT), ("4", SPOT)):
+        assert await client.exists(keys.fill(keys.fill_id("okx", inst.inst_id, trade_id))) == 0
+    assert [p.fill_count for p in await store.positions()] == [1]
+    assert len(await store.audit_entries()) == 1
+    assert await store.fill_layer_counts() == counts
+    assert await store.applied_size("c1") == D(1) and await store.applied_size("s1") == 0
+    # Without the hook the same page applies: the hook was the only reason it failed.
+    monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", None)
+    results = await store.apply_fills(_FAILING_PAGE)
+    assert [r.applied for r in results] == [True, False, True, True, True]
+    assert await store.applied_size("c1") == D(4) and await store.applied_size("s1") == D(3)
+    assert len(await store.audit_entries()) == 5
+
+
+@pytest.mark.parametrize("corrupt", ["read", "write-only"])
+async def test_a_key_of_the_wrong_type_fails_the_page_before_any_write(store, client, corrupt):
+    # A bug elsewhere left a string where the script needs a zset. "read": the script
+    # reads it (WRONGTYPE from Redis while folding); "write-only": only a write would
+    # touch it, so phase 1 checks its type. Either way the page fails with Redis
+    # unchanged, the fill sorted before the corrupt one included.
+    await _state_with_history(store)
+    keys = store.keys
+    if corrupt == "read":
+        bad = keys.position_fills(keys.position_id("alpha", "okx", "BTC-USDT-SWAP"))
+    else:
+        bad = keys.order_fills("s1")
+    await client.set(bad, "not a zset")
+    before = await _snapshot(client, store)
+    page = [(make_fill("1", Side.BUY, "1", "100", 10), SPOT),
+            (make_fill("2", Side.BUY, "1", "100", 20, coid="s1", inst=SWAP), SWAP)]
+    with pytest.raises(StoreError):
+        await store.apply_fills(page)
+    assert await _snapshot(client, store) == before
+    assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "1"))) == 0
+    await client.delete(bad)
+    assert all(r.applied for r in await store.apply_fills(page))
+
+
+async def test_a_value_lua_reads_as_infinite_is_refused_alone(store, client):
+    # 1E+400 is a finite Decimal (Python lets it through) but overflows Lua's doubles.
+    page = [(make_fill("1", Side.BUY, "1", "1E+400", 10), SPOT),
+            (make_fill("2", Side.BUY, "1", "100", 20), SPOT)]
+    results = await store.apply_fills(page)
+    assert isinstance(results[0], StoreError) and "cannot hold exactly" in str(results[0])
+    assert results[1].applied and results[1].position.qty == 1
+    assert results[1].position.avg_price == D(100)
+    assert await client.exists(store.keys.fill(store.keys.fill_id("okx", "BTC-USDT", "1"))) == 0
+    assert len(await store.audit_entries()) == 1
+
+
 async def test_keys_built_inside_the_script_match_the_key_module(store, client):
     # Ids with ':' and '%' must land in the keys core.redis_keys names (escaped alike).
     inst = SPOT.model_copy(update={"venue": "ok:x%"})
