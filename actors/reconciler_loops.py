@@ -224,11 +224,14 @@ class PollLoop:
         counts["seen"] += len(planned)
         stored: set[str] = set()
         first_error: TradetreeError | None = None
-        for fill in planned:
-            try:
-                result = await store.apply_fill(fill, instrument)
-            except (StoreError, ValueError) as exc:
-                first_error = first_error or StoreError(f"apply {fill.key}: {exc}")
+        try:
+            # One round trip for the page; each fill still succeeds or fails on its own.
+            results = await store.apply_fills([(fill, instrument) for fill in planned])
+        except StoreError as exc:
+            results = [exc] * len(planned)
+        for fill, result in zip(planned, results, strict=True):
+            if isinstance(result, Exception):
+                first_error = first_error or StoreError(f"apply {fill.key}: {result}")
                 continue
             stored.add(fill.key)
             counts["applied" if result.applied else "duplicate"] += 1

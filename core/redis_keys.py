@@ -66,6 +66,13 @@ class RedisKeys:
         self.namespace = namespace
         self._p = namespace + ":"
 
+    @property
+    def prefix(self) -> str:
+        """``{namespace}:``, the head of every key: ``apply_fill.lua`` builds the names of
+        keys it finds only while it runs (the order an index points to, the position of
+        the strategy it attributes to) from it with the same escaping."""
+        return self._p
+
     # -- scanning -----------------------------------------------------------
 
     @property

@@ -2,7 +2,9 @@
 
 Fills are applied by one Lua script (``core/lua/apply_fill.lua``), atomically
 and at most once per venue trade ``(venue, inst_id, trade_id)``, whichever
-layer (ws, poll, health) delivers it and however often. The same set of fills
+layer (ws, poll, health) delivers it and however often; one script call per
+fill or per page of fills (``apply_fills``), attribution and duplicates
+answered inside it. The same set of fills
 gives the same positions whatever the order of delivery: the script folds each
 position's fills in canonical order (ts_ms, then fill id), re-folding the later
 fills when one arrives out of order.
@@ -25,9 +27,11 @@ error raises ``StoreError``. Nothing secret is ever written.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
@@ -72,11 +76,17 @@ MAX_EXACT_ATOMS = 2**53 - 1
 UNATTRIBUTED_STRATEGY = "_unattributed"
 STRATEGY_STATES = frozenset(s.value for s in StrategyState)
 
-# Attribution or an order snapshot changed between our read and the script's
-# check; each retry re-reads. A retry is caused only by another writer's successful
+# An order snapshot changed between our read and the script's check; each retry re-reads. A retry is caused only by another writer's successful
 # record/update of the same order, and each concurrent updater writes at most once
 # before it sees a newer snapshot, so N concurrent updaters cause < N retries.
 _CAS_ATTEMPTS = 16
+# Fills per apply script call: a page of the OKX fills endpoint (100) fits in one; a
+# larger backlog is sliced so that one script holds Redis for a few ms at most.
+_FILLS_PER_CALL = 200
+# Tests only, never set in production: when not None, the apply script raises error()
+# after that many fills of a page's phase 1 (apply_fill.lua, ARGV[6]), so that a test
+# can prove that a script failing before its writes leaves Redis unchanged.
+_FAIL_AFTER_FOR_TESTS: int | None = None
 _DELETE_BATCH = 500
 # Day baselines outlive their day so a host whose clock is behind still finds yesterday's.
 PNL_DAY_TTL_SECS = 3 * 86_400
@@ -264,6 +274,8 @@ class RedisStore:
         self._clock: Clock = clock or WallClock()
         self._owns_client = False
         self._apply_fill = client.register_script(_APPLY_FILL_LUA)
+        self._token_prefix = uuid.uuid4().hex[:16] + ":"
+        self._calls = itertools.count()
         self._record_order = client.register_script(_RECORD_ORDER_LUA)
         self._update_order = client.register_script(_UPDATE_ORDER_LUA)
 
@@ -339,12 +351,14 @@ class RedisStore:
     async def apply_fill(self, fill: Fill, instrument: Instrument) -> FillResult:
         """Apply ``fill`` once: position, order applied size, audit entry, layer counters.
 
+        One script call (one round trip), whether the fill is new or a duplicate.
         A duplicate delivery (same venue, inst_id, trade_id) changes nothing
         but the ``delivered`` counter of ``fill.layer`` and returns
-        ``applied=False`` with the current state. The fill is attributed to the
-        strategy of its order, found by ``client_order_id`` or else through the
-        venue order id index; a fill of an unknown order goes to strategy
-        ``UNATTRIBUTED_STRATEGY``, still applied and audited.
+        ``applied=False`` with the current state. The fill is attributed, inside
+        the same atomic step, to the strategy of its order, found by
+        ``client_order_id`` or else through the venue order id index; a fill of
+        an unknown order goes to strategy ``UNATTRIBUTED_STRATEGY``, still
+        applied and audited.
 
         A fee in the instrument's base currency reduces the quantity (and raises
         the average cost of what is left); a fee in quote or settle currency, or
@@ -365,6 +379,73 @@ class RedisStore:
             StoreUnavailable: Redis does not answer (the fill may or may not have
                 been applied; delivering it again is safe).
         """
+        (result,) = await self.apply_fills([(fill, instrument)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def apply_fills(
+        self, fills: Sequence[tuple[Fill, Instrument]]
+    ) -> list[FillResult | StoreError | ValueError]:
+        """Apply a page of fills, each as ``apply_fill`` would, in one round trip.
+
+        Entry i of the answer is what ``apply_fill(*fills[i])`` would have
+        returned, or the ``ValueError`` / ``StoreError`` it would have raised (that
+        fill wrote nothing; the others are applied all the same). The end state
+        is the one of applying the fills one by one in any order, duplicates
+        included: each fill counts once, and positions fold in canonical order.
+        The page is sent sorted by (ts_ms, fill id), so a page in any order folds
+        in O(1) per fill; each result's position is the state right after its
+        fill in that order. Pages above ``_FILLS_PER_CALL`` fills take one call
+        per slice, so one script never holds Redis for long.
+
+        The script computes a whole slice before it writes any of it, so a slice
+        the script fails (a bug, a key of the wrong type) writes nothing: no fill
+        is left marked applied without its position.
+
+        Raises:
+            StoreUnavailable: Redis does not answer (any fill of the page may or
+                may not have been applied; delivering them again is safe).
+            StoreError: Redis failed the call as a whole (nothing of that slice was
+                written; earlier slices of the page were applied).
+        """
+        results: list[FillResult | StoreError | ValueError | None] = [None] * len(fills)
+        pending: list[tuple[tuple[int, str], int, list[str]]] = []
+        # Unique per call (store instance + counter), identical across redis-py's retries.
+        call_token = f"{self._token_prefix}{next(self._calls)}"
+        for i, (fill, instrument) in enumerate(fills):
+            try:
+                fill_id, args = self._fill_args(fill, instrument, f"{call_token}:{i}")
+            except (StoreError, ValueError) as exc:
+                results[i] = exc
+                continue
+            pending.append(((fill.ts_ms, fill_id), i, args))
+        pending.sort(key=lambda p: p[0])
+        keys = self._keys
+        script_keys = [keys.positions, keys.audit, keys.fill_layers]
+        head = [keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
+        for start in range(0, len(pending), _FILLS_PER_CALL):
+            page = pending[start:start + _FILLS_PER_CALL]
+            args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
+            if _FAIL_AFTER_FOR_TESTS is not None:
+                args.append(str(_FAIL_AFTER_FOR_TESTS))
+            what = (
+                f"applying fill {fills[page[0][1]][0].key}"
+                if len(page) == 1
+                else f"applying {len(page)} fills"
+            )
+            with _translate(what):
+                raw = await self._apply_fill(keys=script_keys, args=args)
+            try:
+                replies = json.loads(raw)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"apply_fill script returned {raw!r}") from exc
+            for (_, i, _), reply in zip(page, replies, strict=True):
+                results[i] = self._fill_result(fills[i][0], reply)
+        return [r for r in results if r is not None]
+
+    def _fill_args(self, fill: Fill, instrument: Instrument, call_token: str) -> tuple[str, list[str]]:
+        """(fill id, the script's 19 strings for ``fill``); raises what ``apply_fill`` documents."""
         if fill.venue != instrument.venue or fill.inst_id != instrument.inst_id:
             raise ValueError(
                 f"fill {fill.key} is not of instrument {instrument.venue}:{instrument.inst_id}"
@@ -375,102 +456,65 @@ class RedisStore:
         if not fill.price.is_finite() or not fill.fee.is_finite():
             raise StoreError(f"fill {fill.key} has a non-finite price or fee")
         fee_quote, fee_base_atoms = self._split_fee(fill, instrument)
-        keys = self._keys
-        fill_id = keys.fill_id(fill.venue, fill.inst_id, fill.trade_id)
-        fill_key = keys.fill(fill_id)
-        # Lets the script tell redis-py's retry of this call (after a lost reply)
-        # from another delivery of the same fill.
-        call_token = uuid.uuid4().hex
+        fill_id = self._keys.fill_id(fill.venue, fill.inst_id, fill.trade_id)
+        return fill_id, [
+            fill_id,
+            fill.venue,
+            fill.inst_id,
+            fill.trade_id,
+            fill.client_order_id or "",
+            fill.venue_order_id or "",
+            fill.side.value,
+            str(fill.size),
+            str(size_atoms),
+            str(fill.price),
+            str(fill.fee),
+            fill.fee_ccy,
+            fill.liquidity.value if fill.liquidity else "",
+            str(fill.ts_ms),
+            fill.layer.value,
+            str(instrument.contract_value),
+            str(fee_quote),
+            str(fee_base_atoms),
+            # Lets the script tell redis-py's retry of this call (after a lost reply)
+            # from another delivery of the same fill.
+            call_token,
+        ]
 
-        for _ in range(_CAS_ATTEMPTS):
-            strategy_id, coid, index_value = await self._resolve_attribution(fill)
-            position_id = keys.position_id(strategy_id, fill.venue, fill.inst_id)
-            script_keys = [
-                fill_key,
-                keys.order(fill.client_order_id) if fill.client_order_id else keys.unused,
-                (
-                    keys.venue_order(fill.venue, fill.venue_order_id)
-                    if fill.venue_order_id
-                    else keys.unused
-                ),
-                keys.order(index_value) if index_value else keys.unused,
-                keys.order_applied(coid) if coid else keys.unused,
-                keys.order_fills(coid) if coid else keys.unused,
-                keys.position(position_id),
-                keys.position_fills(position_id),
-                keys.position_ledger(position_id),
-                keys.position_after(position_id),
-                keys.positions,
-                keys.audit,
-                keys.fill_layers,
-            ]
-            args = [
-                fill_id,
-                fill.venue,
-                fill.inst_id,
-                fill.trade_id,
-                fill.client_order_id or "",
-                fill.venue_order_id or "",
-                fill.side.value,
-                str(fill.size),
-                str(size_atoms),
-                str(fill.price),
-                str(fill.fee),
-                fill.fee_ccy,
-                fill.liquidity.value if fill.liquidity else "",
-                str(fill.ts_ms),
-                fill.layer.value,
-                strategy_id,
-                coid,
-                index_value,
-                str(instrument.contract_value),
-                str(fee_quote),
-                str(fee_base_atoms),
-                str(self._clock.now_ms()),
-                position_id,
-                str(MAX_EXACT_ATOMS),
-                UNATTRIBUTED_STRATEGY,
-                call_token,
-            ]
-            with _translate(f"applying fill {fill.key}"):
-                reply = [_text(x) for x in await self._apply_fill(keys=script_keys, args=args)]
-            status = reply[0]
-            if status == "applied":
-                _, strategy, _coid, qty, avg, rpnl, fees, count, updated, applied = reply
-                position = _position_from_fields(
-                    {
-                        "strategy_id": strategy,
-                        "venue": fill.venue,
-                        "inst_id": fill.inst_id,
-                        "qty_atoms": qty,
-                        "avg_price": avg,
-                        "realized_pnl": rpnl,
-                        "fees": fees,
-                        "fill_count": count,
-                        "updated_ms": updated,
-                    },
-                    strategy,
-                    fill.venue,
-                    fill.inst_id,
-                )
-                return FillResult(
-                    applied=True,
-                    strategy_id=strategy,
-                    position=position,
-                    order_applied_size=from_atoms(int(applied)) if applied else Decimal(0),
-                )
-            if status in ("duplicate", "retried"):
-                _, strategy, attributed, side, size, price = reply
-                if status == "duplicate":
-                    self._warn_if_conflicting(fill, side, size, price)
-                return await self._current_result(
-                    fill, strategy, attributed, applied=status == "retried"
-                )
-            if status != "stale":
-                raise StoreError(f"apply_fill script returned {reply!r}")
-        raise StoreError(
-            f"fill {fill.key}: the attribution of its order kept changing during "
-            f"{_CAS_ATTEMPTS} attempts; not applied"
+    def _fill_result(self, fill: Fill, reply: list[str]) -> FillResult | StoreError:
+        status = reply[0]
+        if status == "applied":
+            _, strategy, _coid, qty, avg, rpnl, fees, count, updated, applied = reply
+            applied_ok = True
+        elif status in ("duplicate", "retried"):
+            _, strategy, _coid, side, size, price, qty, avg, rpnl, fees, count, updated, applied = reply
+            if status == "duplicate":
+                self._warn_if_conflicting(fill, side, size, price)
+            applied_ok = status == "retried"
+        elif status == "error" and len(reply) == 2:
+            return StoreError(f"fill {fill.key}: {reply[1]}")
+        else:
+            return StoreError(f"apply_fill script returned {reply!r} for fill {fill.key}")
+        fields = (
+            {
+                "strategy_id": strategy,
+                "venue": fill.venue,
+                "inst_id": fill.inst_id,
+                "qty_atoms": qty,
+                "avg_price": avg,
+                "realized_pnl": rpnl,
+                "fees": fees,
+                "fill_count": count,
+                "updated_ms": updated,
+            }
+            if qty
+            else {}
+        )
+        return FillResult(
+            applied=applied_ok,
+            strategy_id=strategy,
+            position=_position_from_fields(fields, strategy, fill.venue, fill.inst_id),
+            order_applied_size=from_atoms(_int(applied)) if applied else Decimal(0),
         )
 
     @staticmethod
@@ -490,24 +534,6 @@ class RedisStore:
             f"fill {fill.key}: fee currency {fill.fee_ccy!r} is neither base, quote nor "
             f"settle of {instrument.inst_id}"
         )
-
-    async def _resolve_attribution(self, fill: Fill) -> tuple[str, str, str]:
-        """(strategy_id, attributed client order id, venue index value), as the script does."""
-        keys = self._keys
-        with _translate(f"resolving the order of fill {fill.key}"):
-            if fill.client_order_id:
-                strategy = await self._client.hget(keys.order(fill.client_order_id), "strategy_id")
-                if strategy is not None:
-                    return _text(strategy), fill.client_order_id, ""
-            index_value = ""
-            if fill.venue_order_id:
-                indexed = await self._client.get(keys.venue_order(fill.venue, fill.venue_order_id))
-                if indexed is not None:
-                    index_value = _text(indexed)
-                    strategy = await self._client.hget(keys.order(index_value), "strategy_id")
-                    if strategy is not None:
-                        return _text(strategy), index_value, index_value
-        return UNATTRIBUTED_STRATEGY, fill.client_order_id or "", index_value
 
     @staticmethod
     def _warn_if_conflicting(fill: Fill, side: str, size: str, price: str) -> None:
@@ -530,29 +556,6 @@ class RedisStore:
                 size,
                 price,
             )
-
-    async def _current_result(
-        self, fill: Fill, strategy_id: str, attributed: str, *, applied: bool
-    ) -> FillResult:
-        keys = self._keys
-        position_key = keys.position(keys.position_id(strategy_id, fill.venue, fill.inst_id))
-        with _translate(f"reading the state of duplicate fill {fill.key}"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(position_key)
-                pipe.get(keys.order_applied(attributed) if attributed else keys.unused)
-                raw_position, raw_applied = await pipe.execute()
-        position = _position_from_fields(
-            _text_map(raw_position), strategy_id, fill.venue, fill.inst_id
-        )
-        applied_size = (
-            from_atoms(int(_text(raw_applied))) if attributed and raw_applied else Decimal(0)
-        )
-        return FillResult(
-            applied=applied,
-            strategy_id=strategy_id,
-            position=position,
-            order_applied_size=applied_size,
-        )
 
     async def fills_for_order(self, client_order_id: str) -> list[Fill]:
         """Applied fills counted against the order, in canonical order (ts_ms, fill id).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import socket
 from decimal import Decimal
@@ -11,6 +13,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from tradetree.core import store as store_module
 from tradetree.core.clock import ManualClock
 from tradetree.core.errors import InvalidOrderTransition, StoreError, StoreUnavailable
 from tradetree.core.store import MAX_EXACT_ATOMS, UNATTRIBUTED_STRATEGY, RedisStore, redact_url
@@ -356,20 +359,21 @@ async def test_a_duplicate_with_different_content_is_logged_and_ignored(store, c
     assert "differs from the applied record" in caplog.text
 
 
-async def test_attribution_is_resolved_again_when_the_order_appears_meanwhile(store, monkeypatch):
-    real_resolve = store._resolve_attribution
+async def test_attribution_is_resolved_inside_the_script_call(store, monkeypatch):
+    # The order lands after the client built its call and before the script runs: the
+    # script, not an earlier client read, decides the attribution.
+    real_script = store._apply_fill
     calls = []
 
-    async def resolve_then_record(fill):
-        answer = await real_resolve(fill)
-        if not calls:  # the order lands between our read and the script
+    async def record_then_apply(keys, args):
+        if not calls:
             await store.record_order(make_order(size="1"))
-        calls.append(answer)
-        return answer
+        calls.append(args)
+        return await real_script(keys=keys, args=args)
 
-    monkeypatch.setattr(store, "_resolve_attribution", resolve_then_record)
+    monkeypatch.setattr(store, "_apply_fill", record_then_apply)
     result = await store.apply_fill(make_fill("1", Side.BUY, "1", "100", 10), SPOT)
-    assert [c[0] for c in calls] == [UNATTRIBUTED_STRATEGY, "alpha"]
+    assert len(calls) == 1  # one round trip, no resolve-and-retry
     assert result.strategy_id == "alpha"
     assert (await store.position(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")).fill_count == 0
     assert (await store.fill_layer_counts())["ws"] == {"delivered": 1, "applied": 1}
@@ -400,6 +404,214 @@ async def test_a_retried_call_is_neither_a_duplicate_nor_a_new_delivery(store, m
     again = await store.apply_fill(make_fill("1", Side.BUY, "1", "100", 10), SPOT)
     assert not again.applied
     assert (await store.fill_layer_counts())["ws"] == {"delivered": 2, "applied": 1}
+
+
+# -- pages of fills (the poller's path) ------------------------------------------------
+
+
+class _CountingScript:
+    def __init__(self, script) -> None:
+        self._script = script
+        self.pages: list[int] = []
+
+    async def __call__(self, keys, args):
+        self.pages.append(len(json.loads(args[-1])))
+        return await self._script(keys=keys, args=args)
+
+
+async def test_a_page_answers_each_fill_in_input_order_in_one_call(store, client, namespace, monkeypatch):
+    await store.record_order(make_order(size="4"))
+    counting = _CountingScript(store._apply_fill)
+    monkeypatch.setattr(store, "_apply_fill", counting)
+    page = [  # newest first, as venues page their fill history
+        make_fill("3", Side.SELL, "1", "130", 30),
+        make_fill("2", Side.BUY, "3", "120", 20, fee=D("0.1"), fee_ccy="OKB"),  # refused
+        make_fill("1", Side.BUY, "1", "100", 10, inst=SWAP),  # not of its instrument
+        make_fill("1", Side.BUY, "2", "100", 10),
+        make_fill("3", Side.SELL, "1", "130", 30, layer=FillLayer.POLL),  # a duplicate in the page
+    ]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert counting.pages == [3]
+    assert isinstance(results[1], StoreError) and "fee currency 'OKB'" in str(results[1])
+    assert isinstance(results[2], ValueError) and "not of instrument" in str(results[2])
+    first, last, dup = results[3], results[0], results[4]
+    assert first.applied and first.position.qty == D(2) and first.order_applied_size == D(2)
+    assert last.applied and last.position.qty == D(1) and last.order_applied_size == D(3)
+    assert last.position.realized_pnl == D(30)
+    assert not dup.applied and dup.position == last.position and dup.order_applied_size == D(3)
+    # The same end state as applying them one by one.
+    other = RedisStore(client, namespace + "-one")
+    try:
+        await other.record_order(make_order(size="4"))
+        for f in page:
+            with contextlib.suppress(StoreError, ValueError):
+                await other.apply_fill(f, SPOT)
+        assert await other.positions() == await store.positions()
+        assert await other.fill_layer_counts() == await store.fill_layer_counts()
+    finally:
+        await other.reset_namespace()
+    assert (await store.fill_layer_counts())["poll"] == {"delivered": 1, "applied": 0}
+    assert await store.apply_fills([]) == [] and counting.pages == [3]
+
+
+async def test_a_long_page_is_sliced_into_calls_without_changing_the_answers(store, monkeypatch):
+    monkeypatch.setattr(store_module, "_FILLS_PER_CALL", 2)
+    counting = _CountingScript(store._apply_fill)
+    monkeypatch.setattr(store, "_apply_fill", counting)
+    page = [make_fill(str(i), Side.BUY, "1", "100", i) for i in range(5)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert counting.pages == [2, 2, 1]
+    assert [r.position.fill_count for r in results] == [1, 2, 3, 4, 5]
+    assert [r.order_applied_size for r in results] == [D(i) for i in range(1, 6)]
+
+
+async def test_a_page_folds_ties_on_ts_by_fill_id_after_earlier_calls(store):
+    # "9" is already last at ts 3; "1" and "5" of the same ts sort before it, so neither
+    # may take the page's shortcut for fills newer than the position's last one.
+    await store.apply_fill(make_fill("9", Side.BUY, "2", "130", 3), SPOT)
+    page = [make_fill("5", Side.SELL, "1", "110", 3), make_fill("1", Side.BUY, "1", "100", 3)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    p = await store.position(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
+    assert (p.qty, p.avg_price, p.realized_pnl, p.fill_count) == (D(2), D(130), D(10), 3)
+    # Sent as "1" then "5": each answers the state after refolding "9" behind it.
+    assert (results[1].position.qty, results[1].position.avg_price) == (D(3), D(120))
+    assert results[0].position == p
+
+
+async def test_a_refused_fill_in_a_page_writes_nothing_and_spares_the_others(store, client):
+    big = str(D(MAX_EXACT_ATOMS // 2 + 1) / 100_000_000)
+    page = [make_fill("1", Side.BUY, big, "1", 10), make_fill("2", Side.BUY, big, "1", 20),
+            make_fill("3", Side.SELL, big, "1", 30)]
+    results = await store.apply_fills([(f, SPOT) for f in page])
+    assert isinstance(results[1], StoreError) and "exact range" in str(results[1])
+    assert results[0].applied and results[2].applied and results[2].position.qty == 0
+    assert await client.exists(store.keys.fill(store.keys.fill_id("okx", "BTC-USDT", "2"))) == 0
+
+
+# -- a script that fails writes nothing -------------------------------------------
+# Redis does not roll a script back: writes made before a runtime error stay. A fill
+# marked applied (its fill key set) whose position was never updated would be lost for
+# good, so the script computes the whole page before its first write.
+
+
+async def _snapshot(client, store) -> dict:
+    """Every key of the store's namespace with its type and whole content."""
+    readers = {
+        "string": client.get,
+        "hash": client.hgetall,
+        "set": client.smembers,
+        "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+        "stream": client.xrange,
+        "list": lambda k: client.lrange(k, 0, -1),
+    }
+    out = {}
+    async for key in client.scan_iter(match=store.keys.scan_pattern, count=500):
+        kind = await client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        out[key] = (kind, await readers[kind](key))
+    return out
+
+
+async def _state_with_history(store) -> None:
+    """An order with an applied fill: a position, its ledger, counters, the audit."""
+    await store.record_order(make_order(size="10"))
+    await store.record_order(make_order("s1", inst=SWAP, size="10"))
+    await store.apply_fill(make_fill("0", Side.BUY, "1", "100", 5), SPOT)
+
+
+# Sorted canonically the script sees "3" (before "0": refolds it), the duplicate "0",
+# "1", "2" (another position) and "4" (unattributed).
+_FAILING_PAGE = [
+    (make_fill("1", Side.BUY, "2", "110", 10), SPOT),
+    (make_fill("0", Side.BUY, "1", "100", 5, layer=FillLayer.POLL), SPOT),
+    (make_fill("2", Side.SELL, "3", "50", 20, coid="s1", inst=SWAP), SWAP),
+    (make_fill("3", Side.BUY, "1", "90", 1, fee=D("0.001"), fee_ccy="BTC"), SPOT),
+    (make_fill("4", Side.SELL, "1", "120", 30, coid=None), SPOT),
+]
+
+
+@pytest.mark.parametrize("fail_after", [0, 1, 3, len(_FAILING_PAGE)])
+async def test_a_script_error_mid_page_leaves_redis_unchanged(store, client, monkeypatch, fail_after):
+    # The hook raises error() in the script once `fail_after` fills of the page are
+    # computed; at len(page) every fill is computed and only the writes remain.
+    await _state_with_history(store)
+    before = await _snapshot(client, store)
+    counts = await store.fill_layer_counts()
+    monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", fail_after)
+    with pytest.raises(StoreError, match="test hook"):
+        await store.apply_fills(_FAILING_PAGE)
+    assert await _snapshot(client, store) == before
+    keys = store.keys
+    for trade_id, inst in (("1", SPOT), ("2", SWAP), ("3", SPOT), ("4", SPOT)):
+        assert await client.exists(keys.fill(keys.fill_id("okx", inst.inst_id, trade_id))) == 0
+    assert [p.fill_count for p in await store.positions()] == [1]
+    assert len(await store.audit_entries()) == 1
+    assert await store.fill_layer_counts() == counts
+    assert await store.applied_size("c1") == D(1) and await store.applied_size("s1") == 0
+    # Without the hook the same page applies: the hook was the only reason it failed.
+    monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", None)
+    results = await store.apply_fills(_FAILING_PAGE)
+    assert [r.applied for r in results] == [True, False, True, True, True]
+    assert await store.applied_size("c1") == D(4) and await store.applied_size("s1") == D(3)
+    assert len(await store.audit_entries()) == 5
+
+
+@pytest.mark.parametrize("corrupt", ["read", "write-only"])
+async def test_a_key_of_the_wrong_type_fails_the_page_before_any_write(store, client, corrupt):
+    # A bug elsewhere left a string where the script needs a zset. "read": the script
+    # reads it (WRONGTYPE from Redis while folding); "write-only": only a write would
+    # touch it, so phase 1 checks its type. Either way the page fails with Redis
+    # unchanged, the fill sorted before the corrupt one included.
+    await _state_with_history(store)
+    keys = store.keys
+    if corrupt == "read":
+        bad = keys.position_fills(keys.position_id("alpha", "okx", "BTC-USDT-SWAP"))
+    else:
+        bad = keys.order_fills("s1")
+    await client.set(bad, "not a zset")
+    before = await _snapshot(client, store)
+    page = [(make_fill("1", Side.BUY, "1", "100", 10), SPOT),
+            (make_fill("2", Side.BUY, "1", "100", 20, coid="s1", inst=SWAP), SWAP)]
+    with pytest.raises(StoreError):
+        await store.apply_fills(page)
+    assert await _snapshot(client, store) == before
+    assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "1"))) == 0
+    await client.delete(bad)
+    assert all(r.applied for r in await store.apply_fills(page))
+
+
+async def test_a_value_lua_reads_as_infinite_is_refused_alone(store, client):
+    # 1E+400 is a finite Decimal (Python lets it through) but overflows Lua's doubles.
+    page = [(make_fill("1", Side.BUY, "1", "1E+400", 10), SPOT),
+            (make_fill("2", Side.BUY, "1", "100", 20), SPOT)]
+    results = await store.apply_fills(page)
+    assert isinstance(results[0], StoreError) and "cannot hold exactly" in str(results[0])
+    assert results[1].applied and results[1].position.qty == 1
+    assert results[1].position.avg_price == D(100)
+    assert await client.exists(store.keys.fill(store.keys.fill_id("okx", "BTC-USDT", "1"))) == 0
+    assert len(await store.audit_entries()) == 1
+
+
+async def test_keys_built_inside_the_script_match_the_key_module(store, client):
+    # Ids with ':' and '%' must land in the keys core.redis_keys names (escaped alike).
+    inst = SPOT.model_copy(update={"venue": "ok:x%"})
+    order = make_order("c:1%", "strat:a%", inst=inst)
+    await store.record_order(order)
+    await store.update_order(order.transition(OrderState.LIVE, now_ms=2_000, venue_order_id="V:9%"))
+    by_index = make_fill("t:1%", Side.BUY, "1", "100", 10, coid=None, inst=inst, venue_order_id="V:9%")
+    result = (await store.apply_fills([(by_index, inst)]))[0]
+    assert result.strategy_id == "strat:a%" and result.order_applied_size == D(1)
+    keys = store.keys
+    position_id = keys.position_id("strat:a%", "ok:x%", "BTC-USDT")
+    fill_id = keys.fill_id("ok:x%", "BTC-USDT", "t:1%")
+    assert await client.smembers(keys.positions) == {position_id.encode()}
+    for key in (keys.position(position_id), keys.position_fills(position_id),
+                keys.position_ledger(position_id), keys.position_after(position_id),
+                keys.order_applied("c:1%"), keys.order_fills("c:1%"), keys.fill(fill_id)):
+        assert await client.exists(key) == 1, key
+    again = await store.apply_fill(by_index, inst)
+    assert not again.applied and again.position == result.position
+    assert again.order_applied_size == D(1)
 
 
 async def test_the_audit_stream_holds_each_trade_once_with_its_layer_and_apply_time(

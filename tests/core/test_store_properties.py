@@ -1,9 +1,11 @@
 """Property: the final state depends only on the set of fills, never on delivery.
 
 Any interleaving of the fills, with duplicates, delivered by several
-concurrent writers (each its own connection, each a different layer), must
-leave the same positions, order applied sizes and audit trail as applying each
-fill once in canonical order -- on real Redis and on fakeredis. An exact
+concurrent writers (each its own connection, each a different layer), one by
+one (``apply_fill``) or in pages of any size and order (``apply_fills``, as the
+poller does), must leave the same positions, order applied sizes and audit
+trail as applying each fill once in canonical order -- on real Redis and on
+fakeredis. An exact
 (Fraction) model of the accounting rules checks that this common answer is
 also the right one.
 """
@@ -68,6 +70,9 @@ class Case:
     orders: tuple[Order, ...]
     fills: tuple[Fill, ...]
     deliveries: tuple[tuple[int, int], ...]  # (fill index, writer index), in send order
+    # Each writer sends its deliveries in pages of these sizes, cycled; a page of one goes
+    # through apply_fill, a larger one through apply_fills.
+    page_sizes: tuple[int, ...] = (1,)
 
 
 @st.composite
@@ -134,7 +139,13 @@ def cases(draw) -> Case:
     writers = draw(
         st.lists(st.integers(0, 2), min_size=len(sends), max_size=len(sends))
     )
-    return Case(tuple(orders), tuple(fills), tuple(zip(order_of_sends, writers, strict=True)))
+    page_sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
+    return Case(
+        tuple(orders),
+        tuple(fills),
+        tuple(zip(order_of_sends, writers, strict=True)),
+        tuple(page_sizes),
+    )
 
 
 # -- the exact model ----------------------------------------------------------------
@@ -203,9 +214,38 @@ async def _setup_orders(store: RedisStore, orders: tuple[Order, ...]) -> None:
         await store.update_order(order)
 
 
-async def _deliver(store: RedisStore, layer: FillLayer, fills: list[Fill]) -> None:
-    for fill in fills:
-        await store.apply_fill(fill.model_copy(update={"layer": layer}), INSTRUMENTS[fill.inst_id])
+def _pages(fills: list[Fill], sizes: tuple[int, ...]) -> list[list[Fill]]:
+    pages, start, i = [], 0, 0
+    while start < len(fills):
+        size = sizes[i % len(sizes)]
+        pages.append(fills[start:start + size])
+        start, i = start + size, i + 1
+    return pages
+
+
+def test_pages_cut_every_delivery_once_in_order():
+    fills = [Fill(venue="okx", inst_id="ETH-USDT", trade_id=str(i), side=Side.BUY, price=D(1),
+                  size=D(1), ts_ms=i, layer=FillLayer.WS) for i in range(7)]
+    pages = _pages(fills, (2, 1))
+    assert [len(p) for p in pages] == [2, 1, 2, 1, 1]
+    assert [f for p in pages for f in p] == fills
+    assert _pages([], (3,)) == []
+
+
+async def _deliver(
+    store: RedisStore, layer: FillLayer, fills: list[Fill], page_sizes: tuple[int, ...]
+) -> list[tuple[str, bool]]:
+    """Send ``fills`` as ``layer``; return (trade id, applied) of every delivery."""
+    outcomes = []
+    for page in _pages([f.model_copy(update={"layer": layer}) for f in fills], page_sizes):
+        if len(page) == 1:
+            results = [await store.apply_fill(page[0], INSTRUMENTS[page[0].inst_id])]
+        else:
+            results = await store.apply_fills([(f, INSTRUMENTS[f.inst_id]) for f in page])
+        for fill, result in zip(page, results, strict=True):
+            assert not isinstance(result, Exception), result
+            outcomes.append((fill.trade_id, result.applied))
+    return outcomes
 
 
 async def run_case(case: Case, new_client) -> None:
@@ -221,12 +261,16 @@ async def run_case(case: Case, new_client) -> None:
         per_writer: list[list[Fill]] = [[] for _ in WRITER_LAYERS]
         for fill_index, writer in case.deliveries:
             per_writer[writer].append(case.fills[fill_index])
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
-                _deliver(RedisStore(c, namespace), layer, fills)
+                _deliver(RedisStore(c, namespace), layer, fills, case.page_sizes)
                 for c, layer, fills in zip(writer_clients, WRITER_LAYERS, per_writer, strict=True)
             )
         )
+        # Every delivery answered, and exactly one per fill reported that it applied it.
+        applied_trades = sorted(t for o in outcomes for t, applied in o if applied)
+        assert applied_trades == sorted(f.trade_id for f in case.fills)
+        assert sum(len(o) for o in outcomes) == len(case.deliveries)
         for fill in sorted(case.fills, key=lambda f: (f.ts_ms, f.key)):
             await reference.apply_fill(fill, INSTRUMENTS[fill.inst_id])
 
