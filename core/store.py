@@ -755,6 +755,18 @@ class RedisStore:
             coid = await self._client.get(self._keys.venue_order(venue, venue_order_id))
         return await self.get_order(_text(coid)) if coid is not None else None
 
+    async def _tracked_order_ids(self, venue: str | None) -> list[str]:
+        """Client order ids in the polling set of ``venue`` (of every venue when None); the caller translates errors."""
+        keys = self._keys
+        if venue is None:
+            venues = sorted(_text(v) for v in await self._client.smembers(keys.open_venues))
+        else:
+            venues = [venue]
+        coids: list[str] = []
+        for v in venues:
+            coids.extend(_text(c) for c in await self._client.smembers(keys.open_orders(v)))
+        return coids
+
     async def open_orders(
         self, venue: str | None = None, strategy_id: str | None = None
     ) -> list[Order]:
@@ -765,13 +777,7 @@ class RedisStore:
         """
         keys = self._keys
         with _translate("reading open orders"):
-            if venue is None:
-                venues = sorted(_text(v) for v in await self._client.smembers(keys.open_venues))
-            else:
-                venues = [venue]
-            coids: list[str] = []
-            for v in venues:
-                coids.extend(_text(c) for c in await self._client.smembers(keys.open_orders(v)))
+            coids = await self._tracked_order_ids(venue)
             if not coids:
                 return []
             async with self._client.pipeline(transaction=False) as pipe:
@@ -796,13 +802,7 @@ class RedisStore:
         """
         keys = self._keys
         with _translate("reading open orders with applied sizes"):
-            if venue is None:
-                venues = sorted(_text(v) for v in await self._client.smembers(keys.open_venues))
-            else:
-                venues = [venue]
-            coids: list[str] = []
-            for v in venues:
-                coids.extend(_text(c) for c in await self._client.smembers(keys.open_orders(v)))
+            coids = await self._tracked_order_ids(venue)
             if not coids:
                 return []
             async with self._client.pipeline(transaction=False) as pipe:
