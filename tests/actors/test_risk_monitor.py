@@ -395,6 +395,9 @@ async def test_actor_pauses_a_strategy_actor_by_name(ray_session, redis_url, rea
     monitor = RiskMonitorActor.options(name=f"risk-{sid}").remote(
         CFG, redis_url=redis_url, namespace=namespace, alerter_name=f"alerter-{sid}")
     try:
+        # The sink delivers at least once: an alert whose call timed out is sent again. On a busy
+        # machine a new actor's first call can outlast that timeout, so wait for both to be up.
+        assert await strategy.paused.remote() == [] and await alerter.sent.remote() == []
         await RedisStore(real_redis, namespace).set_strategy_state(sid, "RUNNING")
         await monitor.start.remote()  # its timer's first loop may see the storm before run_once does
         await _storm(real_redis, namespace, 5, sid=sid)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import ray
 
+from tests.paper_helpers import SUPERVISION
 from tradetree.config import EngineConfig
 from tradetree.core.control_state import ControlState
 from tradetree.core.names import ALERTER_ID, RISK_MONITOR_ID, ROOT_ID, gateway_id, reconciler_id
@@ -54,6 +55,9 @@ def scenario_config(redis_url: str, namespace: str, *, strategies: list[dict] | 
         "kill_switch": {"max_clip_size": "100", "backoff_min_secs": 0.2, "backoff_max_secs": 2.0,
                         "max_duration_secs": 60, "verify_interval_secs": 0.2},
         "heartbeat_interval_secs": 0.5,
+        # Start bounds only decide how long a tree that never comes up takes to fail: beside two CPU
+        # hogs each actor took ~50 s to be created and pass its probes (measured), over the defaults.
+        "supervision": dict(SUPERVISION),
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
