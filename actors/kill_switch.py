@@ -29,7 +29,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from tradetree.core import (
     Clock,
@@ -70,6 +70,7 @@ from tradetree.risk import (
     start_run,
     stuck_reason,
     timeout_reason,
+    unreadable_states,
 )
 
 __all__ = [
@@ -99,7 +100,7 @@ class KillStore(Protocol):
 
     async def applied_size(self, client_order_id: str) -> Decimal: ...
 
-    async def strategy_states(self) -> Mapping[str, str]: ...
+    async def strategy_states(self, *, strict: Literal[False]) -> Mapping[str, str]: ...
 
     async def set_strategy_state(self, strategy_id: str, state: StrategyState) -> None: ...
 
@@ -467,7 +468,14 @@ class KillSwitch:
             run.update(now, strategies=(run.strategy_id,))
             return f"strategy {run.strategy_id} WINDING_DOWN"
         await self._store.set_kill_flag(run.progress.reason, now)
-        states = await self._store.strategy_states()
+        # Leniently: one garbled entry must not keep every other strategy from winding down.
+        states = await self._store.strategy_states(strict=False)
+        bad = unreadable_states(states)
+        if bad:
+            listed = ", ".join(f"{sid} {text!r}" for sid, text in sorted(bad.items()))
+            log.error("kill switch: %s: unreadable strategy states, wound down like the others: %s", run.scope, listed)
+            await self._append(run.scope, run.progress.runs, "flag", StepOutcome.INFO,
+                               f"unreadable strategy states, wound down like the others: {listed}")
         targets = global_kill_targets(states, await self._store.positions())
         for sid in targets:
             await self._store.set_strategy_state(sid, StrategyState.WINDING_DOWN)

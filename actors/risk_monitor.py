@@ -79,6 +79,7 @@ from tradetree.risk import (
     paused_summary,
     rejection_streak_of,
     should_persist_cursor,
+    unreadable_states,
     utc_day,
 )
 from tradetree.supervisor import ActorClient
@@ -446,8 +447,16 @@ class RiskMonitor:
     async def _pause_for(self, trip: Trip) -> list[str]:
         """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
         assert self.store is not None and self._client is not None
-        # The states are read only when a global trip needs them.
-        states = await self.store.strategy_states() if needs_strategy_states(trip) else {}
+        # The states are read only when a global trip needs them; leniently, so that one
+        # garbled entry does not keep every other strategy running (it is alerted on instead).
+        states = await self.store.strategy_states(strict=False) if needs_strategy_states(trip) else {}
+        bad = unreadable_states(states)
+        if bad:
+            listed = ", ".join(f"{sid} {text!r}" for sid, text in sorted(bad.items()))
+            log.error("unreadable strategy states (not paused by %s): %s", trip.breaker, listed)
+            self._queue_alert(key=f"{trip.breaker}:unreadable_states", title="Unreadable strategy states",
+                              text=f"{trip.breaker} could not pause strategies whose stored state is unreadable: "
+                                   f"{listed}")
         paused = []
         for sid in pause_targets(trip, states):
             changed = await self._redis(

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -886,14 +886,26 @@ class RedisStore:
         with _translate(f"writing state of strategy {strategy_id}"):
             await self._client.hset(self._keys.strategy_states, strategy_id, value.value)
 
-    async def strategy_states(self) -> dict[str, StrategyState]:
+    @overload
+    async def strategy_states(self, *, strict: Literal[True] = True) -> dict[str, StrategyState]: ...
+
+    @overload
+    async def strategy_states(self, *, strict: Literal[False]) -> dict[str, str]: ...
+
+    async def strategy_states(self, *, strict: bool = True) -> dict[str, StrategyState] | dict[str, str]:
         """Strategy id -> state.
 
+        ``strict=False`` returns the stored texts as they are, garbled ones too:
+        for the callers that must act on every strategy whatever one entry says
+        (the kill switch winding everything down, the risk monitor pausing).
+
         Raises:
-            StoreError: a stored state is not a ``StrategyState`` (the message names the strategy).
+            StoreError: (strict) a stored state is not a ``StrategyState`` (the message names the strategy).
         """
         with _translate("reading strategy states"):
             raw = _text_map(await self._client.hgetall(self._keys.strategy_states))
+        if not strict:
+            return raw
         out: dict[str, StrategyState] = {}
         for strategy_id, text in raw.items():
             try:

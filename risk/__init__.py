@@ -107,6 +107,7 @@ from tradetree.risk.strategy_states import (
     pause_source,
     start_plan,
     supervisor_may_release,
+    unreadable_states,
 )
 
 __all__ = [
@@ -191,6 +192,7 @@ __all__ = [
     "start_run",
     "stuck_reason",
     "supervisor_may_release",
+    "unreadable_states",
     "timeout_reason",
     "utc_day",
 ]

@@ -188,8 +188,9 @@ def clip_refusal(result: Order | OrderDenied) -> str | None:
 
 
 def global_kill_targets(states: Mapping[str, str], positions: Iterable[Position]) -> list[str]:
-    """Strategies a global kill puts in WINDING_DOWN: every one not KILLED, and every one
-    holding a position (``_unattributed`` too), so the gate admits their reduce-only clips."""
+    """Strategies a global kill puts in WINDING_DOWN: every one not KILLED (one whose stored
+    state is unreadable too), and every one holding a position (``_unattributed`` too), so
+    the gate admits their reduce-only clips."""
     holders = {p.strategy_id for p in positions if p.qty != 0}
     return sorted({s for s, state in states.items() if state != StrategyState.KILLED} | holders)
 

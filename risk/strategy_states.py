@@ -33,6 +33,7 @@ __all__ = [
     "pause_source",
     "start_plan",
     "supervisor_may_release",
+    "unreadable_states",
 ]
 
 SUPERVISOR = "supervisor"
@@ -94,6 +95,12 @@ def pause_plan(state: StrategyState, source: str, existing: PauseRecord | None) 
 def supervisor_may_release(hold: PauseRecord | None) -> bool:
     """The supervisor may resume a PAUSED strategy only from its own hold (or no record at all)."""
     return hold is None or hold["source"] == SUPERVISOR
+
+
+def unreadable_states(states: Mapping[str, str]) -> dict[str, str]:
+    """The entries of ``states`` (stored texts, as ``RedisStore.strategy_states(strict=False)``
+    returns them) that are not a ``StrategyState``: strategy id -> the text."""
+    return {sid: text for sid, text in states.items() if text not in StrategyState._value2member_map_}
 
 
 def host_probes(store_error: str | None, state: StrategyState | None, last_error: str) -> tuple[ProbeResult, ...]:

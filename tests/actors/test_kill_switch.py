@@ -77,7 +77,7 @@ class FakeBook:
         self._check("applied_size")
         return self.applied.get(client_order_id, D(0))
 
-    async def strategy_states(self) -> dict[str, str]:
+    async def strategy_states(self, *, strict: bool = True) -> dict[str, str]:
         self._check()
         return dict(self.states)
 

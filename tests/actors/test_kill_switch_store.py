@@ -27,7 +27,7 @@ from tradetree.core.types import (
     OrderType,
     Side,
 )
-from tradetree.risk.kill_switch import KillState, KillSwitchConfig
+from tradetree.risk.kill_switch import KillState, KillSwitchConfig, StepOutcome
 
 D = Decimal
 
@@ -163,3 +163,21 @@ async def test_fills_that_arrive_only_by_polling_are_waited_for_not_closed_twice
     assert (await store.positions("A"))[0].qty == 0
     assert (await store.strategy_states())["A"] == "KILLED"
     assert await store.kill_flag() is None, "a one-strategy kill does not set the global flag"
+
+
+async def test_an_unreadable_strategy_state_does_not_keep_the_others_from_winding_down(client, namespace):
+    clock = ManualClock()
+    store = RedisStore(client, namespace, clock=clock)
+    venue = StoreVenue(store, clock)
+    await store.set_strategy_state("A", "RUNNING")
+    await store.client.hset(store.keys.strategy_states, "B", "paused")  # garbled: not a StrategyState
+    await open_position(venue, "A", "BTC-USDT-SWAP", Side.BUY, "1")
+    ks = make(store, client, namespace, venue, clock)
+
+    result = await ks.kill("drift on okx")
+
+    assert result.state is KillState.DONE and result.strategies == ("A", "B")
+    assert (await store.positions("A"))[0].qty == 0
+    assert await store.strategy_states() == {"A": "KILLED", "B": "KILLED"}, "the garbled entry is overwritten"
+    [note] = [s for s in await ks.steps() if s.step == "flag" and s.outcome is StepOutcome.INFO]
+    assert "unreadable" in note.detail and "B 'paused'" in note.detail

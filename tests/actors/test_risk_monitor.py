@@ -296,6 +296,22 @@ async def test_daily_loss_trips_strategy_then_global_pausing_every_running_strat
     assert len(alerts.alerts) == 2
 
 
+async def test_a_global_trip_pauses_every_running_strategy_despite_an_unreadable_state(env, real_redis, namespace):
+    store, make, alerts, pauser = env
+    await real_redis.hset(store.keys.strategy_states, "S3", "running")  # garbled: not a StrategyState
+    trader = Trader(store, real_redis, namespace)
+    mon = make(RiskConfig(loop_interval_secs=3600, max_daily_loss_global=D(5)))
+    await trader.fill(Side.BUY, "2", "1000")
+    assert await mon.run_once() == []  # today's baselines taken
+    await trader.fill(Side.SELL, "1", "400", reduce_only=True, ms=3_000)  # -6
+    assert [t.breaker for t in await mon.run_once()] == ["global:loss"]
+    assert mon.stats()["pending_trips"] == 0, "the trip was applied"
+    assert await store.strategy_states(strict=False) == {"S1": "PAUSED", "S2": "PAUSED", "S3": "running"}
+    assert sorted(p[0] for p in pauser.calls) == ["S1", "S2"]
+    [bad] = [a for a in alerts.alerts if "unreadable" in a[3]]
+    assert "S3 'running'" in bad[3]
+
+
 async def test_loss_baseline_survives_a_restart_and_resets_next_day(env, real_redis, namespace, clock):
     store, make, alerts, _ = env
     trader = Trader(store, real_redis, namespace)

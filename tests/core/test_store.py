@@ -766,6 +766,7 @@ async def test_strategy_states_read_back_as_the_enum_and_a_garbled_one_is_named(
     await store.client.hset(store.keys.strategy_states, "beta", "paused")
     with pytest.raises(StoreError, match="strategy beta: stored state 'paused' is not one of"):
         await store.strategy_states()
+    assert await store.strategy_states(strict=False) == {"alpha": "KILLED", "beta": "paused"}
 
 
 async def test_reset_namespace_deletes_only_its_own_keys(store, client, namespace):

@@ -14,6 +14,7 @@ from tradetree.risk.strategy_states import (
     pause_source,
     start_plan,
     supervisor_may_release,
+    unreadable_states,
 )
 
 S = StrategyState
@@ -73,3 +74,7 @@ def test_host_probes() -> None:
     down = host_probes("not started", None, "StoreUnavailable: x")
     assert [(p.name, p.ok, p.detail) for p in down] == [("store", False, "not started"),
                                                         ("decisions", False, "StoreUnavailable: x")]
+
+
+def test_unreadable_states_are_the_texts_that_are_no_strategy_state() -> None:
+    assert unreadable_states({"a": "RUNNING", "b": "paused", "c": "KILLED", "d": ""}) == {"b": "paused", "d": ""}
