@@ -50,13 +50,13 @@ from tradetree.core import (
     RedisKeys,
     RedisStore,
     StoreError,
+    StrategyState,
     TradetreeError,
     WallClock,
     as_text,
     redis_call,
 )
 from tradetree.risk import (
-    PAUSE_IF_RUNNING_LUA,
     ExposureMonitor,
     FlipDetector,
     KillSwitchConfig,
@@ -73,7 +73,6 @@ from tradetree.risk import (
     loss_limits_set,
     needs_strategy_states,
     parse_order_event,
-    pause_if_running_args,
     pause_reason,
     pause_targets,
     paused_summary,
@@ -446,7 +445,7 @@ class RiskMonitor:
 
     async def _pause_for(self, trip: Trip) -> list[str]:
         """Set the trip's strategies PAUSED (if RUNNING) and tell their actors; returns those paused."""
-        assert self.store is not None and self._client is not None
+        assert self.store is not None
         # The states are read only when a global trip needs them; leniently, so that one
         # garbled entry does not keep every other strategy running (it is alerted on instead).
         states = await self.store.strategy_states(strict=False) if needs_strategy_states(trip) else {}
@@ -459,10 +458,8 @@ class RiskMonitor:
                                    f"{listed}")
         paused = []
         for sid in pause_targets(trip, states):
-            changed = await self._redis(
-                self._client.eval(PAUSE_IF_RUNNING_LUA, 1, self.keys.strategy_states, *pause_if_running_args(sid))
-            )
-            if int(changed) == 1:
+            # Only from RUNNING: a kill switch's WINDING_DOWN written meanwhile is never overwritten.
+            if await self.store.transition_strategy_state(sid, {StrategyState.RUNNING}, StrategyState.PAUSED):
                 paused.append(sid)
                 self._stats["pauses"] += 1
             if self.pauser is not None:

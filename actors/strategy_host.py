@@ -94,6 +94,10 @@ class OrderSink(Protocol):
 # is in Redis before it is sent, so the poller settles it and the next bar's context shows it.
 ORDER_CALL_TIMEOUT_SECS = 30.0
 
+# The states a host moves its strategy from (None: never recorded): never the kill switch's.
+_HOST_STATES: frozenset[StrategyState | None] = frozenset({None, StrategyState.RUNNING, StrategyState.PAUSED})
+_PAUSED: frozenset[StrategyState | None] = frozenset({StrategyState.PAUSED})
+
 
 class RayGatewaySink:
     """Sends intents to the named gateway actor through ``ActorClient``.
@@ -191,10 +195,19 @@ class StrategyHost:
             await self.control.set_strategy_pause(self.id, "unknown", "paused before restart", now)
         elif plan is StartPlan.HOLD:
             await self.control.set_strategy_pause(self.id, SUPERVISOR, "held until the venue's probes pass", now)
-            await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
+            await self._transition(_HOST_STATES, StrategyState.PAUSED)
         elif plan is StartPlan.RUN:
             await self.control.clear_strategy_pause(self.id)
-            await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
+            await self._transition(_HOST_STATES, StrategyState.RUNNING)
+
+    async def _transition(self, from_states: frozenset[StrategyState | None], to: StrategyState) -> bool:
+        """Check-and-set of this strategy's state: the kill switch's WINDING_DOWN or KILLED,
+        written after this host read the state, is never overwritten. True when it was set."""
+        assert self.store is not None
+        if await self.store.transition_strategy_state(self.id, from_states, to):
+            return True
+        log.warning("strategy %s not set %s: its state changed meanwhile", self.id, to.value)
+        return False
 
     async def stop(self) -> None:
         if self.store is not None:
@@ -222,7 +235,7 @@ class StrategyHost:
             await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
         if plan.set_paused:
             log.warning("strategy %s paused (%s): %s", self.id, source, reason)
-            await self.store.set_strategy_state(self.id, StrategyState.PAUSED)
+            await self._transition(frozenset({StrategyState.RUNNING}), StrategyState.PAUSED)
 
     async def resume(self) -> bool:
         """Release the supervisor's hold. Returns True if the strategy now runs.
@@ -238,8 +251,7 @@ class StrategyHost:
             log.warning("strategy %s stays paused (%s): %s", self.id, hold["source"], hold["reason"])
             return False
         await self.control.clear_strategy_pause(self.id)
-        await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
-        return True
+        return await self._transition(_PAUSED, StrategyState.RUNNING)
 
     async def operator_resume(self) -> bool:
         """Clear any pause (the control API checks probes before calling this)."""
@@ -247,8 +259,7 @@ class StrategyHost:
         if await self.state() is not StrategyState.PAUSED:
             return False
         await self.control.clear_strategy_pause(self.id)
-        await self.store.set_strategy_state(self.id, StrategyState.RUNNING)
-        return True
+        return await self._transition(_PAUSED, StrategyState.RUNNING)
 
     async def context(self) -> StrategyContext:
         """The strategy's positions and in-flight orders, read from Redis."""

@@ -31,7 +31,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any, Literal, overload
@@ -101,6 +101,19 @@ if (not owner) or owner == ARGV[1] or expires <= tonumber(ARGV[2]) then
   return ''
 end
 return owner
+"""
+
+# Check-and-set of one strategy's state: ARGV[1] strategy id, ARGV[2] the new state, ARGV[3..]
+# the states it may move from ('' for none recorded). Returns 1 when it was set, else 0.
+_TRANSITION_STATE_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+for i = 3, #ARGV do
+  if current == ARGV[i] or (not current and ARGV[i] == '') then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
 """
 
 # Only the holder may release: an executor that lost its lease must not free its successor's.
@@ -278,6 +291,7 @@ class RedisStore:
         self._calls = itertools.count()
         self._record_order = client.register_script(_RECORD_ORDER_LUA)
         self._update_order = client.register_script(_UPDATE_ORDER_LUA)
+        self._transition_state = client.register_script(_TRANSITION_STATE_LUA)
 
     @property
     def namespace(self) -> str:
@@ -885,6 +899,21 @@ class RedisStore:
             ) from None
         with _translate(f"writing state of strategy {strategy_id}"):
             await self._client.hset(self._keys.strategy_states, strategy_id, value.value)
+
+    async def transition_strategy_state(
+        self, strategy_id: str, from_states: Collection[StrategyState | None], to: StrategyState
+    ) -> bool:
+        """Set the state of ``strategy_id`` to ``to`` only if it is one of ``from_states``
+        (None: no state recorded), atomically; True when it was set.
+
+        The one check-and-set for writers that must not overwrite another's state
+        (the host and the risk monitor never overwrite the kill switch's
+        WINDING_DOWN or KILLED), however their reads and writes interleave.
+        """
+        args = [StrategyState(to).value, *("" if s is None else StrategyState(s).value for s in from_states)]
+        with _translate(f"moving strategy {strategy_id} to {to.value}"):
+            changed = await self._transition_state(keys=[self._keys.strategy_states], args=[strategy_id, *args])
+        return int(changed) == 1
 
     @overload
     async def strategy_states(self, *, strict: Literal[True] = True) -> dict[str, StrategyState]: ...

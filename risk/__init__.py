@@ -59,14 +59,12 @@ from tradetree.risk.kill_switch import (
     plan_wind_down,
 )
 from tradetree.risk.monitor import (
-    PAUSE_IF_RUNNING_LUA,
     UnreadableOrderEvent,
     batch_caught_up,
     loop_fresh_probe,
     loss_limits_set,
     needs_strategy_states,
     parse_order_event,
-    pause_if_running_args,
     pause_reason,
     should_persist_cursor,
 )
@@ -141,7 +139,6 @@ __all__ = [
     "KillStep",
     "KillSwitchConfig",
     "LeaseVerdict",
-    "PAUSE_IF_RUNNING_LUA",
     "SUPERVISOR",
     "StartPlan",
     "StepOutcome",
@@ -175,7 +172,6 @@ __all__ = [
     "next_delay",
     "order_is_settled",
     "parse_order_event",
-    "pause_if_running_args",
     "pause_plan",
     "pause_reason",
     "pause_source",

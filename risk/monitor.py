@@ -14,8 +14,8 @@ rules, and carries out what is decided here:
   in between re-reads them and trips again rather than lose them;
 - ``loop_fresh_probe``: the health verdict on the loop's age.
 
-``PAUSE_IF_RUNNING_LUA`` is the check-and-set the monitor runs to pause a
-strategy, with ``pause_if_running_args`` giving the states it compares.
+Pausing a strategy only from RUNNING is the store's check-and-set
+(``core.store.RedisStore.transition_strategy_state``).
 """
 
 from __future__ import annotations
@@ -25,39 +25,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tradetree.core import Order, ProbeResult, StrategyState
+from tradetree.core import Order, ProbeResult
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.rules import Trip
 
 __all__ = [
-    "PAUSE_IF_RUNNING_LUA",
     "UnreadableOrderEvent",
     "batch_caught_up",
     "loop_fresh_probe",
     "loss_limits_set",
     "needs_strategy_states",
     "parse_order_event",
-    "pause_if_running_args",
     "pause_reason",
     "should_persist_cursor",
 ]
-
-# Pause only a RUNNING strategy: a check-and-set, so a kill switch writing WINDING_DOWN between
-# the monitor's read and its write is never overwritten. ARGV: strategy id, RUNNING, PAUSED
-# (``pause_if_running_args``), so the stored texts are the enum's, written in one place.
-PAUSE_IF_RUNNING_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-
-def pause_if_running_args(strategy_id: str) -> tuple[str, str, str]:
-    """ARGV of ``PAUSE_IF_RUNNING_LUA`` for ``strategy_id``."""
-    return strategy_id, StrategyState.RUNNING.value, StrategyState.PAUSED.value
-
 
 class UnreadableOrderEvent(ValueError):
     """An order events entry without a readable ``order`` field."""

@@ -150,6 +150,48 @@ async def test_killed_and_winding_down_are_never_resumed_by_start(env):
     assert await host.state() is StrategyState.WINDING_DOWN
 
 
+def _kill_switch_writes_meanwhile(host, store, state):
+    """Make the kill switch write ``state`` between the host's read of the state and its write."""
+    clear = host.control.clear_strategy_pause
+
+    async def clear_then_kill(strategy_id):
+        await clear(strategy_id)
+        await store.set_strategy_state(strategy_id, state)
+
+    host.control.clear_strategy_pause = clear_then_kill
+
+
+@pytest.mark.parametrize("resume", ["resume", "operator_resume"])
+async def test_a_resume_racing_the_kill_switch_never_overwrites_winding_down(env, resume):
+    host, store, clock = env
+    host.start_paused = True
+    await host.start()
+    _kill_switch_writes_meanwhile(host, store, StrategyState.WINDING_DOWN)
+    assert await getattr(host, resume)() is False
+    assert await host.state() is StrategyState.WINDING_DOWN
+
+
+async def test_a_start_racing_the_kill_switch_never_overwrites_killed(env):
+    host, store, clock = env
+    _kill_switch_writes_meanwhile(host, store, StrategyState.KILLED)
+    await host.start()
+    assert await host.state() is StrategyState.KILLED
+
+
+async def test_a_pause_racing_the_kill_switch_never_overwrites_winding_down(env):
+    host, store, clock = env
+    await host.start()
+    set_pause = host.control.set_strategy_pause
+
+    async def record_then_kill(strategy_id, *args):
+        await set_pause(strategy_id, *args)
+        await store.set_strategy_state(strategy_id, StrategyState.WINDING_DOWN)
+
+    host.control.set_strategy_pause = record_then_kill
+    await host.pause("operator says stop", source="operator")
+    assert await host.state() is StrategyState.WINDING_DOWN
+
+
 async def test_strategy_cancels_are_carried_out_even_while_paused(env):
     host, store, clock = env
     canceled = []

@@ -769,6 +769,29 @@ async def test_strategy_states_read_back_as_the_enum_and_a_garbled_one_is_named(
     assert await store.strategy_states(strict=False) == {"alpha": "KILLED", "beta": "paused"}
 
 
+@pytest.mark.parametrize(("before", "after", "changed"), [
+    ("RUNNING", "PAUSED", True),
+    ("WINDING_DOWN", "WINDING_DOWN", False),
+    ("KILLED", "KILLED", False),
+    (None, None, False),
+])
+async def test_pausing_is_a_check_and_set_from_running_only(store, before, after, changed):
+    from tradetree.core.types import StrategyState as S
+
+    if before is not None:
+        await store.set_strategy_state("s1", before)
+    assert await store.transition_strategy_state("s1", {S.RUNNING}, S.PAUSED) is changed
+    assert (await store.strategy_states()).get("s1") == after
+
+
+async def test_a_transition_from_no_recorded_state(store):
+    from tradetree.core.types import StrategyState as S
+
+    assert await store.transition_strategy_state("s1", {None, S.PAUSED}, S.RUNNING) is True
+    assert await store.transition_strategy_state("s1", {None, S.PAUSED}, S.RUNNING) is False, "now RUNNING"
+    assert await store.strategy_states() == {"s1": "RUNNING"}
+
+
 async def test_reset_namespace_deletes_only_its_own_keys(store, client, namespace):
     neighbour = RedisStore(client, namespace + "-x")
     longer = RedisStore(client, namespace + "x")  # a prefix match without the ':'

@@ -1,23 +1,20 @@
-"""The risk monitor's decisions around its rules, as pure functions (and its pause check-and-set)."""
+"""The risk monitor's decisions around its rules, as pure functions."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-import fakeredis
 import pytest
 
-from tradetree.core.types import Order, OrderIntent, OrderType, Side, StrategyState
+from tradetree.core.types import Order, OrderIntent, OrderType, Side
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.monitor import (
-    PAUSE_IF_RUNNING_LUA,
     UnreadableOrderEvent,
     batch_caught_up,
     loop_fresh_probe,
     loss_limits_set,
     needs_strategy_states,
     parse_order_event,
-    pause_if_running_args,
     pause_reason,
     should_persist_cursor,
 )
@@ -78,17 +75,3 @@ def test_loop_fresh_probe() -> None:
     assert not stale.ok and stale.detail == "last good loop 5.1 s ago; positions: slow"
 
 
-@pytest.mark.parametrize(("before", "after", "changed"), [
-    (StrategyState.RUNNING, StrategyState.PAUSED, 1),
-    (StrategyState.WINDING_DOWN, StrategyState.WINDING_DOWN, 0),
-    (StrategyState.KILLED, StrategyState.KILLED, 0),
-    (None, None, 0),
-])
-def test_pause_check_and_set_stores_the_enum_texts(before, after, changed) -> None:
-    r = fakeredis.FakeRedis()
-    if before is not None:
-        r.hset("states", "s1", before.value)
-    assert r.eval(PAUSE_IF_RUNNING_LUA, 1, "states", *pause_if_running_args("s1")) == changed
-    stored = r.hget("states", "s1")
-    assert stored == (after.value.encode() if after is not None else None)
-    assert pause_if_running_args("s1") == ("s1", "RUNNING", "PAUSED")
