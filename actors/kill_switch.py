@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from pydantic import ValidationError
+
 from tradetree.core import (
     Clock,
     Order,
@@ -178,8 +180,14 @@ class KillJournal:
             reason=progress.reason, updated_ms=progress.updated_ms)
 
     async def load(self, scope: str) -> KillProgress | None:
+        """Raises ``StoreError`` also for a record that is not a ``KillProgress`` (naming the scope)."""
         raw = await self._records.kill_progress(scope)
-        return KillProgress.model_validate_json(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return KillProgress.model_validate_json(raw)
+        except ValidationError as exc:
+            raise StoreError(f"kill record of {scope} is unreadable: {exc}") from None
 
     async def scopes(self) -> list[str]:
         return await self._records.kill_scopes()
@@ -321,13 +329,20 @@ class KillSwitch:
         Call it when the host starts and then periodically: a STALLED kill is
         retried each time (each run bounded), and a global one sets the kill
         flag again if it was cleared meanwhile (its positions are not flat
-        yet). Returns [] when Redis cannot be read (logged).
+        yet). Returns [] when Redis cannot be read; a scope whose record cannot
+        be read or parsed is skipped (both logged), the others are continued.
         """
         try:
-            recorded = [await self._journal.load(s) for s in await self._journal.scopes()]
+            scopes = await self._journal.scopes()
         except StoreError as exc:
             log.error("kill switch: cannot read pending kills: %s", exc)
             return []
+        recorded = []
+        for scope in scopes:
+            try:
+                recorded.append(await self._journal.load(scope))
+            except StoreError as exc:
+                log.error("kill switch: skipping the kill of %s: %s", scope, exc)
         return list(await asyncio.gather(*(self._join_or_start(p.scope, p.strategy_id, p.reason, requested=False)
                                            for p in pending_kills(recorded))))
 

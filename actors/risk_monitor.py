@@ -616,7 +616,10 @@ class RiskMonitorActor:
     async def _resume_kills_loop(self) -> None:
         assert self._kill_switch is not None
         while True:
-            await self._kill_switch.resume_pending()  # never raises; each run is bounded
+            try:
+                await self._kill_switch.resume_pending()  # each run is bounded
+            except Exception:  # resume_pending does not raise; a bug must not end resuming for good
+                log.exception("kill switch: resuming pending kills failed; trying again")
             await asyncio.sleep(self._kill_resume_interval_secs)
 
     async def kill(self, reason: str, strategy_id: str | None = None, wait: bool = False) -> dict[str, Any]:

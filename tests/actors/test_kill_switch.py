@@ -19,7 +19,7 @@ import pytest
 
 from tradetree.actors.kill_switch import KillSwitch
 from tradetree.core.clock import ManualClock
-from tradetree.core.errors import StoreUnavailable, VenueAuthError, VenueUnavailable
+from tradetree.core.errors import StoreError, StoreUnavailable, VenueAuthError, VenueUnavailable
 from tradetree.core.store import RedisStore
 from tradetree.core.types import Order, OrderDenied, OrderIntent, OrderState, OrderType, Position, Side
 from tradetree.risk.kill_switch import KillPhase, KillState, KillSwitchConfig, StepOutcome
@@ -535,3 +535,23 @@ async def test_market_orders_canceled_without_fills_count_against_the_bounds(boo
     result = await make(book, venue, fake_redis, namespace, sim, cfg=config(step_max_attempts=3)).kill("test")
     assert result.state is KillState.STALLED and "canceled without a fill" in result.stalled_reason
     assert len(venue.submitted) == 3 and book.position("A") == 1
+
+
+async def test_an_unreadable_kill_record_is_skipped_and_the_other_kills_resume(
+        book, venue, fake_redis, namespace, sim):
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.fail["cancel_all"] = -1
+    ks = make(book, venue, fake_redis, namespace, sim, cfg=config(step_max_attempts=2))
+    assert (await ks.kill("test")).state is KillState.STALLED
+    records = RedisStore(fake_redis, namespace)
+    await records.save_kill_progress("strategy:Z", '{"scope": "strategy:Z"}', state="RUNNING", reason="x",
+                                     updated_ms=1)
+    venue.fail["cancel_all"] = 0
+
+    [resumed] = await ks.resume_pending()  # does not raise
+
+    assert resumed.scope == "global" and resumed.state is KillState.DONE and book.position("A") == 0
+    with pytest.raises(StoreError, match="kill record of strategy:Z is unreadable"):
+        await ks.progress("Z")
+    fresh = await ks.kill("again", strategy_id="Z")  # a kill of that scope starts over
+    assert fresh.state is KillState.DONE and fresh.runs == 1 and (await ks.progress("Z")) == fresh
