@@ -265,7 +265,14 @@ class RiskMonitor:
         if cursor is not None:
             self._cursor = self._persisted_cursor = as_text(cursor)
         if streaks is not None:
-            self.streak.restore(json.loads(as_text(streaks)))
+            try:
+                self.streak.restore(json.loads(as_text(streaks)))
+            except (ValueError, TypeError, AttributeError) as exc:
+                # Garbled: start the streaks over rather than never load (and never host the kill switch).
+                self.streak.restore({})
+                log.error("risk monitor: saved rejection streaks unreadable, reset: %s: %s", type(exc).__name__, exc)
+                self._queue_alert(key="risk_monitor:streaks_reset", title="Rejection streaks reset",
+                                  text=f"the saved rejection streaks were unreadable and were reset: {exc}")
         self._loaded = True
 
     async def start(self) -> None:
@@ -457,13 +464,26 @@ class RiskMonitor:
                               text=f"{trip.breaker} could not pause strategies whose stored state is unreadable: "
                                    f"{listed}")
         paused = []
-        for sid in pause_targets(trip, states):
+        targets = pause_targets(trip, states)
+        for sid in targets:
             # Only from RUNNING: a kill switch's WINDING_DOWN written meanwhile is never overwritten.
             if await self.store.transition_strategy_state(sid, {StrategyState.RUNNING}, StrategyState.PAUSED):
                 paused.append(sid)
                 self._stats["pauses"] += 1
-            if self.pauser is not None:
-                await self.pauser.pause(sid, pause_reason(trip))
+        if self.pauser is not None and targets:
+            # Redis already stops them; telling the actors is best effort, all at once and bounded
+            # as a whole, so hung strategy actors cannot hold this loop (and the kill switch's host).
+            reason = pause_reason(trip)
+            try:
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*(self.pauser.pause(sid, reason) for sid in targets), return_exceptions=True),
+                    timeout=_CALL_TIMEOUT_SECS)
+                for sid, answer in zip(targets, answers, strict=True):
+                    if isinstance(answer, Exception):
+                        log.warning("could not pause strategy actor %s: %s: %s", sid, type(answer).__name__, answer)
+            except TimeoutError:
+                log.warning("strategy actors not all told to pause within %gs: %s", _CALL_TIMEOUT_SECS,
+                            ", ".join(targets))
         return paused
 
     async def _persist_cursor(self) -> None:
@@ -590,9 +610,15 @@ class RiskMonitorActor:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
-        await self._monitor.start()
-        if self._kill_cfg is not None and self._kill_switch is None:
-            assert self._monitor.store is not None
+        try:
+            await self._monitor.start()
+        finally:
+            # The kill switch does not depend on the monitor's rules: it runs once Redis is reached,
+            # even when the monitor's own start failed.
+            self._start_kill_switch()
+
+    def _start_kill_switch(self) -> None:
+        if self._kill_cfg is not None and self._kill_switch is None and self._monitor.store is not None:
             self._kill_switch = KillSwitch(
                 self._monitor.store, self._monitor.store,
                 RayVenuePort(self._gateways, ray_namespace=self._ray_namespace), self._kill_cfg,
@@ -672,7 +698,14 @@ class RiskMonitorActor:
                 "venues": venues, "fills_by_layer": await store.fill_layer_counts()}
 
     async def check_health(self) -> HealthReport:
-        return await self._monitor.check_health()
+        """The monitor's probes; while a kill runs, a stale loop is reported but restarts nothing
+        (``liveness=False``): a restart would cancel the kill."""
+        report = await self._monitor.check_health()
+        if self._kill_switch is None or not self._kill_switch.running():
+            return report
+        probes = tuple(p.model_copy(update={"liveness": False}) if p.name == "loop_fresh" else p
+                       for p in report.probes)
+        return report.model_copy(update={"probes": probes})
 
     async def breakers(self) -> dict[str, dict[str, Any]]:
         return await self._monitor.breakers()

@@ -312,6 +312,44 @@ async def test_a_global_trip_pauses_every_running_strategy_despite_an_unreadable
     assert "S3 'running'" in bad[3]
 
 
+async def test_hung_strategy_actors_do_not_hold_the_loop(env, real_redis, namespace, monkeypatch):
+    import asyncio
+
+    from tradetree.actors import risk_monitor
+
+    store, make, alerts, _ = env
+    monkeypatch.setattr(risk_monitor, "_CALL_TIMEOUT_SECS", 0.2)
+
+    class HungPauser:
+        async def pause(self, strategy_id, reason):
+            await asyncio.Event().wait()  # an actor that never answers
+
+    trader = Trader(store, real_redis, namespace)
+    mon = make(RiskConfig(loop_interval_secs=3600, max_daily_loss_global=D(5)))
+    mon.pauser = HungPauser()
+    await trader.fill(Side.BUY, "2", "1000")
+    assert await mon.run_once() == []
+    await trader.fill(Side.SELL, "1", "400", reduce_only=True, ms=3_000)  # -6
+
+    started = asyncio.get_running_loop().time()
+    trips = await asyncio.wait_for(mon.run_once(), 2)
+
+    assert [t.breaker for t in trips] == ["global:loss"]
+    assert asyncio.get_running_loop().time() - started < 1, "one bound for all the pauses, not one each"
+    assert await store.strategy_states() == {"S1": "PAUSED", "S2": "PAUSED"}
+    assert mon.stats()["pending_trips"] == 0
+
+
+async def test_garbled_saved_streaks_are_reset_not_fatal(env, real_redis, namespace):
+    store, make, alerts, _ = env
+    await real_redis.set(store.keys.risk_streaks, b"{not json")
+    mon = make()
+    await _storm(real_redis, namespace, 5)
+    assert [t.breaker for t in await mon.run_once()] == ["strategy:S1:rejections"]
+    assert mon.stats()["last_error"] == ""
+    assert any("streaks" in a[3] and "reset" in a[3] for a in alerts.alerts)
+
+
 async def test_loss_baseline_survives_a_restart_and_resets_next_day(env, real_redis, namespace, clock):
     store, make, alerts, _ = env
     trader = Trader(store, real_redis, namespace)
