@@ -14,9 +14,9 @@ act at the same time, and executors in different processes exclude each
 other with a lease in the store (``RedisStore.acquire_kill_lease``).
 
 The ports: ``KillStore`` (position truth), ``KillRecords`` (the journal's
-storage), ``VenuePort`` (the gateways) and ``StrategyControlPort`` (pausing a
-strategy actor). The Ray implementations of the last two are in
-``actors.kill_switch_ray``.
+storage), ``VenuePort`` (the gateways, over Ray in ``actors.kill_switch_ray``)
+and ``StrategyControlPort`` (pausing a strategy actor, over Ray by
+``actors.risk_monitor.RayStrategyPauser``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from tradetree.core import (
     OrderDenied,
     OrderIntent,
     Position,
-    RedisKeys,
     StoreError,
     StrategyState,
     WallClock,
@@ -116,9 +115,6 @@ class KillRecords(Protocol):
     on any other store error.
     """
 
-    @property
-    def keys(self) -> RedisKeys: ...
-
     async def save_kill_progress(self, scope: str, progress_json: str, *, state: str, reason: str,
                                  updated_ms: int) -> None: ...
 
@@ -169,10 +165,6 @@ class KillJournal:
 
     def __init__(self, records: KillRecords) -> None:
         self._records = records
-
-    @property
-    def lease_key(self) -> str:
-        return str(self._records.keys.kill_lease)
 
     async def save(self, progress: KillProgress) -> None:
         await self._records.save_kill_progress(
@@ -297,10 +289,6 @@ class KillSwitch:
         self.owner_id = owner_id or f"killswitch-{uuid.uuid4().hex[:12]}"
         self._runs: dict[str, asyncio.Task[KillProgress]] = {}
         self._act_lock = asyncio.Lock()
-
-    @property
-    def journal(self) -> KillJournal:
-        return self._journal
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -428,7 +416,7 @@ class KillSwitch:
         start = start_run(run.progress, existing, requested=requested)
         run.progress, run.recheck, note = start.progress, start.recheck, start.note
         log.warning("kill switch: %s: %s", run.scope, note)
-        if run.progress.runs == 1:
+        if start.new_episode:
             # A new kill is recorded even when another executor holds the lease, so that
             # whoever holds it next finds it (nobody is running a kill that has no record).
             try:
@@ -477,12 +465,10 @@ class KillSwitch:
 
     async def _protect(self, run: _Run) -> str:
         """Stop new trading before touching the venue: the kill flag, or WINDING_DOWN."""
-        now = self._clock.now_ms()
         if run.strategy_id is not None:
-            await self._store.set_strategy_state(run.strategy_id, StrategyState.WINDING_DOWN)
-            run.update(now, strategies=(run.strategy_id,))
+            await self._wind_down(run, (run.strategy_id,))
             return f"strategy {run.strategy_id} WINDING_DOWN"
-        await self._store.set_kill_flag(run.progress.reason, now)
+        await self._store.set_kill_flag(run.progress.reason, self._clock.now_ms())
         # Leniently: one garbled entry must not keep every other strategy from winding down.
         states = await self._store.strategy_states(strict=False)
         bad = unreadable_states(states)
@@ -492,10 +478,14 @@ class KillSwitch:
             await self._append(run.scope, run.progress.runs, "flag", StepOutcome.INFO,
                                f"unreadable strategy states, wound down like the others: {listed}")
         targets = global_kill_targets(states, await self._store.positions())
-        for sid in targets:
-            await self._store.set_strategy_state(sid, StrategyState.WINDING_DOWN)
-        run.update(now, strategies=tuple(sorted({*run.progress.strategies, *targets})))
+        await self._wind_down(run, targets)
         return "kill flag set; WINDING_DOWN: " + (", ".join(targets) or "no strategies")
+
+    async def _wind_down(self, run: _Run, strategy_ids: Sequence[str]) -> None:
+        """Set ``strategy_ids`` WINDING_DOWN and count them among the kill's (KILLED when done)."""
+        for sid in strategy_ids:
+            await self._store.set_strategy_state(sid, StrategyState.WINDING_DOWN)
+        run.update(self._clock.now_ms(), strategies=tuple(sorted({*run.progress.strategies, *strategy_ids})))
 
     async def _pause_actor(self, run: _Run) -> None:
         assert run.strategy_id is not None
@@ -595,7 +585,8 @@ class KillSwitch:
         applied = {o.client_order_id: size for o, size in tracked}
         for coid in run.recheck:  # orders an earlier run sent: those not settled are waited for
             if coid not in orders and (order := await self._store.get_order(coid)) is not None:
-                run.own_orders[coid] = order
+                run.own_orders[coid] = orders[coid] = order
+                applied[coid] = await self._store.applied_size(coid)
         run.recheck = ()
         for coid, last_seen in run.own_orders.items():
             if coid not in orders:
@@ -613,19 +604,18 @@ class KillSwitch:
         if intent.strategy_id not in run.progress.strategies:
             # A position of a strategy the flag step did not see (a late fill): wind it down first.
             ok, _ = await self._attempt(run, f"wind down {intent.strategy_id}",
-                                        self._store.set_strategy_state(intent.strategy_id, StrategyState.WINDING_DOWN))
+                                        self._wind_down(run, (intent.strategy_id,)))
             if not ok:
                 return
-            run.update(self._clock.now_ms(), strategies=tuple(sorted({*run.progress.strategies, intent.strategy_id})))
         detail = (f"{intent.side.value} {intent.size} market{' reduce-only' if intent.reduce_only else ''} "
                   f"(position {action.position_qty:+})")
         await self._attempt(run, action.step, self._submit(run, intent), detail=detail)
 
     async def _submit(self, run: _Run, intent: OrderIntent) -> str:
         result = await self._venues.submit_order(intent)
+        if isinstance(result, OrderDenied):  # refused by a pre-trade check: nothing was sent
+            raise StepRefused("denied: " + "; ".join(result.reasons))
         refused = clip_refusal(result)
-        if isinstance(result, OrderDenied):
-            raise StepRefused(refused)
         # A rejected or unfilled order was still sent: it is counted and looked after like any other.
         run.own_orders[result.client_order_id] = result
         run.update(self._clock.now_ms(), orders_submitted=run.progress.orders_submitted + 1,

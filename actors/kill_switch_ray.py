@@ -1,4 +1,5 @@
-"""The kill switch's Ray ports: the gateways and the strategy actors, found by name.
+"""The kill switch's Ray port to the gateways, found by name (strategy actors are paused
+through ``actors.risk_monitor.RayStrategyPauser``).
 
 Every call goes through the shared ``supervisor.actor_client.ActorClient``
 (lookup by name, a timeout on every call, Ray errors translated), so the
@@ -16,7 +17,7 @@ from typing import Any
 from tradetree.core import ActorNotFound, BackendError, Order, OrderDenied, OrderIntent, VenueUnavailable, gateway_id
 from tradetree.supervisor import ActorClient
 
-__all__ = ["RayStrategyPort", "RayVenuePort", "PORT_CALL_TIMEOUT_SECS"]
+__all__ = ["RayVenuePort", "PORT_CALL_TIMEOUT_SECS"]
 
 # The executor bounds each step by its own call_timeout_secs (15 s by default); the client's
 # timeout is only the backstop that keeps a call through a port from ever waiting forever,
@@ -64,16 +65,3 @@ class RayVenuePort:
         # Account-level: the clips are sized against the account's net, so the venue gets reduceOnly as planned.
         return await _call(self._client, self._name(intent.venue), "submit_account_order", intent,
                            venue=intent.venue)
-
-
-class RayStrategyPort:
-    """``StrategyControlPort`` over the strategy actors (named by strategy id)."""
-
-    def __init__(self, *, ray_namespace: str | None = None, timeout_secs: float = PORT_CALL_TIMEOUT_SECS,
-                 client: ActorClient | None = None) -> None:
-        self._client = client or ActorClient(ray_namespace, timeout_secs=timeout_secs)
-
-    async def pause(self, strategy_id: str, reason: str) -> bool:
-        """Raises ``VenueUnavailable`` when the actor is missing, dead, hung or unreachable."""
-        await _call(self._client, strategy_id, "pause", reason)
-        return True

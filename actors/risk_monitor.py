@@ -91,7 +91,6 @@ __all__ = [
     "RayStrategyPauser",
     "RiskMonitor",
     "RiskMonitorActor",
-    "order_events_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,11 +100,6 @@ ALERT_SEVERITY = "critical"
 _MAX_BATCHES_PER_LOOP = 20  # bounds one loop; the rest is read on the next tick
 # The monitor's calls to the alerter and to strategies: short, because a loop waits on them.
 _CALL_TIMEOUT_SECS = 5.0
-
-
-def order_events_key(namespace: str) -> str:
-    """The stream the store appends every order write to."""
-    return RedisKeys(namespace).order_events
 
 
 class AlertSink(Protocol):
@@ -224,9 +218,6 @@ class RiskMonitor:
     @property
     def _streaks_key(self) -> str:
         return self.keys.risk_streaks
-
-    def _pnl_day_key(self, now_ms: int) -> str:
-        return self.keys.risk_pnl_day(utc_day(now_ms))
 
     # -- lifecycle ---------------------------------------------------------------
 

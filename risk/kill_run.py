@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tradetree.core import Order, OrderDenied, OrderState, Position, StrategyState, TradetreeError, VenueAuthError
+from tradetree.core import Order, OrderState, Position, StrategyState, TradetreeError, VenueAuthError
 from tradetree.risk.kill_switch import (
     CancelOrders,
     KillPhase,
@@ -67,11 +67,13 @@ class StepRefused(Exception):
 
 @dataclass(frozen=True)
 class RunStart:
-    """How a run begins: the progress it carries on, the note it records, orders to look up."""
+    """How a run begins: the progress it carries on, the note it records, orders to look up,
+    and whether it is a new episode (recorded at once, lease or not)."""
 
     progress: KillProgress
     note: str
     recheck: tuple[str, ...] = ()
+    new_episode: bool = False
 
 
 def start_run(fresh: KillProgress, existing: KillProgress | None, *, requested: bool) -> RunStart:
@@ -83,7 +85,7 @@ def start_run(fresh: KillProgress, existing: KillProgress | None, *, requested: 
     and the orders it sent are looked up again (those not settled are waited for).
     """
     if existing is None or (requested and existing.state is KillState.DONE):
-        return RunStart(progress=fresh, note=f"kill requested: {fresh.reason}")
+        return RunStart(progress=fresh, note=f"kill requested: {fresh.reason}", new_episode=True)
     progress = existing.model_copy(update={
         "state": KillState.RUNNING, "runs": existing.runs + 1, "failed_attempts": 0,
         "stalled_reason": "", "updated_ms": fresh.updated_ms, "finished_ms": None,
@@ -171,15 +173,13 @@ def lease_verdict(holder: str | None, held_before: bool) -> LeaseVerdict:
     return LeaseVerdict.LOST if held_before else LeaseVerdict.WAITING
 
 
-def clip_refusal(result: Order | OrderDenied) -> str | None:
-    """Why a wind-down order's answer counts as a failed attempt; None when it was taken.
+def clip_refusal(result: Order) -> str | None:
+    """Why a wind-down order the venue answered counts as a failed attempt; None when it was taken.
 
-    Denied by a pre-trade check, rejected by the venue, or canceled without a
-    fill: no liquidity took it, and counting it keeps a thin book from being hit
-    every interval.
+    Rejected by the venue, or canceled without a fill: no liquidity took it, and
+    counting it keeps a thin book from being hit every interval. (A clip denied
+    by a pre-trade check is a failed attempt too; it never reaches the venue.)
     """
-    if isinstance(result, OrderDenied):
-        return "denied: " + "; ".join(result.reasons)
     if result.state is OrderState.REJECTED:
         return f"order {result.client_order_id} rejected: {result.reject_reason}"
     if result.state is OrderState.CANCELED and result.filled_size == 0:

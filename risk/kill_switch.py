@@ -32,7 +32,7 @@ Elsewhere: the executor that carries the plans out is
 ``actors.kill_switch.KillSwitch`` (hosted by the RiskMonitor actor), its
 records are kept by ``core.store.RedisStore`` (``{ns}:ctl:kill:<scope>``,
 ``{ns}:ctl:kill_log:<scope>``, the lease ``{ns}:ctl:kill_lease``), and the
-Ray ports to the gateways and strategies are ``actors.kill_switch_ray``.
+Ray port to the gateways is ``actors.kill_switch_ray``.
 
 No double close: a position gets its next clip only when no order of its
 strategy on that instrument is unsettled (still working, or terminal with

@@ -371,7 +371,7 @@ async def test_denied_and_rejected_wind_down_orders_are_retried(book, venue, fak
     assert result.state is KillState.DONE
     assert book.position("A") == 0 and book.position("B") == 0
     failed = [s.detail for s in await ks.steps() if s.outcome is StepOutcome.FAILED]
-    assert sum("market data stale" in d for d in failed) == 2
+    assert sum("denied: market data stale" in d for d in failed) == 2
 
 
 async def test_offsetting_positions_stall_with_the_reason_unless_allowed(book, venue, fake_redis, namespace, sim):
@@ -487,7 +487,7 @@ async def test_a_crashed_executor_is_taken_over_after_its_lease_and_cannot_act_a
     venue2 = FakeVenue(book)
     ks2 = make(book, venue2, fake_redis, namespace, sim, cfg=cfg, owner="ks-2")
     takeover = asyncio.create_task(ks2.resume_pending())
-    lease = ks2.journal.lease_key
+    lease = RedisStore(fake_redis, namespace).keys.kill_lease
     for _ in range(10_000):
         await asyncio.sleep(0)
         if await fake_redis.hget(lease, "owner") == b"ks-2":
@@ -514,7 +514,8 @@ async def test_while_another_executor_holds_the_lease_a_kill_protects_records_an
         book, venue, fake_redis, namespace, sim):
     book.qty = {("B", "okx", BTC): D(1)}
     ks = make(book, venue, fake_redis, namespace, sim, cfg=config(max_duration_secs=10), owner="ks-2")
-    assert await ks.journal.acquire_lease("ks-1", sim.clock.now_ms(), 30_000) is None  # alive elsewhere
+    records = RedisStore(fake_redis, namespace)
+    assert await records.acquire_kill_lease("ks-1", sim.clock.now_ms(), 30_000) is None  # alive elsewhere
 
     waited = await ks.kill("limits", strategy_id="B")
 
@@ -524,7 +525,7 @@ async def test_while_another_executor_holds_the_lease_a_kill_protects_records_an
     details = [s.detail for s in await ks.steps("B")]
     assert any("ks-1 holds the kill lease" in d for d in details) and any("gave up" in d for d in details)
 
-    await ks.journal.release_lease("ks-1")
+    await records.release_kill_lease("ks-1")
     [done] = await ks.resume_pending()
     assert done.state is KillState.DONE and book.position("B") == 0 and book.states["B"] == "KILLED"
 

@@ -1,4 +1,4 @@
-"""The Ray ports of the kill switch: errors arrive as ``core.errors`` (stand-in actors, and without Ray)."""
+"""The Ray port of the kill switch: errors arrive as ``core.errors`` (stand-in actors, and without Ray)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tradetree.actors.kill_switch_ray import PORT_CALL_TIMEOUT_SECS, RayStrategyPort, RayVenuePort
+from tradetree.actors.kill_switch_ray import PORT_CALL_TIMEOUT_SECS, RayVenuePort
 from tradetree.core.errors import OrderRejected, VenueUnavailable
 from tradetree.core.names import gateway_id
 from tradetree.core.types import Order, OrderIntent, Side
@@ -31,17 +31,6 @@ class _Gateway:
         return Order.from_intent(intent, now_ms=1, client_order_id="c1")
 
 
-class _Strategy:
-    def __init__(self) -> None:
-        self.paused: list[str] = []
-
-    async def pause(self, reason: str = "") -> None:
-        self.paused.append(reason)
-
-    async def reasons(self) -> list[str]:
-        return self.paused
-
-
 @pytest.mark.integration
 async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
     ray = ray_session
@@ -52,7 +41,6 @@ async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
         gateway.options(name=gateway_id(ok_venue)).remote(False),
         gateway.options(name="custom-name-" + tag).remote(True),
     ]
-    strategy = ray.remote(num_cpus=0)(_Strategy).options(name=f"S_{tag}").remote()
     try:
         port = RayVenuePort({ok_venue: gateway_id(ok_venue), bad_venue: "custom-name-" + tag})
         assert port.venues() == tuple(sorted((ok_venue, bad_venue)))
@@ -68,13 +56,8 @@ async def test_ray_ports_translate_errors_and_find_actors_by_name(ray_session):
             await port.submit_order(intent.model_copy(update={"size": Decimal(9)}))
         with pytest.raises(VenueUnavailable, match="not found"):
             await port.cancel_all(gone_venue)
-
-        await RayStrategyPort().pause(f"S_{tag}", "killed")
-        assert await strategy.reasons.remote() == ["killed"]
-        with pytest.raises(VenueUnavailable):
-            await RayStrategyPort().pause(f"missing_{tag}", "killed")
     finally:
-        for a in (*actors, strategy):
+        for a in actors:
             ray.kill(a)
 
 
@@ -101,8 +84,7 @@ async def test_ports_call_through_the_actor_client_and_keep_the_executor_contrac
     with pytest.raises(VenueUnavailable, match=r"VenueGateway\[okx\].cancel_all: CallTimeout") as err:
         await port.cancel_all("okx")
     assert err.value.venue == "okx" and looked_up == [(gateway_id("okx"), "ns")]
-    strategies = RayStrategyPort(client=ActorClient("ns", timeout_secs=0.05, lookup=lookup))
-    with pytest.raises(VenueUnavailable, match="actor missing_S not found"):
-        await strategies.pause("missing_S", "killed")
+    with pytest.raises(VenueUnavailable, match="actor missing_gw not found"):
+        await RayVenuePort({"x": "missing_gw"}, client=ActorClient("ns", timeout_secs=0.05, lookup=lookup)).cancel_all("x")
     # The backstop never cuts a call before the executor's own default step timeout does.
     assert PORT_CALL_TIMEOUT_SECS > KillSwitchConfig.model_fields["call_timeout_secs"].default

@@ -9,10 +9,11 @@ from decimal import Decimal as D
 
 import pytest
 
-from tradetree.actors.risk_monitor import RiskMonitor, RiskMonitorActor, order_events_key
+from tradetree.actors.risk_monitor import RiskMonitor, RiskMonitorActor
 from tradetree.core.clock import ManualClock
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import StoreUnavailable
+from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.store import RedisStore
 from tradetree.core.types import Fill, FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
 from tradetree.risk.config import RiskConfig
@@ -55,7 +56,7 @@ def _order(coid, state, *, sid="S1", side=Side.BUY, size="1", reduce_only=False,
 
 
 async def _xadd(client, namespace, order):
-    await client.xadd(order_events_key(namespace), {"order": order.model_dump_json()})
+    await client.xadd(RedisKeys(namespace).order_events, {"order": order.model_dump_json()})
 
 
 @pytest.fixture
@@ -197,8 +198,8 @@ async def test_undelivered_alert_is_retried_and_sent_once(env, real_redis, names
 async def test_garbled_event_is_skipped_and_counted(env, real_redis, namespace):
     store, make, alerts, _ = env
     mon = make()
-    await real_redis.xadd(order_events_key(namespace), {"order": b"{not json"})
-    await real_redis.xadd(order_events_key(namespace), {"other": b"x"})
+    await real_redis.xadd(RedisKeys(namespace).order_events, {"order": b"{not json"})
+    await real_redis.xadd(RedisKeys(namespace).order_events, {"other": b"x"})
     await _storm(real_redis, namespace, 5)
     assert [t.breaker for t in await mon.run_once()] == ["strategy:S1:rejections"]
     assert mon.stats()["bad_events"] == 2

@@ -14,7 +14,7 @@ from tradetree.core.errors import (
     VenueAuthError,
     VenueUnavailable,
 )
-from tradetree.core.types import Order, OrderDenied, OrderIntent, OrderState, Position, Side
+from tradetree.core.types import Order, OrderIntent, OrderState, Position, Side
 from tradetree.risk.kill_run import (
     LeaseVerdict,
     StepFailure,
@@ -70,13 +70,15 @@ def test_nothing_recorded_starts_a_new_episode():
     fresh = progress()
     start = start_run(fresh, None, requested=True)
     assert start.progress == fresh and start.recheck == () and start.note == "kill requested: drift"
+    assert start.new_episode
 
 
 def test_a_request_on_a_done_kill_starts_a_new_episode_a_resume_does_not():
     fresh, done = progress(reason="again", updated_ms=900), progress(state=KillState.DONE, runs=3)
     assert start_run(fresh, done, requested=True).progress == fresh
+    assert start_run(fresh, done, requested=True).new_episode
     resumed = start_run(fresh, done, requested=False)
-    assert resumed.progress.runs == 4 and resumed.note == "resuming DONE kill"
+    assert resumed.progress.runs == 4 and resumed.note == "resuming DONE kill" and not resumed.new_episode
 
 
 def test_a_stalled_kill_is_resumed_under_the_new_owner_with_its_orders_rechecked():
@@ -178,8 +180,6 @@ def test_a_clip_counts_as_taken_only_when_the_venue_took_it():
     assert clip_refusal(partial.transition(OrderState.CANCELED, now_ms=3)) is None, "a partial fill reduced it"
     rejected = live.transition(OrderState.REJECTED, now_ms=2, reject_reason="51008")
     assert clip_refusal(rejected) == "order k1 rejected: 51008"
-    denied = OrderDenied(intent=intent(), reasons=("market data stale", "x"), ts_ms=1, checked_by="gateway")
-    assert clip_refusal(denied) == "denied: market data stale; x"
 
 
 def test_a_global_kill_winds_down_every_strategy_not_killed_and_every_holder():
