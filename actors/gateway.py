@@ -62,6 +62,7 @@ from tradetree.core import (
     Order,
     OrderIntent,
     OrderNotFound,
+    OrderRejected,
     OrderState,
     ProbeResult,
     RedisStore,
@@ -75,12 +76,10 @@ from tradetree.core import (
     cancel_and_wait,
 )
 from tradetree.execution import (
-    SendOutcome,
     acknowledged,
     cancel_all_error,
     decide_venue_reduce_only,
     market_data_probe,
-    send_outcome,
     ticker_args,
     ws_probe,
 )
@@ -510,16 +509,13 @@ class VenueGateway:
         finally:
             if held:
                 lock.release()
-        meaning = send_outcome(outcome)
-        if meaning is SendOutcome.NOT_LISTED:
+        if outcome is None:  # never sent
             return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
-        if meaning is SendOutcome.ACKNOWLEDGED:
-            assert isinstance(outcome, str)
+        if isinstance(outcome, str):  # the venue order id came back
             return await self._acknowledge(order, outcome)
-        if meaning is SendOutcome.REJECTED:
+        if isinstance(outcome, OrderRejected):  # the venue refused this order
             return await self._reject(order, str(outcome))
-        if meaning is SendOutcome.AUTH_REFUSED:
-            assert isinstance(outcome, VenueAuthError)
+        if isinstance(outcome, VenueAuthError):  # ... or our credentials: reject it, and raise
             await self._reject(order, f"credentials rejected: {outcome}")
             raise outcome
         # unavailable, timeout, garbled ack: the outcome is unknown
