@@ -84,12 +84,35 @@ from tradetree.execution import (
     ws_probe,
 )
 
-__all__ = ["VenueGateway", "VenueGatewayActor"]
+__all__ = ["VenueGateway", "VenueGatewayActor", "record_ack"]
 
 log = logging.getLogger(__name__)
 
 ORDERS_CHANNEL = {"channel": "orders", "instType": "ANY"}
 _STOP_TIMEOUT_SECS = 5.0
+
+
+async def record_ack(store: RedisStore, order: Order, venue_order_id: str, now_ms: int) -> tuple[Order, bool]:
+    """Record the venue's acknowledgement of ``order`` (sent by us, recorded before): the stored
+    order after it, and whether this call changed it.
+
+    The stored order is read again first, since the WS may have moved it on already
+    (``execution.acknowledged`` says what the ack then adds). Another writer (the poller, the
+    WS) may also move it on between that read and the update: the store then refuses the update
+    (``InvalidOrderTransition``), and the order it holds says more than the ack, so it is returned.
+    The gateway and the reconciler's canary both record their acks here.
+
+    Raises:
+        StoreError: Redis could not be read or written.
+    """
+    current = await store.get_order(order.client_order_id) or order
+    acked = acknowledged(current, venue_order_id, now_ms)
+    if acked is None:
+        return current, False
+    try:
+        return await store.update_order(acked), True
+    except InvalidOrderTransition:  # moved on meanwhile: what the store holds is newer
+        return await store.get_order(order.client_order_id) or current, False
 
 
 class VenueGateway:
@@ -565,17 +588,14 @@ class VenueGateway:
         assert self._store is not None
         try:
             async with self._order_lock:
-                current = await self._store.get_order(order.client_order_id) or order
-                acked = acknowledged(current, venue_order_id, self._clock.now_ms())
-                if acked is None:
-                    return current
-                stored = await self._store.update_order(acked)
+                stored, changed = await record_ack(self._store, order, venue_order_id, self._clock.now_ms())
         except StoreError as exc:
             # The order is at the venue; Redis holds it as PENDING_NEW and the poller will catch up.
             self.last_error = f"ack of {order.client_order_id}: {exc}"
             log.error("%s: recording the ack of %s failed: %s", self.component, order.client_order_id, exc)
             return order.transition(OrderState.LIVE, now_ms=self._clock.now_ms(), venue_order_id=venue_order_id)
-        self._fanout.order_update(stored)
+        if changed:
+            self._fanout.order_update(stored)
         return stored
 
     async def _reject(self, order: Order, reason: str) -> Order:

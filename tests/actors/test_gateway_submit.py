@@ -91,3 +91,25 @@ async def test_an_unlisted_instrument_is_rejected_without_sending(gateway):
     order = await gateway.submit_order(intent("DOGE-USDT-SWAP"))
     assert order.state is OrderState.REJECTED and "not listed" in order.reject_reason
     assert gateway._rest.sent == []
+
+
+async def test_an_order_the_poller_moves_on_during_the_ack_is_returned_as_stored(gateway, monkeypatch):
+    # The poller records the order FILLED (at the same moment) between the ack's read of the stored
+    # order and its update: the store refuses PENDING_NEW's LIVE, and the order is live at the venue,
+    # so submit_order returns what the store holds instead of raising.
+    store = gateway._store
+    read = store.get_order
+    moved = []
+
+    async def get_order(coid):
+        order = await read(coid)
+        if not moved and order is not None and order.state is OrderState.PENDING_NEW:
+            moved.append(await store.update_order(order.transition(
+                OrderState.FILLED, now_ms=gateway._clock.now_ms(), venue_order_id="123", filled_size=Decimal(1))))
+        return order
+
+    monkeypatch.setattr(store, "get_order", get_order)
+    order = await gateway.submit_order(intent())
+    assert moved, "the poller's update never ran"
+    assert order.state is OrderState.FILLED and order.venue_order_id == "123"
+    assert (await read(order.client_order_id)).state is OrderState.FILLED
