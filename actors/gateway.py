@@ -24,7 +24,12 @@ What the gateway guarantees:
   the kill switch's) keep the flag they come with. Orders are recorded one at
   a time, and one sent with the flag is placed before the next is recorded, so
   no order this gateway sends overtakes it at the venue (other orders of the
-  venue wait for that one REST round trip).
+  venue wait for that one REST round trip);
+- a strategy's order may carry an admission deadline (``submit_order``'s
+  ``not_after_ms``): one whose turn to be recorded and sent comes after it is
+  recorded REJECTED and never sent, so a caller whose call timed out (after
+  the deadline plus one bounded send and lookup) finds it in Redis or knows
+  it was never sent.
 """
 
 from __future__ import annotations
@@ -480,8 +485,15 @@ class VenueGateway:
 
     # -- the order path ------------------------------------------------------------------------
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
         """Record a strategy's order in Redis, then send it; return it as known after the attempt.
+
+        ``not_after_ms`` (this gateway's clock, epoch ms) is the caller's admission deadline:
+        an order whose turn at the send lock comes after it is recorded REJECTED ("expired
+        before send") and never reaches the venue. A caller that stops waiting for this call
+        some time after its deadline (its own call timeout, longer than the deadline plus one
+        send and one lookup) thus knows the order is then either in Redis or never sent, and
+        may act on what Redis shows without ordering the same exposure twice.
 
         A reduce-only intent (may only reduce its strategy's position, checked
         pre-trade by the caller) is sent with the venue's ``reduceOnly`` only
@@ -491,7 +503,8 @@ class VenueGateway:
         order's ``venue_reduce_only`` says which.
 
         Returns the order LIVE (or further) when acknowledged, REJECTED (with
-        ``reject_reason``) when the venue refused it, or PENDING_NEW when the
+        ``reject_reason``) when the venue refused it or its deadline passed
+        before it was sent, or PENDING_NEW when the
         outcome could not be learned (it stays tracked; the poller settles it).
 
         Raises:
@@ -500,7 +513,7 @@ class VenueGateway:
             VenueAuthError: credentials rejected (the order is recorded REJECTED).
             ValueError: the intent is for another venue.
         """
-        return await self._submit(intent, account_level=False)
+        return await self._submit(intent, account_level=False, not_after_ms=not_after_ms)
 
     async def submit_account_order(self, intent: OrderIntent) -> Order:
         """As ``submit_order`` for an order sized against the account's net position by its sender
@@ -508,7 +521,7 @@ class VenueGateway:
         """
         return await self._submit(intent, account_level=True)
 
-    async def _submit(self, intent: OrderIntent, *, account_level: bool) -> Order:
+    async def _submit(self, intent: OrderIntent, *, account_level: bool, not_after_ms: int | None = None) -> Order:
         store, rest = self._running()
         if intent.venue != self.venue.name:
             raise ValueError(f"{self.component}: intent for venue {intent.venue!r}")
@@ -519,19 +532,24 @@ class VenueGateway:
         await lock.acquire()
         held = True
         try:
-            if intent.reduce_only and not account_level:
+            # Checked once the lock is ours: waiting for it is what can outlast the caller's patience.
+            expired = not_after_ms is not None and self._clock.now_ms() > not_after_ms
+            send = listed and not expired
+            if intent.reduce_only and not account_level and not expired:
                 order = await self._with_venue_reduce_only(store, order)
             else:
                 order = order.model_copy(update={"venue_reduce_only": intent.reduce_only})
             await self._record(store, order)
-            if not (order.venue_reduce_only and listed):
+            if not (order.venue_reduce_only and send):
                 lock.release()  # nothing to protect: the venue cannot refuse it for the account's net
                 held = False
-            if listed:
+            if send:
                 outcome = await self._place(rest, order)
         finally:
             if held:
                 lock.release()
+        if expired:  # never sent: its caller may have stopped waiting and gone on without it
+            return await self._reject(order, "expired before send")
         if outcome is None:  # never sent
             return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
         if isinstance(outcome, str):  # the venue order id came back
@@ -695,8 +713,8 @@ class _VenueGatewayShell:
     async def subscribe(self, actor_name: str, inst_ids: list[str], strategy_id: str | None = None) -> None:
         await self._gateway.subscribe(actor_name, inst_ids, strategy_id)
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
-        return await self._gateway.submit_order(intent)
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
+        return await self._gateway.submit_order(intent, not_after_ms)
 
     async def submit_account_order(self, intent: OrderIntent) -> Order:
         return await self._gateway.submit_account_order(intent)

@@ -115,7 +115,7 @@ class LocalTarget(_TargetBase):
 
 
 # Long on purpose: it only frees the in-flight slots of a hung subscriber. A strategy's
-# on_ticker may itself wait on an order submission (30 s), and that is not a failure.
+# on_ticker may itself wait on an order submission (ORDER_CALL_TIMEOUT_SECS, 35 s), and that is not a failure.
 DELIVERY_TIMEOUT_SECS = 120.0
 
 

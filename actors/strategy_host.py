@@ -46,6 +46,7 @@ from tradetree.core import (
     StrategyState,
     Ticker,
     TradetreeError,
+    VenueConfig,
     WallClock,
 )
 from tradetree.ml import set_server_connector
@@ -78,21 +79,28 @@ from tradetree.risk import (
 from tradetree.strategies import StrategyContext, build_strategy
 from tradetree.supervisor import ActorClient
 
-__all__ = ["ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
+__all__ = ["ORDER_ADMISSION_SECS", "ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 
 log = logging.getLogger(__name__)
 
 
 class OrderSink(Protocol):
-    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied: ...
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied: ...
 
     async def cancel_order(self, client_order_id: str) -> Order: ...
 
 
-# A submission records the order, places it over REST (http_timeout_secs, 10 s by default) and,
-# when the answer is lost, looks it up once more: 30 s covers both. A timeout is safe: the order
-# is in Redis before it is sent, so the poller settles it and the next bar's context shows it.
-ORDER_CALL_TIMEOUT_SECS = 30.0
+# How long an order may wait at the gateway (for its send lock) before it is sent; past it the
+# gateway rejects it unsent ("expired before send"). The host's deadline is its clock plus this.
+ORDER_ADMISSION_SECS = 10.0
+# The venue's REST timeout. The host is not given its venue's config, so this is VenueConfig's
+# default; a venue configured with a longer one makes a host timeout likelier, never unsafe.
+_VENUE_HTTP_TIMEOUT_SECS: float = VenueConfig.model_fields["http_timeout_secs"].default
+# Once admitted, a submission records the order, places it over REST and, when the answer is
+# lost, looks it up once: bounded by two REST timeouts. The call timeout exceeds admission plus
+# both, with a margin for Redis and for the two clocks, so when it expires the order is either in
+# Redis (the poller settles it and the next bar's context shows it) or will never be sent.
+ORDER_CALL_TIMEOUT_SECS = ORDER_ADMISSION_SECS + 2 * _VENUE_HTTP_TIMEOUT_SECS + 5.0
 
 
 class RayGatewaySink:
@@ -102,6 +110,13 @@ class RayGatewaySink:
     again, so one the supervisor re-created under the same name is found.
     Errors are ``core.errors`` ones: the gateway's own (e.g. ``StoreUnavailable``,
     ``DuplicateClientOrderId``) as raised, Ray's as ``BackendError``.
+
+    A submission's timeout does not stop the gateway's call. Its contract with
+    the host: the host passes an admission deadline (``not_after_ms``), the
+    gateway never sends an order whose turn comes after it, and the call's
+    timeout (``ORDER_CALL_TIMEOUT_SECS``) exceeds the deadline plus the
+    gateway's bounded send and lookup. A ``CallTimeout`` from ``submit_order``
+    therefore means the order is in Redis or will never be sent.
     """
 
     def __init__(self, gateway_name: str, namespace: str | None = None, *, client: ActorClient | None = None,
@@ -111,8 +126,8 @@ class RayGatewaySink:
         self._client = client or ActorClient(namespace)
         self._order_timeout_secs = order_timeout_secs
 
-    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied:
-        return await self._client.call(self.gateway_name, "submit_order", intent,
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied:
+        return await self._client.call(self.gateway_name, "submit_order", intent, not_after_ms,
                                        timeout_secs=self._order_timeout_secs)
 
     async def cancel_order(self, client_order_id: str) -> Order:
@@ -297,7 +312,8 @@ class StrategyHost:
                 self.last_denial = tuple(reasons)
                 log.info("strategy %s: %s denied: %s", self.id, intent.reason, "; ".join(reasons))
                 break  # the rest of a plan (e.g. open after close) depends on this leg
-            result = await self.sink.submit_order(intent)
+            deadline = self.clock.now_ms() + int(ORDER_ADMISSION_SECS * 1000)
+            result = await self.sink.submit_order(intent, not_after_ms=deadline)
             if isinstance(result, OrderDenied):
                 self.denials += 1
                 self.last_denial = result.reasons

@@ -7,7 +7,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from tradetree.actors.strategy_host import StrategyHost
+from tradetree.actors.strategy_host import ORDER_ADMISSION_SECS, StrategyHost
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import StrategyConfig
 from tradetree.core.control_state import ControlState
@@ -36,10 +36,11 @@ class RecordingSink:
     """Stands in for the gateway: records the order in Redis as the gateway does, then acks it."""
 
     def __init__(self, store: RedisStore, clock: ManualClock) -> None:
-        self.store, self.clock, self.intents = store, clock, []
+        self.store, self.clock, self.intents, self.deadlines = store, clock, [], []
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
         self.intents.append(intent)
+        self.deadlines.append(not_after_ms)
         order = Order.from_intent(intent, now_ms=self.clock.now_ms())
         await self.store.record_order(order)
         return await self.store.update_order(order.transition(OrderState.LIVE, now_ms=self.clock.now_ms() + 1))
@@ -90,6 +91,17 @@ async def test_fresh_state_lets_the_entry_through_once(env):
     await _feed(host, clock, [100, 101, 100, 101, 80, 80, 79])
     assert len(host.sink.intents) == 1  # the live order counts as exposure: no second entry
     assert host.sink.intents[0].side is Side.BUY
+
+
+async def test_orders_go_out_with_the_admission_deadline(env):
+    # The gateway never sends an order whose turn comes after this: a submission that timed out
+    # here is then in Redis or never sent (see RayGatewaySink).
+    host, store, clock = env
+    await host.start()
+    await host.control.mark_verified("okx", clock.now_ms() + 10_000)
+    sent = await _feed(host, clock, [100, 101, 100, 101, 80, 80, 79])
+    assert len(sent) == 1
+    assert host.sink.deadlines == [sent[0].created_ms + int(ORDER_ADMISSION_SECS * 1000)]
 
 
 async def test_filled_order_whose_fill_never_arrived_still_counts_as_exposure():
