@@ -422,7 +422,7 @@ class StrategyHost:
         orders = [o for o, _ in pairs]
         applied = {o.client_order_id: size for o, size in pairs}
         ctx = StrategyContext(now_ms=self.clock.now_ms(), positions=positions,
-                              pending=pending_by_instrument(orders, applied))
+                              pending=pending_by_instrument(pairs))
         return ctx, orders, applied
 
     def on_fill(self, fill: Fill) -> None:

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core import Mark, Order, OrderIntent, OrderState, Position, Side, fresher, usable_marks
+from tradetree.core import Mark, Order, OrderIntent, Position, Side, fresher, usable_marks
 from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.pre_trade import in_flight_size
 
 __all__ = [
     "DAILY_PNL_UNKNOWN",
@@ -42,29 +43,27 @@ __all__ = [
 
 MarkKey = tuple[str, str]
 
+_ZERO = Decimal(0)
+
 # The text of pre_trade's reason when today's P&L is unknown (the key ``explain`` looks up).
 DAILY_PNL_UNKNOWN = "daily P&L unknown: loss limits cannot be checked"
 
 
-def pending_by_instrument(orders: Iterable[Order], applied: Mapping[str, Decimal]) -> dict[str, Decimal]:
+def pending_by_instrument(orders: Iterable[tuple[Order, Decimal]]) -> dict[str, Decimal]:
     """Signed size of orders not yet reflected in positions, per instrument.
 
-    An order contributes what it is expected to fill minus what the store has
-    applied for it: the unfilled rest of a live order, and the unapplied part
-    of a filled or canceled one. The second part is the incident guard: an
-    order the venue says is filled, whose fills never arrived, still counts,
-    so the strategy does not order the same exposure again.
+    ``orders``: each order with what the store has applied for it. An order
+    contributes its ``pre_trade.in_flight_size``: the unfilled rest of a live
+    order, and the unapplied part of a filled or canceled one. The second
+    part is the incident guard: an order the venue says is filled, whose
+    fills never arrived, still counts, so the strategy does not order the
+    same exposure again.
     """
     out: dict[str, Decimal] = {}
-    for o in orders:
-        if o.state is OrderState.REJECTED:
-            continue
-        expected = o.filled_size if o.state is OrderState.CANCELED else o.size
-        rest = expected - applied.get(o.client_order_id, Decimal(0))
-        if rest <= 0:
-            continue
-        signed = rest if o.side is Side.BUY else -rest
-        out[o.inst_id] = out.get(o.inst_id, Decimal(0)) + signed
+    for order, applied in orders:
+        rest = in_flight_size(order, applied)
+        if rest > 0:
+            out[order.inst_id] = out.get(order.inst_id, _ZERO) + (rest if order.side is Side.BUY else -rest)
     return out
 
 

@@ -108,12 +108,12 @@ async def test_filled_order_whose_fill_never_arrived_still_counts_as_exposure():
     order = Order(client_order_id="a", strategy_id="S", venue="okx", inst_id="X", side=Side.SELL,
                   type=OrderType.MARKET, size=Decimal(2), state=OrderState.FILLED, filled_size=Decimal(2),
                   created_ms=1, updated_ms=2)
-    assert pending_by_instrument([order], {}) == {"X": Decimal(-2)}
-    assert pending_by_instrument([order], {"a": Decimal(2)}) == {}
+    assert pending_by_instrument([(order, Decimal(0))]) == {"X": Decimal(-2)}
+    assert pending_by_instrument([(order, Decimal(2))]) == {}
     canceled = order.model_copy(update={"state": OrderState.CANCELED, "filled_size": Decimal(1)})
-    assert pending_by_instrument([canceled], {"a": Decimal(1)}) == {}
+    assert pending_by_instrument([(canceled, Decimal(1))]) == {}
     rejected = order.model_copy(update={"state": OrderState.REJECTED, "filled_size": Decimal(0)})
-    assert pending_by_instrument([rejected], {}) == {}
+    assert pending_by_instrument([(rejected, Decimal(0))]) == {}
 
 
 async def test_context_reads_positions_applied_by_any_layer(env):

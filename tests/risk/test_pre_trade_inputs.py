@@ -44,8 +44,8 @@ def test_pending_counts_the_unapplied_rest_signed_and_skips_rejected() -> None:
     filled_unapplied = _order("c").transition(OrderState.LIVE, now_ms=2).model_copy(
         update={"state": OrderState.FILLED, "filled_size": D(2)})
     rejected = _order("d").transition(OrderState.REJECTED, now_ms=2, reject_reason="no")
-    assert pending_by_instrument([buy, sell, filled_unapplied, rejected], {"a": D(1)}) == {"BTC-USDT-SWAP": D(-0)}
-    assert pending_by_instrument([buy, filled_unapplied], {"a": D(1)}) == {"BTC-USDT-SWAP": D(3)}
+    assert pending_by_instrument([(buy, D(1)), (sell, D(0)), (filled_unapplied, D(0)), (rejected, D(0))]) == {"BTC-USDT-SWAP": D(-0)}
+    assert pending_by_instrument([(buy, D(1)), (filled_unapplied, D(0))]) == {"BTC-USDT-SWAP": D(3)}
 
 
 def test_input_needs_follow_the_limits_and_spare_a_reduce_only_close() -> None:
