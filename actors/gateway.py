@@ -579,15 +579,13 @@ class VenueGateway:
     async def _with_venue_reduce_only(self, store: RedisStore, order: Order) -> Order:
         """``order`` with ``venue_reduce_only`` decided from every strategy's state in Redis. Never raises."""
         try:
-            # Orders and their applied sizes before positions: a same-side fill the WS layer applies
-            # between the reads then counts twice (in flight, and in the net), never zero times, which
-            # would leave room the venue's net no longer has (51205). Fills are applied atomically with
-            # the order's applied size, and no order is recorded meanwhile (``_send_lock``).
-            same_side = [(o, size) for o, size in await store.open_orders_with_applied(venue=self.venue.name)
-                         if o.inst_id == order.inst_id and o.side is order.side]
+            # Orders before positions (``RedisStore.exposure``): a same-side fill the WS layer applies
+            # between the reads counts twice, never zero times, which would leave room the venue's net
+            # no longer has (51205). No order is recorded meanwhile (``_send_lock``).
+            tracked, positions = await store.exposure(venue=self.venue.name)
+            same_side = [(o, size) for o, size in tracked if o.inst_id == order.inst_id and o.side is order.side]
             in_flight = [o for o, _ in same_side]
             applied = {o.client_order_id: size for o, size in same_side}
-            positions = await store.positions()
         except Exception as exc:  # Redis down or a garbled record: fail closed, keep the venue's guard
             self.counters["venue_reduce_only_unknown"] += 1
             log.warning("%s: order %s: account position unknown (%s); sent reduce-only",

@@ -40,6 +40,7 @@ from tradetree.core import (
     OrderDenied,
     OrderIntent,
     OrderState,
+    Position,
     RedisStore,
     StoreError,
     StrategyConfig,
@@ -297,7 +298,7 @@ class StrategyHost:
     async def _decide(self, bar) -> list[Order]:
         assert self.store is not None and self.control is not None
         await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
-        ctx, orders, applied = await self._read_state()
+        ctx, orders, positions = await self._read_state()
         intents = self.strategy.on_bar(bar, ctx)  # always fed, so indicators stay warm while paused
         for coid in self.strategy.cancels():
             try:
@@ -306,7 +307,7 @@ class StrategyHost:
                 log.info("strategy %s: cancel %s: %s", self.id, coid, exc)
         sent = []
         for intent in intents:
-            reasons = await self.pre_trade_reasons(intent, orders, applied)
+            reasons = await self.pre_trade_reasons(intent, orders, positions)
             if reasons:
                 self.denials += 1
                 self.last_denial = tuple(reasons)
@@ -325,16 +326,17 @@ class StrategyHost:
                 log.warning("strategy %s: order rejected: %s", self.id, result.reject_reason)
                 break
             sent.append(result)
-            orders.append(result)
+            orders.append((result, Decimal(0)))  # the next leg's check counts it in flight
             self.strategy.on_order_update(result)
         return sent
 
-    async def pre_trade_reasons(self, intent: OrderIntent, orders: list[Order],
-                                applied: dict[str, Decimal]) -> list[str]:
+    async def pre_trade_reasons(self, intent: OrderIntent, orders: list[tuple[Order, Decimal]],
+                                positions: list[Position]) -> list[str]:
         """Freshness gate, then limits and the duplicate-close guard. Empty = allowed.
 
-        ``orders`` / ``applied``: this strategy's in-flight orders on its venue
-        and what the store applied for them (as ``_read_state`` returns them).
+        ``orders`` / ``positions``: this strategy's in-flight orders on its venue
+        with what the store applied for them, and its positions (as
+        ``_read_state`` read them, orders first, plus the orders this bar sent).
         A reason saying a mark or today's P&L is unknown tells why.
 
         Raises:
@@ -348,16 +350,17 @@ class StrategyHost:
         reasons = check_freshness(intent, gate, self.risk)
         if reasons:
             return reasons
-        limits, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
+        limits, why_unknown = await self.pre_trade_inputs(intent, orders, positions)
         return [explain(r, why_unknown) for r in check_pre_trade(intent, limits, self.risk)]
 
     async def pre_trade_inputs(
-        self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]
+        self, intent: OrderIntent, orders: list[tuple[Order, Decimal]], positions: list[Position]
     ) -> tuple[PreTradeInputs, dict[str, str]]:
-        """What ``pre_trade.check`` needs for ``intent``, read now; and why what is missing is.
+        """What ``pre_trade.check`` needs for ``intent``; and why what is missing is.
 
-        - positions, in-flight orders and their applied sizes: this strategy's,
-          or every strategy's on every venue when ``RiskConfig.global_limits_set``;
+        - positions, in-flight orders and their applied sizes: this strategy's
+          (``orders`` / ``positions``, as the caller read them), or every
+          strategy's on every venue, read now, when ``RiskConfig.global_limits_set``;
         - marks (only with a notional limit) of the intent's instrument and of
           every instrument with a position or order in the limits' scope: the
           fresher of this host's last ticker and the gateway's mark in Redis,
@@ -367,7 +370,9 @@ class StrategyHost:
           None when the day baselines cannot be read.
 
         Reduce-only intents only face the duplicate-close guard, which needs
-        this strategy's own positions and orders: nothing else is read.
+        this strategy's own positions and orders: nothing is read. (The caller's
+        reading suffices for it: orders were read before positions, and the
+        orders sent since are in ``orders``.)
         The second value maps the text of a ``pre_trade`` "unknown" reason to
         why it is unknown.
 
@@ -378,9 +383,11 @@ class StrategyHost:
         cfg = self.risk
         now = self.clock.now_ms()
         needs = input_needs(intent, cfg)
-        positions = tuple(await self.store.positions(None if needs.wide else self.id))
-        others = await self.store.open_orders_with_applied() if needs.wide else []
-        in_flight, applied = merge_in_flight(orders, applied, others)
+        others: list[tuple[Order, Decimal]] = []
+        if needs.wide:
+            others, positions = await self.store.exposure()
+        in_flight, applied = merge_in_flight([o for o, _ in orders], {o.client_order_id: size for o, size in orders},
+                                             others)
         why: dict[str, str] = {}
         marks: dict[tuple[str, str], Decimal] = {}
         daily_pnl: dict[str, Decimal] | None = {}
@@ -396,7 +403,7 @@ class StrategyHost:
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
                 why[DAILY_PNL_UNKNOWN] = f"day baselines unreadable: {exc}"
-        inputs = PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
+        inputs = PreTradeInputs(positions=tuple(positions), in_flight=tuple(in_flight.values()),
                                           applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
         return inputs, why
 
@@ -413,17 +420,16 @@ class StrategyHost:
         return choose_marks(keys, recorded, self._own_marks, now_ms, int(self.risk.max_mark_age_secs * 1000),
                             read_failure=failure)
 
-    async def _read_state(self) -> tuple[StrategyContext, list[Order], dict[str, Decimal]]:
+    async def _read_state(self) -> tuple[StrategyContext, list[tuple[Order, Decimal]], list[Position]]:
+        """The strategy's context, its tracked orders on its venue with their applied sizes, and its
+        positions: orders first (``RedisStore.exposure``), so a fill applied meanwhile is never missed."""
         assert self.store is not None
-        positions = {
-            p.inst_id: p.qty for p in await self.store.positions(self.id) if p.venue == self.config.venue
-        }
-        pairs = await self.store.open_orders_with_applied(venue=self.config.venue, strategy_id=self.id)
-        orders = [o for o, _ in pairs]
-        applied = {o.client_order_id: size for o, size in pairs}
-        ctx = StrategyContext(now_ms=self.clock.now_ms(), positions=positions,
+        pairs, every = await self.store.exposure(venue=self.config.venue, strategy_id=self.id)
+        positions = [p for p in every if p.strategy_id == self.id]
+        ctx = StrategyContext(now_ms=self.clock.now_ms(),
+                              positions={p.inst_id: p.qty for p in positions if p.venue == self.config.venue},
                               pending=pending_by_instrument(pairs))
-        return ctx, orders, applied
+        return ctx, pairs, positions
 
     def on_fill(self, fill: Fill) -> None:
         self.strategy.on_fill(fill)

@@ -184,3 +184,31 @@ async def test_strategy_cancels_are_carried_out_even_while_paused(env):
     await _feed(host, clock, [100, 101, 102])
     assert canceled == [resting.client_order_id]
     assert seen[-1].state is OrderState.CANCELED
+
+
+async def test_a_fill_applied_between_the_reads_is_never_missed(env, monkeypatch):
+    # The fill of the whole order lands right after one of the two reads: read positions first and
+    # it is in neither (not yet in the position, no longer pending); read orders first and it is in
+    # both at worst. The strategy must never see room that is not there.
+    host, store, clock = env
+    await host.start()
+    order = Order.from_intent(OrderIntent(strategy_id=host.id, venue="okx", inst_id="BTC-USDT-SWAP",
+                                          side=Side.BUY, size=Decimal(3)), now_ms=clock.now_ms())
+    await store.record_order(order)
+    fill = Fill(venue="okx", inst_id="BTC-USDT-SWAP", trade_id="t1", client_order_id=order.client_order_id,
+                side=Side.BUY, price=Decimal(100), size=Decimal(3), ts_ms=clock.now_ms(), layer=FillLayer.WS)
+    landed = []
+    for name in ("positions", "open_orders_with_applied"):
+        real = getattr(store, name)
+
+        async def hooked(*args, _real=real, **kwargs):
+            result = await _real(*args, **kwargs)
+            if not landed:
+                landed.append((await store.apply_fill(fill, INST)).applied)
+            return result
+
+        monkeypatch.setattr(store, name, hooked)
+    ctx = await host.context()
+    assert landed == [True]
+    seen = ctx.positions.get("BTC-USDT-SWAP", Decimal(0)) + ctx.pending.get("BTC-USDT-SWAP", Decimal(0))
+    assert seen >= 3, ctx
