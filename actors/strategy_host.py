@@ -65,11 +65,9 @@ from tradetree.risk import (
     explain,
     host_probes,
     input_needs,
-    kill_switch_owns,
     loss_scope,
     mark_keys,
     mark_unknown_reason,
-    merge_in_flight,
     pause_plan,
     pause_source,
     pending_by_instrument,
@@ -230,10 +228,8 @@ class StrategyHost:
         """
         assert self.store is not None and self.control is not None, "start() first"
         source = pause_source(reason, source)
-        state = await self.state()
-        if kill_switch_owns(state):
-            return
-        plan = pause_plan(state, source, await self.control.strategy_pause(self.id))
+        # Once the kill switch owns the strategy (WINDING_DOWN / KILLED) the plan does nothing.
+        plan = pause_plan(await self.state(), source, await self.control.strategy_pause(self.id))
         if plan.record:
             await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
         if plan.set_paused:
@@ -246,8 +242,9 @@ class StrategyHost:
         A pause from any other source stays: see ``operator_resume``.
         """
         assert self.store is not None and self.control is not None, "start() first"
-        if await self.state() is not StrategyState.PAUSED:
-            return await self.state() is StrategyState.RUNNING
+        state = await self.state()
+        if state is not StrategyState.PAUSED:
+            return state is StrategyState.RUNNING
         hold = await self.control.strategy_pause(self.id)
         if not supervisor_may_release(hold):
             assert hold is not None
@@ -290,7 +287,7 @@ class StrategyHost:
                 for bar in self.bars.add(ticker):
                     sent.extend(await self._decide(bar))
                 self.last_error = ""
-            except (TradetreeError, ray.exceptions.RayError, OSError) as exc:
+            except (TradetreeError, OSError) as exc:  # the sink's Ray errors arrive translated (ActorClient)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("strategy %s: %s", self.id, self.last_error)
         return sent
@@ -383,16 +380,15 @@ class StrategyHost:
         cfg = self.risk
         now = self.clock.now_ms()
         needs = input_needs(intent, cfg)
-        others: list[tuple[Order, Decimal]] = []
-        if needs.wide:
-            others, positions = await self.store.exposure()
-        in_flight, applied = merge_in_flight([o for o, _ in orders], {o.client_order_id: size for o, size in orders},
-                                             others)
+        if needs.wide:  # every strategy's, read now: this bar's own orders are among them (recorded before sent)
+            orders, positions = await self.store.exposure()
+        in_flight = tuple(o for o, _ in orders)
+        applied = {o.client_order_id: size for o, size in orders}
         why: dict[str, str] = {}
         marks: dict[tuple[str, str], Decimal] = {}
         daily_pnl: dict[str, Decimal] | None = {}
         if needs.marks:
-            marks, missing = await self._marks(mark_keys(intent, positions, in_flight.values(), cfg), now)
+            marks, missing = await self._marks(mark_keys(intent, positions, in_flight, cfg), now)
             for key, text in missing.items():
                 why[mark_unknown_reason(key)] = text
         if needs.daily_pnl:
@@ -403,8 +399,8 @@ class StrategyHost:
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
                 why[DAILY_PNL_UNKNOWN] = f"day baselines unreadable: {exc}"
-        inputs = PreTradeInputs(positions=tuple(positions), in_flight=tuple(in_flight.values()),
-                                          applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
+        inputs = PreTradeInputs(positions=tuple(positions), in_flight=in_flight, applied_sizes=applied, marks=marks,
+                                daily_pnl=daily_pnl)
         return inputs, why
 
     async def _marks(self, keys: set[tuple[str, str]], now_ms: int

@@ -9,8 +9,6 @@ the tests can assemble the same inputs without Redis:
   positions (the strategy's ``StrategyContext.pending``);
 - ``InputNeeds``: which inputs an intent needs at all (a reduce-only close
   only faces the duplicate-close guard);
-- ``merge_in_flight``: the strategy's own in-flight orders plus every other
-  tracked one when the limits are global;
 - ``mark_keys`` / ``choose_marks``: the instruments whose prices the notional
   limits need, and the usable price of each (the fresher of the host's own
   ticker and the gateway's recorded mark) or why it is unknown;
@@ -37,7 +35,6 @@ __all__ = [
     "loss_scope",
     "mark_keys",
     "mark_unknown_reason",
-    "merge_in_flight",
     "pending_by_instrument",
 ]
 
@@ -87,20 +84,6 @@ def input_needs(intent: OrderIntent, cfg: RiskConfig) -> InputNeeds:
     loss_limits = cfg.max_daily_loss_per_strategy is not None or cfg.max_daily_loss_global is not None
     return InputNeeds(wide=opening and cfg.global_limits_set, marks=opening and cfg.notional_limits_set,
                       daily_pnl=opening and loss_limits)
-
-
-def merge_in_flight(
-    own: Iterable[Order], own_applied: Mapping[str, Decimal], others: Iterable[tuple[Order, Decimal]] = ()
-) -> tuple[dict[str, Order], dict[str, Decimal]]:
-    """In-flight orders by client order id and their applied sizes: ``own`` first, then ``others``
-    (every tracked order with its applied size) that ``own`` does not already hold."""
-    in_flight = {o.client_order_id: o for o in own}
-    applied = dict(own_applied)
-    for order, size in others:
-        if order.client_order_id not in in_flight:
-            in_flight[order.client_order_id] = order
-            applied[order.client_order_id] = size
-    return in_flight, applied
 
 
 def mark_keys(intent: OrderIntent, positions: Iterable[Position], orders: Iterable[Order],
