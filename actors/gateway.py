@@ -24,7 +24,12 @@ What the gateway guarantees:
   the kill switch's) keep the flag they come with. Orders are recorded one at
   a time, and one sent with the flag is placed before the next is recorded, so
   no order this gateway sends overtakes it at the venue (other orders of the
-  venue wait for that one REST round trip).
+  venue wait for that one REST round trip);
+- a strategy's order may carry an admission deadline (``submit_order``'s
+  ``not_after_ms``): one whose turn to be recorded and sent comes after it is
+  recorded REJECTED and never sent, so a caller whose call timed out (after
+  the deadline plus one bounded send and lookup) finds it in Redis or knows
+  it was never sent.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from tradetree.core import (
     Order,
     OrderIntent,
     OrderNotFound,
+    OrderRejected,
     OrderState,
     ProbeResult,
     RedisStore,
@@ -75,22 +81,43 @@ from tradetree.core import (
     cancel_and_wait,
 )
 from tradetree.execution import (
-    SendOutcome,
     acknowledged,
     cancel_all_error,
     decide_venue_reduce_only,
     market_data_probe,
-    send_outcome,
     ticker_args,
     ws_probe,
 )
 
-__all__ = ["VenueGateway", "VenueGatewayActor"]
+__all__ = ["VenueGateway", "VenueGatewayActor", "record_ack"]
 
 log = logging.getLogger(__name__)
 
 ORDERS_CHANNEL = {"channel": "orders", "instType": "ANY"}
 _STOP_TIMEOUT_SECS = 5.0
+
+
+async def record_ack(store: RedisStore, order: Order, venue_order_id: str, now_ms: int) -> tuple[Order, bool]:
+    """Record the venue's acknowledgement of ``order`` (sent by us, recorded before): the stored
+    order after it, and whether this call changed it.
+
+    The stored order is read again first, since the WS may have moved it on already
+    (``execution.acknowledged`` says what the ack then adds). Another writer (the poller, the
+    WS) may also move it on between that read and the update: the store then refuses the update
+    (``InvalidOrderTransition``), and the order it holds says more than the ack, so it is returned.
+    The gateway and the reconciler's canary both record their acks here.
+
+    Raises:
+        StoreError: Redis could not be read or written.
+    """
+    current = await store.get_order(order.client_order_id) or order
+    acked = acknowledged(current, venue_order_id, now_ms)
+    if acked is None:
+        return current, False
+    try:
+        return await store.update_order(acked), True
+    except InvalidOrderTransition:  # moved on meanwhile: what the store holds is newer
+        return await store.get_order(order.client_order_id) or current, False
 
 
 class VenueGateway:
@@ -458,8 +485,15 @@ class VenueGateway:
 
     # -- the order path ------------------------------------------------------------------------
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
         """Record a strategy's order in Redis, then send it; return it as known after the attempt.
+
+        ``not_after_ms`` (this gateway's clock, epoch ms) is the caller's admission deadline:
+        an order whose turn at the send lock comes after it is recorded REJECTED ("expired
+        before send") and never reaches the venue. A caller that stops waiting for this call
+        some time after its deadline (its own call timeout, longer than the deadline plus one
+        send and one lookup) thus knows the order is then either in Redis or never sent, and
+        may act on what Redis shows without ordering the same exposure twice.
 
         A reduce-only intent (may only reduce its strategy's position, checked
         pre-trade by the caller) is sent with the venue's ``reduceOnly`` only
@@ -469,7 +503,8 @@ class VenueGateway:
         order's ``venue_reduce_only`` says which.
 
         Returns the order LIVE (or further) when acknowledged, REJECTED (with
-        ``reject_reason``) when the venue refused it, or PENDING_NEW when the
+        ``reject_reason``) when the venue refused it or its deadline passed
+        before it was sent, or PENDING_NEW when the
         outcome could not be learned (it stays tracked; the poller settles it).
 
         Raises:
@@ -478,7 +513,7 @@ class VenueGateway:
             VenueAuthError: credentials rejected (the order is recorded REJECTED).
             ValueError: the intent is for another venue.
         """
-        return await self._submit(intent, account_level=False)
+        return await self._submit(intent, account_level=False, not_after_ms=not_after_ms)
 
     async def submit_account_order(self, intent: OrderIntent) -> Order:
         """As ``submit_order`` for an order sized against the account's net position by its sender
@@ -486,7 +521,7 @@ class VenueGateway:
         """
         return await self._submit(intent, account_level=True)
 
-    async def _submit(self, intent: OrderIntent, *, account_level: bool) -> Order:
+    async def _submit(self, intent: OrderIntent, *, account_level: bool, not_after_ms: int | None = None) -> Order:
         store, rest = self._running()
         if intent.venue != self.venue.name:
             raise ValueError(f"{self.component}: intent for venue {intent.venue!r}")
@@ -497,29 +532,31 @@ class VenueGateway:
         await lock.acquire()
         held = True
         try:
-            if intent.reduce_only and not account_level:
+            # Checked once the lock is ours: waiting for it is what can outlast the caller's patience.
+            expired = not_after_ms is not None and self._clock.now_ms() > not_after_ms
+            send = listed and not expired
+            if intent.reduce_only and not account_level and not expired:
                 order = await self._with_venue_reduce_only(store, order)
             else:
                 order = order.model_copy(update={"venue_reduce_only": intent.reduce_only})
             await self._record(store, order)
-            if not (order.venue_reduce_only and listed):
+            if not (order.venue_reduce_only and send):
                 lock.release()  # nothing to protect: the venue cannot refuse it for the account's net
                 held = False
-            if listed:
+            if send:
                 outcome = await self._place(rest, order)
         finally:
             if held:
                 lock.release()
-        meaning = send_outcome(outcome)
-        if meaning is SendOutcome.NOT_LISTED:
+        if expired:  # never sent: its caller may have stopped waiting and gone on without it
+            return await self._reject(order, "expired before send")
+        if outcome is None:  # never sent
             return await self._reject(order, f"instrument {intent.inst_id} is not listed by {self.venue.name}")
-        if meaning is SendOutcome.ACKNOWLEDGED:
-            assert isinstance(outcome, str)
+        if isinstance(outcome, str):  # the venue order id came back
             return await self._acknowledge(order, outcome)
-        if meaning is SendOutcome.REJECTED:
+        if isinstance(outcome, OrderRejected):  # the venue refused this order
             return await self._reject(order, str(outcome))
-        if meaning is SendOutcome.AUTH_REFUSED:
-            assert isinstance(outcome, VenueAuthError)
+        if isinstance(outcome, VenueAuthError):  # ... or our credentials: reject it, and raise
             await self._reject(order, f"credentials rejected: {outcome}")
             raise outcome
         # unavailable, timeout, garbled ack: the outcome is unknown
@@ -542,15 +579,13 @@ class VenueGateway:
     async def _with_venue_reduce_only(self, store: RedisStore, order: Order) -> Order:
         """``order`` with ``venue_reduce_only`` decided from every strategy's state in Redis. Never raises."""
         try:
-            # Orders and their applied sizes before positions: a same-side fill the WS layer applies
-            # between the reads then counts twice (in flight, and in the net), never zero times, which
-            # would leave room the venue's net no longer has (51205). Fills are applied atomically with
-            # the order's applied size, and no order is recorded meanwhile (``_send_lock``).
-            same_side = [(o, size) for o, size in await store.open_orders_with_applied(venue=self.venue.name)
-                         if o.inst_id == order.inst_id and o.side is order.side]
+            # Orders before positions (``RedisStore.exposure``): a same-side fill the WS layer applies
+            # between the reads counts twice, never zero times, which would leave room the venue's net
+            # no longer has (51205). No order is recorded meanwhile (``_send_lock``).
+            tracked, positions = await store.exposure(venue=self.venue.name)
+            same_side = [(o, size) for o, size in tracked if o.inst_id == order.inst_id and o.side is order.side]
             in_flight = [o for o, _ in same_side]
             applied = {o.client_order_id: size for o, size in same_side}
-            positions = await store.positions()
         except Exception as exc:  # Redis down or a garbled record: fail closed, keep the venue's guard
             self.counters["venue_reduce_only_unknown"] += 1
             log.warning("%s: order %s: account position unknown (%s); sent reduce-only",
@@ -569,17 +604,14 @@ class VenueGateway:
         assert self._store is not None
         try:
             async with self._order_lock:
-                current = await self._store.get_order(order.client_order_id) or order
-                acked = acknowledged(current, venue_order_id, self._clock.now_ms())
-                if acked is None:
-                    return current
-                stored = await self._store.update_order(acked)
+                stored, changed = await record_ack(self._store, order, venue_order_id, self._clock.now_ms())
         except StoreError as exc:
             # The order is at the venue; Redis holds it as PENDING_NEW and the poller will catch up.
             self.last_error = f"ack of {order.client_order_id}: {exc}"
             log.error("%s: recording the ack of %s failed: %s", self.component, order.client_order_id, exc)
             return order.transition(OrderState.LIVE, now_ms=self._clock.now_ms(), venue_order_id=venue_order_id)
-        self._fanout.order_update(stored)
+        if changed:
+            self._fanout.order_update(stored)
         return stored
 
     async def _reject(self, order: Order, reason: str) -> Order:
@@ -679,8 +711,8 @@ class _VenueGatewayShell:
     async def subscribe(self, actor_name: str, inst_ids: list[str], strategy_id: str | None = None) -> None:
         await self._gateway.subscribe(actor_name, inst_ids, strategy_id)
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
-        return await self._gateway.submit_order(intent)
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
+        return await self._gateway.submit_order(intent, not_after_ms)
 
     async def submit_account_order(self, intent: OrderIntent) -> Order:
         return await self._gateway.submit_account_order(intent)

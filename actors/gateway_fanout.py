@@ -6,8 +6,9 @@ the backtester, a local object (``LocalTarget``), with the methods
 
 Delivery is fire-and-forget: the caller (the gateway's WS loop) never waits
 for a subscriber. A slow subscriber has at most ``max_in_flight`` deliveries
-outstanding; beyond that, tickers to it are dropped (and counted) because the
-next ticker supersedes them. Order updates and fills are never dropped for
+outstanding (a Ray delivery until the remote call really finishes, however
+long we wait for it); beyond that, tickers to it are dropped (and counted)
+because the next ticker supersedes them. Order updates and fills are never dropped for
 backlog: they are rare, and the store in Redis stays the truth either way. A
 dead or missing actor is re-resolved by name, at most once per
 ``resolve_retry_secs`` (a lookup by name is a short blocking GCS call, so
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tradetree.core import BackendError, Clock, Fill, Order, Ticker, WallClock
-from tradetree.supervisor import ActorClient
+from tradetree.supervisor import ActorClient, translate_ray_error
 
 __all__ = ["SubscriberTarget", "RayActorTarget", "LocalTarget", "FanOut"]
 
@@ -59,11 +60,12 @@ class _TargetBase:
             return False
         return True
 
-    def _track(self, awaitable: Any, method: str) -> None:
+    def _track(self, awaitable: Any, method: str) -> asyncio.Task[Any]:
         self.in_flight += 1
         task = asyncio.ensure_future(awaitable)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._done(t, method))
+        return task
 
     def _done(self, task: asyncio.Task[Any], method: str) -> None:
         self._tasks.discard(task)
@@ -114,17 +116,22 @@ class LocalTarget(_TargetBase):
             self.delivered += 1
 
 
-# Long on purpose: it only frees the in-flight slots of a hung subscriber. A strategy's
-# on_ticker may itself wait on an order submission (30 s), and that is not a failure.
+# Long on purpose: past it a delivery counts as failed and the actor is looked up again. A strategy's
+# on_ticker may itself wait on an order submission (ORDER_CALL_TIMEOUT_SECS, 35 s), and that is not a failure.
 DELIVERY_TIMEOUT_SECS = 120.0
 
 
 class RayActorTarget(_TargetBase):
-    """A named Ray actor, looked up lazily and again after any failed delivery.
+    """A named Ray actor, looked up lazily (``ActorClient.handle``) and again after any failed delivery.
 
-    Deliveries go through ``ActorClient``, so each has a timeout
-    (``call_timeout_secs``): a hung subscriber frees its in-flight slots
-    instead of holding them forever.
+    A delivery is submitted on the actor's handle at once, and its in-flight
+    slot is the remote call itself: it is released only when that call really
+    finishes (answered, raised, or the actor died), never when we stop
+    waiting. A delivery still unanswered after ``call_timeout_secs`` counts as
+    failed (the actor is looked up again) but keeps its slot: Ray still has
+    the call queued in the actor, so a subscriber that stopped answering
+    holds ``max_in_flight`` slots and its tickers are dropped, instead of an
+    unbounded backlog piling up in its queue.
     """
 
     def __init__(
@@ -142,7 +149,10 @@ class RayActorTarget(_TargetBase):
         self.namespace = namespace
         self._clock = clock or WallClock()
         self._resolve_retry_secs = resolve_retry_secs
-        self._client = client or ActorClient(namespace, timeout_secs=call_timeout_secs)
+        self._client = client or ActorClient(namespace)
+        self._call_timeout_secs = call_timeout_secs
+        self._timers: dict[asyncio.Task[Any], asyncio.TimerHandle] = {}
+        self._late: set[asyncio.Task[Any]] = set()  # timed out (counted failed), still holding their slots
         self._resolved = False
         self._next_resolve = 0.0
 
@@ -168,14 +178,49 @@ class RayActorTarget(_TargetBase):
         if not self._resolve():
             self.dropped += 1
             return
-        # The handle is cached, so the call is submitted when its task first runs, without
-        # awaiting anything: tasks start in creation order, so deliveries keep their order.
-        self._track(self._client.call(self.name, method, payload), method)
+        # Submitted here, synchronously: deliveries reach the actor in the order they were made.
+        try:
+            ref = getattr(self._client.handle(self.name), method).remote(payload)
+        except Exception as exc:  # no such method, or Ray refused the submission
+            self.failures += 1
+            self._on_failure(exc)
+            log.warning("subscriber %s: %s not sent: %s", self.name, method, translate_ray_error(exc, method))
+            return
+        task = self._track(ref, method)
+        self._timers[task] = asyncio.get_running_loop().call_later(
+            self._call_timeout_secs, self._timed_out, task, method)
+
+    def _timed_out(self, task: asyncio.Task[Any], method: str) -> None:
+        self._timers.pop(task, None)
+        if task.done():
+            return
+        self._late.add(task)
+        self.failures += 1
+        self._on_failure(TimeoutError())
+        log.warning("subscriber %s: %s did not answer within %gs (its slot stays taken until it does)",
+                    self.name, method, self._call_timeout_secs)
+
+    def _done(self, task: asyncio.Task[Any], method: str) -> None:
+        timer = self._timers.pop(task, None)
+        if timer is not None:
+            timer.cancel()
+        if task in self._late:  # counted as failed when it timed out: only its slot is left to free
+            self._late.discard(task)
+            self._tasks.discard(task)
+            self.in_flight -= 1
+            return
+        super()._done(task, method)
 
     def _on_failure(self, exc: BaseException) -> None:
         # The actor may have died and been re-created under the same name.
         self._resolved = False
         self._client.forget(self.name)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await super().close()
 
 
 @dataclass

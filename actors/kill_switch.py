@@ -94,8 +94,8 @@ class KillStore(Protocol):
 
     async def positions(self, strategy_id: str | None = None) -> list[Position]: ...
 
-    async def open_orders_with_applied(self, venue: str | None = None,
-                                       strategy_id: str | None = None) -> list[tuple[Order, Decimal]]: ...
+    async def exposure(self, venue: str | None = None, strategy_id: str | None = None
+                       ) -> tuple[list[tuple[Order, Decimal]], list[Position]]: ...
 
     async def get_order(self, client_order_id: str) -> Order | None: ...
 
@@ -578,9 +578,9 @@ class KillSwitch:
         await self._save(run)
 
     async def _observe(self, run: _Run) -> tuple[list[Position], list[Order], dict[str, Decimal]]:
-        positions = await self._store.positions()
-        # One batched read for the tracked orders; only this kill's own untracked orders cost a read each.
-        tracked = await self._store.open_orders_with_applied(strategy_id=run.strategy_id)
+        # One batched read for the tracked orders, then positions (``RedisStore.exposure``: a fill
+        # applied in between never counts zero times); only this kill's own untracked orders cost a read each.
+        tracked, positions = await self._store.exposure(strategy_id=run.strategy_id)
         orders = {o.client_order_id: o for o, _ in tracked}
         applied = {o.client_order_id: size for o, size in tracked}
         for coid in run.recheck:  # orders an earlier run sent: those not settled are waited for

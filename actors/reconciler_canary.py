@@ -15,6 +15,7 @@ import logging
 from collections import deque
 from decimal import Decimal
 
+from tradetree.actors.gateway import record_ack
 from tradetree.actors.reconciler_context import ReconcilerContext
 from tradetree.actors.reconciler_loops import FillHealthLoop
 from tradetree.core import (
@@ -23,7 +24,6 @@ from tradetree.core import (
     DuplicateClientOrderId,
     FillLayer,
     Instrument,
-    InvalidOrderTransition,
     Order,
     OrderIntent,
     OrderRejected,
@@ -223,18 +223,8 @@ class CanaryLoop:
                 await store.update_order(order.transition(
                     OrderState.REJECTED, now_ms=max(ctx.clock.now_ms(), order.updated_ms), reject_reason=str(exc)))
             raise
-        current = await store.get_order(order.client_order_id) or order
-        stamp = max(ctx.clock.now_ms(), current.updated_ms)
-        if current.state is OrderState.PENDING_NEW:
-            acked = current.transition(OrderState.LIVE, now_ms=stamp, venue_order_id=venue_order_id)
-        elif current.venue_order_id is None:  # the WS got there first, without the id
-            acked = current.model_copy(update={"venue_order_id": venue_order_id, "updated_ms": stamp})
-        else:
-            return current
-        try:
-            return await store.update_order(acked)
-        except InvalidOrderTransition:  # the WS moved it on meanwhile
-            return await store.get_order(order.client_order_id) or current
+        acked, _ = await record_ack(store, order, venue_order_id, ctx.clock.now_ms())
+        return acked
 
     async def _wait_filled(self, order: Order, until: float) -> Decimal:
         """The venue's filled size of ``order`` once it is final, or what it is at ``until`` (loop time)."""

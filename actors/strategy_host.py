@@ -40,12 +40,14 @@ from tradetree.core import (
     OrderDenied,
     OrderIntent,
     OrderState,
+    Position,
     RedisStore,
     StoreError,
     StrategyConfig,
     StrategyState,
     Ticker,
     TradetreeError,
+    VenueConfig,
     WallClock,
 )
 from tradetree.ml import set_server_connector
@@ -63,11 +65,9 @@ from tradetree.risk import (
     explain,
     host_probes,
     input_needs,
-    kill_switch_owns,
     loss_scope,
     mark_keys,
     mark_unknown_reason,
-    merge_in_flight,
     pause_plan,
     pause_source,
     pending_by_instrument,
@@ -78,21 +78,28 @@ from tradetree.risk import (
 from tradetree.strategies import StrategyContext, build_strategy
 from tradetree.supervisor import ActorClient
 
-__all__ = ["ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
+__all__ = ["ORDER_ADMISSION_SECS", "ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 
 log = logging.getLogger(__name__)
 
 
 class OrderSink(Protocol):
-    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied: ...
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied: ...
 
     async def cancel_order(self, client_order_id: str) -> Order: ...
 
 
-# A submission records the order, places it over REST (http_timeout_secs, 10 s by default) and,
-# when the answer is lost, looks it up once more: 30 s covers both. A timeout is safe: the order
-# is in Redis before it is sent, so the poller settles it and the next bar's context shows it.
-ORDER_CALL_TIMEOUT_SECS = 30.0
+# How long an order may wait at the gateway (for its send lock) before it is sent; past it the
+# gateway rejects it unsent ("expired before send"). The host's deadline is its clock plus this.
+ORDER_ADMISSION_SECS = 10.0
+# The venue's REST timeout. The host is not given its venue's config, so this is VenueConfig's
+# default; a venue configured with a longer one makes a host timeout likelier, never unsafe.
+_VENUE_HTTP_TIMEOUT_SECS: float = VenueConfig.model_fields["http_timeout_secs"].default
+# Once admitted, a submission records the order, places it over REST and, when the answer is
+# lost, looks it up once: bounded by two REST timeouts. The call timeout exceeds admission plus
+# both, with a margin for Redis and for the two clocks, so when it expires the order is either in
+# Redis (the poller settles it and the next bar's context shows it) or will never be sent.
+ORDER_CALL_TIMEOUT_SECS = ORDER_ADMISSION_SECS + 2 * _VENUE_HTTP_TIMEOUT_SECS + 5.0
 
 # The states a host moves its strategy from (None: never recorded): never the kill switch's.
 _HOST_STATES: frozenset[StrategyState | None] = frozenset({None, StrategyState.RUNNING, StrategyState.PAUSED})
@@ -106,6 +113,13 @@ class RayGatewaySink:
     again, so one the supervisor re-created under the same name is found.
     Errors are ``core.errors`` ones: the gateway's own (e.g. ``StoreUnavailable``,
     ``DuplicateClientOrderId``) as raised, Ray's as ``BackendError``.
+
+    A submission's timeout does not stop the gateway's call. Its contract with
+    the host: the host passes an admission deadline (``not_after_ms``), the
+    gateway never sends an order whose turn comes after it, and the call's
+    timeout (``ORDER_CALL_TIMEOUT_SECS``) exceeds the deadline plus the
+    gateway's bounded send and lookup. A ``CallTimeout`` from ``submit_order``
+    therefore means the order is in Redis or will never be sent.
     """
 
     def __init__(self, gateway_name: str, namespace: str | None = None, *, client: ActorClient | None = None,
@@ -115,8 +129,8 @@ class RayGatewaySink:
         self._client = client or ActorClient(namespace)
         self._order_timeout_secs = order_timeout_secs
 
-    async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied:
-        return await self._client.call(self.gateway_name, "submit_order", intent,
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied:
+        return await self._client.call(self.gateway_name, "submit_order", intent, not_after_ms,
                                        timeout_secs=self._order_timeout_secs)
 
     async def cancel_order(self, client_order_id: str) -> Order:
@@ -227,10 +241,8 @@ class StrategyHost:
         """
         assert self.store is not None and self.control is not None, "start() first"
         source = pause_source(reason, source)
-        state = await self.state()
-        if kill_switch_owns(state):
-            return
-        plan = pause_plan(state, source, await self.control.strategy_pause(self.id))
+        # Once the kill switch owns the strategy (WINDING_DOWN / KILLED) the plan does nothing.
+        plan = pause_plan(await self.state(), source, await self.control.strategy_pause(self.id))
         if plan.record:
             await self.control.set_strategy_pause(self.id, source, reason, self.clock.now_ms())
         if plan.set_paused:
@@ -243,8 +255,9 @@ class StrategyHost:
         A pause from any other source stays: see ``operator_resume``.
         """
         assert self.store is not None and self.control is not None, "start() first"
-        if await self.state() is not StrategyState.PAUSED:
-            return await self.state() is StrategyState.RUNNING
+        state = await self.state()
+        if state is not StrategyState.PAUSED:
+            return state is StrategyState.RUNNING
         hold = await self.control.strategy_pause(self.id)
         if not supervisor_may_release(hold):
             assert hold is not None
@@ -285,7 +298,7 @@ class StrategyHost:
                 for bar in self.bars.add(ticker):
                     sent.extend(await self._decide(bar))
                 self.last_error = ""
-            except (TradetreeError, ray.exceptions.RayError, OSError) as exc:
+            except (TradetreeError, OSError) as exc:  # the sink's Ray errors arrive translated (ActorClient)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("strategy %s: %s", self.id, self.last_error)
         return sent
@@ -293,7 +306,7 @@ class StrategyHost:
     async def _decide(self, bar) -> list[Order]:
         assert self.store is not None and self.control is not None
         await self.store.heartbeat(f"strategy:{self.id}", self.clock.now_ms())
-        ctx, orders, applied = await self._read_state()
+        ctx, orders, positions = await self._read_state()
         intents = self.strategy.on_bar(bar, ctx)  # always fed, so indicators stay warm while paused
         for coid in self.strategy.cancels():
             try:
@@ -302,13 +315,14 @@ class StrategyHost:
                 log.info("strategy %s: cancel %s: %s", self.id, coid, exc)
         sent = []
         for intent in intents:
-            reasons = await self.pre_trade_reasons(intent, orders, applied)
+            reasons = await self.pre_trade_reasons(intent, orders, positions)
             if reasons:
                 self.denials += 1
                 self.last_denial = tuple(reasons)
                 log.info("strategy %s: %s denied: %s", self.id, intent.reason, "; ".join(reasons))
                 break  # the rest of a plan (e.g. open after close) depends on this leg
-            result = await self.sink.submit_order(intent)
+            deadline = self.clock.now_ms() + int(ORDER_ADMISSION_SECS * 1000)
+            result = await self.sink.submit_order(intent, not_after_ms=deadline)
             if isinstance(result, OrderDenied):
                 self.denials += 1
                 self.last_denial = result.reasons
@@ -320,16 +334,17 @@ class StrategyHost:
                 log.warning("strategy %s: order rejected: %s", self.id, result.reject_reason)
                 break
             sent.append(result)
-            orders.append(result)
+            orders.append((result, Decimal(0)))  # the next leg's check counts it in flight
             self.strategy.on_order_update(result)
         return sent
 
-    async def pre_trade_reasons(self, intent: OrderIntent, orders: list[Order],
-                                applied: dict[str, Decimal]) -> list[str]:
+    async def pre_trade_reasons(self, intent: OrderIntent, orders: list[tuple[Order, Decimal]],
+                                positions: list[Position]) -> list[str]:
         """Freshness gate, then limits and the duplicate-close guard. Empty = allowed.
 
-        ``orders`` / ``applied``: this strategy's in-flight orders on its venue
-        and what the store applied for them (as ``_read_state`` returns them).
+        ``orders`` / ``positions``: this strategy's in-flight orders on its venue
+        with what the store applied for them, and its positions (as
+        ``_read_state`` read them, orders first, plus the orders this bar sent).
         A reason saying a mark or today's P&L is unknown tells why.
 
         Raises:
@@ -343,16 +358,17 @@ class StrategyHost:
         reasons = check_freshness(intent, gate, self.risk)
         if reasons:
             return reasons
-        limits, why_unknown = await self.pre_trade_inputs(intent, orders, applied)
+        limits, why_unknown = await self.pre_trade_inputs(intent, orders, positions)
         return [explain(r, why_unknown) for r in check_pre_trade(intent, limits, self.risk)]
 
     async def pre_trade_inputs(
-        self, intent: OrderIntent, orders: list[Order], applied: dict[str, Decimal]
+        self, intent: OrderIntent, orders: list[tuple[Order, Decimal]], positions: list[Position]
     ) -> tuple[PreTradeInputs, dict[str, str]]:
-        """What ``pre_trade.check`` needs for ``intent``, read now; and why what is missing is.
+        """What ``pre_trade.check`` needs for ``intent``; and why what is missing is.
 
-        - positions, in-flight orders and their applied sizes: this strategy's,
-          or every strategy's on every venue when ``RiskConfig.global_limits_set``;
+        - positions, in-flight orders and their applied sizes: this strategy's
+          (``orders`` / ``positions``, as the caller read them), or every
+          strategy's on every venue, read now, when ``RiskConfig.global_limits_set``;
         - marks (only with a notional limit) of the intent's instrument and of
           every instrument with a position or order in the limits' scope: the
           fresher of this host's last ticker and the gateway's mark in Redis,
@@ -362,7 +378,9 @@ class StrategyHost:
           None when the day baselines cannot be read.
 
         Reduce-only intents only face the duplicate-close guard, which needs
-        this strategy's own positions and orders: nothing else is read.
+        this strategy's own positions and orders: nothing is read. (The caller's
+        reading suffices for it: orders were read before positions, and the
+        orders sent since are in ``orders``.)
         The second value maps the text of a ``pre_trade`` "unknown" reason to
         why it is unknown.
 
@@ -373,14 +391,15 @@ class StrategyHost:
         cfg = self.risk
         now = self.clock.now_ms()
         needs = input_needs(intent, cfg)
-        positions = tuple(await self.store.positions(None if needs.wide else self.id))
-        others = await self.store.open_orders_with_applied() if needs.wide else []
-        in_flight, applied = merge_in_flight(orders, applied, others)
+        if needs.wide:  # every strategy's, read now: this bar's own orders are among them (recorded before sent)
+            orders, positions = await self.store.exposure()
+        in_flight = tuple(o for o, _ in orders)
+        applied = {o.client_order_id: size for o, size in orders}
         why: dict[str, str] = {}
         marks: dict[tuple[str, str], Decimal] = {}
         daily_pnl: dict[str, Decimal] | None = {}
         if needs.marks:
-            marks, missing = await self._marks(mark_keys(intent, positions, in_flight.values(), cfg), now)
+            marks, missing = await self._marks(mark_keys(intent, positions, in_flight, cfg), now)
             for key, text in missing.items():
                 why[mark_unknown_reason(key)] = text
         if needs.daily_pnl:
@@ -391,8 +410,8 @@ class StrategyHost:
             except StoreError as exc:  # fail closed: the check refuses while today's P&L is unknown
                 daily_pnl = None
                 why[DAILY_PNL_UNKNOWN] = f"day baselines unreadable: {exc}"
-        inputs = PreTradeInputs(positions=positions, in_flight=tuple(in_flight.values()),
-                                          applied_sizes=applied, marks=marks, daily_pnl=daily_pnl)
+        inputs = PreTradeInputs(positions=tuple(positions), in_flight=in_flight, applied_sizes=applied, marks=marks,
+                                daily_pnl=daily_pnl)
         return inputs, why
 
     async def _marks(self, keys: set[tuple[str, str]], now_ms: int
@@ -408,17 +427,16 @@ class StrategyHost:
         return choose_marks(keys, recorded, self._own_marks, now_ms, int(self.risk.max_mark_age_secs * 1000),
                             read_failure=failure)
 
-    async def _read_state(self) -> tuple[StrategyContext, list[Order], dict[str, Decimal]]:
+    async def _read_state(self) -> tuple[StrategyContext, list[tuple[Order, Decimal]], list[Position]]:
+        """The strategy's context, its tracked orders on its venue with their applied sizes, and its
+        positions: orders first (``RedisStore.exposure``), so a fill applied meanwhile is never missed."""
         assert self.store is not None
-        positions = {
-            p.inst_id: p.qty for p in await self.store.positions(self.id) if p.venue == self.config.venue
-        }
-        pairs = await self.store.open_orders_with_applied(venue=self.config.venue, strategy_id=self.id)
-        orders = [o for o, _ in pairs]
-        applied = {o.client_order_id: size for o, size in pairs}
-        ctx = StrategyContext(now_ms=self.clock.now_ms(), positions=positions,
-                              pending=pending_by_instrument(orders, applied))
-        return ctx, orders, applied
+        pairs, every = await self.store.exposure(venue=self.config.venue, strategy_id=self.id)
+        positions = [p for p in every if p.strategy_id == self.id]
+        ctx = StrategyContext(now_ms=self.clock.now_ms(),
+                              positions={p.inst_id: p.qty for p in positions if p.venue == self.config.venue},
+                              pending=pending_by_instrument(pairs))
+        return ctx, pairs, positions
 
     def on_fill(self, fill: Fill) -> None:
         self.strategy.on_fill(fill)

@@ -833,6 +833,24 @@ class RedisStore:
                 pairs.append((order, from_atoms(int(_text(applied))) if applied is not None else Decimal(0)))
         return sorted(pairs, key=lambda p: (p[0].created_ms, p[0].client_order_id))
 
+    async def exposure(
+        self, venue: str | None = None, strategy_id: str | None = None
+    ) -> tuple[list[tuple[Order, Decimal]], list[Position]]:
+        """The tracked orders with their applied sizes (as ``open_orders_with_applied``, of
+        ``venue`` / ``strategy_id``), then every position (``positions()``, of every strategy:
+        what an order may still do is weighed against the account's net).
+
+        Read in that order on purpose. A fill is applied atomically with its order's applied
+        size, and an order is untracked only once its fills are applied. With the orders read
+        first, a fill applied between the two reads counts twice (still in flight, and in the
+        position): the checks err on the side of less room. With positions read first it would
+        count zero times (not yet in the position, no longer in flight), and a limit, the
+        duplicate-close guard or the venue's reduce-only decision would see room that is not
+        there. Every reader that weighs orders against positions reads them here.
+        """
+        orders = await self.open_orders_with_applied(venue, strategy_id)
+        return orders, await self.positions()
+
     async def untrack_order(self, client_order_id: str) -> None:
         """Remove the order from its venue's open set (the REST polling set).
 

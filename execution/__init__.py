@@ -81,12 +81,10 @@ from tradetree.execution.fill_health import (
     unmatched_in_audit,
 )
 from tradetree.execution.gateway_rules import (
-    SendOutcome,
     WsStatus,
     acknowledged,
     cancel_all_error,
     market_data_probe,
-    send_outcome,
     ticker_args,
     ws_probe,
 )
@@ -212,13 +210,11 @@ __all__ = [
     "unmatched_in_audit",
     "unsettled_canary",
     "untrack_now",
-    "SendOutcome",
     "acknowledged",
     "cancel_all_error",
     "decide_venue_reduce_only",
     "VenueReduceOnly",
     "market_data_probe",
-    "send_outcome",
     "ticker_args",
     "ws_probe",
 ]

@@ -6,8 +6,6 @@ needs, calls one of these, and does what it returns:
 - ``ws_probe`` / ``market_data_probe``: the health verdicts on a WS client's
   status and on the age of each instrument's last ticker;
 - ``ticker_args``: the WS subscription of an instrument list's tickers;
-- ``send_outcome``: what the answer to an order placement means for the order
-  (acknowledged, rejected, credentials refused, or unknown and to be looked up);
 - ``acknowledged``: the stored order once the venue acknowledged it, or None
   when the stored one already says more (the WS got there first);
 - ``cancel_all_error``: the one error a ``cancel_all`` with failed cancels raises.
@@ -15,20 +13,17 @@ needs, calls one of these, and does what it returns:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from tradetree.adapters.okx import WsState
-from tradetree.core import Order, OrderRejected, OrderState, ProbeResult, VenueAuthError, VenueError
+from tradetree.core import Order, OrderState, ProbeResult, VenueError
 
 __all__ = [
-    "SendOutcome",
     "WsStatus",
     "acknowledged",
     "cancel_all_error",
     "market_data_probe",
-    "send_outcome",
     "ticker_args",
     "ws_probe",
 ]
@@ -90,30 +85,6 @@ def market_data_probe(inst_ids: Iterable[str], last_ticker_ms: Mapping[str, int]
 def ticker_args(inst_ids: Iterable[str]) -> list[dict[str, str]]:
     """The OKX WS subscription args of the tickers of ``inst_ids``."""
     return [{"channel": "tickers", "instId": inst_id} for inst_id in inst_ids]
-
-
-class SendOutcome(enum.Enum):
-    """What the answer to placing an order means for it."""
-
-    NOT_LISTED = "not_listed"  # never sent: reject it
-    ACKNOWLEDGED = "acknowledged"  # the venue order id came back
-    REJECTED = "rejected"  # the venue refused this order
-    AUTH_REFUSED = "auth_refused"  # the venue refused our credentials: reject it, and raise
-    UNKNOWN = "unknown"  # no answer, a timeout or a garbled ack: look the order up
-
-
-def send_outcome(answer: str | VenueError | None) -> SendOutcome:
-    """The meaning of ``answer``: the venue order id, the venue error the attempt ended in,
-    or None when the order was not sent (its instrument is not listed)."""
-    if answer is None:
-        return SendOutcome.NOT_LISTED
-    if isinstance(answer, str):
-        return SendOutcome.ACKNOWLEDGED
-    if isinstance(answer, OrderRejected):
-        return SendOutcome.REJECTED
-    if isinstance(answer, VenueAuthError):
-        return SendOutcome.AUTH_REFUSED
-    return SendOutcome.UNKNOWN
 
 
 def acknowledged(current: Order, venue_order_id: str, now_ms: int) -> Order | None:

@@ -78,7 +78,6 @@ from tradetree.risk.pre_trade_inputs import (
     loss_scope,
     mark_keys,
     mark_unknown_reason,
-    merge_in_flight,
     pending_by_instrument,
 )
 from tradetree.risk.rules import (
@@ -167,7 +166,6 @@ __all__ = [
     "loss_scope",
     "mark_keys",
     "mark_unknown_reason",
-    "merge_in_flight",
     "needs_strategy_states",
     "next_delay",
     "order_is_settled",

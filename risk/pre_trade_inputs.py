@@ -9,8 +9,6 @@ the tests can assemble the same inputs without Redis:
   positions (the strategy's ``StrategyContext.pending``);
 - ``InputNeeds``: which inputs an intent needs at all (a reduce-only close
   only faces the duplicate-close guard);
-- ``merge_in_flight``: the strategy's own in-flight orders plus every other
-  tracked one when the limits are global;
 - ``mark_keys`` / ``choose_marks``: the instruments whose prices the notional
   limits need, and the usable price of each (the fresher of the host's own
   ticker and the gateway's recorded mark) or why it is unknown;
@@ -24,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core import Mark, Order, OrderIntent, OrderState, Position, Side, fresher, usable_marks
+from tradetree.core import Mark, Order, OrderIntent, Position, Side, fresher, usable_marks
 from tradetree.risk.config import RiskConfig, instrument_key
+from tradetree.risk.pre_trade import in_flight_size
 
 __all__ = [
     "DAILY_PNL_UNKNOWN",
@@ -36,35 +35,32 @@ __all__ = [
     "loss_scope",
     "mark_keys",
     "mark_unknown_reason",
-    "merge_in_flight",
     "pending_by_instrument",
 ]
 
 MarkKey = tuple[str, str]
 
+_ZERO = Decimal(0)
+
 # The text of pre_trade's reason when today's P&L is unknown (the key ``explain`` looks up).
 DAILY_PNL_UNKNOWN = "daily P&L unknown: loss limits cannot be checked"
 
 
-def pending_by_instrument(orders: Iterable[Order], applied: Mapping[str, Decimal]) -> dict[str, Decimal]:
+def pending_by_instrument(orders: Iterable[tuple[Order, Decimal]]) -> dict[str, Decimal]:
     """Signed size of orders not yet reflected in positions, per instrument.
 
-    An order contributes what it is expected to fill minus what the store has
-    applied for it: the unfilled rest of a live order, and the unapplied part
-    of a filled or canceled one. The second part is the incident guard: an
-    order the venue says is filled, whose fills never arrived, still counts,
-    so the strategy does not order the same exposure again.
+    ``orders``: each order with what the store has applied for it. An order
+    contributes its ``pre_trade.in_flight_size``: the unfilled rest of a live
+    order, and the unapplied part of a filled or canceled one. The second
+    part is the incident guard: an order the venue says is filled, whose
+    fills never arrived, still counts, so the strategy does not order the
+    same exposure again.
     """
     out: dict[str, Decimal] = {}
-    for o in orders:
-        if o.state is OrderState.REJECTED:
-            continue
-        expected = o.filled_size if o.state is OrderState.CANCELED else o.size
-        rest = expected - applied.get(o.client_order_id, Decimal(0))
-        if rest <= 0:
-            continue
-        signed = rest if o.side is Side.BUY else -rest
-        out[o.inst_id] = out.get(o.inst_id, Decimal(0)) + signed
+    for order, applied in orders:
+        rest = in_flight_size(order, applied)
+        if rest > 0:
+            out[order.inst_id] = out.get(order.inst_id, _ZERO) + (rest if order.side is Side.BUY else -rest)
     return out
 
 
@@ -88,20 +84,6 @@ def input_needs(intent: OrderIntent, cfg: RiskConfig) -> InputNeeds:
     loss_limits = cfg.max_daily_loss_per_strategy is not None or cfg.max_daily_loss_global is not None
     return InputNeeds(wide=opening and cfg.global_limits_set, marks=opening and cfg.notional_limits_set,
                       daily_pnl=opening and loss_limits)
-
-
-def merge_in_flight(
-    own: Iterable[Order], own_applied: Mapping[str, Decimal], others: Iterable[tuple[Order, Decimal]] = ()
-) -> tuple[dict[str, Order], dict[str, Decimal]]:
-    """In-flight orders by client order id and their applied sizes: ``own`` first, then ``others``
-    (every tracked order with its applied size) that ``own`` does not already hold."""
-    in_flight = {o.client_order_id: o for o in own}
-    applied = dict(own_applied)
-    for order, size in others:
-        if order.client_order_id not in in_flight:
-            in_flight[order.client_order_id] = order
-            applied[order.client_order_id] = size
-    return in_flight, applied
 
 
 def mark_keys(intent: OrderIntent, positions: Iterable[Position], orders: Iterable[Order],

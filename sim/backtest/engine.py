@@ -72,7 +72,7 @@ from tradetree.core import (
     Side,
     StrategyConfig,
 )
-from tradetree.risk import PreTradeInputs, check_pre_trade, in_flight_size
+from tradetree.risk import PreTradeInputs, check_pre_trade, pending_by_instrument
 from tradetree.sim.backtest._fast import unvalidated
 from tradetree.sim.backtest.bars import bar_table, clear_bar_tables
 from tradetree.sim.backtest.book_model import ReplayPath
@@ -354,7 +354,9 @@ class Backtester:
         self._live: dict[str, Order] = {}  # non-terminal orders by client order id
         self._all_orders: dict[str, Order] = {}
         self._reasons: dict[str, str] = {}
-        self._pending: dict[str, Decimal] = {}  # recomputed whenever an order changes
+        # pending_by_instrument of the live orders, recomputed whenever an order changes; fills are
+        # applied as they happen, so what is applied for an order is its filled size.
+        self._pending: dict[str, Decimal] = {}
         self._fed = -1  # the last market point fed to the engine, as 4 * candle + phase
         self._dues: deque[int] = deque()  # due times of submitted orders (latency > 0), in order
         self._seq = 0
@@ -472,16 +474,6 @@ class Backtester:
     def _context(self, now_ms: int) -> StrategyContext:
         return StrategyContext.unvalidated(now_ms, self.ledger.quantities, self._pending)
 
-    def _pending_now(self) -> dict[str, Decimal]:
-        out: dict[str, Decimal] = {}
-        if not self._live:
-            return out
-        for o in self._live.values():
-            rest = in_flight_size(o, o.filled_size)  # fills are applied as they happen
-            if rest > 0:
-                out[o.inst_id] = out.get(o.inst_id, _ZERO) + (rest if o.side is Side.BUY else -rest)
-        return out
-
     def _decide(self, b: int, i: int, j: int) -> None:
         """Bar ``b`` became final at market point ``(i, j)``: ask the strategy, act on its answer."""
         now = self._decision_ms[i]
@@ -541,7 +533,7 @@ class Backtester:
         if result.events:
             self._on_events(result.events)  # ends with this order's state: _pending is recomputed there
         else:
-            self._pending = self._pending_now()
+            self._pending = pending_by_instrument((o, o.filled_size) for o in self._live.values())
         return True
 
     def _cancel(self, ids: list[str], now: int) -> None:
@@ -592,7 +584,7 @@ class Backtester:
                 del self._live[coid]
             else:
                 self._live[coid] = order
-            self._pending = self._pending_now()
+            self._pending = pending_by_instrument((o, o.filled_size) for o in self._live.values())
             if fill is not None:
                 strategy.on_fill(fill)
             if self._wants_updates:  # (the base class's hook does nothing)

@@ -182,3 +182,38 @@ async def test_order_events_are_not_dropped_for_backlog(method):
         target.deliver(method, payload, droppable=False)
     assert target.dropped == 0 and target.in_flight == 3
     await target.close()
+
+
+async def test_a_ray_subscriber_that_never_answers_keeps_its_slots_and_loses_tickers(monkeypatch):
+    # Timing out does not take the call back out of the actor's queue: the slots stay taken until
+    # the calls really finish, so the backlog stays bounded by max_in_flight.
+    answer = asyncio.Event()
+    submitted = []
+
+    class Stuck:
+        class on_ticker:
+            @staticmethod
+            def remote(payload):
+                submitted.append(payload)
+
+                async def never():
+                    await answer.wait()
+                return never()
+
+    monkeypatch.setattr(ray, "get_actor", lambda name, namespace=None: Stuck())
+    target = RayActorTarget("strategy-z", clock=ManualClock(), resolve_retry_secs=0, max_in_flight=2,
+                            call_timeout_secs=0.01)
+    for _ in range(2):
+        target.deliver("on_ticker", ticker(), droppable=True)
+    await asyncio.sleep(0.05)  # both deliveries time out
+    assert target.failures == 2 and target.in_flight == 2
+    for _ in range(5):
+        target.deliver("on_ticker", ticker(), droppable=True)
+    assert len(submitted) == 2 and target.dropped == 5  # nothing more piles up in the actor's queue
+    answer.set()
+    await settle()
+    assert target.in_flight == 0 and target.failures == 2 and target.delivered == 0
+    target.deliver("on_ticker", ticker(), droppable=True)  # answering again: delivered as before
+    await settle()
+    assert len(submitted) == 3 and target.delivered == 1
+    await target.close()

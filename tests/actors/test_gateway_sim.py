@@ -129,6 +129,22 @@ async def test_order_for_unlisted_instrument_is_rejected_without_sending(gateway
     assert sim.engine.order_history() == []
 
 
+async def test_an_order_whose_turn_comes_after_its_deadline_is_rejected_unsent(gateway, store, sim):
+    # Its caller's deadline passes while it waits for the send lock (held, as by a slow reduce-only
+    # send): by then the caller may have timed out and gone on without it, so it must never be sent.
+    await gateway._send_lock.acquire()
+    late = asyncio.create_task(gateway.submit_order(intent("1"), not_after_ms=gateway._clock.now_ms() + 50))
+    await asyncio.sleep(0.2)
+    gateway._send_lock.release()
+    order = await late
+    assert order.state is OrderState.REJECTED and order.reject_reason == "expired before send"
+    assert (await store.get_order(order.client_order_id)).state is OrderState.REJECTED
+    assert sim.engine.order_history() == []
+    in_time = await gateway.submit_order(intent("1"), not_after_ms=gateway._clock.now_ms() + 10_000)
+    assert in_time.state is not OrderState.REJECTED
+    assert sim.engine.get_order(cl_ord_id=in_time.client_order_id) is not None
+
+
 async def test_unknown_outcome_is_resolved_by_client_order_id(sim, redis_url, namespace, real_redis, store):
     gw = make_gateway(sim, redis_url, namespace, venue=venue_config(sim, http_timeout_secs=0.5))
     await gw.start()

@@ -69,6 +69,10 @@ class FakeBook:
                 if venue in (None, o.venue) and strategy_id in (None, o.strategy_id)
                 and not (o.state.is_terminal and self.applied.get(o.client_order_id, D(0)) >= o.filled_size)]
 
+    async def exposure(self, venue: str | None = None,
+                       strategy_id: str | None = None) -> tuple[list[tuple[Order, Decimal]], list[Position]]:
+        return await self.open_orders_with_applied(venue, strategy_id), await self.positions()
+
     async def get_order(self, client_order_id: str) -> Order | None:
         self._check("get_order")
         return self.orders.get(client_order_id)

@@ -35,7 +35,7 @@ async def test_host_values_another_strategys_position_with_the_gateways_mark(gat
     try:
         mine = OrderIntent(strategy_id=host.id, venue="okx", inst_id="BTC-USDT", side=Side.BUY,
                            size=Decimal(1), price=Decimal(1))  # a limit order: its own price values it
-        inputs, why = await host.pre_trade_inputs(mine, [], {})
+        inputs, why = await host.pre_trade_inputs(mine, [], [])
         assert inputs.marks[key] > 0, (inputs.marks, why)  # BTC-USDT has no mark: valued at its limit price
         assert {(p.strategy_id, p.inst_id) for p in inputs.positions if p.qty} == {("S2", SWAP)}
         assert order.client_order_id in {o.client_order_id for o in inputs.in_flight}

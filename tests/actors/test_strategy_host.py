@@ -7,7 +7,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 
-from tradetree.actors.strategy_host import StrategyHost
+from tradetree.actors.strategy_host import ORDER_ADMISSION_SECS, StrategyHost
 from tradetree.core.clock import ManualClock
 from tradetree.core.config import StrategyConfig
 from tradetree.core.control_state import ControlState
@@ -36,10 +36,11 @@ class RecordingSink:
     """Stands in for the gateway: records the order in Redis as the gateway does, then acks it."""
 
     def __init__(self, store: RedisStore, clock: ManualClock) -> None:
-        self.store, self.clock, self.intents = store, clock, []
+        self.store, self.clock, self.intents, self.deadlines = store, clock, [], []
 
-    async def submit_order(self, intent: OrderIntent) -> Order:
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
         self.intents.append(intent)
+        self.deadlines.append(not_after_ms)
         order = Order.from_intent(intent, now_ms=self.clock.now_ms())
         await self.store.record_order(order)
         return await self.store.update_order(order.transition(OrderState.LIVE, now_ms=self.clock.now_ms() + 1))
@@ -92,16 +93,27 @@ async def test_fresh_state_lets_the_entry_through_once(env):
     assert host.sink.intents[0].side is Side.BUY
 
 
+async def test_orders_go_out_with_the_admission_deadline(env):
+    # The gateway never sends an order whose turn comes after this: a submission that timed out
+    # here is then in Redis or never sent (see RayGatewaySink).
+    host, store, clock = env
+    await host.start()
+    await host.control.mark_verified("okx", clock.now_ms() + 10_000)
+    sent = await _feed(host, clock, [100, 101, 100, 101, 80, 80, 79])
+    assert len(sent) == 1
+    assert host.sink.deadlines == [sent[0].created_ms + int(ORDER_ADMISSION_SECS * 1000)]
+
+
 async def test_filled_order_whose_fill_never_arrived_still_counts_as_exposure():
     order = Order(client_order_id="a", strategy_id="S", venue="okx", inst_id="X", side=Side.SELL,
                   type=OrderType.MARKET, size=Decimal(2), state=OrderState.FILLED, filled_size=Decimal(2),
                   created_ms=1, updated_ms=2)
-    assert pending_by_instrument([order], {}) == {"X": Decimal(-2)}
-    assert pending_by_instrument([order], {"a": Decimal(2)}) == {}
+    assert pending_by_instrument([(order, Decimal(0))]) == {"X": Decimal(-2)}
+    assert pending_by_instrument([(order, Decimal(2))]) == {}
     canceled = order.model_copy(update={"state": OrderState.CANCELED, "filled_size": Decimal(1)})
-    assert pending_by_instrument([canceled], {"a": Decimal(1)}) == {}
+    assert pending_by_instrument([(canceled, Decimal(1))]) == {}
     rejected = order.model_copy(update={"state": OrderState.REJECTED, "filled_size": Decimal(0)})
-    assert pending_by_instrument([rejected], {}) == {}
+    assert pending_by_instrument([(rejected, Decimal(0))]) == {}
 
 
 async def test_context_reads_positions_applied_by_any_layer(env):
@@ -214,3 +226,31 @@ async def test_strategy_cancels_are_carried_out_even_while_paused(env):
     await _feed(host, clock, [100, 101, 102])
     assert canceled == [resting.client_order_id]
     assert seen[-1].state is OrderState.CANCELED
+
+
+async def test_a_fill_applied_between_the_reads_is_never_missed(env, monkeypatch):
+    # The fill of the whole order lands right after one of the two reads: read positions first and
+    # it is in neither (not yet in the position, no longer pending); read orders first and it is in
+    # both at worst. The strategy must never see room that is not there.
+    host, store, clock = env
+    await host.start()
+    order = Order.from_intent(OrderIntent(strategy_id=host.id, venue="okx", inst_id="BTC-USDT-SWAP",
+                                          side=Side.BUY, size=Decimal(3)), now_ms=clock.now_ms())
+    await store.record_order(order)
+    fill = Fill(venue="okx", inst_id="BTC-USDT-SWAP", trade_id="t1", client_order_id=order.client_order_id,
+                side=Side.BUY, price=Decimal(100), size=Decimal(3), ts_ms=clock.now_ms(), layer=FillLayer.WS)
+    landed = []
+    for name in ("positions", "open_orders_with_applied"):
+        real = getattr(store, name)
+
+        async def hooked(*args, _real=real, **kwargs):
+            result = await _real(*args, **kwargs)
+            if not landed:
+                landed.append((await store.apply_fill(fill, INST)).applied)
+            return result
+
+        monkeypatch.setattr(store, name, hooked)
+    ctx = await host.context()
+    assert landed == [True]
+    seen = ctx.positions.get("BTC-USDT-SWAP", Decimal(0)) + ctx.pending.get("BTC-USDT-SWAP", Decimal(0))
+    assert seen >= 3, ctx

@@ -55,8 +55,8 @@ async def _fill(host, store, clock, side, size, price, *, sid=None, inst=BTC, re
 async def _reasons(host, size, side=Side.BUY, *, reduce_only=False):
     intent = OrderIntent(strategy_id=host.id, venue="okx", inst_id=BTC.inst_id, side=side, size=D(size),
                          reduce_only=reduce_only)
-    _, orders, applied = await host._read_state()
-    return await host.pre_trade_reasons(intent, orders, applied)
+    _, orders, positions = await host._read_state()
+    return await host.pre_trade_reasons(intent, orders, positions)
 
 
 async def test_strategy_notional_allows_within_the_limit_and_denies_beyond_naming_the_numbers(host):
@@ -106,11 +106,11 @@ async def test_the_fresher_of_own_ticker_and_recorded_mark_is_used(host):
     await book.write("okx", {BTC.inst_id: Mark(price=D(40000), ts_ms=1, recv_ms=clock.now_ms())})
     clock.advance(1)
     await _fresh(host, clock, px="50000")
-    inputs, _ = await host.pre_trade_inputs(intent, [], {})
+    inputs, _ = await host.pre_trade_inputs(intent, [], [])
     assert inputs.marks == {("okx", BTC.inst_id): D(50000)}
     clock.advance(1)
     await book.write("okx", {BTC.inst_id: Mark(price=D(45000), ts_ms=2, recv_ms=clock.now_ms())})
-    inputs, _ = await host.pre_trade_inputs(intent, [], {})
+    inputs, _ = await host.pre_trade_inputs(intent, [], [])
     assert inputs.marks == {("okx", BTC.inst_id): D(45000)}
 
 

@@ -68,7 +68,8 @@ class SimulatorStyleRun:
     def _decide(self, bar, now: int) -> None:
         open_orders = [o for o in self.orders.values() if not o.state.is_terminal]
         ctx = StrategyContext(now_ms=now, positions=dict(self.positions),
-                              pending=pending_by_instrument(open_orders, self.applied))
+                              pending=pending_by_instrument(
+                                  (o, self.applied.get(o.client_order_id, Decimal(0))) for o in open_orders))
         for intent in self.strategy.on_bar(bar, ctx):
             positions = tuple(
                 p for p in [self._position(i) for i in self.positions] if p is not None)

@@ -1,5 +1,5 @@
 """The gateway's decisions: WS probes (a client reconnecting by itself is not ready, but not a reason
-to restart), market data staleness, ticker args, what a placement's answer means, the ack."""
+to restart), market data staleness, ticker args, the ack."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from tradetree.adapters.okx import WsState
-from tradetree.core.errors import OrderRejected, VenueAuthError, VenueProtocolError, VenueUnavailable
+from tradetree.core.errors import VenueAuthError, VenueUnavailable
 from tradetree.core.types import Order, OrderIntent, OrderState, Side
 from tradetree.execution.gateway_rules import (
-    SendOutcome,
     acknowledged,
     cancel_all_error,
     market_data_probe,
-    send_outcome,
     ticker_args,
     ws_probe,
 )
@@ -58,18 +56,6 @@ def test_market_data_probe_names_each_stale_or_silent_instrument_and_is_readines
 
 def test_ticker_args():
     assert ticker_args(["A", "B"]) == [{"channel": "tickers", "instId": "A"}, {"channel": "tickers", "instId": "B"}]
-
-
-@pytest.mark.parametrize(("answer", "meaning"), [
-    (None, SendOutcome.NOT_LISTED),
-    ("123", SendOutcome.ACKNOWLEDGED),
-    (OrderRejected("no margin"), SendOutcome.REJECTED),
-    (VenueAuthError("bad key"), SendOutcome.AUTH_REFUSED),
-    (VenueUnavailable("503"), SendOutcome.UNKNOWN),
-    (VenueProtocolError("garbled ack"), SendOutcome.UNKNOWN),
-])
-def test_send_outcome(answer, meaning):
-    assert send_outcome(answer) is meaning
 
 
 def _order() -> Order:

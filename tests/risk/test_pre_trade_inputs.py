@@ -17,7 +17,6 @@ from tradetree.risk.pre_trade_inputs import (
     loss_scope,
     mark_keys,
     mark_unknown_reason,
-    merge_in_flight,
     pending_by_instrument,
 )
 
@@ -44,8 +43,8 @@ def test_pending_counts_the_unapplied_rest_signed_and_skips_rejected() -> None:
     filled_unapplied = _order("c").transition(OrderState.LIVE, now_ms=2).model_copy(
         update={"state": OrderState.FILLED, "filled_size": D(2)})
     rejected = _order("d").transition(OrderState.REJECTED, now_ms=2, reject_reason="no")
-    assert pending_by_instrument([buy, sell, filled_unapplied, rejected], {"a": D(1)}) == {"BTC-USDT-SWAP": D(-0)}
-    assert pending_by_instrument([buy, filled_unapplied], {"a": D(1)}) == {"BTC-USDT-SWAP": D(3)}
+    assert pending_by_instrument([(buy, D(1)), (sell, D(0)), (filled_unapplied, D(0)), (rejected, D(0))]) == {"BTC-USDT-SWAP": D(-0)}
+    assert pending_by_instrument([(buy, D(1)), (filled_unapplied, D(0))]) == {"BTC-USDT-SWAP": D(3)}
 
 
 def test_input_needs_follow_the_limits_and_spare_a_reduce_only_close() -> None:
@@ -56,13 +55,6 @@ def test_input_needs_follow_the_limits_and_spare_a_reduce_only_close() -> None:
     assert input_needs(_intent(), RiskConfig()) == InputNeeds(wide=False, marks=False, daily_pnl=False)
     own = RiskConfig(max_strategy_notional=D(100))
     assert input_needs(_intent(), own) == InputNeeds(wide=False, marks=True, daily_pnl=False)
-
-
-def test_merge_in_flight_keeps_own_orders_and_adds_the_others_once() -> None:
-    mine, theirs = _order("a"), _order("x", strategy_id="s2")
-    in_flight, applied = merge_in_flight([mine], {"a": D(1)}, [(mine, D(9)), (theirs, D(2))])
-    assert list(in_flight) == ["a", "x"]
-    assert applied == {"a": D(1), "x": D(2)}  # the host's own reading of "a" wins
 
 
 def test_mark_keys_take_the_instruments_in_a_limits_scope() -> None:
