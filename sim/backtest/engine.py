@@ -33,7 +33,7 @@ their step (never by history), so feeding just the current point before an
 order reproduces exactly the state that feeding all of them would have. The
 parity test compares against a dense, simulator-style drive. Preparation is
 arrays (:mod:`sim.backtest.prepare`: integer ticks, the emit and decision-time
-tables; shareable with ``prepared=``, cached on disk with ``cache=``); bars are
+tables; shareable with ``prepared=``); bars are
 built from them while preparing (:mod:`sim.backtest.bars`, as a data loader
 would; they are immutable, their prices decimals with a precomputed ``float``)
 and contexts per bar, both without
@@ -83,7 +83,6 @@ from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
 from tradetree.sim.backtest.prepare import (
     POINTS_PER_CANDLE,
     PreparedMarket,
-    PrepCache,
     market_key,
     prepare_market,
 )
@@ -196,8 +195,6 @@ def prepare_data(
     strategy_config: StrategyConfig,
     data: CandleSeries | Mapping[str, CandleSeries],
     config: BacktestConfig | None = None,
-    *,
-    cache: PrepCache | None = None,
 ) -> PreparedMarket:
     """The preparation a :class:`Backtester` of these arguments would make, to share (``prepared=``).
 
@@ -212,7 +209,7 @@ def prepare_data(
         raise ConfigError(str(exc)) from None
     insts = [config.instrument(s) for s in symbols]
     bar_ms = _bar_ms(config, series[symbols[0]].interval_ms)
-    return _prepared(series, symbols, insts, bar_ms, config.fill_rule is FillRule.NEXT_TICK, None, cache)
+    return _prepared(series, symbols, insts, bar_ms, config.fill_rule is FillRule.NEXT_TICK, None)
 
 
 def _bar_ms(config: BacktestConfig, candle_ms: int) -> int:
@@ -223,21 +220,14 @@ def _bar_ms(config: BacktestConfig, candle_ms: int) -> int:
 
 
 def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
-              next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
-    """``given`` if it was made from these inputs, else a cache hit, else a fresh preparation (cached)."""
+              next_tick: bool, given: PreparedMarket | None) -> PreparedMarket:
+    """``given`` if it was made from these inputs, else a fresh preparation."""
     ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
     ticks = {inst.inst_id: inst.tick_size for inst in insts}
     key = market_key(ordered, ticks, bar_ms, next_tick)
     if given is not None and given.key == key:
         return given
-    if cache is not None:
-        hit = cache.get_market(key)
-        if hit is not None:
-            return hit
-    market = prepare_market(ordered, ticks, bar_ms, next_tick)
-    if cache is not None:
-        cache.put_market(market)
-    return market
+    return prepare_market(ordered, ticks, bar_ms, next_tick)
 
 
 def _series_by_symbol(
@@ -273,8 +263,6 @@ class Backtester:
         progress: called every ``config.progress_every_bars`` candles.
         prepared: the data already prepared (:func:`sim.backtest.prepare.prepare_market`, e.g. shared
             by a sweep); used only if its key is this run's, else prepared again.
-        cache: a :class:`~sim.backtest.prepare.PrepCache` to read the preparation from and write it
-            to (default: none).
 
     Raises:
         ConfigError: unknown strategy class or instrument, bad params, missing
@@ -291,7 +279,6 @@ class Backtester:
         trade_from_ms: int | None = None,
         progress: ProgressCallback | None = None,
         prepared: PreparedMarket | None = None,
-        cache: PrepCache | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.config = config = config or BacktestConfig()
@@ -318,7 +305,7 @@ class Backtester:
             )
         self.bar_ms = bar_ms
         next_tick = config.fill_rule is FillRule.NEXT_TICK
-        self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
+        self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared)
         self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
                       for i, (inst, s) in enumerate(zip(insts, symbols))]
         self.bars = [bar_table(market, i, self.venue) for i in range(len(market.paths))]
@@ -687,8 +674,7 @@ def run_backtest(
     trade_from_ms: int | None = None,
     progress: ProgressCallback | None = None,
     prepared: PreparedMarket | None = None,
-    cache: PrepCache | None = None,
 ) -> BacktestResult:
     """Build a :class:`Backtester` and run it. Raises as :class:`Backtester`."""
     return Backtester(strategy_config, data, config, strategy=strategy, trade_from_ms=trade_from_ms,
-                      progress=progress, prepared=prepared, cache=cache).run()
+                      progress=progress, prepared=prepared).run()
