@@ -2,7 +2,7 @@
 
 Bars are the one part of preparation that stays object by object: strategies
 get :class:`~core.types.Bar` models with decimal prices. They are built once
-per prepared market (:func:`bar_table`), with one
+per prepared market (:func:`bar_tables`), with one
 :class:`~sim.backtest._fast.BarDecimal` per distinct price shared between
 bars, and the last few tables are kept: a sweep worker runs many variants on
 one window, and bars are immutable.
@@ -28,7 +28,7 @@ from tradetree.sim.backtest._fast import (
 )
 from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, PreparedMarket, ticks_to_float
 
-__all__ = ["BarTable", "bar_table", "clear_bar_tables"]
+__all__ = ["BarTable", "bar_tables", "clear_bar_tables"]
 
 _BAR_FIELDS = set(Bar.model_fields)
 
@@ -95,28 +95,41 @@ _BAR_TABLES: OrderedDict[tuple[str, int, str], BarTable] = OrderedDict()
 _BAR_TABLES_KEPT = 4
 
 
-def bar_table(market: PreparedMarket, i: int, venue: str) -> BarTable:
-    key = (market.key, i, venue)
-    table = _BAR_TABLES.get(key)
-    if table is None:
-        # Hundreds of thousands of container objects in a row trigger the cyclic collector again and
-        # again over a growing heap (half the cost of building them); they form no cycles. Left in the
-        # young generation, though, the first collection after the run's loop would walk them all
-        # (inside the timed run), so one full pass here settles them in the old generation at once.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            table = BarTable(market.paths[i], market.group_of, market.bar_starts, market.bar_ms, venue)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-                gc.collect()
-        _BAR_TABLES[key] = table
+def bar_tables(market: PreparedMarket, venue: str) -> list[BarTable]:
+    """The bar table of every instrument of ``market``: kept ones reused, the others built.
+
+    Hundreds of thousands of container objects in a row trigger the cyclic collector again and again
+    over a growing heap (half the cost of building them); they form no cycles. So the collector is
+    paused once around all the tables, and what was built is then frozen (``gc.freeze``: moved to the
+    permanent generation, which collections skip) rather than settled by a full collection, which walks
+    the whole heap once per call. Left in the young generation, the bars would be walked by the first
+    collection after the run's loop, inside the timed run.
+
+    Caveat of ``gc.freeze``: everything alive at that moment is frozen too, and a reference cycle among
+    it is never collected (``gc.unfreeze()`` hands them back). Reference counting still frees acyclic
+    objects, so a table dropped from the few kept here is freed as usual.
+    """
+    tables: list[BarTable] = []
+    built = False
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i, path in enumerate(market.paths):
+            key = (market.key, i, venue)
+            table = _BAR_TABLES.get(key)
+            if table is None:
+                table = _BAR_TABLES[key] = BarTable(path, market.group_of, market.bar_starts, market.bar_ms, venue)
+                built = True
+            _BAR_TABLES.move_to_end(key)
+            tables.append(table)
         while len(_BAR_TABLES) > _BAR_TABLES_KEPT:
             _BAR_TABLES.popitem(last=False)
-    else:
-        _BAR_TABLES.move_to_end(key)
-    return table
+    finally:
+        if gc_was_enabled:
+            if built:
+                gc.freeze()
+            gc.enable()
+    return tables
 
 
 def clear_bar_tables() -> None:

@@ -74,7 +74,7 @@ from tradetree.core import (
 )
 from tradetree.risk import PreTradeInputs, check_pre_trade, in_flight_size
 from tradetree.sim.backtest._fast import unvalidated
-from tradetree.sim.backtest.bars import bar_table, clear_bar_tables
+from tradetree.sim.backtest.bars import bar_tables, clear_bar_tables
 from tradetree.sim.backtest.book_model import ReplayPath
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
 from tradetree.sim.backtest.data import CandleSeries, align_series
@@ -308,7 +308,7 @@ class Backtester:
         self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared)
         self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
                       for i, (inst, s) in enumerate(zip(insts, symbols))]
-        self.bars = [bar_table(market, i, self.venue) for i in range(len(market.paths))]
+        self.bars = bar_tables(market, self.venue)
         n = len(first)
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
         self._emit = market.emit.tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from decimal import Decimal
 
@@ -193,3 +194,15 @@ def test_the_candle_cache_keeps_only_the_most_recently_used_entries(tmp_path):
     load_candles_cached(paths[2], cache)  # a third entry evicts the least recently used
     assert sorted(p.name for p in (tmp_path / "cache").glob("candles-*.npz")) == sorted(
         cache.file(file_digest(p)).name for p in (paths[0], paths[2]))
+
+
+def test_bar_tables_freeze_what_they_built_instead_of_a_full_collection(candles, monkeypatch):
+    clear_bar_tables()
+
+    def full_collection(*args):
+        raise AssertionError("a full collection walks the whole heap per table")
+
+    monkeypatch.setattr(gc, "collect", full_collection)
+    frozen = gc.get_freeze_count()
+    Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5))
+    assert gc.isenabled() and gc.get_freeze_count() > frozen
