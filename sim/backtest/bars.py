@@ -60,9 +60,9 @@ class BarTable:
         prices = bar_decimals_of_ticks(uniq.tolist(), path.exp, ticks_to_float(uniq, path.exp).tolist())
         m = len(starts)
         o, h, lo, c = (list(map(prices.__getitem__, inverse[k * m:(k + 1) * m].tolist())) for k in range(4))
-        texts = path.volume_text.tolist()
+        texts = path.volume.astype(str).tolist()  # the decimal texts of the floats, as the CSV held them
         if m == n:
-            v = bar_decimals_of_texts(texts, path.volume_text.astype(np.float64).tolist())
+            v = bar_decimals_of_texts(texts, path.volume.tolist())
         else:  # exact decimal sums in candle order, as the per-candle loop added them
             v = []
             for s0, e0 in zip(starts.tolist(), ends.tolist()):

@@ -105,7 +105,7 @@ class ReplayPath:
         self._exp = arrays.exp
         self._prices: dict[int, Decimal] = {}  # by tick count: a price seen again is the same object
         self._first_raw = Decimal(arrays.first_open_text)
-        self._volume_text = arrays.volume_text
+        self._volume = arrays.volume
         self._lot = inst.lot_size
         self._sizes: dict[int, Decimal] = {}  # point size per candle, computed when first needed
         self._stride = trade_id_stride
@@ -132,7 +132,7 @@ class ReplayPath:
     def point_size(self, i: int) -> Decimal:
         size = self._sizes.get(i)
         if size is None:
-            volume = Decimal(str(self._volume_text[i]))
+            volume = Decimal(self._volume[i:i + 1].astype(str)[0])  # the candle's text, as the CSV held it
             quarter = (volume / POINTS_PER_CANDLE).quantize(self._lot, rounding=ROUND_DOWN)
             size = self._sizes[i] = max(quarter, self._lot)
         return size

@@ -98,7 +98,8 @@ class PathArrays:
     """One instrument's market path: four points per candle (see ``book_model``), as arrays.
 
     ``points[4 * i + j]`` is point ``j`` of candle ``i`` in quanta of ``10 ** exp``;
-    ``point_ms`` its time; ``volume_text`` the candle volume's decimal text.
+    ``point_ms`` its time; ``volume`` the candle volumes (the series' floats: their decimals are made
+    where one is read).
     """
 
     inst_id: str
@@ -109,7 +110,7 @@ class PathArrays:
     point_ms: np.ndarray  # int64, n * 4
     rising: np.ndarray  # bool: close >= open (low first)
     first_open_text: str  # the first raw open: the very first trade's side compares against it
-    volume_text: np.ndarray  # str
+    volume: np.ndarray  # float64
 
 
 def prepare_path(series: CandleSeries, inst_id: str, tick: Decimal) -> PathArrays:
@@ -136,7 +137,7 @@ def prepare_path(series: CandleSeries, inst_id: str, tick: Decimal) -> PathArray
         inst_id=inst_id, exp=exp, ts_ms=ts, interval_ms=interval, points=points.ravel(),
         point_ms=point_ms.ravel(), rising=np.asarray(rising, dtype=bool),
         first_open_text=str(np.float64(series.open[0]).astype(str)),
-        volume_text=np.asarray(series.volume, dtype=np.float64).astype(str),
+        volume=np.asarray(series.volume, dtype=np.float64),
     )
 
 
