@@ -26,6 +26,7 @@ from tradetree.sim.backtest._fast import (
     bar_decimals_of_texts,
     bar_decimals_of_ticks,
 )
+from tradetree.sim.backtest.data import decimal_texts
 from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, PreparedMarket, ticks_to_float
 
 __all__ = ["BarTable", "bar_tables", "clear_bar_tables"]
@@ -42,10 +43,7 @@ class BarTable:
     made from the prepared integer ticks once per distinct price and shared between bars.
     """
 
-    def __init__(self, path: PathArrays, group_of: np.ndarray, starts: np.ndarray, bar_ms: int, venue: str) -> None:
-        self.venue = venue
-        self.inst_id = path.inst_id
-        self.interval_ms = bar_ms
+    def __init__(self, path: PathArrays, starts: np.ndarray, bar_ms: int, venue: str) -> None:
         n = len(path.ts_ms)
         pts = path.points.reshape(n, POINTS_PER_CANDLE)
         lows, highs = np.minimum(pts[:, 1], pts[:, 2]), np.maximum(pts[:, 1], pts[:, 2])
@@ -53,14 +51,13 @@ class BarTable:
         opens, closes = pts[starts, 0], pts[ends, 3]
         bar_highs, bar_lows = np.maximum.reduceat(highs, starts), np.minimum.reduceat(lows, starts)
         first_ts = path.ts_ms[starts]
-        self.group_of = group_of.tolist()
-        self.ts = (first_ts - first_ts % bar_ms).tolist()
+        bar_ts = (first_ts - first_ts % bar_ms).tolist()
         # One BarDecimal per distinct price, shared: a 1m BTC file repeats each price about twice.
         uniq, inverse = np.unique(np.concatenate([opens, bar_highs, bar_lows, closes]), return_inverse=True)
         prices = bar_decimals_of_ticks(uniq.tolist(), path.exp, ticks_to_float(uniq, path.exp).tolist())
         m = len(starts)
         o, h, lo, c = (list(map(prices.__getitem__, inverse[k * m:(k + 1) * m].tolist())) for k in range(4))
-        texts = path.volume.astype(str).tolist()  # the decimal texts of the floats, as the CSV held them
+        texts = decimal_texts(path.volume)
         if m == n:
             v = bar_decimals_of_texts(texts, path.volume.tolist())
         else:  # exact decimal sums in candle order, as the per-candle loop added them
@@ -70,12 +67,11 @@ class BarTable:
                 for t in texts[s0 + 1:e0 + 1]:
                     total = total + Decimal(t)
                 v.append(bar_decimal(total))
-        self.open, self.high, self.low, self.close, self.volume = o, h, lo, c, v
         new, set_dict, set_fields, set_extra, set_private = (
             object.__new__, SET_DICT, SET_FIELDS_SET, SET_EXTRA, SET_PRIVATE)
-        inst_id = self.inst_id
+        inst_id = path.inst_id
         bars: list[Bar] = []
-        for t, bo, bh, bl, bc, bv in zip(self.ts, o, h, lo, c, v):
+        for t, bo, bh, bl, bc, bv in zip(bar_ts, o, h, lo, c, v):
             bar = new(Bar)  # sim.backtest._fast.unvalidated, inlined
             set_dict(bar, {"venue": venue, "inst_id": inst_id, "ts_ms": t, "interval_ms": bar_ms,
                            "open": bo, "high": bh, "low": bl, "close": bc, "volume": bv})
@@ -118,7 +114,7 @@ def bar_tables(market: PreparedMarket, venue: str) -> list[BarTable]:
             key = (market.key, i, venue)
             table = _BAR_TABLES.get(key)
             if table is None:
-                table = _BAR_TABLES[key] = BarTable(path, market.group_of, market.bar_starts, market.bar_ms, venue)
+                table = _BAR_TABLES[key] = BarTable(path, market.bar_starts, market.bar_ms, venue)
                 built = True
             _BAR_TABLES.move_to_end(key)
             tables.append(table)

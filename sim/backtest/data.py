@@ -34,6 +34,7 @@ from tradetree.sim.market_data import Candle
 
 __all__ = [
     "CandleSeries",
+    "decimal_texts",
     "load_candle_series",
     "synthetic_candles",
     "align_series",
@@ -46,6 +47,12 @@ __all__ = [
 
 _TIME_COLUMNS = ("timestamp_ms", "ts_ms", "timestamp", "open_time")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def decimal_texts(values: np.ndarray) -> list[str]:
+    """The shortest decimal text that round-trips each float: the text a CSV file held, for any
+    value with up to 15 significant digits. Every decimal the backtest makes of a float uses it."""
+    return np.asarray(values, dtype=np.float64).astype(str).tolist()
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,15 +143,11 @@ class CandleSeries:
                                         self.low[rows], self.close[rows], self.volume[rows])
 
     def decimals(self) -> tuple[list[Decimal], ...]:
-        """``(open, high, low, close, volume)`` as exact decimals (cached).
-
-        Each is the shortest decimal that round-trips the float: the text a
-        CSV file held, for any value with up to 15 significant digits.
-        """
+        """``(open, high, low, close, volume)`` as exact decimals (:func:`decimal_texts`; cached)."""
         cached = self._decimals.get("ohlcv")
         if cached is None:
             cached = tuple(
-                list(map(Decimal, np.asarray(col, dtype=np.float64).astype(str).tolist()))
+                list(map(Decimal, decimal_texts(col)))
                 for col in (self.open, self.high, self.low, self.close, self.volume)
             )
             self._decimals["ohlcv"] = cached

@@ -31,7 +31,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from tradetree.sim.backtest.data import CandleSeries
+from tradetree.sim.backtest.data import CandleSeries, decimal_texts
 
 __all__ = [
     "POINTS_PER_CANDLE",
@@ -75,8 +75,7 @@ def grid_ticks(values: np.ndarray, tick: Decimal) -> np.ndarray:
     ticks = out.astype(np.int64)
     if ambiguous.any():
         idx = np.flatnonzero(ambiguous)
-        texts = x[idx].astype(str).tolist()
-        ticks[idx] = [int(Decimal(t).quantize(tick).scaleb(-exp)) for t in texts]
+        ticks[idx] = [int(Decimal(t).quantize(tick).scaleb(-exp)) for t in decimal_texts(x[idx])]
     below = x < float(tick)  # x < float(tick) exactly when the decimal of x is below tick (rounding is monotone)
     ticks[below] = tick_quanta
     return ticks
@@ -136,7 +135,7 @@ def prepare_path(series: CandleSeries, inst_id: str, tick: Decimal) -> PathArray
     return PathArrays(
         inst_id=inst_id, exp=exp, ts_ms=ts, interval_ms=interval, points=points.ravel(),
         point_ms=point_ms.ravel(), rising=np.asarray(rising, dtype=bool),
-        first_open_text=str(np.float64(series.open[0]).astype(str)),
+        first_open_text=decimal_texts(series.open[:1])[0],
         volume=np.asarray(series.volume, dtype=np.float64),
     )
 

@@ -117,6 +117,10 @@ def test_a_preparation_of_other_data_is_not_used(candles):
     other = prepare_data(mean_reversion_config(), candles.slice(0, 300), BacktestConfig(seed=5))
     bt = Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5), prepared=other)
     assert bt.prepared is not other and len(bt.prepared.emit) == len(candles)
+    assert any("prepared=" in note for note in bt.notes)  # so a caller (a sweep) can tell
+    shared = prepare_data(mean_reversion_config(), candles, BacktestConfig(seed=5))
+    used = Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5), prepared=shared)
+    assert used.prepared is shared and not any("prepared=" in note for note in used.notes)
 
 
 def _candle_file(tmp_path, seed=4):
