@@ -6,10 +6,12 @@ orders filled at the signal bar's close; trading starts on the 30th bar, when
 the slow EMA has seen its period. Two data sets: the real 1-minute Binance
 BTC/USDT file (130,708 bars) and a seeded synthetic series (500,000 bars).
 
-Timed: the **run phase** only (the engine replaying prepared bars), the best
-of ``--rounds`` rounds; each round runs every engine once, one after the other,
-so that the load of a shared machine weighs on all of them alike. Preparation
-(loading, building bars / feeds, engine set-up) is reported apart.
+Timed: **preparation + run** (what a user waits for), and each apart, the
+median of ``--rounds`` rounds; each round runs every engine once, one after the
+other, each in a fresh process (tradetree's preparation is cold), so that the
+load of a shared machine weighs on all of them alike. Preparation is building
+bars / feeds and engine set-up from the same numpy arrays; the run is the
+engine replaying them. Loading the CSV is reported apart.
 
 tradetree runs its full event-driven path: a ``Bar`` (built while preparing)
 and a ``StrategyContext`` per bar into ``strategy.on_bar``, every intent
