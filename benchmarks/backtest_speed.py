@@ -6,10 +6,12 @@ orders filled at the signal bar's close; trading starts on the 30th bar, when
 the slow EMA has seen its period. Two data sets: the real 1-minute Binance
 BTC/USDT file (130,708 bars) and a seeded synthetic series (500,000 bars).
 
-Timed: the **run phase** only (the engine replaying prepared bars), the best
-of ``--rounds`` rounds; each round runs every engine once, one after the other,
-so that the load of a shared machine weighs on all of them alike. Preparation
-(loading, building bars / feeds, engine set-up) is reported apart.
+Timed: **preparation + run** (what a user waits for), and each apart, the
+median of ``--rounds`` rounds; each round runs every engine once, one after the
+other, each in a fresh process (tradetree's preparation is cold), so that the
+load of a shared machine weighs on all of them alike. Preparation is building
+bars / feeds and engine set-up from the same numpy arrays; the run is the
+engine replaying them. Loading the CSV is reported apart.
 
 tradetree runs its full event-driven path: a ``Bar`` (built while preparing)
 and a ``StrategyContext`` per bar into ``strategy.on_bar``, every intent
@@ -297,7 +299,7 @@ def _version(name: str) -> str:
 # ----------------------------------------------------------------------------- tradetree (project venv)
 
 def tradetree_run(series, repeats: int) -> dict:
-    """Backtest ``series`` ``repeats`` times; prep cold (and, where this tree has one, from a warm cache)."""
+    """Backtest ``series`` ``repeats`` times: the best prep and the best run."""
     from decimal import Decimal
 
     from tradetree.core.config import StrategyConfig
@@ -350,24 +352,10 @@ def tradetree_run(series, repeats: int) -> dict:
         result = bt.run()
         best = min(best, result.timings["run_secs"])
         prep = min(prep, result.timings["prep_secs"])
-    cached = None
-    try:  # the disk cache (absent in trees before issue 16): a second preparation reads it
-        from tradetree.sim.backtest.engine import clear_bar_tables
-        from tradetree.sim.backtest.prepare import PrepCache
-    except ImportError:
-        pass
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            cache = PrepCache(tmp)
-            Backtester(sc, series, config, strategy=EmaCross(sc), cache=cache)
-            clear_bar_tables()
-            t = time.perf_counter()
-            Backtester(sc, series, config, strategy=EmaCross(sc), cache=cache)
-            cached = time.perf_counter() - t
     ts = series.ts_ms
     fills = [[int(np.searchsorted(ts, t.ts_ms, side="right")) - 1, t.side, float(t.price), float(t.size),
               float(t.fee)] for t in result.trades]
-    out = {"prep_secs": prep, "run_secs": best, "prep_cached_secs": cached, "version": "this tree",
+    out = {"prep_secs": prep, "run_secs": best, "version": "this tree",
            "note": "Backtester.run(): Bar + StrategyContext per bar, pre-trade check and MatchingEngine per order "
                    "(fill rule signal_close, frictionless book)"}
     out.update(summarize(fills, len(series)))
@@ -444,8 +432,6 @@ def _combine(runs: list[dict]) -> dict:
     out["run_secs"] = _median(out["round_run_secs"])
     out["prep_secs"] = _median(out["round_prep_secs"])
     out["total_secs"] = _median([r["run_secs"] + r["prep_secs"] for r in ok])
-    cached = [r["prep_cached_secs"] for r in ok if r.get("prep_cached_secs") is not None]
-    out["prep_cached_secs"] = _median(cached) if cached else None
     return out
 
 
@@ -473,8 +459,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from tradetree.sim.backtest.data import load_candle_series, synthetic_candles
-    from tradetree.sim.backtest.prepare import PrepCache, load_candles_cached
+    from tradetree.sim.backtest.data import CandleCache, load_candle_series, load_candles_cached, synthetic_candles
 
     anchors = [a for a in args.anchors.split(",") if a]
     if anchors and not ANCHOR_PYTHON.exists():
@@ -485,7 +470,7 @@ def main() -> int:
     real = load_candle_series(args.data)
     load = {"csv_secs": time.perf_counter() - t}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = PrepCache(tmp)
+        cache = CandleCache(tmp)
         load_candles_cached(args.data, cache)
         t = time.perf_counter()
         load_candles_cached(args.data, cache)
@@ -542,7 +527,7 @@ def main() -> int:
 def _print_table(label: str, n: int, engines: dict) -> None:
     print(f"\n{label}: {n:,} bars (medians of alternated rounds; x = tradetree's speed over that engine's)")
     print(f"{'engine':<12} {'prep s':>7} {'run s':>7} {'total s':>8} {'bars/s total':>13} {'x total':>8} "
-          f"{'x run':>7} {'trips':>6} {'same':>6} {'net P&L':>14}  cached prep s")
+          f"{'x run':>7} {'trips':>6} {'same':>6} {'net P&L':>14}")
     for name, r in engines.items():
         if "error" in r:
             print(f"{name:<12} error: {r['error']}")
@@ -550,10 +535,9 @@ def _print_table(label: str, n: int, engines: dict) -> None:
         x_total = f"{r['tradetree_speedup_total']:.2f}" if "tradetree_speedup_total" in r else "-"
         x_run = f"{r['tradetree_speedup']:.2f}" if "tradetree_speedup" in r else "-"
         same = r.get("agreement", {}).get("identical_round_trips", r["round_trips"])
-        cached = f"{r['prep_cached_secs']:.3f}" if r.get("prep_cached_secs") is not None else "-"
         print(f"{name:<12} {r['prep_secs']:>7.3f} {r['run_secs']:>7.3f} {r['total_secs']:>8.3f} "
               f"{r['total_bars_per_sec']:>13,.0f} {x_total:>8} {x_run:>7} {r['round_trips']:>6} {same:>6} "
-              f"{r['net_pnl']:>14,.2f}  {cached}")
+              f"{r['net_pnl']:>14,.2f}")
 
 
 if __name__ == "__main__":

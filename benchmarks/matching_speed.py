@@ -15,7 +15,8 @@ Baselines measured in the same run: a plain loop that builds the same
 ``OrderRequest`` objects and inserts them in a dict (the floor of handling an
 order in Python), and with ``--previous-tree DIR`` an earlier source tree (e.g.
 ``git archive 242b537 | tar -x -C DIR``). Every round runs this tree's workloads
-and the earlier tree's each in a fresh child process, so both are measured alike.
+with the floor, and the earlier tree's workloads, each in a fresh child process,
+so all are measured alike.
 Medians of ``--rounds`` alternated rounds.
 
     .venv/bin/python benchmarks/matching_speed.py [--orders 20000] [--rounds 5] [--previous-tree DIR]
@@ -120,7 +121,7 @@ def run_floor(n: int) -> float:
 
 
 def child(n: int) -> None:
-    print(json.dumps({w: run_workload(w, n) for w in WORKLOADS}))
+    print(json.dumps({**{w: run_workload(w, n) for w in WORKLOADS}, "dict_insert": run_floor(n)}))
 
 
 def _child(tree: Path | None, n: int) -> dict:
@@ -151,9 +152,8 @@ def main() -> int:
     for k in range(args.rounds):
         print(f"round {k + 1}/{args.rounds}", file=sys.stderr, flush=True)
         ours = _child(None, n)
-        for w in WORKLOADS:
+        for w in secs:
             secs[w].append(ours[w])
-        secs["dict_insert"].append(run_floor(n))
         if args.previous_tree is not None:
             prev = _child(args.previous_tree.resolve(), n)
             for w in WORKLOADS:

@@ -1,4 +1,4 @@
-"""Sweep speed: 100 variants of a shipped strategy on a real 1-minute file, on Ray, beside a serial loop.
+"""Sweep speed: 100 variants of a shipped strategy on a real 1-minute file, on Ray, beside baselines.
 
 The sweep is ``sim.backtest.sweep.run_sweep`` as ``tradetree sweep`` runs it:
 ``MeanReversion_v10_BTC`` (``configs/strategies``), a 10 x 10 grid of
@@ -9,11 +9,21 @@ store. Reported: wall time (what the user waits for, Ray start included and
 apart), variants per minute, and CPU use = the tasks' CPU seconds over
 (wall seconds x CPUs).
 
-Baseline, in the same run: the loop a user would write without a sweep, one
-``run_backtest`` per variant in one process, each preparing its own data, timed
-on ``--baseline-variants`` variants and scaled to the sweep's count.
+Baselines, alternated with the sweep round by round (``--rounds``), every one
+in a fresh process so that none inherits another's warm state:
 
-    .venv/bin/python benchmarks/sweep_speed.py [--data FILE] [--variants 100] [--num-cpus 2]
+- the loop a user would write without a sweep: one ``run_backtest`` per
+  in-sample variant in one process, each preparing its own data (what a
+  process keeps between runs, such as the bar tables, it keeps as it would for
+  that user), on ``--baseline-variants`` variants (default: all of them; fewer
+  are scaled to the sweep's count by their mean);
+- with ``--previous-tree DIR`` the same sweep from an earlier source tree (e.g.
+  ``git archive 242b537 | tar -x -C DIR``), whose ``run_sweep`` prepared the
+  data again in every task: the comparison that shows what sharing the
+  preparation buys.
+
+    .venv/bin/python benchmarks/sweep_speed.py [--data FILE] [--variants 100] [--num-cpus 2] [--rounds 1]
+                                               [--previous-tree DIR]
 
 Results go to ``benchmarks/results/sweep_speed_<UTC time>.json``.
 """
@@ -24,6 +34,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +54,78 @@ def grid(variants: int) -> dict[str, list]:
             "entry_z": [round(1.0 + 0.15 * k, 2) for k in range(other)]}
 
 
+def _inputs(args: argparse.Namespace):
+    from tradetree.core.config import load_strategy_config
+    from tradetree.sim.backtest.config import BacktestConfig
+    from tradetree.sim.backtest.data import load_candle_series
+    from tradetree.sim.backtest.sweep import SweepSpec
+
+    # the file is a spot pair; the shipped config trades the swap, which the backtester maps to its spot candles
+    return (load_strategy_config(args.strategy), load_candle_series(args.data), BacktestConfig(),
+            SweepSpec(choices=grid(args.variants)))
+
+
+def sweep_child(args: argparse.Namespace) -> None:
+    """Child mode: one sweep (this tree, or the tree on ``PYTHONPATH``), Ray started here; JSON out."""
+    import ray
+
+    from tradetree.sim.backtest.sweep import run_sweep
+
+    sc, series, config, spec = _inputs(args)
+    t0 = time.perf_counter()
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_start = time.perf_counter() - t0
+    try:
+        t = time.perf_counter()
+        result = run_sweep(sc, series, config, spec, top=args.top, num_cpus=args.num_cpus)
+        sweep_secs = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    print(json.dumps({"ray_start_secs": ray_start, "sweep_secs": sweep_secs, "wall_secs": ray_start + sweep_secs,
+                      "variants": len(result.rows), "held_out_reruns": len(result.top_rows()),
+                      "in_sample_candles": result.in_sample_bars,
+                      "task_cpu_secs": getattr(result, "task_cpu_secs", 0.0),
+                      "errors": [r.error for r in result.rows if r.error][:3],
+                      "ranking": [r.params for r in result.rows[:args.top]]}))
+
+
+def serial_child(args: argparse.Namespace) -> None:
+    """Child mode: the serial loop, one ``run_backtest`` per variant on the in-sample window; JSON out."""
+    from tradetree.core.config import StrategyConfig
+    from tradetree.sim.backtest.engine import run_backtest
+    from tradetree.sim.backtest.sweep import parameter_sets
+
+    sc, series, config, spec = _inputs(args)
+    window = series.slice(0, int(round(len(series) * 0.75)))
+    secs = []
+    for params in parameter_sets(spec)[: args.baseline_variants or None]:
+        variant = StrategyConfig.model_validate({**sc.model_dump(mode="json", by_alias=True),
+                                                 "params": {**sc.params, **params}})
+        t = time.perf_counter()
+        run_backtest(variant, window, config)
+        secs.append(time.perf_counter() - t)
+    print(json.dumps({"secs": secs}))
+
+
+def _child(mode: str, args: argparse.Namespace, tree: Path | None) -> dict:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    cmd = [sys.executable, str(Path(__file__).resolve()), mode, "--data", str(args.data.resolve()),
+           "--strategy", str(args.strategy.resolve()), "--variants", str(args.variants),
+           "--num-cpus", str(args.num_cpus), "--top", str(args.top),
+           "--baseline-variants", str(args.baseline_variants)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/", timeout=7200)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return statistics.median(values) if values else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -49,89 +133,79 @@ def main() -> int:
     p.add_argument("--variants", type=int, default=100)
     p.add_argument("--num-cpus", type=int, default=2)
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--baseline-variants", type=int, default=4, help="variants of the serial loop actually run")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--rounds", type=int, default=1, help="alternated rounds of serial loop, sweep(s); medians")
+    p.add_argument("--baseline-variants", type=int, default=0,
+                   help="variants of the serial loop actually run (default 0: all, nothing scaled)")
+    p.add_argument("--previous-tree", type=Path, help="an earlier source tree whose sweep runs as a baseline")
+    p.add_argument("--sweep-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--serial-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.sweep_child:
+        sweep_child(args)
+        return 0
+    if args.serial_child:
+        serial_child(args)
+        return 0
 
     sys.path.insert(0, str(ROOT))
-    import ray
-    from tqdm import tqdm
+    from tradetree.sim.backtest.sweep import SweepSpec, parameter_sets
 
-    from tradetree.core.config import StrategyConfig, load_strategy_config
-    from tradetree.sim.backtest.config import BacktestConfig
-    from tradetree.sim.backtest.data import load_candle_series
-    from tradetree.sim.backtest.engine import clear_bar_tables, run_backtest
-    from tradetree.sim.backtest.sweep import SweepSpec, parameter_sets, run_sweep
-
-    sc = load_strategy_config(args.strategy)
-    # the file is a spot pair; the shipped config trades the swap, which the backtester maps to its spot candles
-    series = load_candle_series(args.data)
-    config = BacktestConfig()
-    spec = SweepSpec(choices=grid(args.variants))
-    sets = parameter_sets(spec)
-    n = len(series)
-    print(f"{sc.id}: {len(sets)} variants on {n:,} candles of {args.data.name}, {args.num_cpus} CPUs "
-          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
-
-    # the serial baseline first, so the sweep's Ray does not compete with it
-    split = int(round(n * 0.75))
-    window = series.slice(0, split)
-    serial: list[float] = []
-    for params in sets[: args.baseline_variants]:
-        clear_bar_tables()
-        variant = StrategyConfig.model_validate({**sc.model_dump(mode="json", by_alias=True),
-                                                 "params": {**sc.params, **params}})
-        t = time.perf_counter()
-        run_backtest(variant, window, config)
-        serial.append(time.perf_counter() - t)
-    per_variant = sorted(serial)[len(serial) // 2]
-
-    t0 = time.perf_counter()
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray_start = time.perf_counter() - t0
-    bar = tqdm(total=0, desc="sweep", unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
-    state = {"done": 0}
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - state["done"])
-        state["done"] = done
-
-    try:
-        t = time.perf_counter()
-        result = run_sweep(sc, series, config, spec, top=args.top,
-                           num_cpus=args.num_cpus, progress=progress)
-        sweep_secs = time.perf_counter() - t
-    finally:
-        bar.close()
-        ray.shutdown()
-    wall = ray_start + sweep_secs
-    rows = result.rows
-    ran = len(rows) + len(result.top_rows())
-    cpu = result.task_cpu_secs
-    errors = [r.error for r in rows if r.error]
+    variants = len(parameter_sets(SweepSpec(choices=grid(args.variants))))
+    print(f"{args.strategy.stem}: {variants} variants on {args.data.name}, {args.num_cpus} CPUs, {args.rounds} "
+          f"round(s) (load average {os.getloadavg()[0]:.1f})", flush=True)
+    runs: dict[str, list[dict]] = {"serial": [], "sweep": [], "previous_sweep": []}
+    for k in range(args.rounds):
+        print(f"round {k + 1}/{args.rounds}: serial loop", file=sys.stderr, flush=True)
+        runs["serial"].append(_child("--serial-child", args, None))
+        print(f"round {k + 1}/{args.rounds}: sweep", file=sys.stderr, flush=True)
+        runs["sweep"].append(_child("--sweep-child", args, None))
+        if args.previous_tree is not None:
+            print(f"round {k + 1}/{args.rounds}: previous tree's sweep", file=sys.stderr, flush=True)
+            runs["previous_sweep"].append(_child("--sweep-child", args, args.previous_tree.resolve()))
+    errors = [r["error"] for rs in runs.values() for r in rs if "error" in r]
+    sweeps = [r for r in runs["sweep"] if "error" not in r]
+    if not sweeps:
+        print(f"the sweep failed: {errors}", file=sys.stderr)
+        return 1
+    first = sweeps[0]
+    wall = _median(sweeps, "wall_secs") or 0.0
+    sweep_secs = _median(sweeps, "sweep_secs") or 0.0
+    cpu = _median(sweeps, "task_cpu_secs")
+    serial_totals = [sum(r["secs"]) / len(r["secs"]) * first["variants"] for r in runs["serial"] if r.get("secs")]
+    serial = statistics.median(serial_totals) if serial_totals else None
+    previous = [r for r in runs["previous_sweep"] if "error" not in r]
+    previous_wall = _median(previous, "wall_secs")
     out = {
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_at_start": os.getloadavg()},
-        "strategy": sc.id, "data": str(args.data), "candles": n, "in_sample_candles": result.in_sample_bars,
-        "variants": len(rows), "held_out_reruns": len(result.top_rows()), "backtests": ran,
-        "num_cpus": args.num_cpus, "ray_start_secs": ray_start, "sweep_secs": sweep_secs, "wall_secs": wall,
-        "variants_per_min": len(rows) / wall * 60, "task_cpu_secs": cpu,
-        "cpu_use": cpu / (sweep_secs * args.num_cpus) if cpu else None,
-        "errors": errors[:3],
-        "baseline": {"what": "serial loop, one run_backtest per variant, each preparing its own data",
-                     "variants_run": len(serial), "secs_per_variant": per_variant, "rounds_secs": serial,
-                     "scaled_secs": per_variant * len(rows)},
+        "strategy": args.strategy.stem, "data": str(args.data), "in_sample_candles": first["in_sample_candles"],
+        "variants": first["variants"], "held_out_reruns": first["held_out_reruns"],
+        "backtests": first["variants"] + first["held_out_reruns"], "num_cpus": args.num_cpus, "rounds": args.rounds,
+        "ray_start_secs": _median(sweeps, "ray_start_secs"), "sweep_secs": sweep_secs, "wall_secs": wall,
+        "variants_per_min": first["variants"] / wall * 60, "task_cpu_secs": cpu,
+        "cpu_use": cpu / (sweep_secs * args.num_cpus) if cpu else None, "errors": errors[:3] + first["errors"],
+        "serial": {"what": "one run_backtest per in-sample variant in one process, each preparing its own data",
+                   "variants_run": [len(r.get("secs", [])) for r in runs["serial"]],
+                   "scaled_secs": serial, "rounds": runs["serial"]},
+        "previous_sweep": {"tree": str(args.previous_tree), "wall_secs": previous_wall, "rounds": previous}
+        if args.previous_tree is not None else None,
+        "sweep_rounds": sweeps,
     }
-    out["speedup_vs_serial"] = out["baseline"]["scaled_secs"] / wall
-    print(f"sweep: {len(rows)} variants + {len(result.top_rows())} held-out re-runs in {wall:.1f} s "
-          f"(Ray start {ray_start:.1f} s): {out['variants_per_min']:.0f} variants/min, CPU use "
+    if serial:
+        out["speedup_vs_serial"] = serial / wall
+    if previous_wall:
+        out["speedup_vs_previous_sweep"] = previous_wall / wall
+    print(f"sweep: {first['variants']} variants + {first['held_out_reruns']} held-out re-runs in {wall:.1f} s "
+          f"(Ray start {out['ray_start_secs']:.1f} s): {out['variants_per_min']:.0f} variants/min, CPU use "
           f"{out['cpu_use'] or 0:.0%} of {args.num_cpus} CPUs")
-    print(f"serial loop: {per_variant:.2f} s per variant (median of {len(serial)}), {len(rows)} variants "
-          f"~{out['baseline']['scaled_secs']:.0f} s; the sweep is {out['speedup_vs_serial']:.1f}x")
-    if errors:
-        print(f"errors: {errors[:3]}")
+    if serial:
+        print(f"serial loop: ~{serial:.0f} s for {first['variants']} variants; the sweep is "
+              f"{out['speedup_vs_serial']:.1f}x")
+    if previous_wall:
+        print(f"previous tree's sweep: {previous_wall:.1f} s; this sweep is {out['speedup_vs_previous_sweep']:.2f}x")
+    if out["errors"]:
+        print(f"errors: {out['errors']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"sweep_speed_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

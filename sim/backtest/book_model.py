@@ -40,8 +40,8 @@ from decimal import ROUND_DOWN, Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.sim.backtest.data import CandleSeries
-from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, prepare_path, tick_decimal
+from tradetree.sim.backtest.data import decimal_texts
+from tradetree.sim.backtest.prepare import POINTS_PER_CANDLE, PathArrays, tick_decimal
 from tradetree.sim.config import SimInstrument
 from tradetree.sim.market_data import MarketTick, PublicTrade
 from tradetree.sim.matching import BookShape, frozen_builder
@@ -84,28 +84,26 @@ class ReplayPath:
     and ``trade_id_offset`` number the public trades as CandleReplay does when
     every market step brings one point of each of ``stride`` instruments
     (the id has no effect on matching). ``arrays`` is the prepared path
-    (:func:`sim.backtest.prepare.prepare_path`, made here when not given); the
-    engine only sees a point's ``Decimal`` when a point is fed, so they are
-    built then, once per distinct price.
+    (:func:`sim.backtest.prepare.prepare_path`); the engine only sees a
+    point's ``Decimal`` when a point is fed, so they are built then, once per
+    distinct price.
+
+    Raises:
+        ValueError: ``arrays`` is another instrument's path.
     """
 
-    def __init__(self, inst: SimInstrument, series: CandleSeries, *, trade_id_stride: int = 1,
-                 trade_id_offset: int = 0, arrays: PathArrays | None = None) -> None:
-        if arrays is None:
-            arrays = prepare_path(series, inst.inst_id, inst.tick_size)
-        elif arrays.inst_id != inst.inst_id or len(arrays.ts_ms) != len(series):
-            raise ValueError(f"prepared path of {arrays.inst_id} ({len(arrays.ts_ms)} candles) does not fit "
-                             f"{inst.inst_id} ({len(series)} candles)")
-        self.arrays = arrays
+    def __init__(self, inst: SimInstrument, arrays: PathArrays, *, trade_id_stride: int = 1,
+                 trade_id_offset: int = 0) -> None:
+        if arrays.inst_id != inst.inst_id:
+            raise ValueError(f"prepared path of {arrays.inst_id} does not fit {inst.inst_id}")
         self.inst_id = inst.inst_id
         self.ts_ms = arrays.ts_ms.tolist()
-        self._interval = arrays.interval_ms.tolist()
         self._points = arrays.points.tolist()
         self._point_ms = arrays.point_ms.tolist()
         self._exp = arrays.exp
         self._prices: dict[int, Decimal] = {}  # by tick count: a price seen again is the same object
         self._first_raw = Decimal(arrays.first_open_text)
-        self._volume_text = arrays.volume_text
+        self._volume = arrays.volume
         self._lot = inst.lot_size
         self._sizes: dict[int, Decimal] = {}  # point size per candle, computed when first needed
         self._stride = trade_id_stride
@@ -132,7 +130,7 @@ class ReplayPath:
     def point_size(self, i: int) -> Decimal:
         size = self._sizes.get(i)
         if size is None:
-            volume = Decimal(str(self._volume_text[i]))
+            volume = Decimal(decimal_texts(self._volume[i:i + 1])[0])
             quarter = (volume / POINTS_PER_CANDLE).quantize(self._lot, rounding=ROUND_DOWN)
             size = self._sizes[i] = max(quarter, self._lot)
         return size

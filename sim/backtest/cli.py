@@ -23,8 +23,7 @@ from typing import Any
 
 from tradetree.core import ConfigError, StrategyConfig, load_strategy_config
 from tradetree.sim.backtest.config import BacktestConfig, FillRule, load_backtest_config
-from tradetree.sim.backtest.data import CandleSeries
-from tradetree.sim.backtest.prepare import PrepCache, load_candles_cached
+from tradetree.sim.backtest.data import CandleCache, CandleSeries, load_candles_cached
 
 __all__ = ["register", "cmd_backtest", "cmd_sweep", "cmd_compare", "parse_data_args"]
 
@@ -32,11 +31,11 @@ DEFAULT_RUNS_DIR = Path(".tradetree/runs")
 _INST_ID = re.compile(r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$")
 
 
-def parse_data_args(values: list[str], symbols: tuple[str, ...], cache: PrepCache | None = None
+def parse_data_args(values: list[str], symbols: tuple[str, ...], cache: CandleCache | None = None
                     ) -> dict[str, CandleSeries]:
     """``[INST=]FILE`` arguments -> candle series per instrument (a bare FILE is the first symbol's).
 
-    ``cache`` keeps the parsed files on disk by their hash (``prepare.load_candles_cached``).
+    ``cache`` keeps the parsed files on disk by their hash (``data.load_candles_cached``).
 
     Raises:
         ConfigError: a file cannot be read or parsed, or two files name the same instrument.
@@ -82,8 +81,8 @@ def _config(args: argparse.Namespace) -> BacktestConfig:
         raise ConfigError(f"backtest options: {exc}") from None
 
 
-def _cache(args: argparse.Namespace) -> PrepCache | None:
-    return None if getattr(args, "no_cache", False) else PrepCache(getattr(args, "cache_dir", None))
+def _cache(args: argparse.Namespace) -> CandleCache | None:
+    return None if getattr(args, "no_cache", False) else CandleCache(getattr(args, "cache_dir", None))
 
 
 def _stamp() -> str:
@@ -95,15 +94,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tradetree.sim.backtest.report import metrics_table, write_run
 
     sc: StrategyConfig = load_strategy_config(args.strategy_config)
-    cache = _cache(args)
-    data = parse_data_args(args.data, sc.symbols, cache)
+    data = parse_data_args(args.data, sc.symbols, _cache(args))
     config = _config(args)
     out = args.out or DEFAULT_RUNS_DIR / f"{sc.id}-backtest-seed{config.seed}-{_stamp()}"
     n = len(next(iter(data.values())))
     bar, update = _progress_bar(n, "backtest", not args.no_progress)
     try:
         result = Backtester(sc, data if len(data) > 1 else next(iter(data.values())), config,
-                            progress=update, cache=cache).run()
+                            progress=update).run()
     finally:
         bar.close()
     write_run(result, out, plots=not args.no_plots)
@@ -120,8 +118,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tradetree.sim.backtest.sweep import SweepSpec, parse_param_spec, run_sweep, sweep_markdown, sweep_rows_for_csv
 
     sc = load_strategy_config(args.strategy_config)
-    cache = _cache(args)
-    data = parse_data_args(args.data, sc.symbols, cache)
+    data = parse_data_args(args.data, sc.symbols, _cache(args))
     config = _config(args)
     choices: dict[str, list[Any]] = {}
     ranges = {}
@@ -140,8 +137,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         result = run_sweep(sc, data, config, spec, holdout_fraction=args.holdout, top=args.top, metric=args.metric,
-                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus, progress=progress,
-                           cache=cache)
+                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus, progress=progress)
     finally:
         bar.close()
     out = args.out or DEFAULT_RUNS_DIR / f"{sc.id}-sweep-{_stamp()}"
@@ -200,9 +196,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill-rule", choices=[r.value for r in FillRule], help="default next_tick")
     p.add_argument("--out", type=Path, help=f"output folder (default under {DEFAULT_RUNS_DIR})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--cache-dir", type=Path, help="prepared-data cache (default $TRADETREE_CACHE_DIR or "
-                   ".tradetree/cache)")
-    p.add_argument("--no-cache", action="store_true", help="prepare the data again, read and write no cache")
+    p.add_argument("--cache-dir", type=Path, help="cache of parsed candle files, the 8 last used (default "
+                   "$TRADETREE_CACHE_DIR or .tradetree/cache; safe to delete)")
+    p.add_argument("--no-cache", action="store_true", help="parse the candle files again, read and write no cache")
 
 
 def register(subparsers: Any) -> None:

@@ -11,11 +11,18 @@ Prices are held as float64 arrays for the vectorised parts (metrics, equity);
 shortest decimal that round-trips the float, i.e. the text of the CSV file),
 which is what the strategy and the matching engine see.
 
+:func:`load_candles_cached` keeps parsed files on disk (:class:`CandleCache`),
+keyed by the file's sha256 and :data:`PARSER_VERSION`.
+
 :func:`synthetic_candles` makes seeded test and benchmark data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import zipfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -25,10 +32,27 @@ import pandas as pd
 
 from tradetree.sim.market_data import Candle
 
-__all__ = ["CandleSeries", "load_candle_series", "synthetic_candles", "align_series"]
+__all__ = [
+    "CandleSeries",
+    "decimal_texts",
+    "load_candle_series",
+    "synthetic_candles",
+    "align_series",
+    "PARSER_VERSION",
+    "CandleCache",
+    "default_cache_dir",
+    "file_digest",
+    "load_candles_cached",
+]
 
 _TIME_COLUMNS = ("timestamp_ms", "ts_ms", "timestamp", "open_time")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def decimal_texts(values: np.ndarray) -> list[str]:
+    """The shortest decimal text that round-trips each float: the text a CSV file held, for any
+    value with up to 15 significant digits. Every decimal the backtest makes of a float uses it."""
+    return np.asarray(values, dtype=np.float64).astype(str).tolist()
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,15 +143,11 @@ class CandleSeries:
                                         self.low[rows], self.close[rows], self.volume[rows])
 
     def decimals(self) -> tuple[list[Decimal], ...]:
-        """``(open, high, low, close, volume)`` as exact decimals (cached).
-
-        Each is the shortest decimal that round-trips the float: the text a
-        CSV file held, for any value with up to 15 significant digits.
-        """
+        """``(open, high, low, close, volume)`` as exact decimals (:func:`decimal_texts`; cached)."""
         cached = self._decimals.get("ohlcv")
         if cached is None:
             cached = tuple(
-                list(map(Decimal, np.asarray(col, dtype=np.float64).astype(str).tolist()))
+                list(map(Decimal, decimal_texts(col)))
                 for col in (self.open, self.high, self.low, self.close, self.volume)
             )
             self._decimals["ohlcv"] = cached
@@ -193,6 +213,111 @@ def load_candle_series(path: str | Path) -> CandleSeries:
         i = int(np.argmax(dup)) + 1
         raise ValueError(f"{path}: two rows share the time {int(ts[i])}")
     return CandleSeries.from_arrays(str(path), ts, *(c[order] for c in cols))
+
+
+# Bump when load_candle_series returns something else for the same file bytes: cached parses then miss.
+PARSER_VERSION = 1
+_CANDLE_ARRAYS = ("ts_ms", "open", "high", "low", "close", "volume")
+
+
+def default_cache_dir() -> Path:
+    """``$TRADETREE_CACHE_DIR``, else ``.tradetree/cache`` under the working directory."""
+    return Path(os.environ.get("TRADETREE_CACHE_DIR") or Path(".tradetree") / "cache")
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class CandleCache:
+    """Parsed candle files on disk, one ``candles-<key>.npz`` per file content under ``root``.
+
+    An entry holds its key and a checksum of its arrays; a read that finds no entry, an unreadable
+    one, another key or a checksum that does not match returns ``None`` (the caller parses the file
+    again and :meth:`put` overwrites it). Writes go through a temporary file and ``os.replace``, so a
+    reader never sees half an entry. Only the ``keep`` most recently used entries are kept (an entry
+    is about the size of the uncompressed arrays, 6 x 8 bytes per candle); deleting ``root`` (or
+    ``--no-cache`` on the command line) is always safe.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, keep: int = 8) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.keep = keep
+        self.hits = 0
+        self.misses = 0
+        self.rejected = 0  # entries found but not trusted (corrupt or stale)
+
+    def file(self, key: str) -> Path:
+        return self.root / f"candles-{key[:40]}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self.file(key)
+        if not path.exists():
+            self.misses += 1
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+            stored_key, stored_sum = arrays.pop("__key__").tolist(), arrays.pop("__checksum__").tolist()
+            if stored_key != key or stored_sum != _checksum(arrays) or any(n not in arrays for n in _CANDLE_ARRAYS):
+                raise ValueError("key, checksum or columns do not match")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            self.rejected += 1
+            self.misses += 1
+            return None
+        self.hits += 1
+        try:
+            os.utime(path)  # most recently used: the last to be evicted
+        except OSError:
+            pass  # a read-only cache still serves
+        return arrays
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        payload = dict(arrays, __key__=np.array(key), __checksum__=np.array(_checksum(arrays)))
+        buf = io.BytesIO()
+        np.savez(buf, **payload)  # type: ignore[arg-type]
+        path = self.file(key)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+        entries = sorted(self.root.glob("candles-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[self.keep:]:
+            old.unlink(missing_ok=True)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes and :data:`PARSER_VERSION`: the candle cache key."""
+    h = hashlib.sha256(f"candles v{PARSER_VERSION}".encode())
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_candles_cached(path: str | Path, cache: CandleCache | None) -> CandleSeries:
+    """:func:`load_candle_series`, with the parsed arrays cached by the file's sha256.
+
+    A hit is validated again as the parser would (``CandleSeries.from_arrays``), so a cache entry
+    can only save the parsing, never change what is loaded.
+
+    Raises:
+        OSError, ValueError: as ``load_candle_series``.
+    """
+    if cache is None:
+        return load_candle_series(path)
+    key = file_digest(path)
+    arrays = cache.get(key)
+    if arrays is not None:
+        return CandleSeries.from_arrays(str(Path(path)), *(arrays[name] for name in _CANDLE_ARRAYS))
+    series = load_candle_series(path)
+    cache.put(key, {name: getattr(series, name) for name in _CANDLE_ARRAYS})
+    return series
 
 
 def align_series(series: dict[str, CandleSeries]) -> dict[str, CandleSeries]:

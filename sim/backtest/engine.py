@@ -33,7 +33,7 @@ their step (never by history), so feeding just the current point before an
 order reproduces exactly the state that feeding all of them would have. The
 parity test compares against a dense, simulator-style drive. Preparation is
 arrays (:mod:`sim.backtest.prepare`: integer ticks, the emit and decision-time
-tables; shareable with ``prepared=``, cached on disk with ``cache=``); bars are
+tables; shareable with ``prepared=``); bars are
 built from them while preparing (:mod:`sim.backtest.bars`, as a data loader
 would; they are immutable, their prices decimals with a precomputed ``float``)
 and contexts per bar, both without
@@ -74,7 +74,7 @@ from tradetree.core import (
 )
 from tradetree.risk import PreTradeInputs, check_pre_trade, pending_by_instrument
 from tradetree.sim.backtest._fast import unvalidated
-from tradetree.sim.backtest.bars import bar_table, clear_bar_tables
+from tradetree.sim.backtest.bars import bar_tables, clear_bar_tables
 from tradetree.sim.backtest.book_model import ReplayPath
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
 from tradetree.sim.backtest.data import CandleSeries, align_series
@@ -83,11 +83,11 @@ from tradetree.sim.backtest.metrics import Metrics, RoundTrip, compute_metrics
 from tradetree.sim.backtest.prepare import (
     POINTS_PER_CANDLE,
     PreparedMarket,
-    PrepCache,
     market_key,
     prepare_market,
 )
 from tradetree.sim.backtest.runfolder import TradeRow
+from tradetree.sim.config import SimInstrument
 from tradetree.sim.market_data import spot_of
 from tradetree.sim.matching import MatchingEngine, OrderEvent, OrderRequest, frozen_builder
 from tradetree.strategies import Strategy, StrategyContext, build_strategy
@@ -196,48 +196,42 @@ def prepare_data(
     strategy_config: StrategyConfig,
     data: CandleSeries | Mapping[str, CandleSeries],
     config: BacktestConfig | None = None,
-    *,
-    cache: PrepCache | None = None,
 ) -> PreparedMarket:
     """The preparation a :class:`Backtester` of these arguments would make, to share (``prepared=``).
 
     Raises:
         ConfigError: as :class:`Backtester` for the data and the bar interval.
     """
-    config = config or BacktestConfig()
+    return _prepare(strategy_config, data, config or BacktestConfig(), None)[2]
+
+
+def _prepare(strategy_config: StrategyConfig, data: CandleSeries | Mapping[str, CandleSeries],
+             config: BacktestConfig, given: PreparedMarket | None
+             ) -> tuple[dict[str, CandleSeries], list[SimInstrument], PreparedMarket]:
+    """The aligned series by symbol, the instruments (strategy order) and the preparation of a run.
+
+    The preparation is ``given`` if it was made from these inputs, else a fresh one.
+
+    Raises:
+        ConfigError: missing or unalignable data, an unknown instrument, or a bar interval that is
+            not a multiple of the candle length.
+    """
     symbols = tuple(strategy_config.symbols)
     try:
         series = align_series(_series_by_symbol(symbols, data))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     insts = [config.instrument(s) for s in symbols]
-    bar_ms = _bar_ms(config, series[symbols[0]].interval_ms)
-    return _prepared(series, symbols, insts, bar_ms, config.fill_rule is FillRule.NEXT_TICK, None, cache)
-
-
-def _bar_ms(config: BacktestConfig, candle_ms: int) -> int:
+    candle_ms = series[symbols[0]].interval_ms
     bar_ms = config.bar_interval_ms or candle_ms
     if bar_ms % candle_ms:
         raise ConfigError(f"bar_interval_ms {bar_ms} is not a multiple of the candle length {candle_ms} ms")
-    return bar_ms
-
-
-def _prepared(series: Mapping[str, CandleSeries], symbols: tuple[str, ...], insts: list, bar_ms: int,
-              next_tick: bool, given: PreparedMarket | None, cache: PrepCache | None) -> PreparedMarket:
-    """``given`` if it was made from these inputs, else a cache hit, else a fresh preparation (cached)."""
+    next_tick = config.fill_rule is FillRule.NEXT_TICK
     ordered = {inst.inst_id: series[s] for inst, s in zip(insts, symbols)}
     ticks = {inst.inst_id: inst.tick_size for inst in insts}
-    key = market_key(ordered, ticks, bar_ms, next_tick)
-    if given is not None and given.key == key:
-        return given
-    if cache is not None:
-        hit = cache.get_market(key)
-        if hit is not None:
-            return hit
-    market = prepare_market(ordered, ticks, bar_ms, next_tick)
-    if cache is not None:
-        cache.put_market(market)
-    return market
+    if given is not None and given.key == market_key(ordered, ticks, bar_ms, next_tick):
+        return series, insts, given
+    return series, insts, prepare_market(ordered, ticks, bar_ms, next_tick)
 
 
 def _series_by_symbol(
@@ -273,8 +267,6 @@ class Backtester:
         progress: called every ``config.progress_every_bars`` candles.
         prepared: the data already prepared (:func:`sim.backtest.prepare.prepare_market`, e.g. shared
             by a sweep); used only if its key is this run's, else prepared again.
-        cache: a :class:`~sim.backtest.prepare.PrepCache` to read the preparation from and write it
-            to (default: none).
 
     Raises:
         ConfigError: unknown strategy class or instrument, bad params, missing
@@ -291,46 +283,36 @@ class Backtester:
         trade_from_ms: int | None = None,
         progress: ProgressCallback | None = None,
         prepared: PreparedMarket | None = None,
-        cache: PrepCache | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.config = config = config or BacktestConfig()
         self.strategy_config = strategy_config
-        symbols = tuple(strategy_config.symbols)
-        try:
-            series = align_series(_series_by_symbol(symbols, data))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        self.series = series
         self.strategy = strategy if strategy is not None else build_strategy(strategy_config)
         self.strategy_id = self.strategy.id
         self.venue = strategy_config.venue
         self.notes: list[str] = []
-        insts = [config.instrument(s) for s in symbols]
-        k = len(symbols)
-        first = series[symbols[0]]
-        self.interval_ms = candle_ms = first.interval_ms
-        bar_ms = _bar_ms(config, candle_ms)
+        self.series, insts, market = _prepare(strategy_config, data, config, prepared)
+        self.interval_ms = candle_ms = self.series[strategy_config.symbols[0]].interval_ms
         if config.bar_interval_ms is None and strategy_config.bar_interval_ms != candle_ms:
             self.notes.append(
                 f"the strategy config asks for {strategy_config.bar_interval_ms} ms bars (paper); this backtest "
                 f"uses the candle length, {candle_ms} ms (set bar_interval_ms to aggregate candles)"
             )
-        self.bar_ms = bar_ms
-        next_tick = config.fill_rule is FillRule.NEXT_TICK
-        self.prepared = market = _prepared(series, symbols, insts, bar_ms, next_tick, prepared, cache)
-        self.paths = [ReplayPath(inst, series[s], trade_id_stride=k, trade_id_offset=i, arrays=market.paths[i])
-                      for i, (inst, s) in enumerate(zip(insts, symbols))]
-        self.bars = [bar_table(market, i, self.venue) for i in range(len(market.paths))]
-        n = len(first)
+        if prepared is not None and market is not prepared:
+            self.notes.append("the preparation passed (prepared=) was made from other candles or settings: "
+                              "the data was prepared again")
+        self.bar_ms = market.bar_ms
+        self.prepared = market
+        k = len(insts)
+        self.paths = [ReplayPath(inst, market.paths[i], trade_id_stride=k, trade_id_offset=i)
+                      for i, inst in enumerate(insts)]
+        self.bars = bar_tables(market, self.venue)
         # _emit[i]: the bar that becomes final at market point (i, _phase), or -1.
         self._emit = market.emit.tolist()
         self._phase = market.phase
-        if next_tick:
+        if config.fill_rule is FillRule.NEXT_TICK:
             self.notes.append("the last bar is never final (no later market point): it is not traded")
         self._decision_ms = market.decision_ms.tolist()
-        if len(self._emit) != n:
-            raise ConfigError(f"prepared data covers {len(self._emit)} candles, the series {n}")
         self.contract_values = {inst.inst_id: inst.contract_value for inst in insts}
         self.engine = MatchingEngine(
             insts, fees=config.fees, initial_balances=config.initial_balances, leverage=config.leverage,
@@ -679,8 +661,7 @@ def run_backtest(
     trade_from_ms: int | None = None,
     progress: ProgressCallback | None = None,
     prepared: PreparedMarket | None = None,
-    cache: PrepCache | None = None,
 ) -> BacktestResult:
     """Build a :class:`Backtester` and run it. Raises as :class:`Backtester`."""
     return Backtester(strategy_config, data, config, strategy=strategy, trade_from_ms=trade_from_ms,
-                      progress=progress, prepared=prepared, cache=cache).run()
+                      progress=progress, prepared=prepared).run()

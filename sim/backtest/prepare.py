@@ -16,34 +16,27 @@ of the instrument's price quantum (``10 ** tick_size.exponent``, the quantum
   ``float(Decimal)`` gives (``t / 10**k`` is one correctly rounded division of
   two exact doubles).
 
-:class:`PreparedMarket` holds only arrays and numbers, so it pickles compactly,
-goes into Ray's object store (sweeps read it zero-copy) and is cached on disk
-by :class:`PrepCache`, keyed by a hash of the candles and of every setting that
-shapes it. A cache entry carries that key and a checksum of its arrays; one
-that does not match (stale, truncated, edited) is rebuilt, never trusted.
+:class:`PreparedMarket` holds only arrays and numbers, so it pickles compactly
+and goes into Ray's object store (sweeps read it zero-copy). Its ``key`` is a
+hash of the candles and of every setting that shapes it, so a preparation
+handed to a run (``prepared=``) is used only by a run of the same inputs.
+It is not cached on disk: computing it costs less than reading it back.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 
-from tradetree.sim.backtest.data import CandleSeries, load_candle_series
+from tradetree.sim.backtest.data import CandleSeries, decimal_texts
 
 __all__ = [
     "POINTS_PER_CANDLE",
-    "PREP_VERSION",
     "PathArrays",
     "PreparedMarket",
-    "PrepCache",
-    "default_cache_dir",
     "grid_exponent",
     "grid_ticks",
     "tick_decimal",
@@ -53,12 +46,9 @@ __all__ = [
     "emit_table",
     "market_key",
     "prepare_market",
-    "file_digest",
-    "load_candles_cached",
 ]
 
 POINTS_PER_CANDLE = 4
-PREP_VERSION = 1  # bump when what is prepared changes: old cache entries then miss
 _AMBIGUOUS = 1e-6  # scaled values this close to a half are rounded by Decimal, not by rint
 _EXACT_LIMIT = float(1 << 40)  # above this many quanta, float scaling error may reach the tolerance
 
@@ -85,8 +75,7 @@ def grid_ticks(values: np.ndarray, tick: Decimal) -> np.ndarray:
     ticks = out.astype(np.int64)
     if ambiguous.any():
         idx = np.flatnonzero(ambiguous)
-        texts = x[idx].astype(str).tolist()
-        ticks[idx] = [int(Decimal(t).quantize(tick).scaleb(-exp)) for t in texts]
+        ticks[idx] = [int(Decimal(t).quantize(tick).scaleb(-exp)) for t in decimal_texts(x[idx])]
     below = x < float(tick)  # x < float(tick) exactly when the decimal of x is below tick (rounding is monotone)
     ticks[below] = tick_quanta
     return ticks
@@ -108,7 +97,8 @@ class PathArrays:
     """One instrument's market path: four points per candle (see ``book_model``), as arrays.
 
     ``points[4 * i + j]`` is point ``j`` of candle ``i`` in quanta of ``10 ** exp``;
-    ``point_ms`` its time; ``volume_text`` the candle volume's decimal text.
+    ``point_ms`` its time; ``volume`` the candle volumes (the series' floats: their decimals are made
+    where one is read).
     """
 
     inst_id: str
@@ -119,7 +109,7 @@ class PathArrays:
     point_ms: np.ndarray  # int64, n * 4
     rising: np.ndarray  # bool: close >= open (low first)
     first_open_text: str  # the first raw open: the very first trade's side compares against it
-    volume_text: np.ndarray  # str
+    volume: np.ndarray  # float64
 
 
 def prepare_path(series: CandleSeries, inst_id: str, tick: Decimal) -> PathArrays:
@@ -145,8 +135,8 @@ def prepare_path(series: CandleSeries, inst_id: str, tick: Decimal) -> PathArray
     return PathArrays(
         inst_id=inst_id, exp=exp, ts_ms=ts, interval_ms=interval, points=points.ravel(),
         point_ms=point_ms.ravel(), rising=np.asarray(rising, dtype=bool),
-        first_open_text=str(np.float64(series.open[0]).astype(str)),
-        volume_text=np.asarray(series.volume, dtype=np.float64).astype(str),
+        first_open_text=decimal_texts(series.open[:1])[0],
+        volume=np.asarray(series.volume, dtype=np.float64),
     )
 
 
@@ -178,7 +168,7 @@ def emit_table(group_of: np.ndarray, next_tick: bool) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class PreparedMarket:
-    """Everything the backtester prepares from candles, as arrays: safe to share, cache and reuse.
+    """Everything the backtester prepares from candles, as arrays: safe to share and reuse.
 
     ``paths`` one per symbol in the strategy's order; the bar table (``group_of``, ``bar_starts``)
     and the per-candle tables (``emit``, ``decision_ms``) are the first symbol's, as the run uses.
@@ -203,8 +193,8 @@ def _series_digest(series: CandleSeries) -> str:
 
 
 def market_key(series: dict[str, CandleSeries], ticks: dict[str, Decimal], bar_ms: int, next_tick: bool) -> str:
-    """The cache key of a preparation: the candles' bytes, each instrument's tick, the bar length, the rule."""
-    h = hashlib.sha256(f"prep v{PREP_VERSION} bar_ms={bar_ms} next_tick={next_tick}".encode())
+    """The identity of a preparation: the candles' bytes, each instrument's tick, the bar length, the rule."""
+    h = hashlib.sha256(f"bar_ms={bar_ms} next_tick={next_tick}".encode())
     for inst_id, s in series.items():
         h.update(f"|{inst_id}|{ticks[inst_id]}|{len(s)}|".encode())
         h.update(_series_digest(s).encode())
@@ -228,143 +218,3 @@ def prepare_market(series: dict[str, CandleSeries], ticks: dict[str, Decimal], b
     return PreparedMarket(key=market_key(series, ticks, bar_ms, next_tick), paths=paths, bar_ms=bar_ms,
                           group_of=group_of, bar_starts=starts, emit=emit_table(group_of, next_tick),
                           decision_ms=decision, phase=phase)
-
-
-# ----------------------------------------------------------------------------- the disk cache
-
-def default_cache_dir() -> Path:
-    """``$TRADETREE_CACHE_DIR``, else ``.tradetree/cache`` under the working directory."""
-    return Path(os.environ.get("TRADETREE_CACHE_DIR") or Path(".tradetree") / "cache")
-
-
-_PATH_ARRAYS = ("ts_ms", "interval_ms", "points", "point_ms", "rising", "volume_text")
-_MARKET_ARRAYS = ("group_of", "bar_starts", "emit", "decision_ms")
-
-
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _to_arrays(m: PreparedMarket) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {name: getattr(m, name) for name in _MARKET_ARRAYS}
-    out["meta"] = np.array([m.key, str(m.bar_ms), str(m.phase), str(len(m.paths))])
-    for k, p in enumerate(m.paths):
-        for name in _PATH_ARRAYS:
-            out[f"p{k}_{name}"] = getattr(p, name)
-        out[f"p{k}_meta"] = np.array([p.inst_id, str(p.exp), p.first_open_text])
-    return out
-
-
-def _from_arrays(z: dict[str, np.ndarray]) -> PreparedMarket:
-    key, bar_ms, phase, k = z["meta"].tolist()
-    paths = []
-    for i in range(int(k)):
-        inst_id, exp, first_text = z[f"p{i}_meta"].tolist()
-        paths.append(PathArrays(inst_id=inst_id, exp=int(exp), first_open_text=first_text, **{n: z[f"p{i}_{n}"] for n in _PATH_ARRAYS}))
-    return PreparedMarket(key=key, paths=tuple(paths), bar_ms=int(bar_ms), phase=int(phase),
-                          **{n: z[n] for n in _MARKET_ARRAYS})
-
-
-class PrepCache:
-    """Prepared markets and parsed candle files on disk, one ``.npz`` per key under ``root``.
-
-    An entry holds its key and a checksum of its arrays; a read that finds no entry, an unreadable
-    one, another key or a checksum that does not match returns ``None`` (the caller rebuilds and
-    :meth:`put` overwrites it). Writes go through a temporary file and ``os.replace``, so a reader
-    never sees half an entry.
-    """
-
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir()
-        self.hits = 0
-        self.misses = 0
-        self.rejected = 0  # entries found but not trusted (corrupt or stale)
-
-    def _file(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key[:40]}.npz"
-
-    def _read(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
-        path = self._file(kind, key)
-        if not path.exists():
-            self.misses += 1
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {name: z[name] for name in z.files}
-            stored_key, stored_sum = arrays.pop("__key__").tolist(), arrays.pop("__checksum__").tolist()
-            if stored_key != key or stored_sum != _checksum(arrays):
-                raise ValueError("key or checksum mismatch")
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            self.rejected += 1
-            self.misses += 1
-            return None
-        self.hits += 1
-        return arrays
-
-    def _write(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        payload = dict(arrays, __key__=np.array(key), __checksum__=np.array(_checksum(arrays)))
-        buf = io.BytesIO()
-        np.savez(buf, **payload)  # type: ignore[arg-type]
-        path = self._file(kind, key)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-
-    def get_market(self, key: str) -> PreparedMarket | None:
-        arrays = self._read("market", key)
-        if arrays is None:
-            return None
-        try:
-            market = _from_arrays(arrays)
-        except (KeyError, ValueError):
-            self.rejected += 1
-            return None
-        return market if market.key == key else None
-
-    def put_market(self, market: PreparedMarket) -> None:
-        self._write("market", market.key, _to_arrays(market))
-
-    def get_candles(self, key: str) -> dict[str, np.ndarray] | None:
-        return self._read("candles", key)
-
-    def put_candles(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        self._write("candles", key, arrays)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (the candle cache key, with the loader's version)."""
-    h = hashlib.sha256(f"candles v{PREP_VERSION}".encode())
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-
-_CANDLE_ARRAYS = ("ts_ms", "open", "high", "low", "close", "volume")
-
-
-def load_candles_cached(path: str | Path, cache: PrepCache | None) -> CandleSeries:
-    """:func:`~sim.backtest.data.load_candle_series`, with the parsed arrays cached by the file's sha256.
-
-    A hit is validated again as the parser would (``CandleSeries.from_arrays``), so a cache entry
-    can only save the parsing, never change what is loaded.
-
-    Raises:
-        OSError, ValueError: as ``load_candle_series``.
-    """
-    if cache is None:
-        return load_candle_series(path)
-    key = file_digest(path)
-    arrays = cache.get_candles(key)
-    if arrays is not None and all(name in arrays for name in _CANDLE_ARRAYS):
-        return CandleSeries.from_arrays(str(Path(path)), *(arrays[name] for name in _CANDLE_ARRAYS))
-    series = load_candle_series(path)
-    cache.put_candles(key, {name: getattr(series, name) for name in _CANDLE_ARRAYS})
-    return series

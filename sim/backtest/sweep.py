@@ -32,7 +32,7 @@ from tradetree.core import ConfigError, StrategyConfig, TradetreeError
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, align_series
 from tradetree.sim.backtest.engine import prepare_data
-from tradetree.sim.backtest.prepare import PreparedMarket, PrepCache
+from tradetree.sim.backtest.prepare import PreparedMarket
 
 __all__ = [
     "ParamRange",
@@ -198,14 +198,13 @@ def run_sweep(
     warmup_bars: int = 500,
     num_cpus: int = 2,
     progress: Callable[[int, int], None] | None = None,
-    cache: PrepCache | None = None,
 ) -> SweepResult:
     """Backtest every parameter set of ``spec`` in-sample as Ray tasks, rank, re-run the ``top`` held-out.
 
     Starts a local Ray (``num_cpus``) when none is running and shuts it down
     again; uses the running one otherwise. ``progress(done, total)`` is called
     as tasks finish. The two windows (in-sample, and held-out with its warm-up)
-    are prepared once here (``cache`` on disk if given) and put in the object
+    are prepared once here and put in the object
     store; every task reads them from there.
 
     Raises:
@@ -244,7 +243,7 @@ def run_sweep(
         for name, (lo, hi) in {"in_sample": (0, split), "held_out": (start, None)}.items():
             window = {k: s.slice(lo, hi) for k, s in series.items()}
             try:
-                prepared = prepare_data(strategy_config, window, config, cache=cache)
+                prepared = prepare_data(strategy_config, window, config)
             except (TradetreeError, ValueError):
                 prepared = None  # every task reports the error itself
             windows[name] = ray.put((window, prepared))

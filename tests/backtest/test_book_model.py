@@ -8,6 +8,7 @@ import numpy as np
 
 from tradetree.sim.backtest.book_model import BookModel, ReplayPath
 from tradetree.sim.backtest.data import CandleSeries, synthetic_candles
+from tradetree.sim.backtest.prepare import prepare_path
 from tradetree.sim.config import SimInstrument, default_instruments
 from tradetree.sim.market_data import CandleReplay
 from tradetree.sim.matching import MatchingEngine
@@ -27,7 +28,7 @@ def test_replay_path_equals_candle_replay_including_a_gap_and_coarse_prices():
     keep[[20, 21, 22]] = False  # a hole in the data stretches the candle before it
     series = series.take(np.flatnonzero(keep))
     inst = next(i for i in default_instruments() if i.inst_id == "ETH-USDT-SWAP")  # tick 0.01: prices rounded
-    path = ReplayPath(inst, series)
+    path = ReplayPath(inst, prepare_path(series, inst.inst_id, inst.tick_size))
     ours = [path.tick(i, j) for i in range(len(series)) for j in range(4)]
     theirs = _replay_ticks(series, inst)
     assert ours == theirs
@@ -37,7 +38,8 @@ def test_frictionless_book_fills_at_the_point_price():
     inst = next(i for i in default_instruments() if i.inst_id == "BTC-USDT")
     engine = MatchingEngine([inst], initial_balances={"USDT": Decimal("1e9")}, book_levels=1,
                             book_shape=BookModel.frictionless().shape())
-    path = ReplayPath(inst, synthetic_candles(3, seed=1, start_price=60_000.0))
+    path = ReplayPath(inst, prepare_path(synthetic_candles(3, seed=1, start_price=60_000.0), inst.inst_id,
+                                         inst.tick_size))
     engine.on_market(path.tick(1, 3))
     book = engine.book("BTC-USDT")
     assert book.bids[0][0] == book.asks[0][0] == path.point_price(1, 3)

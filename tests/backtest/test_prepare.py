@@ -1,7 +1,9 @@
-"""Vectorised preparation is exact, and its disk cache is checked before it is trusted."""
+"""Vectorised preparation is exact; the candle-file cache is checked before it is trusted."""
 
 from __future__ import annotations
 
+import gc
+import os
 from decimal import Decimal
 
 import numpy as np
@@ -10,15 +12,19 @@ import pytest
 from tests.backtest.conftest import mean_reversion_config
 from tradetree.sim.backtest._fast import BarDecimal, bar_decimals_of_texts, bar_decimals_of_ticks
 from tradetree.sim.backtest.config import BacktestConfig, FillRule
-from tradetree.sim.backtest.data import load_candle_series, synthetic_candles
+from tradetree.sim.backtest.data import (
+    CandleCache,
+    file_digest,
+    load_candle_series,
+    load_candles_cached,
+    synthetic_candles,
+)
 from tradetree.sim.backtest.engine import Backtester, clear_bar_tables, prepare_data
 from tradetree.sim.backtest.prepare import (
-    PrepCache,
     bar_groups,
     emit_table,
     grid_exponent,
     grid_ticks,
-    load_candles_cached,
     market_key,
     prepare_market,
     tick_decimal,
@@ -99,70 +105,77 @@ def _run(candles, **kwargs):
 
 
 @pytest.mark.parametrize("rule", [FillRule.NEXT_TICK, FillRule.SIGNAL_CLOSE])
-def test_cached_and_shared_preparations_give_the_same_trades(tmp_path, candles, rule):
+def test_a_shared_preparation_gives_the_same_trades(candles, rule):
     baseline = trades_csv_text(_run(candles, config={"fill_rule": rule}).trades)
     assert baseline.count("\n") > 5  # it trades, so the comparison means something
-    cache = PrepCache(tmp_path)
-    first = _run(candles, config={"fill_rule": rule}, cache=cache)
-    second = _run(candles, config={"fill_rule": rule}, cache=cache)
-    assert (cache.misses, cache.hits) == (1, 1)
     shared = prepare_data(mean_reversion_config(), candles, BacktestConfig(fill_rule=rule))
-    third = _run(candles, config={"fill_rule": rule}, prepared=shared)
-    assert trades_csv_text(first.trades) == trades_csv_text(second.trades) == trades_csv_text(third.trades) \
-        == baseline
+    again = _run(candles, config={"fill_rule": rule}, prepared=shared)
+    assert trades_csv_text(again.trades) == baseline
 
 
 def test_a_preparation_of_other_data_is_not_used(candles):
     other = prepare_data(mean_reversion_config(), candles.slice(0, 300), BacktestConfig(seed=5))
     bt = Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5), prepared=other)
     assert bt.prepared is not other and len(bt.prepared.emit) == len(candles)
+    assert any("prepared=" in note for note in bt.notes)  # so a caller (a sweep) can tell
+    shared = prepare_data(mean_reversion_config(), candles, BacktestConfig(seed=5))
+    used = Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5), prepared=shared)
+    assert used.prepared is shared and not any("prepared=" in note for note in used.notes)
 
 
-def _entry(tmp_path):
-    files = list(tmp_path.glob("market-*.npz"))
+def _candle_file(tmp_path, seed=4):
+    path = tmp_path / f"c{seed}.csv"
+    synthetic_candles(40, seed=seed).to_frame().to_csv(path, index=False)
+    return path
+
+
+def _entry(root):
+    files = list(root.glob("candles-*.npz"))
     assert len(files) == 1
     return files[0]
 
 
-def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(tmp_path, candles):
-    cache = PrepCache(tmp_path)
-    baseline = trades_csv_text(_run(candles, cache=cache).trades)
-    entry = _entry(tmp_path)
+def test_a_corrupt_cache_entry_is_parsed_again_not_trusted(tmp_path):
+    path = _candle_file(tmp_path)
+    load_candles_cached(path, CandleCache(tmp_path / "cache"))
+    entry = _entry(tmp_path / "cache")
     entry.write_bytes(entry.read_bytes()[:200])  # truncated
-    again = PrepCache(tmp_path)
-    assert trades_csv_text(_run(candles, cache=again).trades) == baseline
+    again = CandleCache(tmp_path / "cache")
+    assert np.array_equal(load_candles_cached(path, again).close, load_candle_series(path).close)
     assert again.rejected == 1 and again.hits == 0
-    assert PrepCache(tmp_path).get_market(prepare_data(mean_reversion_config(), candles).key) is not None
+    fresh = CandleCache(tmp_path / "cache")  # the parse rewrote the entry
+    load_candles_cached(path, fresh)
+    assert fresh.hits == 1
 
 
-def test_an_edited_cache_entry_fails_its_checksum(tmp_path, candles):
-    cache = PrepCache(tmp_path)
-    _run(candles, cache=cache)
-    entry = _entry(tmp_path)
+def test_an_edited_cache_entry_fails_its_checksum(tmp_path):
+    path = _candle_file(tmp_path)
+    load_candles_cached(path, CandleCache(tmp_path / "cache"))
+    entry = _entry(tmp_path / "cache")
     with np.load(entry) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["emit"] = arrays["emit"].copy()
-    arrays["emit"][10] = 3  # a plausible but wrong table
+    arrays["close"] = arrays["close"].copy()
+    arrays["close"][10] = arrays["high"][10]  # a plausible but wrong candle
     np.savez(entry, **arrays)
     key = str(arrays["__key__"])
-    fresh = PrepCache(tmp_path)
-    assert fresh.get_market(key) is None and fresh.rejected == 1
+    fresh = CandleCache(tmp_path / "cache")
+    assert fresh.get(key) is None and fresh.rejected == 1
 
 
 def test_a_stale_entry_under_another_key_is_not_used(tmp_path):
-    cache = PrepCache(tmp_path)
-    a = prepare_market({"X-USDT": synthetic_candles(30, seed=1)}, {"X-USDT": Decimal("0.01")}, 60_000, False)
-    b = prepare_market({"X-USDT": synthetic_candles(30, seed=2)}, {"X-USDT": Decimal("0.01")}, 60_000, False)
-    cache.put_market(a)
-    cache._file("market", a.key).rename(cache._file("market", b.key))
-    assert cache.get_market(b.key) is None and cache.rejected == 1
+    cache = CandleCache(tmp_path / "cache")
+    a, b = file_digest(_candle_file(tmp_path, 1)), file_digest(_candle_file(tmp_path, 2))
+    series = synthetic_candles(40, seed=1)
+    cache.put(a, {name: getattr(series, name) for name in ("ts_ms", "open", "high", "low", "close", "volume")})
+    cache.file(a).rename(cache.file(b))
+    assert cache.get(b) is None and cache.rejected == 1
 
 
 def test_candle_files_are_cached_by_content(tmp_path):
     series = synthetic_candles(40, seed=4)
     path = tmp_path / "c.csv"
     series.to_frame().to_csv(path, index=False)
-    cache = PrepCache(tmp_path / "cache")
+    cache = CandleCache(tmp_path / "cache")
     a = load_candles_cached(path, cache)
     b = load_candles_cached(path, cache)
     assert (cache.misses, cache.hits) == (1, 1)
@@ -173,3 +186,27 @@ def test_candle_files_are_cached_by_content(tmp_path):
     synthetic_candles(40, seed=5).to_frame().to_csv(path, index=False)  # the file changes: a new key
     c = load_candles_cached(path, cache)
     assert np.array_equal(c.close, load_candle_series(path).close) and cache.misses == 2
+
+
+def test_the_candle_cache_keeps_only_the_most_recently_used_entries(tmp_path):
+    cache = CandleCache(tmp_path / "cache", keep=2)
+    paths = [_candle_file(tmp_path, seed) for seed in (1, 2, 3)]
+    load_candles_cached(paths[0], cache)
+    load_candles_cached(paths[1], cache)
+    os.utime(cache.file(file_digest(paths[1])), (1, 1))  # long unused
+    load_candles_cached(paths[0], cache)  # a hit refreshes its entry
+    load_candles_cached(paths[2], cache)  # a third entry evicts the least recently used
+    assert sorted(p.name for p in (tmp_path / "cache").glob("candles-*.npz")) == sorted(
+        cache.file(file_digest(p)).name for p in (paths[0], paths[2]))
+
+
+def test_bar_tables_freeze_what_they_built_instead_of_a_full_collection(candles, monkeypatch):
+    clear_bar_tables()
+
+    def full_collection(*args):
+        raise AssertionError("a full collection walks the whole heap per table")
+
+    monkeypatch.setattr(gc, "collect", full_collection)
+    frozen = gc.get_freeze_count()
+    Backtester(mean_reversion_config(), candles, BacktestConfig(seed=5))
+    assert gc.isenabled() and gc.get_freeze_count() > frozen
