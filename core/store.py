@@ -401,13 +401,13 @@ class RedisStore:
 
         The script computes a whole slice before it writes any of it, so a slice
         the script fails (a bug, a key of the wrong type) writes nothing: no fill
-        is left marked applied without its position.
+        is left marked applied without its position. Such a slice is then sent
+        again one fill per call, so only the fill that fails alone gets the
+        ``StoreError`` and the others are applied.
 
         Raises:
             StoreUnavailable: Redis does not answer (any fill of the page may or
                 may not have been applied; delivering them again is safe).
-            StoreError: Redis failed the call as a whole (nothing of that slice was
-                written; earlier slices of the page were applied).
         """
         results: list[FillResult | StoreError | ValueError | None] = [None] * len(fills)
         pending: list[tuple[tuple[int, str], int, list[str]]] = []
@@ -421,28 +421,63 @@ class RedisStore:
                 continue
             pending.append(((fill.ts_ms, fill_id), i, args))
         pending.sort(key=lambda p: p[0])
-        keys = self._keys
-        script_keys = [keys.positions, keys.audit, keys.fill_layers]
-        head = [keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
+        head = [self._keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
         for start in range(0, len(pending), _FILLS_PER_CALL):
             page = pending[start:start + _FILLS_PER_CALL]
-            args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
-            if _FAIL_AFTER_FOR_TESTS is not None:
-                args.append(str(_FAIL_AFTER_FOR_TESTS))
-            what = (
-                f"applying fill {fills[page[0][1]][0].key}"
-                if len(page) == 1
-                else f"applying {len(page)} fills"
-            )
-            with _translate(what):
-                raw = await self._apply_fill(keys=script_keys, args=args)
             try:
-                replies = json.loads(raw)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"apply_fill script returned {raw!r}") from exc
-            for (_, i, _), reply in zip(page, replies, strict=True):
-                results[i] = self._fill_result(fills[i][0], reply)
-        return [r for r in results if r is not None]
+                page_results = await self._apply_page(fills, page, head)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                if len(page) == 1:
+                    page_results = [exc]
+                else:
+                    # One corrupted key (or a script bug one fill trips) must not keep every other
+                    # fill of the slice out: the poller would re-fetch the same page from its stuck
+                    # cursor and fail again, forever. The slice wrote nothing, so it is retried one
+                    # fill per call (same call tokens), and only a fill that fails alone fails.
+                    log.warning("%s; applying its %d fills one per call", exc, len(page))
+                    page_results = []
+                    for entry in page:
+                        try:
+                            page_results += await self._apply_page(fills, [entry], head)
+                        except StoreUnavailable:
+                            raise
+                        except StoreError as alone:
+                            page_results.append(alone)
+            for (_, i, _), result in zip(page, page_results, strict=True):
+                results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(fills), "entry i of apply_fills' answer is fill i's result"
+        return done
+
+    async def _apply_page(
+        self, fills: Sequence[tuple[Fill, Instrument]], page: list[tuple[tuple[int, str], int, list[str]]],
+        head: list[str],
+    ) -> list[FillResult | StoreError]:
+        """One script call over ``page`` (entries of ``apply_fills``' sorted list); entry i of the
+        answer is page entry i's result.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+            StoreError: the script failed the call (it wrote nothing), or its reply is not one
+                reply per fill (sent again with the same call tokens, a fill it did write
+                answers as applied).
+        """
+        keys = self._keys
+        args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
+        if _FAIL_AFTER_FOR_TESTS is not None:
+            args.append(str(_FAIL_AFTER_FOR_TESTS))
+        what = f"applying fill {fills[page[0][1]][0].key}" if len(page) == 1 else f"applying {len(page)} fills"
+        with _translate(what):
+            raw = await self._apply_fill(keys=[keys.positions, keys.audit, keys.fill_layers], args=args)
+        try:
+            replies = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"apply_fill script returned {raw!r}") from exc
+        if not isinstance(replies, list) or len(replies) != len(page):
+            raise StoreError(f"apply_fill script returned {raw!r} for a page of {len(page)} fills")
+        return [self._fill_result(fills[i][0], reply) for (_, i, _), reply in zip(page, replies, strict=True)]
 
     def _fill_args(self, fill: Fill, instrument: Instrument, call_token: str) -> tuple[str, list[str]]:
         """(fill id, the script's 19 strings for ``fill``); raises what ``apply_fill`` documents."""
