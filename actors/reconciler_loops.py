@@ -49,11 +49,10 @@ from tradetree.execution import (
     drift_inputs,
     drift_outcome,
     fetch_since_ms,
-    fills_of_order,
     gap_backdates,
     observations_of,
+    plan_fills,
     plan_orders,
-    plan_poll_fills,
     poll_instruments,
     stale_drift_keys,
     stale_gap_keys,
@@ -220,7 +219,7 @@ class PollLoop:
         cursor_ms = cursor_ms_of(await control.get_cursor(ctx.name, inst_id))
         overlap_ms = int(ctx.config.cursor_overlap_secs * 1000)
         since = fetch_since_ms(cursor_ms, tracked, inst_id, now_ms=now_ms, overlap_ms=overlap_ms)
-        planned = plan_poll_fills(ctx.name, await rest.fetch_fills(inst_id, since_ms=since, layer=FillLayer.POLL))
+        planned = plan_fills(ctx.name, await rest.fetch_fills(inst_id, since_ms=since, layer=FillLayer.POLL))
         counts["seen"] += len(planned)
         stored: set[str] = set()
         first_error: TradetreeError | None = None
@@ -344,21 +343,28 @@ class FillHealthLoop:
             if instrument is None:
                 raise VenueProtocolError(f"instrument {order.inst_id} is not listed", venue=ctx.name)
             since = targeted_fetch_since(order, int(ctx.config.cursor_overlap_secs * 1000))
-            mine = fills_of_order(ctx.name, order,
-                                  await rest.fetch_fills(order.inst_id, since_ms=since, layer=FillLayer.HEALTH))
-            applied = duplicate = 0
-            for fill in mine:
-                result = await store.apply_fill(fill, instrument)
-                applied += result.applied
-                duplicate += not result.applied
+            fetched = await rest.fetch_fills(order.inst_id, since_ms=since, layer=FillLayer.HEALTH)
+            mine = plan_fills(ctx.name, fetched, layer=FillLayer.HEALTH, order=order)
+            # One round trip; each fill succeeds or fails on its own, so one bad fill does not
+            # keep the order's other fills out.
+            results = await store.apply_fills([(fill, instrument) for fill in mine])
         except (TradetreeError, ValueError) as exc:
             ctx.counters["targeted_fetch_failures"] += 1
             ctx.monitor.record_fetch_result(coid, ok=False, detail=f"targeted fetch failed: {exc}")
             log.warning("%s: targeted fetch of %s failed: %s", ctx.component, coid, exc)
             return
+        failed = [f"{fill.key}: {r}" for fill, r in zip(mine, results, strict=True) if isinstance(r, Exception)]
+        applied = sum(1 for r in results if not isinstance(r, Exception) and r.applied)
         ctx.counters["fills_applied_health"] += applied
-        ctx.counters["fills_duplicate_health"] += duplicate
-        ctx.monitor.record_fetch_result(coid, ok=True, detail=f"targeted fetch found {len(mine)} fill(s), applied {applied}")
+        ctx.counters["fills_duplicate_health"] += len(results) - applied - len(failed)
+        found = f"targeted fetch found {len(mine)} fill(s), applied {applied}"
+        if failed:
+            ctx.counters["targeted_fetch_failures"] += 1
+            detail = f"{found}, {len(failed)} failed: {'; '.join(failed)}"[:1000]
+            ctx.monitor.record_fetch_result(coid, ok=False, detail=detail)
+            log.warning("%s: targeted fetch of %s: %s", ctx.component, coid, detail)
+            return
+        ctx.monitor.record_fetch_result(coid, ok=True, detail=found)
 
 
 class DriftLoop:

@@ -94,7 +94,6 @@ from tradetree.execution.poll_plan import (
     PollOutcome,
     cursor_ms_of,
     cursor_to_write,
-    fills_of_order,
     poll_instruments,
     targeted_fetch_since,
     untrack_now,
@@ -123,8 +122,8 @@ from tradetree.execution.reconciliation import (
     TrackedOrder,
     advance_cursor,
     fetch_since_ms,
+    plan_fills,
     plan_orders,
-    plan_poll_fills,
 )
 from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_reduce_only
 
@@ -181,7 +180,6 @@ __all__ = [
     "fetch_since_ms",
     "fills_flowing_probe",
     "fills_flowing_problems",
-    "fills_of_order",
     "first_leg_side",
     "flight_rows",
     "gap_backdates",
@@ -195,7 +193,7 @@ __all__ = [
     "observations_of",
     "plan_canary_tick",
     "plan_orders",
-    "plan_poll_fills",
+    "plan_fills",
     "poll_fresh_ms",
     "poll_fresh_probe",
     "poll_instruments",

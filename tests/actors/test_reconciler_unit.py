@@ -223,6 +223,21 @@ async def test_fill_health_gap_timing_targeted_fetch_and_discrepancy(venue, stor
     assert rec.counters["fills_applied_health"] == 2
 
 
+async def test_a_targeted_fetch_applies_every_fill_it_can_when_one_fails(venue, store, control, clock):
+    order = await record(store, clock)
+    await store.update_order(order.transition(OrderState.FILLED, now_ms=clock.now_ms() + 1, filled_size=Decimal(2),
+                                              venue_order_id="v1"))
+    # Sorted first, refused by the store (not a whole number of atoms): the fill after it still counts.
+    venue.fills = [fill("0", clock.now_ms() + 4, size="0.000000001"), fill("1", clock.now_ms() + 5, size="2")]
+    rec = make(venue, store, control, clock)
+    await rec.check_fill_health()
+    clock.advance(5)
+    await rec.check_fill_health()
+    assert await store.applied_size("c1") == 2
+    assert rec.ctx.counters["fills_applied_health"] == 1
+    assert rec.ctx.counters["targeted_fetch_failures"] == 1
+
+
 async def test_rest_and_poll_fresh_probes_follow_the_clock(venue, store, control, clock):
     rec = make(venue, store, control, clock)
     rec.state = ComponentState.RUNNING  # probes without timers: the cycles are driven by hand
