@@ -112,11 +112,15 @@ class CanaryLoop:
                 return None
             ctx.last_errors.pop("canary", None)
             self.in_flight = True
+            outcome: CanaryOutcome | None = None
             try:
                 outcome = await self._after(await self._round_trip())
             finally:
                 self.in_flight = False
-            self.schedule.record(ctx.clock.monotonic(), outcome.verdict)
+                # A crash (a bug, not a venue error) still backs off: without it the canary would
+                # send a round trip of real orders every tick.
+                self.schedule.record(ctx.clock.monotonic(),
+                                     CanaryVerdict.FAILED if outcome is None else outcome.verdict)
             self.history.append(outcome)
             return outcome
 

@@ -306,3 +306,24 @@ async def test_a_canary_order_id_already_recorded_is_refused_before_sending(venu
         await rec.canary._send(SWAP, Side.BUY, SWAP.min_size, reduce_only=False)
     assert not isinstance(err.value, StoreError)
     assert venue.sent == [] and rec.counters["canary_orders_sent"] == 0
+
+
+async def test_a_crash_inside_a_round_trip_still_backs_off(venue, store, control, clock, monkeypatch):
+    rec = FillReconciler(VENUE, store=store, control=control, rest=venue, clock=clock, config=CONFIG)
+    await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
+    assert await rec.check_canary() is None  # armed: the first round trip is due an interval later
+    clock.advance(CONFIG.canary_interval_secs)
+    await rec.poll_once()  # the canary judges fills by the poller: it must be healthy
+    crashes = []
+
+    async def crash():
+        crashes.append(clock.monotonic())
+        raise RuntimeError("a bug in the round trip")
+
+    monkeypatch.setattr(rec.canary, "_round_trip", crash)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await rec.check_canary()
+    assert not rec.canary_in_flight and len(crashes) == 1
+    state = rec.canary.schedule.state
+    assert state.failures_in_row == 1 and state.interval_secs == 2 * CONFIG.canary_interval_secs
+    assert await rec.check_canary() is None and len(crashes) == 1  # not due again at once
