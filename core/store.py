@@ -219,6 +219,13 @@ def _int(text: str) -> int:
     return int(Decimal(text))
 
 
+def _applied_size(raw: Any) -> Decimal:
+    """An order's applied size from its stored atoms: the ``order_applied`` key as Redis or the
+    apply script returns it (None or '': no fill counted against the order)."""
+    text = _opt_text(raw)
+    return from_atoms(_int(text)) if text else Decimal(0)
+
+
 def _position_from_fields(
     fields: Mapping[str, str], strategy_id: str, venue: str, inst_id: str
 ) -> Position:
@@ -549,7 +556,7 @@ class RedisStore:
             applied=applied_ok,
             strategy_id=strategy,
             position=_position_from_fields(fields, strategy, fill.venue, fill.inst_id),
-            order_applied_size=from_atoms(_int(applied)) if applied else Decimal(0),
+            order_applied_size=_applied_size(applied),
         )
 
     @staticmethod
@@ -615,7 +622,7 @@ class RedisStore:
         """Sum of the sizes of applied fills counted against the order (0 if none)."""
         with _translate(f"reading applied size of order {client_order_id}"):
             raw = await self._client.get(self._keys.order_applied(client_order_id))
-        return from_atoms(int(_text(raw))) if raw is not None else Decimal(0)
+        return _applied_size(raw)
 
     async def audit_entries(self, count: int | None = None) -> list[AuditEntry]:
         """The audit stream, oldest first: all of it, or its ``count`` most recent entries."""
@@ -810,19 +817,7 @@ class RedisStore:
         Tracked is not the same as live at the venue: a filled or canceled
         order stays tracked until the poller untracks it.
         """
-        keys = self._keys
-        with _translate("reading open orders"):
-            coids = await self._tracked_order_ids(venue)
-            if not coids:
-                return []
-            async with self._client.pipeline(transaction=False) as pipe:
-                for coid in coids:
-                    pipe.hget(keys.order(coid), "json")
-                raw = await pipe.execute()
-        orders = [Order.model_validate_json(_text(r)) for r in raw if r is not None]
-        if strategy_id is not None:
-            orders = [o for o in orders if o.strategy_id == strategy_id]
-        return sorted(orders, key=lambda o: (o.created_ms, o.client_order_id))
+        return [order for order, _ in await self.open_orders_with_applied(venue, strategy_id)]
 
     async def open_orders_with_applied(
         self, venue: str | None = None, strategy_id: str | None = None
@@ -830,13 +825,12 @@ class RedisStore:
         """The tracked orders (as ``open_orders``), each with its applied size.
 
         With a ``venue``, two round trips whatever the number of orders (the
-        open set, then one pipeline of snapshots and applied sizes), where
-        ``open_orders`` plus ``applied_size`` per order took one more per order;
-        the pairs also come from one moment, so a checker never compares a
-        snapshot with an applied size read much later.
+        open set, then one pipeline of snapshots and applied sizes); the pairs
+        also come from one moment, so a checker never compares a snapshot with
+        an applied size read much later.
         """
         keys = self._keys
-        with _translate("reading open orders with applied sizes"):
+        with _translate("reading open orders"):
             coids = await self._tracked_order_ids(venue)
             if not coids:
                 return []
@@ -846,12 +840,12 @@ class RedisStore:
                     pipe.get(keys.order_applied(coid))
                 raw = await pipe.execute()
         pairs = []
-        for snapshot, applied in zip(raw[::2], raw[1::2]):
+        for snapshot, applied in zip(raw[::2], raw[1::2], strict=True):
             if snapshot is None:
                 continue
             order = Order.model_validate_json(_text(snapshot))
             if strategy_id is None or order.strategy_id == strategy_id:
-                pairs.append((order, from_atoms(int(_text(applied))) if applied is not None else Decimal(0)))
+                pairs.append((order, _applied_size(applied)))
         return sorted(pairs, key=lambda p: (p[0].created_ms, p[0].client_order_id))
 
     async def untrack_order(self, client_order_id: str) -> None:
