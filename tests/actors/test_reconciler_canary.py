@@ -204,7 +204,7 @@ async def test_fills_arriving_by_poll_only_keep_the_venue_paused_and_back_off(re
         assert outcome.verdict is CanaryVerdict.NOT_WS and not outcome.resumed
         assert outcome.trade_layers and set(outcome.trade_layers.values()) == {FillLayer.POLL}
     assert (await control.venue_pauses("okx")).keys() == {PAUSE_SOURCE_FILL_HEALTH}
-    assert reconciler.canary_schedule.interval_secs > CONFIG.canary_interval_secs  # backed off
+    assert reconciler.canary.state.interval_secs > CONFIG.canary_interval_secs  # backed off
     failed_alerts = reconciler.alerts.about("canary_failed")
     assert len(failed_alerts) >= 2 and {a[0] for a in failed_alerts} == {"warning"}
     await eventually(lambda: _flat(store), what="the canary legs applied")
@@ -226,7 +226,7 @@ async def _not_paused(control) -> bool:
 async def test_no_canary_for_another_source_or_with_the_kill_flag(reconciler, venue, store, control, clock):
     await control.pause_venue("okx", "position drift", clock.now_ms(), source=PAUSE_SOURCE_DRIFT)
     await eventually(lambda: reconciler.counters["poll_cycles"] >= 10, what="cycles")
-    assert venue.sent == [] and not reconciler.canary_schedule.armed
+    assert venue.sent == [] and not reconciler.canary.state.is_armed
     await store.set_kill_flag("operator stop", clock.now_ms())
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
     await eventually(lambda: reconciler.canary_waiting.startswith("kill flag set"), what="canary held by the kill flag")
@@ -324,6 +324,6 @@ async def test_a_crash_inside_a_round_trip_still_backs_off(venue, store, control
     with pytest.raises(RuntimeError, match="a bug"):
         await rec.check_canary()
     assert not rec.canary_in_flight and len(crashes) == 1
-    state = rec.canary.schedule.state
+    state = rec.canary.state
     assert state.failures_in_row == 1 and state.interval_secs == 2 * CONFIG.canary_interval_secs
     assert await rec.check_canary() is None and len(crashes) == 1  # not due again at once
