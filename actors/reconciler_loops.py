@@ -30,7 +30,6 @@ from tradetree.core import (
 from tradetree.execution import (
     NEVER_REACHED_VENUE,
     WS_FLOW_KEY,
-    AppliedFillRecord,
     DriftCheck,
     DriftOutcome,
     FillHealthAction,
@@ -286,8 +285,7 @@ class FillHealthLoop:
             now, now_ms = ctx.clock.monotonic(), ctx.clock.now_ms()
             monitor.observe_layer_counts(layer_counts, now)
             if audit is not None:
-                records = [AppliedFillRecord(e.fill.venue, e.fill.layer, e.applied_ms) for e in audit]
-                monitor.seed_unmatched(unmatched_in_audit(ctx.name, records, now, now_ms), now)
+                monitor.seed_unmatched(unmatched_in_audit(ctx.name, audit, now, now_ms), now)
                 self._ws_flow_seeded = True
             actions = monitor.evaluate(observations, now) + monitor.check_ws_flow(now)
             for coid, since in gap_backdates(open_discrepancies, now, now_ms).items():

@@ -66,7 +66,6 @@ from tradetree.execution.drift import (
 )
 from tradetree.execution.fill_health import (
     WS_FLOW_KEY,
-    AppliedFillRecord,
     FillGap,
     FillHealthAction,
     FillHealthActionKind,
@@ -128,7 +127,6 @@ from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_
 __all__ = [
     "WsStatus",
     "AnomalyAlerts",
-    "AppliedFillRecord",
     "CANARY_ORDER_PREFIX",
     "CANARY_STRATEGY_ID",
     "CanaryOutcome",

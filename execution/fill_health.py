@@ -43,11 +43,10 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core import FillLayer, Order
+from tradetree.core import AuditEntry, FillLayer, Order
 
 __all__ = [
     "WS_FLOW_KEY",
-    "AppliedFillRecord",
     "gap_backdates",
     "observations_of",
     "stale_gap_keys",
@@ -437,24 +436,15 @@ def observations_of(orders: Iterable[tuple[Order, Decimal]]) -> list[OrderFillOb
     ]
 
 
-@dataclass(frozen=True)
-class AppliedFillRecord:
-    """One audit-stream entry, as far as the WS-flow evidence needs it."""
-
-    venue: str
-    layer: FillLayer
-    applied_ms: int
-
-
-def unmatched_in_audit(venue: str, entries: Iterable[AppliedFillRecord], now_secs: float, now_ms: int) -> list[float]:
+def unmatched_in_audit(venue: str, entries: Iterable[AuditEntry], now_secs: float, now_ms: int) -> list[float]:
     """Monotonic times of ``venue``'s fills applied by poll/health after the last fill the WS
     applied: the WS-flow evidence a previous incarnation saw (for ``seed_unmatched``)."""
-    mine = [e for e in entries if e.venue == venue]
-    last_ws = max((e.applied_ms for e in mine if e.layer is FillLayer.WS), default=None)
+    mine = [e for e in entries if e.fill.venue == venue]
+    last_ws = max((e.applied_ms for e in mine if e.fill.layer is FillLayer.WS), default=None)
     return [
         now_secs - (now_ms - e.applied_ms) / 1000
         for e in mine
-        if e.layer is not FillLayer.WS and (last_ws is None or e.applied_ms > last_ws)
+        if e.fill.layer is not FillLayer.WS and (last_ws is None or e.applied_ms > last_ws)
     ]
 
 
