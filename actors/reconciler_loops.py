@@ -28,6 +28,7 @@ from tradetree.core import (
     VenueProtocolError,
 )
 from tradetree.execution import (
+    DRIFT,
     NEVER_REACHED_VENUE,
     WS_FLOW_KEY,
     DriftCheck,
@@ -45,7 +46,9 @@ from tradetree.execution import (
     cursor_ms_of,
     cursor_to_write,
     dedup_anomalies,
+    discrepancy_subject,
     drift_inputs,
+    drift_key,
     drift_outcome,
     fetch_since_ms,
     gap_backdates,
@@ -317,7 +320,7 @@ class FillHealthLoop:
             if order is not None:
                 await self._targeted_fetch(order)
         elif kind is FillHealthActionKind.ALERT:
-            if action.key.startswith("fill_gap:"):
+            if action.opens_discrepancy:
                 await control.open_discrepancy(ctx.name, action.key, action.detail, ctx.clock.now_ms())
             await ctx.alert("warning", action.key, f"{ctx.name}: fill health", action.detail)
         elif kind is FillHealthActionKind.PAUSE_VENUE:
@@ -420,10 +423,10 @@ class DriftLoop:
         now_ms = ctx.clock.now_ms()
         for row in check.confirmed:
             detail = f"position drift on {ctx.name} beyond {ctx.detector.tolerance}: {row.describe()}"
-            await control.open_discrepancy(ctx.name, f"drift:{row.inst_id}", detail, now_ms)
-            await ctx.alert("critical", f"drift:{row.inst_id}", f"{ctx.name}: position drift", detail)
+            await control.open_discrepancy(ctx.name, drift_key(row.inst_id), detail, now_ms)
+            await ctx.alert("critical", drift_key(row.inst_id), f"{ctx.name}: position drift", detail)
             await ctx.pause_venue(detail, PAUSE_SOURCE_DRIFT)
         for key in stale_drift_keys(await control.discrepancies(ctx.name), check):
             if await control.close_discrepancy(ctx.name, key):
                 await ctx.alert("info", key, f"{ctx.name}: position drift resolved",
-                                f"{key.removeprefix('drift:')}: venue and Redis agree again")
+                                f"{discrepancy_subject(key, DRIFT)}: venue and Redis agree again")

@@ -8,6 +8,7 @@
   again before a fill-health pause is lifted, and its one schedule state machine.
 - ``poll_plan``: the rest of a poll cycle (instruments, the cursor rule end to
   end, the untrack guard's last step, targeted fetches) and ``PollOutcome``.
+- ``discrepancy_keys``: the keys of the discrepancies the reconciler opens in Redis.
 - ``anomalies``: which findings are alerted now (dedup, poll outage once).
 - ``probes``: the reconciler's health probes as verdicts, thresholds in one place.
 
@@ -49,6 +50,7 @@ from tradetree.execution.canary import (
     plan_canary_tick,
     unsettled_canary,
 )
+from tradetree.execution.discrepancy_keys import DRIFT, FILL_GAP, discrepancy_subject, drift_key, fill_gap_key
 from tradetree.execution.drift import (
     DriftCheck,
     DriftDetector,
@@ -125,6 +127,11 @@ from tradetree.execution.reconciliation import (
 from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_reduce_only
 
 __all__ = [
+    "DRIFT",
+    "FILL_GAP",
+    "discrepancy_subject",
+    "drift_key",
+    "fill_gap_key",
     "WsStatus",
     "AnomalyAlerts",
     "CANARY_ORDER_PREFIX",

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.core import Instrument, InstrumentKind, Order, Position
+from tradetree.execution.discrepancy_keys import DRIFT, discrepancy_subject
 
 __all__ = [
     "DriftInputs",
@@ -293,7 +294,7 @@ def stale_drift_keys(open_keys: Iterable[str], check: DriftCheck) -> list[str]:
     Ones opened before a restart included: the detector's memory is in-process, Redis's is not.
     """
     beyond = set(check.suspected) | set(check.drifting)
-    return [k for k in open_keys if k.startswith("drift:") and k.removeprefix("drift:") not in beyond]
+    return [k for k in open_keys if (inst := discrepancy_subject(k, DRIFT)) is not None and inst not in beyond]
 
 
 def drift_outcome(started_ms: int, check: DriftCheck, error: str = "") -> DriftOutcome:

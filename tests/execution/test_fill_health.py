@@ -70,6 +70,7 @@ def test_gap_at_threshold_triggers_targeted_fetch_and_alert(monitor, clock):
     actions = monitor.evaluate([obs("a", "2", "0")], clock.monotonic())
     assert kinds(actions) == [K.ALERT, K.TARGETED_FETCH]
     assert all(a.key == "fill_gap:a" for a in actions)
+    assert [a.opens_discrepancy for a in actions] == [True, False]  # the alert records the gap in Redis
     assert monitor.gaps_detected == 1 and monitor.targeted_fetches == 1
     # once per episode: no repeat while the fetch is in flight
     clock.advance(1)
@@ -175,6 +176,7 @@ def test_over_applied_for_longer_than_threshold_alerts_once(monitor, clock):
     clock.advance(T)
     actions = monitor.evaluate([obs("a", "1", "2")], clock.monotonic())
     assert kinds(actions) == [K.ALERT] and actions[0].key == "over_applied:a"
+    assert not actions[0].opens_discrepancy
     clock.advance(T)
     assert monitor.evaluate([obs("a", "1", "2")], clock.monotonic()) == []
 
