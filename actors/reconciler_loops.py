@@ -301,7 +301,8 @@ class FillHealthLoop:
                     ctx.last_errors["fill_health"] = f"{action.kind.value} {action.key}: {exc}"
                     log.error("%s: fill-health action %s failed: %s", ctx.component, action.kind.value, exc)
             try:
-                for key in stale_gap_keys(await control.discrepancies(ctx.name), observations):
+                # The discrepancies read at the start: one opened since is a gap, never stale.
+                for key in stale_gap_keys(open_discrepancies, observations):
                     if await control.close_discrepancy(ctx.name, key):
                         await ctx.alert("info", key, f"{ctx.name}: fill gap closed", f"{key}: no gap any more")
             except StoreError as exc:

@@ -79,16 +79,16 @@ def timers_probe(dead: Sequence[str], last: PollOutcome | None, now_ms: int, con
 
 
 def rest_probe(last: PollOutcome | None, now_ms: int, config: ReconcilerConfig) -> ProbeResult:
-    """The last poll cycle succeeded and is fresh."""
+    """The last poll cycle succeeded and is fresh (``poll_recent``); the detail says which it is not."""
+    if poll_recent(last, now_ms, config):
+        return ProbeResult(name="rest", liveness=False, ok=True)
     if last is None:
-        return ProbeResult(name="rest", liveness=False, ok=False, detail="no poll cycle yet")
-    if not last.ok:
-        return ProbeResult(name="rest", liveness=False, ok=False,
-                           detail=f"last poll failed: {'; '.join(last.errors)}"[:500])
-    if now_ms - last.started_ms > poll_fresh_ms(config):
-        return ProbeResult(name="rest", liveness=False, ok=False,
-                           detail=f"last poll cycle {now_ms - last.started_ms} ms ago")
-    return ProbeResult(name="rest", liveness=False, ok=True)
+        detail = "no poll cycle yet"
+    elif not last.ok:
+        detail = f"last poll failed: {'; '.join(last.errors)}"[:500]
+    else:
+        detail = f"last poll cycle {now_ms - last.started_ms} ms ago"
+    return ProbeResult(name="rest", liveness=False, ok=False, detail=detail)
 
 
 def poll_fresh_probe(verified_ms: int | None, now_ms: int, config: ReconcilerConfig, *,
