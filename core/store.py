@@ -52,7 +52,7 @@ from tradetree.core.redis_keys import RedisKeys
 # Short local names: every reader in this module decodes, and helpers adding methods use them.
 from tradetree.core.text import as_opt_text as _opt_text
 from tradetree.core.text import as_text as _text
-from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState
+from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState, position_id
 
 __all__ = [
     "ATOMS_PER_UNIT",
@@ -870,7 +870,7 @@ class RedisStore:
         keys = self._keys
         with _translate(f"reading position {strategy_id} {venue}:{inst_id}"):
             raw = await self._client.hgetall(
-                keys.position(keys.position_id(strategy_id, venue, inst_id))
+                keys.position(position_id(strategy_id, venue, inst_id))
             )
         return _position_from_fields(_text_map(raw), strategy_id, venue, inst_id)
 

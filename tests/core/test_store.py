@@ -27,6 +27,7 @@ from tradetree.core.types import (
     OrderState,
     OrderType,
     Side,
+    position_id,
 )
 
 D = Decimal
@@ -230,8 +231,8 @@ async def test_a_position_beyond_the_exact_range_is_refused_without_partial_writ
     with pytest.raises(StoreError, match="exact range"):
         await store.apply_fill(make_fill("2", Side.BUY, big, "1", 20), SPOT)
     keys = store.keys
-    position_id = keys.position_id(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
-    assert await client.zcard(keys.position_fills(position_id)) == 1
+    pid = position_id(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
+    assert await client.zcard(keys.position_fills(pid)) == 1
     assert len(await store.audit_entries()) == 1
     # The refused fill was not marked as seen: delivering it later is not a duplicate.
     assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "2"))) == 0
@@ -585,7 +586,7 @@ async def test_a_key_of_the_wrong_type_fails_only_the_fill_that_needs_it(store, 
     await _state_with_history(store)
     keys = store.keys
     if corrupt == "read":
-        bad = keys.position_fills(keys.position_id("alpha", "okx", "BTC-USDT-SWAP"))
+        bad = keys.position_fills(position_id("alpha", "okx", "BTC-USDT-SWAP"))
     else:
         bad = keys.order_fills("s1")
     await client.set(bad, "not a zset")
@@ -651,11 +652,11 @@ async def test_keys_built_inside_the_script_match_the_key_module(store, client):
     result = (await store.apply_fills([(by_index, inst)]))[0]
     assert result.strategy_id == "strat:a%" and result.order_applied_size == D(1)
     keys = store.keys
-    position_id = keys.position_id("strat:a%", "ok:x%", "BTC-USDT")
+    pid = position_id("strat:a%", "ok:x%", "BTC-USDT")
     fill_id = keys.fill_id("ok:x%", "BTC-USDT", "t:1%")
-    assert await client.smembers(keys.positions) == {position_id.encode()}
-    for key in (keys.position(position_id), keys.position_fills(position_id),
-                keys.position_ledger(position_id), keys.position_after(position_id),
+    assert await client.smembers(keys.positions) == {pid.encode()}
+    for key in (keys.position(pid), keys.position_fills(pid),
+                keys.position_ledger(pid), keys.position_after(pid),
                 keys.order_applied("c:1%"), keys.order_fills("c:1%"), keys.fill(fill_id)):
         assert await client.exists(key) == 1, key
     again = await store.apply_fill(by_index, inst)
