@@ -164,31 +164,6 @@ class FillReconciler:
         self.drift = DriftLoop(self.ctx)
         self.canary = CanaryLoop(self.ctx, self.fill_health)
         self.canary_enabled = canary_active(self.config, venue)
-        # Shared by reference with the loops (mutated in place, never rebound).
-        self.counters = self.ctx.counters
-        self.last_errors = self.ctx.last_errors
-        self.monitor = self.ctx.monitor
-        self.detector = self.ctx.detector
-        self._instruments = self.ctx.instruments
-        self.canary_history = self.canary.history
-
-    # -- what the loops share, for tests, stats and the control API --------------------------------
-
-    @property
-    def last_poll(self) -> PollOutcome | None:
-        return self.ctx.last_poll
-
-    @property
-    def last_drift(self) -> DriftOutcome | None:
-        return self.ctx.last_drift
-
-    @property
-    def canary_waiting(self) -> str:
-        return self.canary.waiting
-
-    @property
-    def canary_in_flight(self) -> bool:
-        return self.canary.in_flight
 
     # -- lifecycle --------------------------------------------------------------------------------
 
