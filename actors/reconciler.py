@@ -164,32 +164,6 @@ class FillReconciler:
         self.drift = DriftLoop(self.ctx)
         self.canary = CanaryLoop(self.ctx, self.fill_health)
         self.canary_enabled = canary_active(self.config, venue)
-        # Shared by reference with the loops (mutated in place, never rebound).
-        self.counters = self.ctx.counters
-        self.last_errors = self.ctx.last_errors
-        self.monitor = self.ctx.monitor
-        self.detector = self.ctx.detector
-        self._instruments = self.ctx.instruments
-        self.canary_schedule = self.canary.schedule
-        self.canary_history = self.canary.history
-
-    # -- what the loops share, for tests, stats and the control API --------------------------------
-
-    @property
-    def last_poll(self) -> PollOutcome | None:
-        return self.ctx.last_poll
-
-    @property
-    def last_drift(self) -> DriftOutcome | None:
-        return self.ctx.last_drift
-
-    @property
-    def canary_waiting(self) -> str:
-        return self.canary.waiting
-
-    @property
-    def canary_in_flight(self) -> bool:
-        return self.canary.in_flight
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -334,7 +308,7 @@ class FillReconciler:
                 f"{self.component}: venue pause kept, probes failing: " + "; ".join(reasons), reasons=reasons
             )
         lifted = await control.resume_venue(self.name)
-        self.canary.schedule.disarm()
+        self.canary.state = self.canary.state.disarmed()
         if lifted:
             self.ctx.counters["venue_resumes"] += 1
             await self.ctx.alert("info", "venue_released", f"{self.name}: venue pause lifted by an operator",
@@ -392,7 +366,7 @@ class FillReconciler:
         """Counters and the latest outcomes, for the control API and metrics."""
         ctx = self.ctx
         mono = ctx.clock.monotonic()
-        schedule = self.canary.schedule
+        schedule = self.canary.state
         return {
             "venue": self.name,
             "state": self.state.value,
@@ -414,7 +388,7 @@ class FillReconciler:
                 "enabled": self.canary_enabled,
                 "in_flight": self.canary.in_flight,
                 "waiting": self.canary.waiting,
-                "armed": schedule.armed,
+                "armed": schedule.is_armed,
                 "interval_secs": schedule.interval_secs,
                 "failures_in_row": schedule.failures_in_row,
                 "due_in_secs": None if schedule.next_at is None else max(0.0, schedule.next_at - mono),

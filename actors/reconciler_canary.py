@@ -39,7 +39,7 @@ from tradetree.execution import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
-    CanarySchedule,
+    CanaryState,
     CanaryStepKind,
     CanaryVerdict,
     canary_instrument,
@@ -50,7 +50,6 @@ from tradetree.execution import (
     leftover_close,
     leftover_positions,
     legs_complete,
-    may_lift_pause,
     plan_canary_tick,
     poll_recent,
     unsettled_canary,
@@ -71,7 +70,7 @@ class CanaryLoop:
         self.ctx = ctx
         self.fill_health = fill_health
         cfg = ctx.config
-        self.schedule = CanarySchedule(cfg.canary_interval_secs, cfg.canary_max_interval_secs)
+        self.state = CanaryState.initial(cfg.canary_interval_secs, cfg.canary_max_interval_secs)
         self.history: deque[CanaryOutcome] = deque(maxlen=_CANARY_HISTORY)
         self.in_flight = False
         self.waiting = ""
@@ -90,10 +89,10 @@ class CanaryLoop:
                 ctx.last_errors["canary"] = f"reading the venue pause: {exc}"
                 return None
             step = plan_canary_tick(
-                self.schedule.state, now=ctx.clock.monotonic(), fill_health_paused=PAUSE_SOURCE_FILL_HEALTH in pauses,
+                self.state, now=ctx.clock.monotonic(), fill_health_paused=PAUSE_SOURCE_FILL_HEALTH in pauses,
                 kill_flag=kill, poll_healthy=poll_recent(ctx.last_poll, ctx.clock.now_ms(), ctx.config),
             )
-            self.schedule.state = step.state
+            self.state = step.state
             if step.kind is CanaryStepKind.IDLE:
                 self.waiting = ""
             if step.kind is not CanaryStepKind.PROCEED:
@@ -105,18 +104,24 @@ class CanaryLoop:
             except TradetreeError as exc:
                 # Backs off like a failed round trip: a venue refusing the close is not retried every tick.
                 self.waiting = f"closing a leftover canary position failed: {exc}"
-                self.schedule.record(ctx.clock.monotonic(), CanaryVerdict.FAILED)
+                self.state = self.state.after(ctx.clock.monotonic(), CanaryVerdict.FAILED)
                 await ctx.alert("warning", "canary_failed", f"{ctx.name}: leftover canary position not closed",
-                                f"{exc}; next attempt in {self.schedule.interval_secs:g}s")
+                                f"{exc}; next attempt in {self.state.interval_secs:g}s")
             if self.waiting:
                 return None
             ctx.last_errors.pop("canary", None)
             self.in_flight = True
+            outcome: CanaryOutcome | None = None
             try:
-                outcome = await self._after(await self._round_trip())
+                outcome = await self._round_trip()
+                self.state = self.state.after(ctx.clock.monotonic(), outcome.verdict)
+                outcome = await self._after(outcome)
             finally:
                 self.in_flight = False
-            self.schedule.record(ctx.clock.monotonic(), outcome.verdict)
+                if outcome is None:
+                    # A crash (a bug, not a venue error) still backs off: without it the canary
+                    # would send a round trip of real orders every tick.
+                    self.state = self.state.after(ctx.clock.monotonic(), CanaryVerdict.FAILED)
             self.history.append(outcome)
             return outcome
 
@@ -252,7 +257,7 @@ class CanaryLoop:
         if outcome.verdict is CanaryVerdict.WS:
             await self.fill_health.run_once()  # let the monitor see the WS deliveries now
             problems = ctx.fills_flowing_problems(await ctx.open_discrepancy_keys())
-            if may_lift_pause(outcome.verdict, problems):
+            if not problems:
                 try:
                     lifted = await control.resume_venue(ctx.name, PAUSE_SOURCE_FILL_HEALTH)
                 except StoreError as exc:
@@ -266,9 +271,8 @@ class CanaryLoop:
                             f"canary round trip ({ids}): {outcome.detail}; fills_flowing_ws still failing: "
                             f"{'; '.join(problems)}"[:1000])
             return outcome
-        next_secs = self.schedule.state.after(0.0, outcome.verdict).interval_secs
         # A key of its own, apart from the lift's: the alerter de-duplicates by key.
         await ctx.alert("warning", "canary_failed",
                         f"{ctx.name}: canary round trip {outcome.verdict.value}, venue stays paused",
-                        f"canary round trip ({ids}): {outcome.detail}; next one in {next_secs:g}s")
+                        f"canary round trip ({ids}): {outcome.detail}; next one in {self.state.interval_secs:g}s")
         return outcome

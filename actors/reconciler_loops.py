@@ -28,9 +28,9 @@ from tradetree.core import (
     VenueProtocolError,
 )
 from tradetree.execution import (
+    DRIFT,
     NEVER_REACHED_VENUE,
     WS_FLOW_KEY,
-    AppliedFillRecord,
     DriftCheck,
     DriftOutcome,
     FillHealthAction,
@@ -46,14 +46,15 @@ from tradetree.execution import (
     cursor_ms_of,
     cursor_to_write,
     dedup_anomalies,
+    discrepancy_subject,
     drift_inputs,
+    drift_key,
     drift_outcome,
     fetch_since_ms,
-    fills_of_order,
     gap_backdates,
     observations_of,
+    plan_fills,
     plan_orders,
-    plan_poll_fills,
     poll_instruments,
     stale_drift_keys,
     stale_gap_keys,
@@ -220,7 +221,7 @@ class PollLoop:
         cursor_ms = cursor_ms_of(await control.get_cursor(ctx.name, inst_id))
         overlap_ms = int(ctx.config.cursor_overlap_secs * 1000)
         since = fetch_since_ms(cursor_ms, tracked, inst_id, now_ms=now_ms, overlap_ms=overlap_ms)
-        planned = plan_poll_fills(ctx.name, await rest.fetch_fills(inst_id, since_ms=since, layer=FillLayer.POLL))
+        planned = plan_fills(ctx.name, await rest.fetch_fills(inst_id, since_ms=since, layer=FillLayer.POLL))
         counts["seen"] += len(planned)
         stored: set[str] = set()
         first_error: TradetreeError | None = None
@@ -287,8 +288,7 @@ class FillHealthLoop:
             now, now_ms = ctx.clock.monotonic(), ctx.clock.now_ms()
             monitor.observe_layer_counts(layer_counts, now)
             if audit is not None:
-                records = [AppliedFillRecord(e.fill.venue, e.fill.layer, e.applied_ms) for e in audit]
-                monitor.seed_unmatched(unmatched_in_audit(ctx.name, records, now, now_ms), now)
+                monitor.seed_unmatched(unmatched_in_audit(ctx.name, audit, now, now_ms), now)
                 self._ws_flow_seeded = True
             actions = monitor.evaluate(observations, now) + monitor.check_ws_flow(now)
             for coid, since in gap_backdates(open_discrepancies, now, now_ms).items():
@@ -301,7 +301,8 @@ class FillHealthLoop:
                     ctx.last_errors["fill_health"] = f"{action.kind.value} {action.key}: {exc}"
                     log.error("%s: fill-health action %s failed: %s", ctx.component, action.kind.value, exc)
             try:
-                for key in stale_gap_keys(await control.discrepancies(ctx.name), observations):
+                # The discrepancies read at the start: one opened since is a gap, never stale.
+                for key in stale_gap_keys(open_discrepancies, observations):
                     if await control.close_discrepancy(ctx.name, key):
                         await ctx.alert("info", key, f"{ctx.name}: fill gap closed", f"{key}: no gap any more")
             except StoreError as exc:
@@ -320,7 +321,7 @@ class FillHealthLoop:
             if order is not None:
                 await self._targeted_fetch(order)
         elif kind is FillHealthActionKind.ALERT:
-            if action.key.startswith("fill_gap:"):
+            if action.opens_discrepancy:
                 await control.open_discrepancy(ctx.name, action.key, action.detail, ctx.clock.now_ms())
             await ctx.alert("warning", action.key, f"{ctx.name}: fill health", action.detail)
         elif kind is FillHealthActionKind.PAUSE_VENUE:
@@ -344,21 +345,28 @@ class FillHealthLoop:
             if instrument is None:
                 raise VenueProtocolError(f"instrument {order.inst_id} is not listed", venue=ctx.name)
             since = targeted_fetch_since(order, int(ctx.config.cursor_overlap_secs * 1000))
-            mine = fills_of_order(ctx.name, order,
-                                  await rest.fetch_fills(order.inst_id, since_ms=since, layer=FillLayer.HEALTH))
-            applied = duplicate = 0
-            for fill in mine:
-                result = await store.apply_fill(fill, instrument)
-                applied += result.applied
-                duplicate += not result.applied
+            fetched = await rest.fetch_fills(order.inst_id, since_ms=since, layer=FillLayer.HEALTH)
+            mine = plan_fills(ctx.name, fetched, layer=FillLayer.HEALTH, order=order)
+            # One round trip; each fill succeeds or fails on its own, so one bad fill does not
+            # keep the order's other fills out.
+            results = await store.apply_fills([(fill, instrument) for fill in mine])
         except (TradetreeError, ValueError) as exc:
             ctx.counters["targeted_fetch_failures"] += 1
             ctx.monitor.record_fetch_result(coid, ok=False, detail=f"targeted fetch failed: {exc}")
             log.warning("%s: targeted fetch of %s failed: %s", ctx.component, coid, exc)
             return
+        failed = [f"{fill.key}: {r}" for fill, r in zip(mine, results, strict=True) if isinstance(r, Exception)]
+        applied = sum(1 for r in results if not isinstance(r, Exception) and r.applied)
         ctx.counters["fills_applied_health"] += applied
-        ctx.counters["fills_duplicate_health"] += duplicate
-        ctx.monitor.record_fetch_result(coid, ok=True, detail=f"targeted fetch found {len(mine)} fill(s), applied {applied}")
+        ctx.counters["fills_duplicate_health"] += len(results) - applied - len(failed)
+        found = f"targeted fetch found {len(mine)} fill(s), applied {applied}"
+        if failed:
+            ctx.counters["targeted_fetch_failures"] += 1
+            detail = f"{found}, {len(failed)} failed: {'; '.join(failed)}"[:1000]
+            ctx.monitor.record_fetch_result(coid, ok=False, detail=detail)
+            log.warning("%s: targeted fetch of %s: %s", ctx.component, coid, detail)
+            return
+        ctx.monitor.record_fetch_result(coid, ok=True, detail=found)
 
 
 class DriftLoop:
@@ -416,10 +424,10 @@ class DriftLoop:
         now_ms = ctx.clock.now_ms()
         for row in check.confirmed:
             detail = f"position drift on {ctx.name} beyond {ctx.detector.tolerance}: {row.describe()}"
-            await control.open_discrepancy(ctx.name, f"drift:{row.inst_id}", detail, now_ms)
-            await ctx.alert("critical", f"drift:{row.inst_id}", f"{ctx.name}: position drift", detail)
+            await control.open_discrepancy(ctx.name, drift_key(row.inst_id), detail, now_ms)
+            await ctx.alert("critical", drift_key(row.inst_id), f"{ctx.name}: position drift", detail)
             await ctx.pause_venue(detail, PAUSE_SOURCE_DRIFT)
         for key in stale_drift_keys(await control.discrepancies(ctx.name), check):
             if await control.close_discrepancy(ctx.name, key):
                 await ctx.alert("info", key, f"{ctx.name}: position drift resolved",
-                                f"{key.removeprefix('drift:')}: venue and Redis agree again")
+                                f"{discrepancy_subject(key, DRIFT)}: venue and Redis agree again")

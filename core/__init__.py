@@ -66,7 +66,7 @@ from tradetree.core.names import (
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.snapshot import collect_snapshot
-from tradetree.core.store import RedisStore
+from tradetree.core.store import AuditEntry, RedisStore
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.text import as_text
 from tradetree.core.types import (
@@ -100,6 +100,7 @@ __all__ = [
     "ActorDied",
     "ActorNameTaken",
     "ActorNotFound",
+    "AuditEntry",
     "BackendError",
     "BackoffPolicy",
     "Bar",

@@ -98,8 +98,7 @@ class ControlState:
         return bool(await self._do(self.client.hdel(self.keys.ctl_discrepancy(venue), key)))
 
     async def discrepancies(self, venue: str) -> dict[str, dict[str, Any]]:
-        raw = await self._do(self.client.hgetall(self.keys.ctl_discrepancy(venue)))
-        return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
+        return _json_map(await self._do(self.client.hgetall(self.keys.ctl_discrepancy(venue))))
 
     # -- venue pause ----------------------------------------------------------
 
@@ -135,7 +134,7 @@ class ControlState:
 
     async def venue_pauses(self, venue: str) -> dict[str, dict[str, Any]]:
         """The pauses held on ``venue``, per source: ``{source: {"reason", "since_ms"}}``."""
-        return _pauses(await self._do(self.client.hgetall(self.keys.ctl_venue_pause(venue))))
+        return _json_map(await self._do(self.client.hgetall(self.keys.ctl_venue_pause(venue))))
 
     async def venue_pause(self, venue: str) -> str | None:
         """Why ``venue`` is paused (every source's reason, oldest first), or None if it is not."""
@@ -152,8 +151,7 @@ class ControlState:
         return bool(await self._do(self.client.hdel(self.keys.ctl_breakers, name)))
 
     async def breakers(self) -> dict[str, dict[str, Any]]:
-        raw = await self._do(self.client.hgetall(self.keys.ctl_breakers))
-        return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
+        return _json_map(await self._do(self.client.hgetall(self.keys.ctl_breakers)))
 
     # -- why a strategy is paused -----------------------------------------------
 
@@ -187,18 +185,19 @@ class ControlState:
         pipe.hgetall(self.keys.ctl_venue_pause(venue))
         pipe.hgetall(self.keys.ctl_breakers)
         verified, disc, pause, breakers = await self._do(pipe.execute())
-        pauses = _pauses(pause)
+        pauses = _json_map(pause)
         return ControlSnapshot(
             venue=venue,
             verified_at_ms=int(verified) if verified is not None else None,
-            discrepancies={as_text(k): json.loads(as_text(v)) for k, v in disc.items()},
+            discrepancies=_json_map(disc),
             venue_pause=_pause_text(pauses),
             venue_pauses=pauses,
-            breakers={as_text(k): json.loads(as_text(v)) for k, v in breakers.items()},
+            breakers=_json_map(breakers),
         )
 
 
-def _pauses(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+def _json_map(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    """A hash of JSON values (discrepancies, pauses, breakers) as field -> decoded value."""
     return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
 
 

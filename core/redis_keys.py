@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 
-from tradetree.core.types import escape_component, position_id
+from tradetree.core.types import escape_component
 
 __all__ = ["NAMESPACE_PATTERN", "RedisKeys", "escape_component"]
 
@@ -131,10 +131,6 @@ class RedisKeys:
 
     # -- positions -------------------------------------------------------------
 
-    @staticmethod
-    def position_id(strategy_id: str, venue: str, inst_id: str) -> str:
-        return position_id(strategy_id, venue, inst_id)  # the naming rule lives with the domain types
-
     def position(self, position_id: str) -> str:
         return f"{self._p}pos:{position_id}"
 
@@ -210,27 +206,27 @@ class RedisKeys:
 
     def kill_progress(self, scope: str) -> str:
         """``scope`` is ``risk.kill_switch.kill_scope``'s, already escaped."""
-        return f"{self._p}ctl:kill:{scope}"
+        return self._ctl("kill", scope)
 
     def kill_log(self, scope: str) -> str:
-        return f"{self._p}ctl:kill_log:{scope}"
+        return self._ctl("kill_log", scope)
 
     @property
     def kills(self) -> str:
-        return self._p + "ctl:kills"
+        return self._ctl("kills")
 
     @property
     def kill_lease(self) -> str:
-        return self._p + "ctl:kill_lease"
+        return self._ctl("kill_lease")
 
     def risk_pnl_day(self, day: str) -> str:
         """Day baselines of the UTC day ``day`` (``YYYYMMDD``, ``risk.day_pnl.utc_day``)."""
-        return f"{self._p}ctl:risk_pnl_day:{day}"
+        return self._ctl("risk_pnl_day", day)
 
     @property
     def risk_cursor(self) -> str:
-        return self._p + "ctl:risk_cursor"
+        return self._ctl("risk_cursor")
 
     @property
     def risk_streaks(self) -> str:
-        return self._p + "ctl:risk_streaks"
+        return self._ctl("risk_streaks")

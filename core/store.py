@@ -52,7 +52,7 @@ from tradetree.core.redis_keys import RedisKeys
 # Short local names: every reader in this module decodes, and helpers adding methods use them.
 from tradetree.core.text import as_opt_text as _opt_text
 from tradetree.core.text import as_text as _text
-from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState
+from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState, position_id
 
 __all__ = [
     "ATOMS_PER_UNIT",
@@ -230,6 +230,13 @@ def _money(text: str) -> Decimal:
 
 def _int(text: str) -> int:
     return int(Decimal(text))
+
+
+def _applied_size(raw: Any) -> Decimal:
+    """An order's applied size from its stored atoms: the ``order_applied`` key as Redis or the
+    apply script returns it (None or '': no fill counted against the order)."""
+    text = _opt_text(raw)
+    return from_atoms(_int(text)) if text else Decimal(0)
 
 
 def _position_from_fields(
@@ -415,13 +422,13 @@ class RedisStore:
 
         The script computes a whole slice before it writes any of it, so a slice
         the script fails (a bug, a key of the wrong type) writes nothing: no fill
-        is left marked applied without its position.
+        is left marked applied without its position. Such a slice is then sent
+        again one fill per call, so only the fill that fails alone gets the
+        ``StoreError`` and the others are applied.
 
         Raises:
             StoreUnavailable: Redis does not answer (any fill of the page may or
                 may not have been applied; delivering them again is safe).
-            StoreError: Redis failed the call as a whole (nothing of that slice was
-                written; earlier slices of the page were applied).
         """
         results: list[FillResult | StoreError | ValueError | None] = [None] * len(fills)
         pending: list[tuple[tuple[int, str], int, list[str]]] = []
@@ -435,28 +442,63 @@ class RedisStore:
                 continue
             pending.append(((fill.ts_ms, fill_id), i, args))
         pending.sort(key=lambda p: p[0])
-        keys = self._keys
-        script_keys = [keys.positions, keys.audit, keys.fill_layers]
-        head = [keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
+        head = [self._keys.prefix, str(self._clock.now_ms()), str(MAX_EXACT_ATOMS), UNATTRIBUTED_STRATEGY]
         for start in range(0, len(pending), _FILLS_PER_CALL):
             page = pending[start:start + _FILLS_PER_CALL]
-            args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
-            if _FAIL_AFTER_FOR_TESTS is not None:
-                args.append(str(_FAIL_AFTER_FOR_TESTS))
-            what = (
-                f"applying fill {fills[page[0][1]][0].key}"
-                if len(page) == 1
-                else f"applying {len(page)} fills"
-            )
-            with _translate(what):
-                raw = await self._apply_fill(keys=script_keys, args=args)
             try:
-                replies = json.loads(raw)
-            except (TypeError, ValueError) as exc:
-                raise StoreError(f"apply_fill script returned {raw!r}") from exc
-            for (_, i, _), reply in zip(page, replies, strict=True):
-                results[i] = self._fill_result(fills[i][0], reply)
-        return [r for r in results if r is not None]
+                page_results = await self._apply_page(fills, page, head)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                if len(page) == 1:
+                    page_results = [exc]
+                else:
+                    # One corrupted key (or a script bug one fill trips) must not keep every other
+                    # fill of the slice out: the poller would re-fetch the same page from its stuck
+                    # cursor and fail again, forever. The slice wrote nothing, so it is retried one
+                    # fill per call (same call tokens), and only a fill that fails alone fails.
+                    log.warning("%s; applying its %d fills one per call", exc, len(page))
+                    page_results = []
+                    for entry in page:
+                        try:
+                            page_results += await self._apply_page(fills, [entry], head)
+                        except StoreUnavailable:
+                            raise
+                        except StoreError as alone:
+                            page_results.append(alone)
+            for (_, i, _), result in zip(page, page_results, strict=True):
+                results[i] = result
+        done = [r for r in results if r is not None]
+        assert len(done) == len(fills), "entry i of apply_fills' answer is fill i's result"
+        return done
+
+    async def _apply_page(
+        self, fills: Sequence[tuple[Fill, Instrument]], page: list[tuple[tuple[int, str], int, list[str]]],
+        head: list[str],
+    ) -> list[FillResult | StoreError]:
+        """One script call over ``page`` (entries of ``apply_fills``' sorted list); entry i of the
+        answer is page entry i's result.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+            StoreError: the script failed the call (it wrote nothing), or its reply is not one
+                reply per fill (sent again with the same call tokens, a fill it did write
+                answers as applied).
+        """
+        keys = self._keys
+        args = [*head, json.dumps([fill_args for _, _, fill_args in page], separators=(",", ":"))]
+        if _FAIL_AFTER_FOR_TESTS is not None:
+            args.append(str(_FAIL_AFTER_FOR_TESTS))
+        what = f"applying fill {fills[page[0][1]][0].key}" if len(page) == 1 else f"applying {len(page)} fills"
+        with _translate(what):
+            raw = await self._apply_fill(keys=[keys.positions, keys.audit, keys.fill_layers], args=args)
+        try:
+            replies = json.loads(raw)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"apply_fill script returned {raw!r}") from exc
+        if not isinstance(replies, list) or len(replies) != len(page):
+            raise StoreError(f"apply_fill script returned {raw!r} for a page of {len(page)} fills")
+        return [self._fill_result(fills[i][0], reply) for (_, i, _), reply in zip(page, replies, strict=True)]
 
     def _fill_args(self, fill: Fill, instrument: Instrument, call_token: str) -> tuple[str, list[str]]:
         """(fill id, the script's 19 strings for ``fill``); raises what ``apply_fill`` documents."""
@@ -528,7 +570,7 @@ class RedisStore:
             applied=applied_ok,
             strategy_id=strategy,
             position=_position_from_fields(fields, strategy, fill.venue, fill.inst_id),
-            order_applied_size=from_atoms(_int(applied)) if applied else Decimal(0),
+            order_applied_size=_applied_size(applied),
         )
 
     @staticmethod
@@ -594,7 +636,7 @@ class RedisStore:
         """Sum of the sizes of applied fills counted against the order (0 if none)."""
         with _translate(f"reading applied size of order {client_order_id}"):
             raw = await self._client.get(self._keys.order_applied(client_order_id))
-        return from_atoms(int(_text(raw))) if raw is not None else Decimal(0)
+        return _applied_size(raw)
 
     async def audit_entries(self, count: int | None = None) -> list[AuditEntry]:
         """The audit stream, oldest first: all of it, or its ``count`` most recent entries."""
@@ -789,19 +831,7 @@ class RedisStore:
         Tracked is not the same as live at the venue: a filled or canceled
         order stays tracked until the poller untracks it.
         """
-        keys = self._keys
-        with _translate("reading open orders"):
-            coids = await self._tracked_order_ids(venue)
-            if not coids:
-                return []
-            async with self._client.pipeline(transaction=False) as pipe:
-                for coid in coids:
-                    pipe.hget(keys.order(coid), "json")
-                raw = await pipe.execute()
-        orders = [Order.model_validate_json(_text(r)) for r in raw if r is not None]
-        if strategy_id is not None:
-            orders = [o for o in orders if o.strategy_id == strategy_id]
-        return sorted(orders, key=lambda o: (o.created_ms, o.client_order_id))
+        return [order for order, _ in await self.open_orders_with_applied(venue, strategy_id)]
 
     async def open_orders_with_applied(
         self, venue: str | None = None, strategy_id: str | None = None
@@ -809,13 +839,12 @@ class RedisStore:
         """The tracked orders (as ``open_orders``), each with its applied size.
 
         With a ``venue``, two round trips whatever the number of orders (the
-        open set, then one pipeline of snapshots and applied sizes), where
-        ``open_orders`` plus ``applied_size`` per order took one more per order;
-        the pairs also come from one moment, so a checker never compares a
-        snapshot with an applied size read much later.
+        open set, then one pipeline of snapshots and applied sizes); the pairs
+        also come from one moment, so a checker never compares a snapshot with
+        an applied size read much later.
         """
         keys = self._keys
-        with _translate("reading open orders with applied sizes"):
+        with _translate("reading open orders"):
             coids = await self._tracked_order_ids(venue)
             if not coids:
                 return []
@@ -825,12 +854,12 @@ class RedisStore:
                     pipe.get(keys.order_applied(coid))
                 raw = await pipe.execute()
         pairs = []
-        for snapshot, applied in zip(raw[::2], raw[1::2]):
+        for snapshot, applied in zip(raw[::2], raw[1::2], strict=True):
             if snapshot is None:
                 continue
             order = Order.model_validate_json(_text(snapshot))
             if strategy_id is None or order.strategy_id == strategy_id:
-                pairs.append((order, from_atoms(int(_text(applied))) if applied is not None else Decimal(0)))
+                pairs.append((order, _applied_size(applied)))
         return sorted(pairs, key=lambda p: (p[0].created_ms, p[0].client_order_id))
 
     async def exposure(
@@ -873,7 +902,7 @@ class RedisStore:
         keys = self._keys
         with _translate(f"reading position {strategy_id} {venue}:{inst_id}"):
             raw = await self._client.hgetall(
-                keys.position(keys.position_id(strategy_id, venue, inst_id))
+                keys.position(position_id(strategy_id, venue, inst_id))
             )
         return _position_from_fields(_text_map(raw), strategy_id, venue, inst_id)
 

@@ -8,6 +8,7 @@
   again before a fill-health pause is lifted, and its one schedule state machine.
 - ``poll_plan``: the rest of a poll cycle (instruments, the cursor rule end to
   end, the untrack guard's last step, targeted fetches) and ``PollOutcome``.
+- ``discrepancy_keys``: the keys of the discrepancies the reconciler opens in Redis.
 - ``anomalies``: which findings are alerted now (dedup, poll outage once).
 - ``probes``: the reconciler's health probes as verdicts, thresholds in one place.
 
@@ -32,7 +33,6 @@ from tradetree.execution.canary import (
     CANARY_ORDER_PREFIX,
     CANARY_STRATEGY_ID,
     CanaryOutcome,
-    CanarySchedule,
     CanaryState,
     CanaryStep,
     CanaryStepKind,
@@ -47,10 +47,10 @@ from tradetree.execution.canary import (
     leftover_close,
     leftover_positions,
     legs_complete,
-    may_lift_pause,
     plan_canary_tick,
     unsettled_canary,
 )
+from tradetree.execution.discrepancy_keys import DRIFT, FILL_GAP, discrepancy_subject, drift_key, fill_gap_key
 from tradetree.execution.drift import (
     DriftCheck,
     DriftDetector,
@@ -61,14 +61,12 @@ from tradetree.execution.drift import (
     drift_inputs,
     drift_outcome,
     expected_positions,
-    flight_rows,
     in_flight_fills,
     reports_positions,
     stale_drift_keys,
 )
 from tradetree.execution.fill_health import (
     WS_FLOW_KEY,
-    AppliedFillRecord,
     FillGap,
     FillHealthAction,
     FillHealthActionKind,
@@ -92,7 +90,6 @@ from tradetree.execution.poll_plan import (
     PollOutcome,
     cursor_ms_of,
     cursor_to_write,
-    fills_of_order,
     poll_instruments,
     targeted_fetch_since,
     untrack_now,
@@ -121,19 +118,22 @@ from tradetree.execution.reconciliation import (
     TrackedOrder,
     advance_cursor,
     fetch_since_ms,
+    plan_fills,
     plan_orders,
-    plan_poll_fills,
 )
 from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_reduce_only
 
 __all__ = [
+    "DRIFT",
+    "FILL_GAP",
+    "discrepancy_subject",
+    "drift_key",
+    "fill_gap_key",
     "WsStatus",
     "AnomalyAlerts",
-    "AppliedFillRecord",
     "CANARY_ORDER_PREFIX",
     "CANARY_STRATEGY_ID",
     "CanaryOutcome",
-    "CanarySchedule",
     "CanaryState",
     "CanaryStep",
     "CanaryStepKind",
@@ -179,21 +179,18 @@ __all__ = [
     "fetch_since_ms",
     "fills_flowing_probe",
     "fills_flowing_problems",
-    "fills_of_order",
     "first_leg_side",
-    "flight_rows",
     "gap_backdates",
     "in_flight_fills",
     "judge",
     "leftover_close",
     "leftover_positions",
     "legs_complete",
-    "may_lift_pause",
     "no_drift_probe",
     "observations_of",
     "plan_canary_tick",
     "plan_orders",
-    "plan_poll_fills",
+    "plan_fills",
     "poll_fresh_ms",
     "poll_fresh_probe",
     "poll_instruments",

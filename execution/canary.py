@@ -21,7 +21,7 @@ This module holds the decisions, pure; ``actors.reconciler`` does the I/O:
 - ``judge``: the verdict from the layers that delivered the fills;
   ``legs_complete`` and ``describe_fills`` what it is judged on and how it reads;
 - ``CanaryState``: the one state machine of when the next round trip is due
-  (interval, doubling backoff), held by ``CanarySchedule``;
+  (interval, doubling backoff), held by the reconciler's canary loop;
 - ``plan_canary_tick`` and ``unsettled_canary``: whether a tick runs a round
   trip, waits, or settles an earlier one first.
 """
@@ -43,7 +43,6 @@ __all__ = [
     "CANARY_ORDER_PREFIX",
     "CanaryVerdict",
     "CanaryOutcome",
-    "CanarySchedule",
     "CanaryState",
     "CanaryStep",
     "CanaryStepKind",
@@ -51,7 +50,6 @@ __all__ = [
     "describe_fills",
     "leftover_positions",
     "legs_complete",
-    "may_lift_pause",
     "plan_canary_tick",
     "unsettled_canary",
     "canary_active",
@@ -202,7 +200,7 @@ def judge(expected_trades: int, trade_layers: Mapping[str, FillLayer], ws_delive
 @dataclass(frozen=True)
 class CanaryState:
     """The canary's schedule as a value: when the next round trip is due (monotonic seconds) and
-    the backoff. Every transition returns a new state; ``CanarySchedule`` holds the current one.
+    the backoff. Every transition returns a new state; the canary loop holds the current one.
 
     ``armed(now)`` when the venue is seen paused (the first round trip is due
     ``interval_secs`` later; arming again changes nothing); ``disarmed()`` when
@@ -213,7 +211,6 @@ class CanaryState:
 
     base_interval_secs: float
     max_interval_secs: float
-    interval_secs: float
     next_at: float | None = None
     failures_in_row: int = 0
 
@@ -222,12 +219,17 @@ class CanaryState:
         """Raises ValueError: a non-positive interval, or a maximum below the interval."""
         if interval_secs <= 0 or max_interval_secs < interval_secs:
             raise ValueError("canary intervals must be positive and the maximum at least the interval")
-        return cls(interval_secs, max_interval_secs, interval_secs)
+        return cls(interval_secs, max_interval_secs)
 
     @property
     def backoff(self) -> BackoffPolicy:
         """The doubling as the shared policy: after ``k`` failures in a row the interval is its ``ceiling(k)``."""
         return BackoffPolicy(base_secs=self.base_interval_secs, cap_secs=self.max_interval_secs)
+
+    @property
+    def interval_secs(self) -> float:
+        """The wait before the next round trip: the base interval doubled per failure in a row, capped."""
+        return self.backoff.ceiling(self.failures_in_row)
 
     @property
     def is_armed(self) -> bool:
@@ -237,65 +239,15 @@ class CanaryState:
         return self if self.next_at is not None else replace(self, next_at=now + self.interval_secs)
 
     def disarmed(self) -> CanaryState:
-        return replace(self, next_at=None, interval_secs=self.base_interval_secs, failures_in_row=0)
+        return replace(self, next_at=None, failures_in_row=0)
 
     def due(self, now: float) -> bool:
         return self.next_at is not None and now >= self.next_at
 
     def after(self, now: float, verdict: CanaryVerdict) -> CanaryState:
-        if verdict is CanaryVerdict.WS:
-            return replace(self, failures_in_row=0, interval_secs=self.base_interval_secs,
-                           next_at=now + self.base_interval_secs)
-        failures = self.failures_in_row + 1
-        interval = self.backoff.ceiling(failures)
-        return replace(self, failures_in_row=failures, interval_secs=interval, next_at=now + interval)
-
-
-class CanarySchedule:
-    """The current ``CanaryState`` of one reconciler, with the transitions applied in place.
-
-    Raises:
-        ValueError: a non-positive interval, or a maximum below the interval.
-    """
-
-    def __init__(self, interval_secs: float, max_interval_secs: float) -> None:
-        self.state = CanaryState.initial(interval_secs, max_interval_secs)
-
-    @property
-    def base_interval_secs(self) -> float:
-        return self.state.base_interval_secs
-
-    @property
-    def max_interval_secs(self) -> float:
-        return self.state.max_interval_secs
-
-    @property
-    def interval_secs(self) -> float:
-        return self.state.interval_secs
-
-    @property
-    def next_at(self) -> float | None:
-        return self.state.next_at
-
-    @property
-    def failures_in_row(self) -> int:
-        return self.state.failures_in_row
-
-    @property
-    def armed(self) -> bool:
-        return self.state.is_armed
-
-    def arm(self, now: float) -> None:
-        self.state = self.state.armed(now)
-
-    def disarm(self) -> None:
-        self.state = self.state.disarmed()
-
-    def due(self, now: float) -> bool:
-        return self.state.due(now)
-
-    def record(self, now: float, verdict: CanaryVerdict) -> None:
-        self.state = self.state.after(now, verdict)
+        failures = 0 if verdict is CanaryVerdict.WS else self.failures_in_row + 1
+        state = replace(self, failures_in_row=failures)
+        return replace(state, next_at=now + state.interval_secs)
 
 
 class CanaryStepKind(str, enum.Enum):
@@ -351,12 +303,6 @@ def unsettled_canary(orders: Iterable[tuple[Order, Decimal]]) -> str:
 def leftover_positions(positions: Iterable[Position], venue: str) -> list[Position]:
     """The ``_canary`` positions of ``venue`` an interrupted round trip left open (non-zero)."""
     return [p for p in positions if p.venue == venue and p.qty != 0]
-
-
-def may_lift_pause(verdict: CanaryVerdict, probe_problems: Iterable[str]) -> bool:
-    """The canary lifts its venue's fill-health pause only when the WS delivered its fills and
-    the ``fills_flowing_ws`` probe (``probe_problems``: why it fails) passes as well."""
-    return verdict is CanaryVerdict.WS and not list(probe_problems)
 
 
 def legs_complete(applied: Iterable[Decimal], venue_filled: Iterable[Decimal]) -> bool:

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradetree.core import Instrument, InstrumentKind, Order, Position
+from tradetree.execution.discrepancy_keys import DRIFT, discrepancy_subject
 
 __all__ = [
     "DriftInputs",
@@ -43,7 +44,6 @@ __all__ = [
     "RedisSide",
     "drift_inputs",
     "drift_outcome",
-    "flight_rows",
     "reports_positions",
     "stale_drift_keys",
     "InstrumentDrift",
@@ -136,18 +136,18 @@ def expected_positions(
     return total
 
 
-def in_flight_fills(orders: Iterable[tuple[str, int, Decimal, Decimal]]) -> dict[str, Decimal]:
+def in_flight_fills(orders: Iterable[tuple[Order, Decimal]]) -> dict[str, Decimal]:
     """Signed quantity per instrument that the venue has filled and Redis has not applied yet.
 
-    ``orders`` yields ``(inst_id, side_sign, venue_filled, applied)``; only
-    positive shortfalls count (over-applied orders are the fill-health
-    monitor's concern, not an excuse for drift).
+    ``orders``: tracked orders (their ``filled_size`` is the venue's) paired
+    with their applied sizes; only positive shortfalls count (over-applied
+    orders are the fill-health monitor's concern, not an excuse for drift).
     """
     flight: dict[str, Decimal] = {}
-    for inst_id, sign, venue_filled, applied in orders:
-        missing = venue_filled - applied
+    for order, applied in orders:
+        missing = order.filled_size - applied
         if missing > 0:
-            flight[inst_id] = flight.get(inst_id, Decimal(0)) + sign * missing
+            flight[order.inst_id] = flight.get(order.inst_id, Decimal(0)) + order.side.sign * missing
     return flight
 
 
@@ -238,11 +238,6 @@ class DriftOutcome(BaseModel):
     error: str = ""
 
 
-def flight_rows(orders: Iterable[tuple[Order, Decimal]]) -> list[tuple[str, int, Decimal, Decimal]]:
-    """``in_flight_fills``' rows from tracked orders paired with their applied sizes."""
-    return [(o.inst_id, o.side.sign, o.filled_size, applied) for o, applied in orders]
-
-
 def reports_positions(inst_id: str, instruments: Mapping[str, Instrument], venue_positions: Mapping[str, Decimal]) -> bool:
     """Whether the venue reports a position for ``inst_id``: a swap does, spot does not; an
     instrument the venue did not list counts when the venue reported a position for it."""
@@ -279,9 +274,9 @@ def drift_inputs(venue: str, before: RedisSide, after: RedisSide, instruments: M
         return reports_positions(inst_id, instruments, venue_positions)
 
     expected = expected_positions(before.positions, venue, include=include)
-    flight = {k: v for k, v in in_flight_fills(flight_rows(before.orders)).items() if include(k)}
+    flight = {k: v for k, v in in_flight_fills(before.orders).items() if include(k)}
     expected_after = expected_positions(after.positions, venue, include=include)
-    for inst_id, qty in in_flight_fills(flight_rows(after.orders)).items():
+    for inst_id, qty in in_flight_fills(after.orders).items():
         if include(inst_id):
             expected_after[inst_id] = expected_after.get(inst_id, Decimal(0)) + qty
     return DriftInputs(expected=expected, in_flight=flight, expected_after=expected_after)
@@ -293,7 +288,7 @@ def stale_drift_keys(open_keys: Iterable[str], check: DriftCheck) -> list[str]:
     Ones opened before a restart included: the detector's memory is in-process, Redis's is not.
     """
     beyond = set(check.suspected) | set(check.drifting)
-    return [k for k in open_keys if k.startswith("drift:") and k.removeprefix("drift:") not in beyond]
+    return [k for k in open_keys if (inst := discrepancy_subject(k, DRIFT)) is not None and inst not in beyond]
 
 
 def drift_outcome(started_ms: int, check: DriftCheck, error: str = "") -> DriftOutcome:

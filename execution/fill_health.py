@@ -43,11 +43,11 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core import FillLayer, Order
+from tradetree.core import AuditEntry, FillLayer, Order
+from tradetree.execution.discrepancy_keys import FILL_GAP, discrepancy_subject, fill_gap_key
 
 __all__ = [
     "WS_FLOW_KEY",
-    "AppliedFillRecord",
     "gap_backdates",
     "observations_of",
     "stale_gap_keys",
@@ -78,8 +78,9 @@ class FillHealthAction(BaseModel):
     model_config = _FROZEN
 
     kind: FillHealthActionKind
-    key: str  # stable id of the condition, e.g. "fill_gap:<coid>": alert dedup and discrepancy key
+    key: str  # stable id of the condition, e.g. fill_gap_key(coid): alert dedup (and discrepancy) key
     client_order_id: str | None = None
+    opens_discrepancy: bool = False  # an ALERT whose condition is also recorded in Redis under ``key``
     inst_id: str | None = None
     detail: str = ""
 
@@ -192,7 +193,7 @@ class FillHealthMonitor:
             state = self._orders.pop(coid)
             if state.episode_target is not None:
                 actions.append(FillHealthAction(
-                    kind=FillHealthActionKind.RESOLVED, key=f"fill_gap:{coid}", client_order_id=coid,
+                    kind=FillHealthActionKind.RESOLVED, key=fill_gap_key(coid), client_order_id=coid,
                     inst_id=state.inst_id,
                     detail="order left the polling set (its fills add up)",
                 ))
@@ -211,7 +212,7 @@ class FillHealthMonitor:
         # an open episode ends once the applied fills reach its level
         if st.episode_target is not None and obs.applied >= st.episode_target:
             actions.append(FillHealthAction(
-                kind=FillHealthActionKind.RESOLVED, key=f"fill_gap:{coid}", client_order_id=coid, inst_id=inst_id,
+                kind=FillHealthActionKind.RESOLVED, key=fill_gap_key(coid), client_order_id=coid, inst_id=inst_id,
                 detail=f"applied fills reached {obs.applied} (venue filled {obs.venue_filled})",
             ))
             st.episode_target = None
@@ -241,9 +242,9 @@ class FillHealthMonitor:
         )
         # The alert goes first: the fetch may take up to the HTTP timeout.
         actions = [
-            FillHealthAction(kind=FillHealthActionKind.ALERT, key=f"fill_gap:{coid}", client_order_id=coid,
-                             inst_id=inst_id, detail=f"fill gap: {detail}"),
-            FillHealthAction(kind=FillHealthActionKind.TARGETED_FETCH, key=f"fill_gap:{coid}", client_order_id=coid,
+            FillHealthAction(kind=FillHealthActionKind.ALERT, key=fill_gap_key(coid), client_order_id=coid,
+                             inst_id=inst_id, detail=f"fill gap: {detail}", opens_discrepancy=True),
+            FillHealthAction(kind=FillHealthActionKind.TARGETED_FETCH, key=fill_gap_key(coid), client_order_id=coid,
                              inst_id=inst_id, detail=detail),
         ]
         self._episodes.append(now)
@@ -281,7 +282,7 @@ class FillHealthMonitor:
             st.fetch_done = False
             self.targeted_fetches += 1
             actions.append(FillHealthAction(
-                kind=FillHealthActionKind.TARGETED_FETCH, key=f"fill_gap:{coid}", client_order_id=coid,
+                kind=FillHealthActionKind.TARGETED_FETCH, key=fill_gap_key(coid), client_order_id=coid,
                 inst_id=inst_id, detail=f"retry: applied {obs.applied} of {st.episode_target}",
             ))
         return actions
@@ -437,24 +438,15 @@ def observations_of(orders: Iterable[tuple[Order, Decimal]]) -> list[OrderFillOb
     ]
 
 
-@dataclass(frozen=True)
-class AppliedFillRecord:
-    """One audit-stream entry, as far as the WS-flow evidence needs it."""
-
-    venue: str
-    layer: FillLayer
-    applied_ms: int
-
-
-def unmatched_in_audit(venue: str, entries: Iterable[AppliedFillRecord], now_secs: float, now_ms: int) -> list[float]:
+def unmatched_in_audit(venue: str, entries: Iterable[AuditEntry], now_secs: float, now_ms: int) -> list[float]:
     """Monotonic times of ``venue``'s fills applied by poll/health after the last fill the WS
     applied: the WS-flow evidence a previous incarnation saw (for ``seed_unmatched``)."""
-    mine = [e for e in entries if e.venue == venue]
-    last_ws = max((e.applied_ms for e in mine if e.layer is FillLayer.WS), default=None)
+    mine = [e for e in entries if e.fill.venue == venue]
+    last_ws = max((e.applied_ms for e in mine if e.fill.layer is FillLayer.WS), default=None)
     return [
         now_secs - (now_ms - e.applied_ms) / 1000
         for e in mine
-        if e.layer is not FillLayer.WS and (last_ws is None or e.applied_ms > last_ws)
+        if e.fill.layer is not FillLayer.WS and (last_ws is None or e.applied_ms > last_ws)
     ]
 
 
@@ -466,9 +458,9 @@ def gap_backdates(open_discrepancies: Mapping[str, Mapping[str, object]], now_se
     restart): its discrepancy's ``since_ms`` says since when.
     """
     return {
-        key.removeprefix("fill_gap:"): now_secs - (now_ms - since_ms) / 1000
+        coid: now_secs - (now_ms - since_ms) / 1000
         for key, info in open_discrepancies.items()
-        if key.startswith("fill_gap:") and isinstance(since_ms := info.get("since_ms"), int)
+        if (coid := discrepancy_subject(key, FILL_GAP)) is not None and isinstance(since_ms := info.get("since_ms"), int)
     }
 
 
@@ -479,4 +471,4 @@ def stale_gap_keys(open_keys: Iterable[str], observations: Iterable[OrderFillObs
     closed while no reconciler ran would otherwise block the venue forever.
     """
     gapped = {o.client_order_id for o in observations if o.applied < o.venue_filled}
-    return [k for k in open_keys if k.startswith("fill_gap:") and k.removeprefix("fill_gap:") not in gapped]
+    return [k for k in open_keys if (coid := discrepancy_subject(k, FILL_GAP)) is not None and coid not in gapped]

@@ -9,8 +9,8 @@ the rest of a cycle, over plain snapshots, so the actor only does the I/O:
 - ``cursor_ms_of`` and ``cursor_to_write``: the cursor rule end to end (how
   far it moves after a fetch, and where a first cycle without fills starts it);
 - ``untrack_now``: the untrack guard's last step (below);
-- ``targeted_fetch_since`` and ``fills_of_order``: the fill-health layer's
-  fetch of one order's fills;
+- ``targeted_fetch_since``: where the fill-health layer's fetch of one
+  order's fills starts (``plan_fills`` with the order picks them);
 - ``PollOutcome``: what one cycle did.
 
 The untrack guard, whole: ``plan_orders`` only proposes orders the poller
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradetree.core import Fill, FillLayer, Order
+from tradetree.core import Fill, Order
 from tradetree.execution.reconciliation import advance_cursor
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "cursor_to_write",
     "untrack_now",
     "targeted_fetch_since",
-    "fills_of_order",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -108,20 +107,3 @@ def untrack_now(proposed: Iterable[str], snapshots: Mapping[str, Order], failed_
 def targeted_fetch_since(order: Order, overlap_ms: int) -> int:
     """Where a targeted fetch of ``order``'s fills starts: its creation less the overlap, at least 0."""
     return max(order.created_ms - overlap_ms, 0)
-
-
-def fills_of_order(venue: str, order: Order, fills: Iterable[Fill]) -> list[Fill]:
-    """The fills of ``order`` among ``fills``, tagged ``health``, in canonical order.
-
-    A fill belongs to it by client order id, or by venue order id once the
-    venue assigned one (a fill pushed without our id still counts).
-    """
-    mine = [
-        f if f.layer is FillLayer.HEALTH else f.model_copy(update={"layer": FillLayer.HEALTH})
-        for f in fills
-        if f.venue == venue and (
-            f.client_order_id == order.client_order_id
-            or (order.venue_order_id is not None and f.venue_order_id == order.venue_order_id)
-        )
-    ]
-    return sorted(mine, key=lambda f: (f.ts_ms, f.trade_id))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from tradetree.core import ProbeResult
+from tradetree.execution.discrepancy_keys import DRIFT, FILL_GAP, discrepancy_subject, fill_gap_key
 from tradetree.execution.fill_health import FillGap, WsFlowStatus
 from tradetree.execution.poll_plan import PollOutcome
 from tradetree.execution.reconciliation import ReconcilerConfig
@@ -78,16 +79,16 @@ def timers_probe(dead: Sequence[str], last: PollOutcome | None, now_ms: int, con
 
 
 def rest_probe(last: PollOutcome | None, now_ms: int, config: ReconcilerConfig) -> ProbeResult:
-    """The last poll cycle succeeded and is fresh."""
+    """The last poll cycle succeeded and is fresh (``poll_recent``); the detail says which it is not."""
+    if poll_recent(last, now_ms, config):
+        return ProbeResult(name="rest", liveness=False, ok=True)
     if last is None:
-        return ProbeResult(name="rest", liveness=False, ok=False, detail="no poll cycle yet")
-    if not last.ok:
-        return ProbeResult(name="rest", liveness=False, ok=False,
-                           detail=f"last poll failed: {'; '.join(last.errors)}"[:500])
-    if now_ms - last.started_ms > poll_fresh_ms(config):
-        return ProbeResult(name="rest", liveness=False, ok=False,
-                           detail=f"last poll cycle {now_ms - last.started_ms} ms ago")
-    return ProbeResult(name="rest", liveness=False, ok=True)
+        detail = "no poll cycle yet"
+    elif not last.ok:
+        detail = f"last poll failed: {'; '.join(last.errors)}"[:500]
+    else:
+        detail = f"last poll cycle {now_ms - last.started_ms} ms ago"
+    return ProbeResult(name="rest", liveness=False, ok=False, detail=detail)
 
 
 def poll_fresh_probe(verified_ms: int | None, now_ms: int, config: ReconcilerConfig, *,
@@ -115,9 +116,9 @@ def fills_flowing_problems(overdue: Sequence[FillGap], flow: WsFlowStatus, open_
     """
     problems = [f"{g.client_order_id}: applied {g.applied} of {g.venue_filled} for {g.age_secs:.0f}s"
                 for g in overdue[:_MAX_GAPS_NAMED]]
-    watched = {f"fill_gap:{g.client_order_id}" for g in overdue}
+    watched = {fill_gap_key(g.client_order_id) for g in overdue}
     problems += [f"open discrepancy {k}" for k in open_keys
-                 if (k.startswith("fill_gap:") and k not in watched) or k.startswith("unknown")]
+                 if (discrepancy_subject(k, FILL_GAP) is not None and k not in watched) or k.startswith("unknown")]
     if not flow.flowing:
         problems.append(flow.detail)
     if not health_checked:
@@ -133,9 +134,9 @@ def no_drift_probe(drifting: Iterable[str], open_keys: Iterable[str], last_drift
                    config: ReconcilerConfig) -> ProbeResult:
     """No confirmed drift (in process, or as a ``drift:*`` discrepancy in Redis) and a fresh drift check."""
     drifting = set(drifting)
-    drift_keys = [k for k in open_keys if k.startswith(("drift:", "unknown"))]
+    drift_keys = [k for k in open_keys if discrepancy_subject(k, DRIFT) is not None or k.startswith("unknown")]
     if drifting or drift_keys:
-        names = sorted(drifting | {k.removeprefix("drift:") for k in drift_keys})
+        names = sorted(drifting | {discrepancy_subject(k, DRIFT) or k for k in drift_keys})
         return ProbeResult(name="no_drift", liveness=False, ok=False, detail=f"drift on {', '.join(names)}")
     if last_drift_ok_ms is None:
         return ProbeResult(name="no_drift", liveness=False, ok=False, detail="no drift check yet")

@@ -3,7 +3,7 @@
 The REST poller of one venue runs a cycle in two phases, and this module holds
 the decisions of both (no I/O, the clock is an argument):
 
-1. **Fills.** ``plan_poll_fills`` picks, from what the venue's trade history
+1. **Fills.** ``plan_fills`` picks, from what the venue's trade history
    returned since the cursor, the fills to apply (tagged ``poll``), in
    canonical order. After the caller applied them, ``advance_cursor`` says how
    far the cursor may move: only past fills that were applied (or found
@@ -41,7 +41,7 @@ __all__ = [
     "OrderLookup",
     "OrderDecision",
     "OrderPlan",
-    "plan_poll_fills",
+    "plan_fills",
     "advance_cursor",
     "fetch_since_ms",
     "plan_orders",
@@ -196,20 +196,30 @@ class OrderPlan(BaseModel):
 # -- phase 1: fills ------------------------------------------------------------------------
 
 
-def plan_poll_fills(venue: str, fills: Iterable[Fill]) -> tuple[Fill, ...]:
-    """The fills of ``venue`` to apply, tagged ``poll``, oldest first, each trade once.
+def plan_fills(venue: str, fills: Iterable[Fill], *, layer: FillLayer = FillLayer.POLL,
+               order: Order | None = None) -> tuple[Fill, ...]:
+    """The fills of ``venue`` to apply, tagged ``layer``, oldest first, each trade once.
 
     Fills of another venue are dropped (a mixed-up list is a caller bug and
     must not touch this venue's positions). Ordering is (ts_ms, trade_id);
-    a trade listed twice (pagination overlap) appears once.
+    a trade listed twice (pagination overlap) appears once. With an ``order``
+    (the fill-health layer's targeted fetch), only that order's fills: by
+    client order id, or by venue order id once the venue assigned one (a fill
+    pushed without our id still counts).
     """
     unique: dict[str, Fill] = {}
     for fill in fills:
-        if fill.venue != venue:
+        if fill.venue != venue or (order is not None and not _of_order(fill, order)):
             continue
-        tagged = fill if fill.layer is FillLayer.POLL else fill.model_copy(update={"layer": FillLayer.POLL})
+        tagged = fill if fill.layer is layer else fill.model_copy(update={"layer": layer})
         unique.setdefault(tagged.key, tagged)
     return tuple(sorted(unique.values(), key=lambda f: (f.ts_ms, f.trade_id)))
+
+
+def _of_order(fill: Fill, order: Order) -> bool:
+    return fill.client_order_id == order.client_order_id or (
+        order.venue_order_id is not None and fill.venue_order_id == order.venue_order_id
+    )
 
 
 def advance_cursor(cursor_ms: int | None, planned: Sequence[Fill], stored_keys: Iterable[str]) -> int | None:

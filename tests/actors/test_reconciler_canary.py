@@ -173,8 +173,8 @@ async def _canary_orders(store) -> list[Order]:
 async def test_ws_delivering_the_canary_fills_lifts_the_fill_health_pause(reconciler, venue, store, control, clock):
     venue.net[SWAP.inst_id] = Decimal(-3)  # the account is net short: the first leg sells
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
-    await eventually(lambda: reconciler.canary_history, what="a canary round trip")
-    outcome = reconciler.canary_history[0]
+    await eventually(lambda: reconciler.canary.history, what="a canary round trip")
+    outcome = reconciler.canary.history[0]
     assert outcome.verdict is CanaryVerdict.WS and outcome.resumed
     assert outcome.first_side is Side.SELL and outcome.size == SWAP.min_size
     assert set(outcome.trade_layers.values()) == {FillLayer.WS}
@@ -187,10 +187,10 @@ async def test_ws_delivering_the_canary_fills_lifts_the_fill_health_pause(reconc
     assert await _canary_positions(store) == {SWAP.inst_id: Decimal(0)}
     assert venue.net[SWAP.inst_id] == Decimal(-3)
     assert [a[0] for a in reconciler.alerts.about("venue_resumed")] == ["info"]
-    assert reconciler.counters["venue_resumes"] == 1 and reconciler.counters["canary_ws"] == 1
+    assert reconciler.ctx.counters["venue_resumes"] == 1 and reconciler.ctx.counters["canary_ws"] == 1
     # Not paused any more: no further canary.
     sent = len(venue.sent)
-    await eventually(lambda: reconciler.counters["poll_cycles"] >= 10, what="more cycles")
+    await eventually(lambda: reconciler.ctx.counters["poll_cycles"] >= 10, what="more cycles")
     assert len(venue.sent) == sent
 
 
@@ -198,20 +198,20 @@ async def test_fills_arriving_by_poll_only_keep_the_venue_paused_and_back_off(re
                                                                               clock):
     venue.ws_works = False
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
-    await eventually(lambda: len(reconciler.canary_history) >= 2, timeout_secs=10, what="two canary round trips")
-    first, second = list(reconciler.canary_history)[:2]
+    await eventually(lambda: len(reconciler.canary.history) >= 2, timeout_secs=10, what="two canary round trips")
+    first, second = list(reconciler.canary.history)[:2]
     for outcome in (first, second):
         assert outcome.verdict is CanaryVerdict.NOT_WS and not outcome.resumed
         assert outcome.trade_layers and set(outcome.trade_layers.values()) == {FillLayer.POLL}
     assert (await control.venue_pauses("okx")).keys() == {PAUSE_SOURCE_FILL_HEALTH}
-    assert reconciler.canary_schedule.interval_secs > CONFIG.canary_interval_secs  # backed off
+    assert reconciler.canary.state.interval_secs > CONFIG.canary_interval_secs  # backed off
     failed_alerts = reconciler.alerts.about("canary_failed")
     assert len(failed_alerts) >= 2 and {a[0] for a in failed_alerts} == {"warning"}
     await eventually(lambda: _flat(store), what="the canary legs applied")
     # The WS comes back: the next round trip lifts the pause.
     venue.ws_works = True
     await eventually(lambda: _not_paused(control), timeout_secs=10, what="pause lifted")
-    assert reconciler.canary_history[-1].verdict is CanaryVerdict.WS
+    assert reconciler.canary.history[-1].verdict is CanaryVerdict.WS
     assert await _canary_positions(store) == {SWAP.inst_id: Decimal(0)}
 
 
@@ -225,14 +225,14 @@ async def _not_paused(control) -> bool:
 
 async def test_no_canary_for_another_source_or_with_the_kill_flag(reconciler, venue, store, control, clock):
     await control.pause_venue("okx", "position drift", clock.now_ms(), source=PAUSE_SOURCE_DRIFT)
-    await eventually(lambda: reconciler.counters["poll_cycles"] >= 10, what="cycles")
-    assert venue.sent == [] and not reconciler.canary_schedule.armed
+    await eventually(lambda: reconciler.ctx.counters["poll_cycles"] >= 10, what="cycles")
+    assert venue.sent == [] and not reconciler.canary.state.is_armed
     await store.set_kill_flag("operator stop", clock.now_ms())
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
-    await eventually(lambda: reconciler.canary_waiting.startswith("kill flag set"), what="canary held by the kill flag")
+    await eventually(lambda: reconciler.canary.waiting.startswith("kill flag set"), what="canary held by the kill flag")
     assert venue.sent == []
     await store.clear_kill_flag()
-    await eventually(lambda: reconciler.canary_history, what="a canary round trip")
+    await eventually(lambda: reconciler.canary.history, what="a canary round trip")
     # Only its own pause is lifted: the drift pause stays.
     assert (await control.venue_pauses("okx")).keys() == {PAUSE_SOURCE_DRIFT}
 
@@ -240,12 +240,12 @@ async def test_no_canary_for_another_source_or_with_the_kill_flag(reconciler, ve
 async def test_a_leg_left_by_a_failed_round_trip_is_closed_before_the_next(reconciler, venue, store, control, clock):
     venue.reject_reduce_only = True  # the way back is refused: the first leg stays open
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
-    await eventually(lambda: reconciler.canary_history, what="a canary round trip")
-    assert reconciler.canary_history[0].verdict is CanaryVerdict.FAILED
-    assert "OrderRejected" in reconciler.canary_history[0].detail
+    await eventually(lambda: reconciler.canary.history, what="a canary round trip")
+    assert reconciler.canary.history[0].verdict is CanaryVerdict.FAILED
+    assert "OrderRejected" in reconciler.canary.history[0].detail
     await eventually(lambda: _canary_positions_are(store, Decimal("0.01")), what="the first leg applied")
     venue.reject_reduce_only = False
-    await eventually(lambda: reconciler.counters["canary_leftovers_closed"] == 1, timeout_secs=10,
+    await eventually(lambda: reconciler.ctx.counters["canary_leftovers_closed"] == 1, timeout_secs=10,
                      what="the leftover leg closed")
     await eventually(lambda: _not_paused(control), timeout_secs=10, what="pause lifted by the next round trip")
     assert await _canary_positions(store) == {SWAP.inst_id: Decimal(0)}
@@ -286,8 +286,8 @@ async def _healthy(rec) -> bool:
 async def test_a_first_leg_that_never_fills_is_a_canary_timeout_not_a_venue_error(reconciler, venue, control, clock):
     venue.leave_working = True  # the venue answers every call; nothing fills
     await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
-    await eventually(lambda: reconciler.canary_history, what="a canary round trip")
-    outcome = reconciler.canary_history[0]
+    await eventually(lambda: reconciler.canary.history, what="a canary round trip")
+    outcome = reconciler.canary.history[0]
     assert outcome.verdict is CanaryVerdict.FAILED and not outcome.resumed
     assert outcome.detail.startswith("CanaryTimeout: the first leg") and "did not fill within" in outcome.detail
     assert len(venue.sent) == 1  # no way back for a leg that did not fill
@@ -305,4 +305,25 @@ async def test_a_canary_order_id_already_recorded_is_refused_before_sending(venu
     with pytest.raises(DuplicateClientOrderId, match="already recorded") as err:
         await rec.canary._send(SWAP, Side.BUY, SWAP.min_size, reduce_only=False)
     assert not isinstance(err.value, StoreError)
-    assert venue.sent == [] and rec.counters["canary_orders_sent"] == 0
+    assert venue.sent == [] and rec.ctx.counters["canary_orders_sent"] == 0
+
+
+async def test_a_crash_inside_a_round_trip_still_backs_off(venue, store, control, clock, monkeypatch):
+    rec = FillReconciler(VENUE, store=store, control=control, rest=venue, clock=clock, config=CONFIG)
+    await control.pause_venue("okx", "fills are not arriving on the WS", clock.now_ms(), source=PAUSE_SOURCE_FILL_HEALTH)
+    assert await rec.check_canary() is None  # armed: the first round trip is due an interval later
+    clock.advance(CONFIG.canary_interval_secs)
+    await rec.poll_once()  # the canary judges fills by the poller: it must be healthy
+    crashes = []
+
+    async def crash():
+        crashes.append(clock.monotonic())
+        raise RuntimeError("a bug in the round trip")
+
+    monkeypatch.setattr(rec.canary, "_round_trip", crash)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await rec.check_canary()
+    assert not rec.canary.in_flight and len(crashes) == 1
+    state = rec.canary.state
+    assert state.failures_in_row == 1 and state.interval_secs == 2 * CONFIG.canary_interval_secs
+    assert await rec.check_canary() is None and len(crashes) == 1  # not due again at once

@@ -139,7 +139,7 @@ INCIDENT = FAST.model_copy(update={"poll_interval_secs": 0.5, "fill_gap_alert_se
 async def test_incident_replay_poller_applies_the_fills_the_ws_dropped(sim, gateway, store, control):
     sim.faults.set_drop_fill_records(True)
     async with running(sim, store, control, config=INCIDENT) as reconciler:
-        await eventually(lambda: reconciler.last_poll is not None and reconciler.last_poll.ok, what="first poll")
+        await eventually(lambda: reconciler.ctx.last_poll is not None and reconciler.ctx.last_poll.ok, what="first poll")
         orders = await submit_filled(gateway, [("2", Side.BUY), ("1", Side.SELL), ("3", Side.BUY)])
         coids = {o.client_order_id for o in orders}
         await eventually(lambda: len(venue_trade_ids(sim, coids)) >= 3, what="venue fills")
@@ -172,7 +172,7 @@ async def test_incident_replay_poller_applies_the_fills_the_ws_dropped(sim, gate
         (again,) = await submit_filled(gateway, [("1", Side.SELL)])
         await eventually(lambda: _probe(reconciler, "fills_flowing_ws", ok=True), what="WS flow probe recovers")
         await eventually(lambda: matches_venue(store, sim), what="positions after recovery")
-        assert reconciler.counters["fills_applied_poll"] >= 3
+        assert reconciler.ctx.counters["fills_applied_poll"] >= 3
 
 
 async def _all_filled_in_redis(store, coids) -> bool:
@@ -200,8 +200,8 @@ async def test_same_fill_via_ws_and_poll_counts_once(sim, gateway, store, contro
         trade_ids = venue_trade_ids(sim, coids)
         await eventually(lambda: _untracked(store, coids), what="untracked")
         # one more full cycle after untracking: the poller has re-read every fill since its cursor
-        cycles = reconciler.counters["poll_cycles_ok"]
-        await eventually(lambda: reconciler.counters["poll_cycles_ok"] >= cycles + 2, what="more poll cycles")
+        cycles = reconciler.ctx.counters["poll_cycles_ok"]
+        await eventually(lambda: reconciler.ctx.counters["poll_cycles_ok"] >= cycles + 2, what="more poll cycles")
         counts = await store.fill_layer_counts("okx")
         assert counts["ws"]["delivered"] >= len(trade_ids)
         assert counts["poll"]["delivered"] >= len(trade_ids)  # the poller saw every one of them too
@@ -226,7 +226,7 @@ async def test_fill_health_catches_the_gap_when_the_poller_is_broken_too(sim, ga
             # the gap: the WS said FILLED 3, nothing applied; the poller cannot fetch fills
             await eventually(lambda: _all_filled_in_redis(store, {coid}), what="status via WS")
             assert await store.applied_size(coid) == 0
-            await eventually(lambda: reconciler.monitor.gaps_detected >= 1, what="gap detected")
+            await eventually(lambda: reconciler.ctx.monitor.gaps_detected >= 1, what="gap detected")
             await eventually(lambda: matches_venue(store, sim), what="targeted fetch fixed the positions")
             entries = [e for e in await store.audit_entries() if e.fill.venue == "okx"]
             assert {e.fill.layer for e in entries} == {FillLayer.HEALTH}
@@ -238,7 +238,7 @@ async def test_fill_health_catches_the_gap_when_the_poller_is_broken_too(sim, ga
             # the poller still works on order status: it untracks once the health layer applied the fills
             await eventually(lambda: _untracked(store, {coid}), what="untracked")
             # ...but its own cycles fail, so the venue is never marked verified
-            assert reconciler.counters["poll_cycles_ok"] == 0
+            assert reconciler.ctx.counters["poll_cycles_ok"] == 0
             assert await control.verified_at("okx") is None
             assert not (await reconciler.check_health()).healthy
     finally:
@@ -253,7 +253,7 @@ async def test_gap_surviving_its_targeted_fetch_pauses_the_venue(sim, gateway, s
     sim.faults.set_drop_fill_records(True)
     alerts = AlertRecorder()
     async with running(sim, store, control, alerts=alerts) as reconciler:
-        await eventually(lambda: reconciler.last_poll is not None, what="first poll")
+        await eventually(lambda: reconciler.ctx.last_poll is not None, what="first poll")
         # every fill query at the venue fails: poll and targeted fetch alike
         sim.faults.set_rest_errors(1.0, "5xx", paths=("/api/v5/trade/fills",))
         (order,) = await submit_filled(gateway, [("2", Side.SELL)])
@@ -284,11 +284,11 @@ async def test_rest_polling_failing_reports_unhealthy_and_stops_verifying(sim, s
         sim.faults.set_rest_errors(1.0, "5xx")
         await eventually(lambda: _probe(reconciler, "rest", ok=False), what="rest probe fails")
         frozen = await control.verified_at("okx")
-        failed = reconciler.counters["poll_cycles_failed"]
-        await eventually(lambda: reconciler.counters["poll_cycles_failed"] >= failed + 3, what="failing cycles")
+        failed = reconciler.ctx.counters["poll_cycles_failed"]
+        await eventually(lambda: reconciler.ctx.counters["poll_cycles_failed"] >= failed + 3, what="failing cycles")
         assert await control.verified_at("okx") == frozen
         await eventually(lambda: _probe(reconciler, "poll_fresh", ok=False), what="poll_fresh fails")
-        assert "ExchangeNotAvailable" in reconciler.last_errors["poll"] or "503" in reconciler.last_errors["poll"]
+        assert "ExchangeNotAvailable" in reconciler.ctx.last_errors["poll"] or "503" in reconciler.ctx.last_errors["poll"]
         sim.faults.clear_all()
         await eventually(lambda: _healthy(reconciler), what="healthy again")
         assert await control.verified_at("okx") > frozen
@@ -312,7 +312,7 @@ async def test_pending_order_the_venue_never_saw_is_rejected_after_the_grace(sim
         await eventually(lambda: _untracked(store, {order.client_order_id}), what="untracked")
         stored = await store.get_order(order.client_order_id)
         assert stored.state is OrderState.REJECTED and stored.reject_reason == NEVER_REACHED_VENUE
-        assert reconciler.counters["orders_rejected_never_reached"] == 1
+        assert reconciler.ctx.counters["orders_rejected_never_reached"] == 1
 
 
 async def test_pending_order_that_did_reach_the_venue_takes_its_state(sim, store, control):
@@ -344,12 +344,12 @@ async def test_position_drift_is_confirmed_alerted_and_pauses_the_venue(sim, sto
         # Redis believes in a position the venue does not have (a fill that never happened there).
         phantom = Fill(venue="okx", inst_id=SWAP, trade_id="phantom-1", side=Side.BUY, price=Decimal(60000),
                        size=Decimal(1), ts_ms=store._clock.now_ms(), layer=FillLayer.WS)
-        instrument = reconciler._instruments[SWAP]
+        instrument = reconciler.ctx.instruments[SWAP]
         await store.apply_fill(phantom, instrument)
         await eventually(lambda: _paused(control), what="venue paused on drift")
         assert f"drift:{SWAP}" in await control.discrepancies("okx")
         assert f"okx:drift:{SWAP}" in alerts.keys()
-        assert reconciler.detector.drifting == (SWAP,)
+        assert reconciler.ctx.detector.drifting == (SWAP,)
         report = await reconciler.check_health()
         assert [p.name for p in report.failing()] == ["no_drift"]
 
@@ -363,7 +363,7 @@ async def test_reconcile_now_applies_and_untracks_and_reports(sim, store, contro
     try:
         await rest.load_instruments()
         async with running(sim, store, control, config=slow) as reconciler:
-            await eventually(lambda: reconciler.last_poll is not None and reconciler.last_drift is not None,
+            await eventually(lambda: reconciler.ctx.last_poll is not None and reconciler.ctx.last_drift is not None,
                              what="first cycles")
             now = store._clock.now_ms()
             order = Order(client_order_id="ttreconcilenow0001", strategy_id="s1", venue="okx", inst_id=SWAP,

@@ -220,7 +220,22 @@ async def test_fill_health_gap_timing_targeted_fetch_and_discrepancy(venue, stor
     (resolved,) = await rec.check_fill_health()
     assert resolved.kind.value == "resolved"
     assert await control.discrepancies("okx") == {}
-    assert rec.counters["fills_applied_health"] == 2
+    assert rec.ctx.counters["fills_applied_health"] == 2
+
+
+async def test_a_targeted_fetch_applies_every_fill_it_can_when_one_fails(venue, store, control, clock):
+    order = await record(store, clock)
+    await store.update_order(order.transition(OrderState.FILLED, now_ms=clock.now_ms() + 1, filled_size=Decimal(2),
+                                              venue_order_id="v1"))
+    # Sorted first, refused by the store (not a whole number of atoms): the fill after it still counts.
+    venue.fills = [fill("0", clock.now_ms() + 4, size="0.000000001"), fill("1", clock.now_ms() + 5, size="2")]
+    rec = make(venue, store, control, clock)
+    await rec.check_fill_health()
+    clock.advance(5)
+    await rec.check_fill_health()
+    assert await store.applied_size("c1") == 2
+    assert rec.ctx.counters["fills_applied_health"] == 1
+    assert rec.ctx.counters["targeted_fetch_failures"] == 1
 
 
 async def test_rest_and_poll_fresh_probes_follow_the_clock(venue, store, control, clock):
@@ -242,10 +257,10 @@ async def test_one_crashing_check_never_stops_the_others(venue, store, control, 
     rec = make(venue, store, control, clock, config=fast)
     await rec.start()
     try:
-        await eventually(lambda: rec.counters["poll_cycles_ok"] >= 3 and rec.counters["loop_crashes"] >= 3,
+        await eventually(lambda: rec.ctx.counters["poll_cycles_ok"] >= 3 and rec.ctx.counters["loop_crashes"] >= 3,
                          what="poll keeps going while drift crashes")
-        assert rec.counters["health_checks"] >= 3
-        assert "RuntimeError" in rec.last_errors["drift"]
+        assert rec.ctx.counters["health_checks"] >= 3
+        assert "RuntimeError" in rec.ctx.last_errors["drift"]
         assert all(not t.done() for t in rec._tasks)
     finally:
         await rec.stop()
@@ -369,7 +384,7 @@ async def test_a_restart_does_not_forget_that_the_ws_stopped_carrying_fills(venu
     await fresh.poll_once()
     await fresh.check_fill_health()
     assert not await _probe_ok(fresh, "fills_flowing_ws")
-    assert "not delivered by the WS" in fresh.monitor.ws_flow(clock.monotonic()).detail
+    assert "not delivered by the WS" in fresh.ctx.monitor.ws_flow(clock.monotonic()).detail
     # the WS delivers again (a duplicate counts): flowing
     await store.apply_fill(fill("2", clock.now_ms(), coid="").model_copy(update={"layer": FillLayer.WS}), SWAP)
     await fresh.check_fill_health()

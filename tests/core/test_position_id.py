@@ -23,6 +23,5 @@ def test_different_triples_never_share_an_id(a, b):
 
 
 def test_the_store_keys_positions_by_the_same_rule():
-    assert RedisKeys.position_id("a:b", "okx", "X") == position_id("a:b", "okx", "X")
     assert RedisKeys("ns").position(position_id("S", "okx", "X")) == "ns:pos:S:okx:X"
     assert keys_escape is escape_component

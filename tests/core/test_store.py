@@ -12,6 +12,7 @@ from decimal import Decimal
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from tradetree.core import store as store_module
 from tradetree.core.clock import ManualClock
@@ -26,6 +27,7 @@ from tradetree.core.types import (
     OrderState,
     OrderType,
     Side,
+    position_id,
 )
 
 D = Decimal
@@ -229,8 +231,8 @@ async def test_a_position_beyond_the_exact_range_is_refused_without_partial_writ
     with pytest.raises(StoreError, match="exact range"):
         await store.apply_fill(make_fill("2", Side.BUY, big, "1", 20), SPOT)
     keys = store.keys
-    position_id = keys.position_id(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
-    assert await client.zcard(keys.position_fills(position_id)) == 1
+    pid = position_id(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")
+    assert await client.zcard(keys.position_fills(pid)) == 1
     assert len(await store.audit_entries()) == 1
     # The refused fill was not marked as seen: delivering it later is not a duplicate.
     assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "2"))) == 0
@@ -532,52 +534,100 @@ _FAILING_PAGE = [
 
 @pytest.mark.parametrize("fail_after", [0, 1, 3, len(_FAILING_PAGE)])
 async def test_a_script_error_mid_page_leaves_redis_unchanged(store, client, monkeypatch, fail_after):
-    # The hook raises error() in the script once `fail_after` fills of the page are
-    # computed; at len(page) every fill is computed and only the writes remain.
+    # The hook raises error() in the script once `fail_after` fills of a call's page are
+    # computed; at len(page) every fill is computed and only the writes remain. Every
+    # failed call leaves Redis as it was. apply_fills then sends each fill in a call of
+    # its own, where the hook fires again only at 0 or 1 (a one-fill page reaches no more).
     await _state_with_history(store)
     before = await _snapshot(client, store)
     counts = await store.fill_layer_counts()
+    after_failed_calls = []
+    script = store._apply_fill
+
+    async def watched(**kwargs):
+        try:
+            return await script(**kwargs)
+        except RedisError:
+            after_failed_calls.append(await _snapshot(client, store))
+            raise
+
+    monkeypatch.setattr(store, "_apply_fill", watched)
     monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", fail_after)
-    with pytest.raises(StoreError, match="test hook"):
-        await store.apply_fills(_FAILING_PAGE)
-    assert await _snapshot(client, store) == before
-    keys = store.keys
-    for trade_id, inst in (("1", SPOT), ("2", SWAP), ("3", SPOT), ("4", SPOT)):
-        assert await client.exists(keys.fill(keys.fill_id("okx", inst.inst_id, trade_id))) == 0
-    assert [p.fill_count for p in await store.positions()] == [1]
-    assert len(await store.audit_entries()) == 1
-    assert await store.fill_layer_counts() == counts
-    assert await store.applied_size("c1") == D(1) and await store.applied_size("s1") == 0
-    # Without the hook the same page applies: the hook was the only reason it failed.
-    monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", None)
     results = await store.apply_fills(_FAILING_PAGE)
+    assert after_failed_calls and all(snapshot == before for snapshot in after_failed_calls)
+    if fail_after <= 1:
+        assert len(after_failed_calls) == 1 + len(_FAILING_PAGE)
+        assert all(isinstance(r, StoreError) and "test hook" in str(r) for r in results)
+        assert await _snapshot(client, store) == before
+        keys = store.keys
+        for trade_id, inst in (("1", SPOT), ("2", SWAP), ("3", SPOT), ("4", SPOT)):
+            assert await client.exists(keys.fill(keys.fill_id("okx", inst.inst_id, trade_id))) == 0
+        assert [p.fill_count for p in await store.positions()] == [1]
+        assert len(await store.audit_entries()) == 1
+        assert await store.fill_layer_counts() == counts
+        assert await store.applied_size("c1") == D(1) and await store.applied_size("s1") == 0
+        # Without the hook the same page applies: the hook was the only reason it failed.
+        monkeypatch.setattr(store_module, "_FAIL_AFTER_FOR_TESTS", None)
+        results = await store.apply_fills(_FAILING_PAGE)
+    else:
+        assert len(after_failed_calls) == 1  # the page's call; each fill alone applied
     assert [r.applied for r in results] == [True, False, True, True, True]
     assert await store.applied_size("c1") == D(4) and await store.applied_size("s1") == D(3)
     assert len(await store.audit_entries()) == 5
 
 
 @pytest.mark.parametrize("corrupt", ["read", "write-only"])
-async def test_a_key_of_the_wrong_type_fails_the_page_before_any_write(store, client, corrupt):
+async def test_a_key_of_the_wrong_type_fails_only_the_fill_that_needs_it(store, client, corrupt):
     # A bug elsewhere left a string where the script needs a zset. "read": the script
     # reads it (WRONGTYPE from Redis while folding); "write-only": only a write would
-    # touch it, so phase 1 checks its type. Either way the page fails with Redis
-    # unchanged, the fill sorted before the corrupt one included.
+    # touch it, so phase 1 checks its type. Either way the page's call fails with Redis
+    # unchanged; sent again one fill per call, the unrelated fill (sorted before the
+    # corrupt one) is applied and only the fill that needs the key fails.
     await _state_with_history(store)
     keys = store.keys
     if corrupt == "read":
-        bad = keys.position_fills(keys.position_id("alpha", "okx", "BTC-USDT-SWAP"))
+        bad = keys.position_fills(position_id("alpha", "okx", "BTC-USDT-SWAP"))
     else:
         bad = keys.order_fills("s1")
     await client.set(bad, "not a zset")
-    before = await _snapshot(client, store)
     page = [(make_fill("1", Side.BUY, "1", "100", 10), SPOT),
             (make_fill("2", Side.BUY, "1", "100", 20, coid="s1", inst=SWAP), SWAP)]
-    with pytest.raises(StoreError):
-        await store.apply_fills(page)
-    assert await _snapshot(client, store) == before
-    assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "1"))) == 0
+    results = await store.apply_fills(page)
+    assert results[0].applied and results[0].position.qty == D(2)
+    assert isinstance(results[1], StoreError) and page[1][0].key in str(results[1])
+    assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT", "1"))) == 1
+    assert await client.exists(keys.fill(keys.fill_id("okx", "BTC-USDT-SWAP", "2"))) == 0
+    assert await client.get(bad) == b"not a zset"
+    assert await store.applied_size("s1") == 0
     await client.delete(bad)
-    assert all(r.applied for r in await store.apply_fills(page))
+    again = await store.apply_fills(page)
+    assert [r.applied for r in again] == [False, True]
+
+
+async def test_a_failing_slice_keeps_the_results_of_the_other_slices(store, client, monkeypatch):
+    # Three slices of two; the corrupt key is needed by one fill of the middle slice only.
+    monkeypatch.setattr(store_module, "_FILLS_PER_CALL", 2)
+    await store.record_order(make_order("s1", inst=SWAP, size="10"))
+    await client.set(store.keys.order_fills("s1"), "not a zset")
+    page = [(make_fill(str(n), Side.BUY, "1", "100", n), SPOT) for n in (1, 2, 4, 5)]
+    page.insert(2, (make_fill("3", Side.BUY, "1", "100", 3, coid="s1", inst=SWAP), SWAP))
+    results = await store.apply_fills(page)
+    assert len(results) == len(page)
+    assert isinstance(results[2], StoreError)
+    assert [r.applied for i, r in enumerate(results) if i != 2] == [True] * 4
+    assert (await store.position(UNATTRIBUTED_STRATEGY, "okx", "BTC-USDT")).qty == D(4)
+
+
+async def test_a_reply_of_the_wrong_length_is_a_store_error(store, monkeypatch):
+    async def short_reply(**_kwargs):
+        return "[]"
+
+    monkeypatch.setattr(store, "_apply_fill", short_reply)
+    page = [(make_fill("1", Side.BUY, "1", "100", 1), SPOT), (make_fill("2", Side.BUY, "1", "100", 2), SPOT)]
+    results = await store.apply_fills(page)
+    assert all(isinstance(r, StoreError) and "for a page of 1 fills" in str(r) for r in results)
+    with pytest.raises(StoreError, match="for a page of 1 fills"):
+        await store.apply_fill(*page[0])
 
 
 async def test_a_value_lua_reads_as_infinite_is_refused_alone(store, client):
@@ -602,11 +652,11 @@ async def test_keys_built_inside_the_script_match_the_key_module(store, client):
     result = (await store.apply_fills([(by_index, inst)]))[0]
     assert result.strategy_id == "strat:a%" and result.order_applied_size == D(1)
     keys = store.keys
-    position_id = keys.position_id("strat:a%", "ok:x%", "BTC-USDT")
+    pid = position_id("strat:a%", "ok:x%", "BTC-USDT")
     fill_id = keys.fill_id("ok:x%", "BTC-USDT", "t:1%")
-    assert await client.smembers(keys.positions) == {position_id.encode()}
-    for key in (keys.position(position_id), keys.position_fills(position_id),
-                keys.position_ledger(position_id), keys.position_after(position_id),
+    assert await client.smembers(keys.positions) == {pid.encode()}
+    for key in (keys.position(pid), keys.position_fills(pid),
+                keys.position_ledger(pid), keys.position_after(pid),
                 keys.order_applied("c:1%"), keys.order_fills("c:1%"), keys.fill(fill_id)):
         assert await client.exists(key) == 1, key
     again = await store.apply_fill(by_index, inst)

@@ -10,7 +10,6 @@ from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.config import VenueConfig
 from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Position, Side
 from tradetree.execution.canary import (
-    CanarySchedule,
     CanaryState,
     CanaryStepKind,
     CanaryVerdict,
@@ -23,7 +22,6 @@ from tradetree.execution.canary import (
     leftover_close,
     leftover_positions,
     legs_complete,
-    may_lift_pause,
     plan_canary_tick,
     unsettled_canary,
 )
@@ -110,25 +108,23 @@ def test_verdict_needs_every_fill_applied_and_the_ws_to_have_delivered_them():
     assert judge(0, {}, 5, all_applied=True) is CanaryVerdict.INCOMPLETE
 
 
-def test_schedule_waits_an_interval_backs_off_while_failing_and_starts_over():
-    schedule = CanarySchedule(2.0, 5.0)
-    assert not schedule.due(100.0)
-    schedule.arm(100.0)
-    schedule.arm(101.0)  # arming again does not push it back
-    assert not schedule.due(101.9) and schedule.due(102.0)
-    schedule.record(102.0, CanaryVerdict.NOT_WS)
-    assert schedule.interval_secs == 4.0 and schedule.next_at == 106.0
-    schedule.record(106.0, CanaryVerdict.INCOMPLETE)
-    assert schedule.interval_secs == 5.0  # capped
-    schedule.record(111.0, CanaryVerdict.FAILED)
-    assert schedule.interval_secs == 5.0 and schedule.failures_in_row == 3
-    schedule.record(116.0, CanaryVerdict.WS)
-    assert schedule.interval_secs == 2.0 and schedule.failures_in_row == 0
-    schedule.record(118.0, CanaryVerdict.NOT_WS)
-    schedule.disarm()
-    assert not schedule.armed and schedule.interval_secs == 2.0
+def test_the_state_waits_an_interval_backs_off_while_failing_and_starts_over():
+    state = CanaryState.initial(2.0, 5.0)
+    assert not state.due(100.0)
+    state = state.armed(100.0).armed(101.0)  # arming again does not push it back
+    assert not state.due(101.9) and state.due(102.0)
+    state = state.after(102.0, CanaryVerdict.NOT_WS)
+    assert state.interval_secs == 4.0 and state.next_at == 106.0
+    state = state.after(106.0, CanaryVerdict.INCOMPLETE)
+    assert state.interval_secs == 5.0  # capped
+    state = state.after(111.0, CanaryVerdict.FAILED)
+    assert state.interval_secs == 5.0 and state.failures_in_row == 3
+    state = state.after(116.0, CanaryVerdict.WS)
+    assert state.interval_secs == 2.0 and state.failures_in_row == 0
+    state = state.after(118.0, CanaryVerdict.NOT_WS).disarmed()
+    assert not state.is_armed and state.interval_secs == 2.0
     with pytest.raises(ValueError):
-        CanarySchedule(3.0, 2.0)
+        CanaryState.initial(3.0, 2.0)
 
 
 def test_ws_flow_loss_alerts_and_pauses_once_and_resolves_once():
@@ -174,13 +170,6 @@ def test_the_backoff_doubles_per_failure_in_a_row_up_to_the_maximum_as_the_share
         intervals.append(state.interval_secs)
     assert intervals == [min(base * 2**k, cap) for k in range(1, 81)]
     assert state.failures_in_row == 80 and state.after(0.0, CanaryVerdict.WS).interval_secs == base
-
-
-def test_the_schedule_holds_the_state_machines_state():
-    schedule = CanarySchedule(2.0, 5.0)
-    schedule.arm(0.0)
-    schedule.record(2.0, CanaryVerdict.INCOMPLETE)
-    assert schedule.state == CanaryState.initial(2.0, 5.0).armed(0.0).after(2.0, CanaryVerdict.INCOMPLETE)
 
 
 def tick(state, now=10.0, paused=True, kill=None, poll_healthy=True):
@@ -232,10 +221,3 @@ def test_leftovers_are_the_venues_non_flat_canary_positions():
                  Position(strategy_id="_canary", venue="okx", inst_id="B", qty=Decimal(0)),
                  Position(strategy_id="_canary", venue="binance", inst_id="A", qty=Decimal(-1))]
     assert [p.inst_id for p in leftover_positions(positions, "okx")] == ["A"]
-
-
-def test_the_pause_is_lifted_only_on_a_ws_verdict_with_the_probe_passing():
-    assert may_lift_pause(CanaryVerdict.WS, [])
-    assert not may_lift_pause(CanaryVerdict.WS, ["c1: applied 0 of 1 for 9s"])
-    for verdict in (CanaryVerdict.NOT_WS, CanaryVerdict.INCOMPLETE, CanaryVerdict.FAILED):
-        assert not may_lift_pause(verdict, [])

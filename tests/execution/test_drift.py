@@ -15,7 +15,6 @@ from tradetree.execution.drift import (
     drift_inputs,
     drift_outcome,
     expected_positions,
-    flight_rows,
     in_flight_fills,
     reports_positions,
     stale_drift_keys,
@@ -38,8 +37,9 @@ def test_expected_positions_sums_strategies_of_the_venue_only():
 
 
 def test_in_flight_counts_only_missing_fills_with_their_side():
-    rows = [(BTC, 1, D(2), D(1)), (BTC, -1, D(3), D(0)), (ETH, 1, D(1), D(2)), (ETH, 1, D(1), D(1))]
-    assert in_flight_fills(rows) == {BTC: D(-2)}
+    orders = [(tracked(BTC, Side.BUY, "2"), D(1)), (tracked(BTC, Side.SELL, "3"), D(0)),
+              (tracked(ETH, Side.BUY, "1"), D(2)), (tracked(ETH, Side.BUY, "1"), D(1))]
+    assert in_flight_fills(orders) == {BTC: D(-2)}
 
 
 def test_rejects_negative_tolerance():
@@ -166,9 +166,8 @@ def tracked(inst_id: str, side: Side, filled: str) -> Order:
                  filled_size=D(filled), created_ms=1, updated_ms=1)
 
 
-def test_flight_rows_carry_side_filled_and_applied():
-    rows = flight_rows([(tracked("X", Side.SELL, "2"), D("0.5"))])
-    assert rows == [("X", -1, D(2), D("0.5"))]
+def test_in_flight_fills_read_side_filled_and_applied_of_the_orders():
+    assert in_flight_fills([(tracked("X", Side.SELL, "2"), D("0.5"))]) == {"X": D("-1.5")}
 
 
 def test_only_instruments_the_venue_reports_positions_for_are_compared():

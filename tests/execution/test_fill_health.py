@@ -6,10 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from tradetree.core import AuditEntry
 from tradetree.core.clock import ManualClock
-from tradetree.core.types import FillLayer, Order, OrderState, OrderType, Side
+from tradetree.core.types import Fill, FillLayer, Order, OrderState, OrderType, Side
+from tradetree.execution.fill_health import FillHealthActionKind as K
 from tradetree.execution.fill_health import (
-    AppliedFillRecord,
     FillHealthMonitor,
     OrderFillObservation,
     gap_backdates,
@@ -17,7 +18,6 @@ from tradetree.execution.fill_health import (
     stale_gap_keys,
     unmatched_in_audit,
 )
-from tradetree.execution.fill_health import FillHealthActionKind as K
 
 D = Decimal
 T = 5.0
@@ -70,6 +70,7 @@ def test_gap_at_threshold_triggers_targeted_fetch_and_alert(monitor, clock):
     actions = monitor.evaluate([obs("a", "2", "0")], clock.monotonic())
     assert kinds(actions) == [K.ALERT, K.TARGETED_FETCH]
     assert all(a.key == "fill_gap:a" for a in actions)
+    assert [a.opens_discrepancy for a in actions] == [True, False]  # the alert records the gap in Redis
     assert monitor.gaps_detected == 1 and monitor.targeted_fetches == 1
     # once per episode: no repeat while the fetch is in flight
     clock.advance(1)
@@ -175,6 +176,7 @@ def test_over_applied_for_longer_than_threshold_alerts_once(monitor, clock):
     clock.advance(T)
     actions = monitor.evaluate([obs("a", "1", "2")], clock.monotonic())
     assert kinds(actions) == [K.ALERT] and actions[0].key == "over_applied:a"
+    assert not actions[0].opens_discrepancy
     clock.advance(T)
     assert monitor.evaluate([obs("a", "1", "2")], clock.monotonic()) == []
 
@@ -260,16 +262,23 @@ def test_observations_pair_the_venue_filled_size_with_the_applied_one():
     assert observations_of([(order, D(1))]) == [obs("c1", "2", "1")]
 
 
+def applied(venue: str, layer: FillLayer, applied_ms: int) -> AuditEntry:
+    fill = Fill(venue=venue, inst_id="BTC-USDT-SWAP", trade_id=f"t{applied_ms}", side=Side.BUY, price=D(1),
+                size=D(1), ts_ms=applied_ms, layer=layer)
+    return AuditEntry(entry_id=f"{applied_ms}-0", fill=fill, strategy_id="s1", attributed_order_id=None,
+                      applied_ms=applied_ms)
+
+
 def test_the_audit_gives_the_poll_fills_after_the_last_ws_one_as_monotonic_times():
     entries = [
-        AppliedFillRecord("okx", FillLayer.POLL, 1_000),  # before the WS last applied one: matched
-        AppliedFillRecord("okx", FillLayer.WS, 2_000),
-        AppliedFillRecord("okx", FillLayer.POLL, 3_000),
-        AppliedFillRecord("okx", FillLayer.HEALTH, 4_000),
-        AppliedFillRecord("binance", FillLayer.POLL, 4_500),
+        applied("okx", FillLayer.POLL, 1_000),  # before the WS last applied one: matched
+        applied("okx", FillLayer.WS, 2_000),
+        applied("okx", FillLayer.POLL, 3_000),
+        applied("okx", FillLayer.HEALTH, 4_000),
+        applied("binance", FillLayer.POLL, 4_500),
     ]
     assert unmatched_in_audit("okx", entries, now_secs=100.0, now_ms=5_000) == [98.0, 99.0]
-    only_poll = [AppliedFillRecord("okx", FillLayer.POLL, 1_000)]
+    only_poll = [applied("okx", FillLayer.POLL, 1_000)]
     assert unmatched_in_audit("okx", only_poll, now_secs=100.0, now_ms=5_000) == [96.0]
 
 

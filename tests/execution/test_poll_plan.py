@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tradetree.core.types import Fill, FillLayer, Order, OrderState, OrderType, Side
+from tradetree.execution import plan_fills
 from tradetree.execution.poll_plan import (
     cursor_ms_of,
     cursor_to_write,
-    fills_of_order,
     poll_instruments,
     targeted_fetch_since,
     untrack_now,
@@ -85,8 +85,8 @@ def test_an_orders_fills_are_found_by_either_id_tagged_health_and_in_order():
         fill("4", T0 + 5, venue="binance"),
         fill("0", T0 + 10, coid="c1", layer=FillLayer.HEALTH),
     ]
-    mine = fills_of_order("okx", order(), fills)
+    mine = plan_fills("okx", fills, layer=FillLayer.HEALTH, order=order())
     assert [f.trade_id for f in mine] == ["0", "1", "3"]
     assert {f.layer for f in mine} == {FillLayer.HEALTH}
     # without a venue order id, only our client order id counts
-    assert [f.trade_id for f in fills_of_order("okx", order(void=None), fills)] == ["0", "1"]
+    assert [f.trade_id for f in plan_fills("okx", fills, layer=FillLayer.HEALTH, order=order(void=None))] == ["0", "1"]

@@ -6,6 +6,7 @@ from tradetree import execution
 from tradetree.execution import (
     anomalies,
     canary,
+    discrepancy_keys,
     drift,
     fill_health,
     gateway_rules,
@@ -17,7 +18,7 @@ from tradetree.execution import (
 
 
 def test_public_surface_is_what_it_claims():
-    modules = (anomalies, canary, drift, fill_health, gateway_rules, poll_plan, probes, reconciliation, venue_reduce_only)
+    modules = (anomalies, canary, discrepancy_keys, drift, fill_health, gateway_rules, poll_plan, probes, reconciliation, venue_reduce_only)
     exported_by_modules = {name for module in modules for name in module.__all__}
     assert set(execution.__all__) == exported_by_modules
     assert len(execution.__all__) == len(set(execution.__all__))

@@ -19,8 +19,8 @@ from tradetree.execution.reconciliation import (
     TrackedOrder,
     advance_cursor,
     fetch_since_ms,
+    plan_fills,
     plan_orders,
-    plan_poll_fills,
 )
 
 T0 = 1_700_000_000_000
@@ -74,21 +74,21 @@ def test_config_defaults_and_strictness():
 # -- fills --------------------------------------------------------------------------------------
 
 
-def test_plan_poll_fills_tags_poll_sorts_dedups_and_drops_other_venues():
+def test_plan_fills_tags_poll_sorts_dedups_and_drops_other_venues():
     fills = [fill("3", T0 + 30, layer=FillLayer.WS), fill("1", T0 + 10), fill("2", T0 + 10),
              fill("1", T0 + 10), fill("9", T0 + 5, venue="binance")]
-    planned = plan_poll_fills("okx", fills)
+    planned = plan_fills("okx", fills)
     assert [f.trade_id for f in planned] == ["1", "2", "3"]
     assert all(f.layer is FillLayer.POLL for f in planned)
 
 
 def test_cursor_moves_to_newest_when_everything_was_stored():
-    planned = plan_poll_fills("okx", [fill("1", T0 + 10), fill("2", T0 + 20)])
+    planned = plan_fills("okx", [fill("1", T0 + 10), fill("2", T0 + 20)])
     assert advance_cursor(T0, planned, {f.key for f in planned}) == T0 + 20
 
 
 def test_cursor_stops_at_the_first_fill_not_stored():
-    planned = plan_poll_fills("okx", [fill("1", T0 + 10), fill("2", T0 + 20), fill("3", T0 + 30)])
+    planned = plan_fills("okx", [fill("1", T0 + 10), fill("2", T0 + 20), fill("3", T0 + 30)])
     stored = {planned[0].key, planned[2].key}  # fill 2 failed, fill 3 went through
     assert advance_cursor(T0, planned, stored) == T0 + 20  # fill 2 is fetched again
 
@@ -96,13 +96,13 @@ def test_cursor_stops_at_the_first_fill_not_stored():
 def test_cursor_never_moves_backwards_and_stays_without_fills():
     assert advance_cursor(T0 + 50, [], set()) == T0 + 50
     assert advance_cursor(None, [], set()) is None
-    planned = plan_poll_fills("okx", [fill("1", T0 + 10)])
+    planned = plan_fills("okx", [fill("1", T0 + 10)])
     assert advance_cursor(T0 + 50, planned, {planned[0].key}) == T0 + 50
     assert advance_cursor(T0 + 50, planned, set()) == T0 + 50
 
 
 def test_first_cursor_comes_from_the_planned_fills():
-    planned = plan_poll_fills("okx", [fill("1", T0 + 10)])
+    planned = plan_fills("okx", [fill("1", T0 + 10)])
     assert advance_cursor(None, planned, set()) == T0 + 10
     assert advance_cursor(None, planned, {planned[0].key}) == T0 + 10
 
@@ -113,7 +113,7 @@ def test_first_cursor_comes_from_the_planned_fills():
     cursor=st.one_of(st.none(), st.integers(min_value=0, max_value=500)),
 )
 def test_cursor_never_skips_a_fill_that_was_not_stored(ts, ok, cursor):
-    planned = plan_poll_fills("okx", [fill(str(i), T0 + t) for i, t in enumerate(ts)])
+    planned = plan_fills("okx", [fill(str(i), T0 + t) for i, t in enumerate(ts)])
     stored = {f.key for f, good in zip(planned, ok) if good}
     new = advance_cursor(None if cursor is None else T0 + cursor, planned, stored)
     assert new is not None

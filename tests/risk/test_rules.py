@@ -3,8 +3,7 @@ from decimal import Decimal as D
 import pytest
 
 from tradetree import risk
-from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.types import Order, OrderState, OrderType, Position, Side
+from tradetree.core.types import Order, OrderState, OrderType, Position, Side, position_id
 from tradetree.risk.config import RiskConfig
 from tradetree.risk.rules import (
     ExposureMonitor,
@@ -160,7 +159,7 @@ def _p(sid, inst, realized, fees="0"):
 
 def test_daily_pnl_from_baselines():
     positions = [_p("S1", "A", "-50", "5"), _p("S1", "B", "20"), _p("S2", "A", "10")]
-    baselines = {RedisKeys.position_id("S1", "okx", "A"): D(-15), RedisKeys.position_id("S2", "okx", "A"): D(0)}
+    baselines = {position_id("S1", "okx", "A"): D(-15), position_id("S2", "okx", "A"): D(0)}
     # S1: A net -55 vs -15 -> -40; B has no baseline -> 0. S2: +10.
     assert daily_pnl_by_strategy(positions, baselines) == {"S1": D(-40), "S2": D(10)}
 
