@@ -22,19 +22,11 @@ import ray
 from tradetree.core import Clock, ComponentState, HealthReport, ProbeResult, WallClock, model_server_id
 from tradetree.ml import MODEL_FILE, MLError, ModelRegistry, ModelServerStateError, RegisteredModel, file_sha256
 from tradetree.supervisor import ActorClient
+from tradetree.telemetry import MODEL_SERVER_STATE_LABELS
 
-__all__ = ["PUBLISHED_STATES", "ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
+__all__ = ["ModelServer", "ModelServerActor", "ModelServerClient", "connect_model_server"]
 
 log = logging.getLogger(__name__)
-
-
-# The model server's states as its stats and the tradetree_model_server_state metric publish
-# them: dashboards read these labels, so they keep their names while the lifecycle is shared.
-PUBLISHED_STATES: dict[ComponentState, str] = {
-    ComponentState.NEW: "unstarted",
-    ComponentState.RUNNING: "serving",
-    ComponentState.STOPPED: "stopped",
-}
 
 
 class ModelServer:
@@ -84,7 +76,7 @@ class ModelServer:
 
     def _serving(self) -> RegisteredModel:
         if self.state is not ComponentState.RUNNING or self._model is None:
-            raise ModelServerStateError(f"ModelServer {self.name} is {PUBLISHED_STATES[self.state]}: call start() before predict()")
+            raise ModelServerStateError(f"ModelServer {self.name} is {self._published_state()}: call start() before predict()")
         return self._model
 
     def predict(self, batch: list[Any]) -> list[float]:
@@ -127,7 +119,7 @@ class ModelServer:
     def check_health(self) -> HealthReport:
         """Probes: the server is serving; the model file still matches its sha256;
         the model reproduces the canary prediction recorded at registration."""
-        probes = [ProbeResult(name="serving", ok=self.state is ComponentState.RUNNING, detail=PUBLISHED_STATES[self.state])]
+        probes = [ProbeResult(name="serving", ok=self.state is ComponentState.RUNNING, detail=self._published_state())]
         model = self._model
         if model is not None:
             path = model.record.path / MODEL_FILE
@@ -147,10 +139,13 @@ class ModelServer:
             probes.append(ProbeResult(name="canary_prediction", ok=ok, detail=detail))
         return HealthReport(component=model_server_id(self.name), ts_ms=self._clock.now_ms(), probes=tuple(probes))
 
+    def _published_state(self) -> str:
+        return MODEL_SERVER_STATE_LABELS.get(self.state, self.state.value)
+
     def stats(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "state": PUBLISHED_STATES[self.state],
+            "state": self._published_state(),
             "version": None if self._model is None else self._model.record.version,
             "predictions_served": self.predictions_served,
             "batches_failed": self.batches_failed,

@@ -1,23 +1,25 @@
-"""The one lifecycle of a component (gateway, supervisor, model server, embedded Redis, ...).
+"""The state names of a component (gateway, supervisor, model server, embedded Redis, ...).
 
     NEW ──start()──▶ STARTING ──▶ RUNNING ──stop()──▶ STOPPING ──▶ STOPPED
-     │                  │            │                               ▲
-     └──────────────────┴────────────┴── stop() before it ran ───────┘
-                                     └──▶ ESCALATED   gave up (a supervisor past its restart intensity)
+     │                  └── start failed ──────────────────────────────▶ ▲
+     └── stop() before it ran ───────────────────────────────────────────┘
+    RUNNING ──▶ ESCALATED   gave up (a supervisor past its restart intensity)
 
-"Not started" is spelled ``NEW`` everywhere. A component keeps its own
-rules about which calls each state allows (its messages name them); this
-module only fixes the names, the values seen in stats and status, and
-``check_transition`` for components that want the table enforced.
+"Not started" is spelled ``NEW`` everywhere. This module fixes only the
+names and the values seen in stats and status; each component keeps its
+own rules about which changes and calls each state allows (its messages
+name them). Not every component passes through every state: the gateway
+and the reconciler go STARTING -> RUNNING -> STOPPED, the risk monitor,
+the model server and embedded Redis go NEW -> RUNNING -> STOPPED, and only
+a supervisor is STOPPING, ESCALATED, or started again once stopped or
+escalated.
 """
 
 from __future__ import annotations
 
 import enum
 
-from tradetree.core.errors import TradetreeError
-
-__all__ = ["ComponentState", "InvalidComponentTransition", "ALLOWED_TRANSITIONS", "check_transition"]
+__all__ = ["ComponentState"]
 
 
 class ComponentState(str, enum.Enum):
@@ -27,35 +29,3 @@ class ComponentState(str, enum.Enum):
     STOPPING = "stopping"  # stop() in progress
     STOPPED = "stopped"  # stopped, or never ran and was stopped; final unless restarted
     ESCALATED = "escalated"  # gave up: its failures exceeded what it may handle itself
-
-
-class InvalidComponentTransition(TradetreeError):
-    """A lifecycle change ``ALLOWED_TRANSITIONS`` does not contain."""
-
-
-ALLOWED_TRANSITIONS: dict[ComponentState, frozenset[ComponentState]] = {
-    ComponentState.NEW: frozenset({ComponentState.STARTING, ComponentState.STOPPED}),
-    ComponentState.STARTING: frozenset(
-        {ComponentState.RUNNING, ComponentState.STOPPING, ComponentState.STOPPED, ComponentState.ESCALATED}
-    ),
-    ComponentState.RUNNING: frozenset({ComponentState.STOPPING, ComponentState.STOPPED, ComponentState.ESCALATED}),
-    ComponentState.STOPPING: frozenset({ComponentState.STOPPED}),
-    # A supervisor may be started again after a stop or an escalation.
-    ComponentState.STOPPED: frozenset({ComponentState.STARTING}),
-    ComponentState.ESCALATED: frozenset({ComponentState.STARTING, ComponentState.STOPPING, ComponentState.STOPPED}),
-}
-
-
-def check_transition(component: str, current: ComponentState, target: ComponentState) -> ComponentState:
-    """``target`` if ``current -> target`` is allowed.
-
-    Raises:
-        InvalidComponentTransition: it is not; the message names the component and the states allowed.
-    """
-    allowed = ALLOWED_TRANSITIONS[current]
-    if target not in allowed:
-        names = ", ".join(sorted(s.value for s in allowed)) or "none"
-        raise InvalidComponentTransition(
-            f"{component}: cannot go from {current.value} to {target.value} (allowed: {names})"
-        )
-    return target

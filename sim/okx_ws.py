@@ -313,8 +313,7 @@ class OkxWsHub:
         if not self._conns:
             self._books.clear()
             return
-        b = self._b
-        with b.lock:
+        with self._b.lock:
             seen: dict[str, MarketTick] = {}
             for tick in ticks:
                 trades = [public_trade_row(tick.inst_id, t) for t in tick.trades]
@@ -323,11 +322,7 @@ class OkxWsHub:
                         conn.send({"arg": arg, "data": trades})
                 seen[tick.inst_id] = tick
             for inst_id, tick in seen.items():
-                subs = list(self._subscribers("tickers", inst_id))
-                if subs:
-                    row = ticker_row(b.engine, b.candles, inst_id, tick.ts_ms)
-                    for conn, arg in subs:
-                        conn.send({"arg": arg, "data": [row]})
+                self._push_ticker(inst_id, tick.ts_ms)
                 self._push_books(inst_id, tick.ts_ms)
                 subs = list(self._subscribers("books5", inst_id))
                 if subs:
@@ -341,14 +336,16 @@ class OkxWsHub:
         keep-alive: nothing else is pushed, so no trade, book change or candle appears twice)."""
         if not self._conns:
             return
-        b = self._b
-        with b.lock:
+        with self._b.lock:
             for inst_id in inst_ids:
-                subs = list(self._subscribers("tickers", inst_id))
-                if subs:
-                    row = ticker_row(b.engine, b.candles, inst_id, ts_ms)
-                    for conn, arg in subs:
-                        conn.send({"arg": arg, "data": [row]})
+                self._push_ticker(inst_id, ts_ms)
+
+    def _push_ticker(self, inst_id: str, ts_ms: int) -> None:
+        subs = list(self._subscribers("tickers", inst_id))
+        if subs:
+            row = ticker_row(self._b.engine, self._b.candles, inst_id, ts_ms)
+            for conn, arg in subs:
+                conn.send({"arg": arg, "data": [row]})
 
     def _push_books(self, inst_id: str, ts_ms: int) -> None:
         subs = list(self._subscribers("books", inst_id))

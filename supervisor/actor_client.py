@@ -12,13 +12,18 @@ Contract of ``call`` / ``call_sync``:
   stale (not found, died, unavailable) drops it, so the next call finds an
   actor the supervisor re-created under the same name.
 - Every call waits at most ``timeout_secs`` (the client's default, from
-  ``ActorCallConfig``, unless the call gives its own). There is no "no
-  timeout": ``None`` and non-positive values are refused.
+  ``ActorCallConfig``, unless the call gives its own); for ``call`` the
+  bound covers the lookup too. There is no "no timeout": ``None`` and
+  non-positive values are refused.
 - An exception from the ``TradetreeError`` tree that the method itself raised
   reaches the caller as is (the callee's own contract, e.g. a
   ``DuplicateClientOrderId`` from the gateway). Everything else becomes a
   ``BackendError`` from ``core.errors`` through ``translate_ray_error``, the
-  one translation table for Ray, which the supervisor's ``RayBackend`` uses too.
+  one translation table for Ray.
+
+The supervisor's ``RayBackend`` holds its children's handles itself and calls
+them through the same handle-level ``call_handle`` / ``tell_handle``, with
+one difference: a project error a child raised is a ``CallFailed`` there.
 """
 
 from __future__ import annotations
@@ -38,7 +43,14 @@ from tradetree.core import (
     TradetreeError,
 )
 
-__all__ = ["ActorClient", "translate_ray_error", "actor_died_error", "INTENDED_EXIT_MARKER"]
+__all__ = [
+    "ActorClient",
+    "call_handle",
+    "tell_handle",
+    "translate_ray_error",
+    "actor_died_error",
+    "INTENDED_EXIT_MARKER",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +122,54 @@ def _method_error(exc: BaseException) -> TradetreeError | None:
     return None
 
 
+def _call_error(exc: BaseException, what: str, timeout_secs: float, *, pass_method_errors: bool) -> TradetreeError:
+    """What a failed call of ``what`` raises: the method's own project error when passed through, else a BackendError."""
+    raised = _method_error(exc) if pass_method_errors else None
+    return raised if raised is not None else translate_ray_error(exc, what, timeout_secs=timeout_secs)
+
+
+def _method(handle: Any, method: str, what: str) -> Any:
+    try:
+        return getattr(handle, method)
+    except AttributeError:
+        raise CallFailed(f"{what}: the actor has no such method") from None
+
+
+async def call_handle(handle: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str,
+                      timeout_secs: float, pass_method_errors: bool = True) -> Any:
+    """``handle.method(*args, **kwargs)``: submitted, awaited at most ``timeout_secs``, failures translated.
+
+    ``what`` names the call in messages. With ``pass_method_errors`` a ``TradetreeError`` the
+    method raised reaches the caller as is (``ActorClient``: the callee's own contract);
+    without, it is a ``CallFailed`` like any other failure (``RayBackend``: the supervisor
+    judges the child, not the child's domain errors).
+
+    Raises:
+        TradetreeError: the method raised it (only with ``pass_method_errors``).
+        ActorNotFound, ActorDied, CallTimeout, CallFailed: from ``translate_ray_error``.
+    """
+    bound = _method(handle, method, what)
+    try:
+        ref = bound.remote(*args, **kwargs)
+
+        async def _result() -> Any:
+            return await ref
+
+        return await asyncio.wait_for(_result(), timeout=timeout_secs)
+    except Exception as exc:
+        raise _call_error(exc, what, timeout_secs, pass_method_errors=pass_method_errors) from None
+
+
+def tell_handle(handle: Any, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str) -> bool:
+    """Fire and forget ``handle.method(*args, **kwargs)``: never waits, never raises. False when not sent."""
+    try:
+        getattr(handle, method).remote(*args, **kwargs)
+    except Exception as exc:  # a lost notification must not break the caller
+        log.warning("tell %s not sent: %s", what, exc)
+        return False
+    return True
+
+
 def _ray_lookup(name: str, namespace: str | None) -> Any:
     import ray
 
@@ -171,7 +231,7 @@ class ActorClient:
 
     async def call(self, name: str, method: str, *args: Any, timeout_secs: float | None = None,
                    **kwargs: Any) -> Any:
-        """``name.method(*args, **kwargs)``, awaited at most ``timeout_secs`` (default: the client's).
+        """``name.method(*args, **kwargs)``, lookup included, awaited at most ``timeout_secs`` (default: the client's).
 
         Raises:
             TradetreeError: the method raised it (passed through as is).
@@ -179,47 +239,44 @@ class ActorClient:
         """
         timeout = _check_timeout(self.timeout_secs if timeout_secs is None else timeout_secs)
         what = f"{name}.{method}()"
-        handle = self._handles.get(name)
-        if handle is None:
-            handle = await asyncio.to_thread(self.handle, name)
         try:
-            ref = getattr(handle, method).remote(*args, **kwargs)
-
-            async def _result() -> Any:
-                return await ref
-
-            return await asyncio.wait_for(_result(), timeout=timeout)
-        except Exception as exc:
-            raise self._failure(name, what, exc, timeout) from None
+            # One bound for the lookup and the call. call_handle's own bound is as long and
+            # starts later, so this one decides when a slow lookup ate part of the time.
+            async with asyncio.timeout(timeout):
+                handle = self._handles.get(name)
+                if handle is None:
+                    handle = await asyncio.to_thread(self.handle, name)
+                return await call_handle(handle, method, args, kwargs, what=what, timeout_secs=timeout)
+        except TimeoutError as exc:
+            self.forget(name)
+            raise translate_ray_error(exc, what, timeout_secs=timeout) from None
+        except BackendError:
+            self.forget(name)
+            raise
 
     def call_sync(self, name: str, method: str, *args: Any, timeout_secs: float | None = None,
                   **kwargs: Any) -> Any:
         """As ``call``, blocking (for drivers: the CLI, the runner, threads). Never from an event loop."""
         timeout = _check_timeout(self.timeout_secs if timeout_secs is None else timeout_secs)
         what = f"{name}.{method}()"
-        handle = self.handle(name)
         try:
-            return self._get(getattr(handle, method).remote(*args, **kwargs), timeout)
+            ref = _method(self.handle(name), method, what).remote(*args, **kwargs)
+            return self._get(ref, timeout)
         except Exception as exc:
-            raise self._failure(name, what, exc, timeout) from None
+            err = _call_error(exc, what, timeout, pass_method_errors=True)
+            if isinstance(err, BackendError):
+                self.forget(name)
+            raise err from None
 
     def tell(self, name: str, method: str, *args: Any, **kwargs: Any) -> bool:
         """Fire and forget: submit the call, never wait, never raise. False when it was not sent."""
+        what = f"{name}.{method}()"
         try:
-            getattr(self.handle(name), method).remote(*args, **kwargs)
-        except Exception as exc:  # a lost notification must not break the caller
-            self.forget(name)
-            log.warning("tell %s.%s() not sent: %s", name, method, exc)
+            handle = self.handle(name)
+        except BackendError as exc:
+            log.warning("tell %s not sent: %s", what, exc)
             return False
-        return True
-
-    def _failure(self, name: str, what: str, exc: BaseException, timeout: float) -> TradetreeError:
-        raised = _method_error(exc)
-        if raised is not None:
-            return raised
-        # The handle may be stale (the supervisor re-creates actors under the same name);
-        # one more lookup next time is cheap, a call to a dead incarnation forever is not.
+        if tell_handle(handle, method, args, kwargs, what=what):
+            return True
         self.forget(name)
-        if isinstance(exc, AttributeError):
-            return CallFailed(f"{what}: the actor has no such method")
-        return translate_ray_error(exc, what, timeout_secs=timeout)
+        return False

@@ -25,7 +25,7 @@ from tradetree.core import (
     CallFailed,
     CallTimeout,
 )
-from tradetree.supervisor.actor_client import actor_died_error, translate_ray_error
+from tradetree.supervisor.actor_client import call_handle, tell_handle
 
 __all__ = [
     "ActorBackend",
@@ -155,31 +155,13 @@ class RayBackend:
         return handle
 
     async def call(self, handle: Any, method: str, *args: Any, timeout_secs: float, **kwargs: Any) -> Any:
-        from ray.exceptions import RayError
-
-        what = f"{method}()"
-        try:
-            ref = getattr(handle, method).remote(*args, **kwargs)
-        except AttributeError:
-            raise CallFailed(f"actor has no method {method!r}") from None
-        except RayError as exc:  # refused at submission: the handle's actor is gone
-            raise actor_died_error(exc) from None
-
-        async def _result() -> Any:
-            return await ref
-
-        try:
-            return await asyncio.wait_for(_result(), timeout=timeout_secs)
-        except Exception as exc:
-            # Unlike ActorClient, a project error the child raised is a CallFailed here too: the
-            # supervisor judges the child, not the child's domain errors.
-            raise translate_ray_error(exc, what, timeout_secs=timeout_secs) from None
+        # Unlike ActorClient, a project error the child raised is a CallFailed here too: the
+        # supervisor judges the child, not the child's domain errors.
+        return await call_handle(handle, method, args, kwargs, what=f"{method}()", timeout_secs=timeout_secs,
+                                 pass_method_errors=False)
 
     def tell(self, handle: Any, method: str, *args: Any, **kwargs: Any) -> None:
-        try:
-            getattr(handle, method).remote(*args, **kwargs)
-        except Exception as exc:  # fire and forget: a lost notification must not break the caller
-            log.warning("tell %s() failed: %s", method, type(exc).__name__)
+        tell_handle(handle, method, args, kwargs, what=f"{method}()")
 
     async def kill(self, handle: Any) -> None:
         import ray

@@ -26,7 +26,6 @@ __all__ = [
     "ExitReason",
     "should_restart",
     "RestartIntensity",
-    "backoff_delay_secs",
     "Backoff",
     "ProbeFailureCounter",
     "heartbeat_is_stale",
@@ -96,16 +95,6 @@ class RestartIntensity:
         self._stamps.clear()
 
 
-def backoff_delay_secs(spec: BackoffSpec, attempt: int, unit_random: float) -> float:
-    """Delay before restart number ``attempt`` (0-based), for ``unit_random`` in [0, 1).
-
-    ``base = min(max_secs, min_secs * 2**attempt)``; the result is
-    ``base * (1 + jitter * (2 * unit_random - 1))`` clamped to ``[0, max_secs]``
-    (``spec.policy()``, the shared ``core.backoff`` formula).
-    """
-    return spec.policy().delay_at(attempt, unit_random)
-
-
 class Backoff:
     """Successive restart delays for one child, from a seeded RNG."""
 
@@ -120,7 +109,7 @@ class Backoff:
         return self._attempt
 
     def next_delay_secs(self) -> float:
-        delay = backoff_delay_secs(self._spec, self._attempt, self._rng.random())
+        delay = self._spec.policy().delay(self._attempt, self._rng)
         self._attempt += 1
         return delay
 

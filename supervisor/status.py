@@ -13,6 +13,9 @@ __all__ = ["tree_status"]
 def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) -> dict[str, dict[str, Any]]:
     """Every actor of the tree, flattened: ``{id: {state, restarts, supervisor, parent, detail}}``.
 
+    A child (every actor but the root) also has its ``startup_timeout_secs`` and
+    ``shutdown_timeout_secs`` from its spec.
+
     Walks from the root through the nested supervisors. A supervisor that
     cannot be reached shows as UNREACHABLE (its children are then unknown).
     """
@@ -34,6 +37,8 @@ def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) 
             out[child_id] = {
                 "state": info["state"], "restarts": info["restarts"], "supervisor": info["supervisor"],
                 "parent": sup_id, "detail": failing or info.get("last_probe_error") or "",
+                "startup_timeout_secs": info["startup_timeout_secs"],
+                "shutdown_timeout_secs": info["shutdown_timeout_secs"],
             }
             if info["supervisor"]:
                 visit(child_id, sup_id)

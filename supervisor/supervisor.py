@@ -431,6 +431,9 @@ class Supervisor:
                 "failing_probes": [p.model_dump(mode="json") for p in report.failing()] if report else [],
                 "last_exit": child.last_exit,
                 "release_after": list(child.spec.release_after),
+                # what a manual restart may take: a graceful stop, then a start through the probe gate
+                "shutdown_timeout_secs": child.spec.shutdown_timeout_secs,
+                "startup_timeout_secs": child.spec.startup_timeout_secs,
             }
         return {
             "id": self._spec.id,

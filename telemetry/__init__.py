@@ -29,9 +29,9 @@ from tradetree.telemetry.gather import (
     metrics_url,
     venue_marks_view,
 )
-from tradetree.telemetry.metrics import TreeCollector, build_registry
+from tradetree.telemetry.metrics import MODEL_SERVER_STATE_LABELS, TreeCollector, build_registry
 
-__all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry",
+__all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry", "MODEL_SERVER_STATE_LABELS",
     "AlertPolicyState",
     "AlertVerdict",
     "REDIS",

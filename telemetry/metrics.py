@@ -44,7 +44,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tradetree.core import StrategyState
+from tradetree.core import ComponentState, StrategyState
 
 __all__ = ["TreeCollector", "build_registry"]
 
@@ -405,7 +405,15 @@ def _alerter(out: _Families, snap: Snapshot) -> None:
     out.gauge("tradetree_alerts_pending", "Alerts queued for delivery.", s.get("pending", 0))
 
 
-_MODEL_SERVER_STATES = ("unstarted", "serving", "stopped")  # actors.model_server.PUBLISHED_STATES
+# The model server's states as its stats and the tradetree_model_server_state metric publish
+# them: dashboards read these labels, so they keep their names while the lifecycle is shared.
+# A state not in it is published as its ComponentState value (and no metric label matches it).
+MODEL_SERVER_STATE_LABELS: dict[ComponentState, str] = {
+    ComponentState.NEW: "unstarted",
+    ComponentState.RUNNING: "serving",
+    ComponentState.STOPPED: "stopped",
+}
+_MODEL_SERVER_STATES = tuple(MODEL_SERVER_STATE_LABELS.values())
 
 
 def _model_servers(out: _Families, snap: Snapshot) -> None:

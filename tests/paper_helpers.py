@@ -34,23 +34,32 @@ SUPERVISION = {"venue_startup_timeout_secs": 180.0, "child_startup_timeout_secs"
 
 
 def wait_for(predicate: Callable[[], T], timeout_secs: float, what: str | Callable[[], str], *,
-             poll_secs: float = 0.25, clock: Callable[[], float] = time.monotonic,
+             poll_secs: float = 0.25, tolerate_exceptions: bool = False, clock: Callable[[], float] = time.monotonic,
              sleep: Callable[[float], None] = time.sleep) -> T:
     """Poll ``predicate`` until it returns something truthy; return that.
 
     ``what`` names the condition in the failure message (a callable is
     evaluated at the time of failure, so it can say what is still missing).
+    With ``tolerate_exceptions`` an exception from ``predicate`` counts as "not
+    yet" (an actor or Redis being restarted under a scenario) and the failure
+    message ends with the last value or exception.
 
     Raises:
         pytest.fail.Exception: ``timeout_secs`` passed without a truthy value.
     """
     deadline = clock() + timeout_secs
     while True:
-        value = predicate()
+        try:
+            value = last = predicate()
+        except Exception as exc:
+            if not tolerate_exceptions:
+                raise
+            value, last = None, exc
         if value:
             return value
         if clock() >= deadline:
-            pytest.fail(f"timed out after {timeout_secs:g}s waiting for {what() if callable(what) else what}")
+            tail = f"; last: {last!r}" if tolerate_exceptions else ""
+            pytest.fail(f"timed out after {timeout_secs:g}s waiting for {what() if callable(what) else what}{tail}")
         sleep(poll_secs)
 
 
@@ -89,8 +98,11 @@ def store_view(redis_url: str, namespace: str, *, coids: Iterable[str] = (), eve
 
 
 def wait_until_released(redis_url: str, namespace: str, strategy_ids: Iterable[str],
-                        timeout_secs: float = RELEASE_TIMEOUT_SECS) -> None:
-    """Wait until Redis says every one of ``strategy_ids`` is RUNNING (the supervisor released it)."""
+                        timeout_secs: float = RELEASE_TIMEOUT_SECS, *, tolerate_exceptions: bool = False) -> None:
+    """Wait until Redis says every one of ``strategy_ids`` is RUNNING (the supervisor released it).
+
+    ``tolerate_exceptions``: a failed read counts as "not yet" (see :func:`wait_for`).
+    """
     wanted = list(strategy_ids)
     last: dict[str, str] = {}
 
@@ -98,7 +110,8 @@ def wait_until_released(redis_url: str, namespace: str, strategy_ids: Iterable[s
         last.update(store_view(redis_url, namespace).states)
         return all(last.get(sid) == "RUNNING" for sid in wanted)
 
-    wait_for(released, timeout_secs, lambda: f"{wanted} to run (states {last})")
+    wait_for(released, timeout_secs, lambda: f"{wanted} to run (states {last})",
+             tolerate_exceptions=tolerate_exceptions)
 
 
 def settled_view(truth: dict[str, Any], view: StoreView) -> bool:

@@ -168,6 +168,25 @@ def test_restart_waits_for_green_and_is_refused_naming_the_probe(tree, ctl, caps
     tree.wait_running()
 
 
+def test_restart_waits_as_long_as_the_childs_own_stop_and_start_bounds(monkeypatch):
+    """A nested supervisor's start bound is the sum of its children's: no fixed cap may cut it short."""
+    import tradetree.control as control
+
+    status = {
+        "root": {"state": "running", "parent": None},
+        "VenueSupervisor[okx]": {"state": "running", "parent": "root", "supervisor": True,
+                                 "startup_timeout_secs": 400.0, "shutdown_timeout_secs": 60.0},
+    }
+    monkeypatch.setattr(control, "tree_status", lambda namespace, root_id: status)
+    ctl = Control("ns")
+    calls = []
+    monkeypatch.setattr(ctl, "_call", lambda name, method, *args, timeout_secs: calls.append(
+        (name, method, args, timeout_secs)))
+    monkeypatch.setattr(ctl, "_failing_probes", lambda names: [])
+    ctl.restart("VenueSupervisor[okx]")
+    assert calls == [("root", "restart_child", ("VenueSupervisor[okx]",), 400.0 + 60.0 + 30.0)]
+
+
 def test_alerts_list_what_the_tree_reported(tree, ctl):
     import ray
 

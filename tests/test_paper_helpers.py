@@ -58,3 +58,24 @@ def test_settled_view_needs_no_open_order_anywhere_and_every_trade_audited():
     assert settled_view({"open_orders": [], "trades": [{"trade_id": "1"}]}, view)
     assert not settled_view({"open_orders": [{"ordId": "9"}], "trades": [{"trade_id": "1"}]}, view)
     assert not settled_view({"open_orders": [], "trades": [{"trade_id": "1"}, {"trade_id": "2"}]}, view)
+
+
+def test_wait_for_raises_what_the_predicate_raises_unless_told_to_tolerate_it():
+    def boom():
+        raise ConnectionError("redis is restarting")
+
+    with pytest.raises(ConnectionError):
+        wait_for(boom, 3, "x", poll_secs=1, clock=_FakeTime().clock, sleep=_FakeTime().sleep)
+    t = _FakeTime()
+    outcomes = iter([ConnectionError("redis is restarting"), None, "ready"])
+
+    def flaky():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert wait_for(flaky, 10, "x", poll_secs=1, tolerate_exceptions=True, clock=t.clock, sleep=t.sleep) == "ready"
+    t = _FakeTime()
+    with pytest.raises(pytest.fail.Exception, match=r"waiting for x; last: ConnectionError\('redis is restarting'\)"):
+        wait_for(boom, 2, "x", poll_secs=1, tolerate_exceptions=True, clock=t.clock, sleep=t.sleep)

@@ -37,7 +37,6 @@ __all__ = [
     "SupervisionConfig",
     "load_engine_config",
     "check_strategies",
-    "model_server_id",
     "served_model_refs",
     "resolve_served_models",
 ]

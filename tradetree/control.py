@@ -40,6 +40,8 @@ __all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
 
 _TIMEOUT_SECS = 30.0
 _READY_POLL_SECS = 0.25
+# restart_child's wait beyond the child's own stop and start bounds (the kill after a stop, the calls)
+_RESTART_MARGIN_SECS = 30.0
 
 
 def connect(address: str | None = None, namespace: str = "tradetree") -> Control:
@@ -172,8 +174,11 @@ class Control:
         status = tree_status(self.namespace, root_id=ROOT_ID)
         if child not in status or status[child].get("parent") is None:
             raise ControlError(f"unknown child {child!r} (the root cannot be restarted from here)")
+        info = status[child]
+        # A nested supervisor's start bound is the sum of its children's: no fixed cap fits every child.
+        bound = info["shutdown_timeout_secs"] + info["startup_timeout_secs"] + _RESTART_MARGIN_SECS
         try:
-            self._call(status[child]["parent"], "restart_child", child, timeout_secs=120)
+            self._call(info["parent"], "restart_child", child, timeout_secs=bound)
         except ControlError:
             raise
         except TradetreeError as exc:

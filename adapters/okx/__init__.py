@@ -14,7 +14,7 @@ from tradetree.adapters.okx.parsing import (
 from tradetree.adapters.okx.reports import VenueOrderReport, apply_report
 from tradetree.adapters.okx.rest import OkxRestClient, translate_ccxt_error
 from tradetree.adapters.okx.signing import ws_login_request, ws_login_signature
-from tradetree.adapters.okx.ws import OkxWsClient, WsState, backoff_delay_secs
+from tradetree.adapters.okx.ws import OkxWsClient, WsState
 
 __all__ = [
     "OkxRestClient",
@@ -22,7 +22,6 @@ __all__ = [
     "WsState",
     "VenueOrderReport",
     "apply_report",
-    "backoff_delay_secs",
     "translate_ccxt_error",
     "ws_login_request",
     "ws_login_signature",

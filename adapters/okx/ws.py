@@ -50,7 +50,7 @@ from tradetree.core import (
     WallClock,
 )
 
-__all__ = ["OkxWsClient", "WsState", "MessageHandler", "backoff_delay_secs", "FATAL_LOGIN_CODES"]
+__all__ = ["OkxWsClient", "WsState", "MessageHandler", "FATAL_LOGIN_CODES"]
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,6 @@ class WsState(str, enum.Enum):
     CLOSED = "closed"  # stopped by ``stop()``
 
 
-def backoff_delay_secs(attempt: int, *, min_secs: float, max_secs: float, rng: random.Random) -> float:
-    """Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with equal jitter.
-
-    The ceiling is ``min(max_secs, min_secs * 2**attempt)``; the delay is
-    drawn uniformly from ``[ceiling/2, ceiling]`` so many clients dropped at
-    once do not reconnect in lockstep (``core.backoff``, jitter "equal").
-    """
-    return BackoffPolicy(base_secs=min_secs, cap_secs=max_secs, jitter="equal").delay(attempt, rng)
-
-
 def _subscription_key(arg: dict[str, Any]) -> str:
     return json.dumps(arg, sort_keys=True, separators=(",", ":"))
 
@@ -101,6 +91,11 @@ class OkxWsClient:
     ``pong_timeouts``, ``last_error``, ``fatal_error``, and
     ``backoff_history``: the latest reconnect waits as ``(attempt, delay_secs)``,
     oldest first (``attempt`` 0 is the first wait after a stable session).
+
+    ``backoff`` is the reconnect policy: the ceiling is
+    ``min(ws_reconnect_max_secs, ws_reconnect_min_secs * 2**attempt)`` and the
+    wait is drawn uniformly from ``[ceiling/2, ceiling]`` (``core.backoff``,
+    jitter "equal"), so many clients dropped at once do not reconnect in lockstep.
 
     ``stable_session_secs`` (default: the venue's ``ws_reconnect_max_secs``,
     at most 5 s) is how long a session must stay up before the backoff starts
@@ -129,6 +124,9 @@ class OkxWsClient:
         self._ping_interval_secs = ping_interval_secs
         self._pong_timeout_secs = pong_timeout_secs
         self._rng = rng or random.Random()
+        self.backoff = BackoffPolicy(
+            base_secs=venue.ws_reconnect_min_secs, cap_secs=venue.ws_reconnect_max_secs, jitter="equal"
+        )
         self._stable_session_secs = (
             min(venue.ws_reconnect_max_secs, 5.0) if stable_session_secs is None else stable_session_secs
         )
@@ -292,12 +290,7 @@ class OkxWsClient:
             if session_up_at is not None and time.monotonic() - session_up_at >= self._stable_session_secs:
                 attempt = 0  # a session that held: the trouble is over, reconnect quickly
             self.state = WsState.BACKOFF
-            delay = backoff_delay_secs(
-                attempt,
-                min_secs=self._venue.ws_reconnect_min_secs,
-                max_secs=self._venue.ws_reconnect_max_secs,
-                rng=self._rng,
-            )
+            delay = self.backoff.delay(attempt, self._rng)
             self.backoff_history.append((attempt, delay))
             attempt += 1
             await asyncio.sleep(delay)

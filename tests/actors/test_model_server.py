@@ -89,6 +89,15 @@ def test_health_probes_check_the_mechanism(tmp_path, registered):
     assert [p.name for p in server.check_health().failing()] == ["model_file_integrity"]
 
 
+def test_a_state_without_a_published_label_shows_its_value_and_never_raises(tmp_path):
+    server = ModelServer(tmp_path, "vol")
+    server.state = ComponentState.STARTING
+    assert server.stats()["state"] == "starting"
+    assert [(p.name, p.detail) for p in server.check_health().failing()] == [("serving", "starting")]
+    with pytest.raises(ModelServerStateError, match="vol is starting"):
+        server.predict([])
+
+
 def test_failed_models_are_not_served_unless_asked(tmp_path, registered):
     _, outcome = registered
     local = ModelRegistry(tmp_path)

@@ -14,8 +14,9 @@ from pydantic import SecretStr
 
 from tradetree import adapters
 from tradetree.adapters import okx as adapters_okx
-from tradetree.adapters.okx import backoff_delay_secs, translate_ccxt_error, ws_login_request, ws_login_signature
+from tradetree.adapters.okx import OkxWsClient, translate_ccxt_error, ws_login_request, ws_login_signature
 from tradetree.adapters.okx.rest import build_order_request
+from tradetree.core import BackoffPolicy, VenueConfig
 from tradetree.core.config import VenueCredentials
 from tradetree.core.errors import (
     InsufficientFunds,
@@ -46,22 +47,35 @@ def test_ws_login_request_shape():
                    "sign": ws_login_signature("s", 1_700_000_000)}
 
 
+def _ws_backoff(min_secs: float, max_secs: float) -> BackoffPolicy:
+    """The reconnect policy a WS client of a venue with these bounds uses."""
+    venue = VenueConfig(name="okx", ws_reconnect_min_secs=min_secs, ws_reconnect_max_secs=max_secs)
+
+    async def on_message(message: dict) -> None:
+        return None
+
+    return OkxWsClient("ws://127.0.0.1:1/ws/v5/public", venue=venue, on_message=on_message).backoff
+
+
 def test_backoff_grows_exponentially_within_bounds_with_jitter():
+    backoff = _ws_backoff(0.5, 30.0)
+    assert backoff == BackoffPolicy(base_secs=0.5, cap_secs=30.0, jitter="equal")
     rng = random.Random(7)
     for attempt in range(12):
         ceiling = min(30.0, 0.5 * 2**attempt)
-        delays = [backoff_delay_secs(attempt, min_secs=0.5, max_secs=30.0, rng=rng) for _ in range(50)]
+        delays = [backoff.delay(attempt, rng) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered
-    assert backoff_delay_secs(10_000, min_secs=0.5, max_secs=30.0, rng=rng) <= 30.0
+    assert backoff.delay(10_000, rng) <= 30.0
 
 
 def test_backoff_is_deterministic_for_a_seed():
-    a = [backoff_delay_secs(i, min_secs=1, max_secs=8, rng=random.Random(3)) for i in range(5)]
-    b = [backoff_delay_secs(i, min_secs=1, max_secs=8, rng=random.Random(3)) for i in range(5)]
+    backoff = _ws_backoff(1, 8)
+    a = [backoff.delay(i, random.Random(3)) for i in range(5)]
+    b = [backoff.delay(i, random.Random(3)) for i in range(5)]
     assert a == b
     with pytest.raises(ValueError):
-        backoff_delay_secs(-1, min_secs=1, max_secs=8, rng=random.Random())
+        backoff.delay(-1, random.Random())
 
 
 @pytest.mark.parametrize(

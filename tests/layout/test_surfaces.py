@@ -67,23 +67,21 @@ def test_the_surface_is_what_it_claims(name):
 
 
 def _cross_package_imports():
-    is_pkg = {m: p for m, _, p in _modules()}
-    for module, path, pkg in _modules():
+    for module, path, _ in _modules():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("tradetree."):
-                yield module, pkg, path, node.lineno, node.module, [a.name for a in node.names]
+                yield module, path, node.lineno, node.module, [a.name for a in node.names]
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.startswith("tradetree."):
-                        yield module, pkg, path, node.lineno, alias.name, []
-    del is_pkg
+                        yield module, path, node.lineno, alias.name, []
 
 
 def test_other_packages_are_reached_through_their_surface():
     kinds = {m: p for m, _, p in _modules()}
     wrong = []
-    for module, _pkg, path, line, target, names in _cross_package_imports():
+    for module, path, line, target, names in _cross_package_imports():
         if _top(target) == _top(module):
             continue  # inside one package, modules import each other
         where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line}"

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-import pytest
 import ray
 
+from tests import paper_helpers
 from tests.paper_helpers import SUPERVISION
 from tradetree.config import EngineConfig
 from tradetree.core.control_state import ControlState
@@ -171,26 +171,16 @@ class Tree:
 
     @staticmethod
     def wait_for(predicate: Callable[[], Any], timeout_secs: float, what: str, interval_secs: float = 0.2) -> Any:
-        deadline = time.monotonic() + timeout_secs
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = predicate()
-            except Exception as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(interval_secs)
-        pytest.fail(f"timed out after {timeout_secs}s waiting for {what}; last: {last!r}")
+        """``paper_helpers.wait_for``; an exception from ``predicate`` (an actor or Redis restarting) is "not yet"."""
+        return paper_helpers.wait_for(predicate, timeout_secs, what, poll_secs=interval_secs, tolerate_exceptions=True)
 
     def wait_for_fills(self, n: int, timeout_secs: float = 90) -> None:
         self.wait_for(lambda: len(self.audit()) >= n, timeout_secs, f"{n} applied fills")
 
-    def wait_running(self, timeout_secs: float = 60) -> None:
-        ids = [s.id for s in self.config.strategies]
-        self.wait_for(lambda: all(self.strategy_states().get(i) == "RUNNING" for i in ids), timeout_secs,
-                      "strategies RUNNING")
+    def wait_running(self, timeout_secs: float = paper_helpers.RELEASE_TIMEOUT_SECS) -> None:
+        """Until every strategy is RUNNING (released), as the paper tests wait for it."""
+        paper_helpers.wait_until_released(self.runtime.redis_url, self.ns, [s.id for s in self.config.strategies],
+                                          timeout_secs, tolerate_exceptions=True)
 
 
 @contextlib.contextmanager

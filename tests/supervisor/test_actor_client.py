@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
@@ -15,7 +16,7 @@ from tradetree.core.errors import (
     CallTimeout,
     DuplicateClientOrderId,
 )
-from tradetree.supervisor import ActorClient, translate_ray_error
+from tradetree.supervisor import ActorClient, RayBackend, translate_ray_error
 
 
 def _task_error(cause: Exception) -> RayTaskError:
@@ -183,3 +184,39 @@ def test_tell_never_raises_and_says_whether_it_was_sent():
     assert client.tell("s1", "pause", "SAFE MODE: x") is True
     assert handle.pause.calls == [(("SAFE MODE: x",), {})]
     assert client.tell("missing", "pause", "x") is False
+
+
+async def test_a_slow_lookup_counts_against_the_call_timeout():
+    def slow_lookup(name, namespace):
+        time.sleep(0.5)
+        return _Handle(stats={"n": 1})
+
+    client = ActorClient(lookup=slow_lookup, timeout_secs=0.1)
+    started = time.monotonic()
+    with pytest.raises(CallTimeout, match=r"gw.stats\(\) did not answer within 0.1s"):
+        await client.call("gw", "stats")
+    assert time.monotonic() - started < 0.4
+
+
+# -- the supervisor's backend: the same handle-level call, project errors not passed through ------
+
+async def test_ray_backend_makes_a_childs_project_error_a_call_failed():
+    handle = _Handle()
+    handle.start = _Method(_async_ref(exc=_task_error(DuplicateClientOrderId("dup"))))
+    with pytest.raises(CallFailed, match=r"start\(\) raised DuplicateClientOrderId: dup"):
+        await RayBackend().call(handle, "start", timeout_secs=1)
+
+
+async def test_ray_backend_translates_a_refused_submission_with_the_shared_table():
+    class _Refusing:
+        def remote(self, *args, **kwargs):
+            raise ActorUnavailableError("restarting", None)
+
+    handle = _Handle()
+    handle.check_health = _Refusing()
+    with pytest.raises(CallFailed, match="actor unavailable"):
+        await RayBackend().call(handle, "check_health", timeout_secs=1)
+    with pytest.raises(CallFailed, match="no such method"):
+        await RayBackend().call(handle, "nope", timeout_secs=1)
+    with pytest.raises(CallTimeout, match=r"stats\(\) did not answer within 0.05s"):
+        await RayBackend().call(_Handle(stats=_async_ref("late", delay=5)), "stats", timeout_secs=0.05)

@@ -17,7 +17,6 @@ from tradetree.supervisor.restart_policy import (
     InvalidLifecycleTransition,
     ProbeFailureCounter,
     RestartIntensity,
-    backoff_delay_secs,
     heartbeat_is_stale,
     jittered_secs,
     should_restart,
@@ -125,29 +124,29 @@ def test_intensity_matches_a_brute_force_window(intensity, period, gaps):
 
 def test_backoff_doubles_up_to_the_cap_without_jitter():
     spec = BackoffSpec(min_secs=0.5, max_secs=4, jitter=0)
-    assert [backoff_delay_secs(spec, a, 0.7) for a in range(6)] == [0.5, 1, 2, 4, 4, 4]
+    assert [spec.policy().delay_at(a, 0.7) for a in range(6)] == [0.5, 1, 2, 4, 4, 4]
 
 
 def test_backoff_jitter_bounds():
     spec = BackoffSpec(min_secs=1, max_secs=100, jitter=0.25)
-    assert backoff_delay_secs(spec, 2, 0.0) == pytest.approx(3.0)
-    assert backoff_delay_secs(spec, 2, 0.5) == pytest.approx(4.0)
-    assert backoff_delay_secs(spec, 2, 0.999999) == pytest.approx(5.0, rel=1e-5)
+    assert spec.policy().delay_at(2, 0.0) == pytest.approx(3.0)
+    assert spec.policy().delay_at(2, 0.5) == pytest.approx(4.0)
+    assert spec.policy().delay_at(2, 0.999999) == pytest.approx(5.0, rel=1e-5)
 
 
 def test_backoff_never_exceeds_max():
     spec = BackoffSpec(min_secs=1, max_secs=8, jitter=1.0)
-    assert backoff_delay_secs(spec, 10, 0.999) <= 8
+    assert spec.policy().delay_at(10, 0.999) <= 8
 
 
 def test_backoff_huge_attempt_does_not_overflow():
     spec = BackoffSpec(min_secs=1, max_secs=30, jitter=0)
-    assert backoff_delay_secs(spec, 10_000, 0.5) == 30
+    assert spec.policy().delay_at(10_000, 0.5) == 30
 
 
 def test_backoff_rejects_negative_attempt():
     with pytest.raises(ValueError):
-        backoff_delay_secs(BackoffSpec(), -1, 0.5)
+        BackoffSpec().policy().delay_at(-1, 0.5)
 
 
 @given(
@@ -160,7 +159,7 @@ def test_backoff_rejects_negative_attempt():
 def test_backoff_delay_always_within_bounds(min_secs, extra, jitter, attempt, u):
     spec = BackoffSpec(min_secs=min_secs, max_secs=min_secs + extra, jitter=jitter)
     base = min(spec.max_secs, spec.min_secs * 2.0 ** min(attempt, 64))
-    delay = backoff_delay_secs(spec, attempt, u)
+    delay = spec.policy().delay_at(attempt, u)
     assert 0 <= delay <= spec.max_secs
     assert delay >= base * (1 - jitter) - 1e-9
 

@@ -91,6 +91,13 @@ async def test_children_start_in_order_through_the_probe_gate(h):
     assert (await sup.check_health()).healthy
 
 
+async def test_status_gives_each_childs_stop_and_start_bounds(h):
+    sup = h.supervisor(child("a"), child("b", startup_timeout_secs=300.0, shutdown_timeout_secs=45.0))
+    children = sup.status()["children"]
+    assert (children["a"]["startup_timeout_secs"], children["a"]["shutdown_timeout_secs"]) == (5.0, 5.0)
+    assert (children["b"]["startup_timeout_secs"], children["b"]["shutdown_timeout_secs"]) == (300.0, 45.0)
+
+
 async def test_stop_is_in_reverse_order_and_idempotent(h):
     sup = h.supervisor(child("a"), child("b"), child("c"))
     await sup.start()
