@@ -302,13 +302,16 @@ def tradetree_run(series, repeats: int) -> dict:
     """Backtest ``series`` ``repeats`` times: the best prep and the best run."""
     from decimal import Decimal
 
-    from tradetree.core.config import StrategyConfig
-    from tradetree.sim.backtest.book_model import BookModel
-    from tradetree.sim.backtest.config import BacktestConfig, FillRule
-    from tradetree.sim.backtest.engine import Backtester
-    from tradetree.sim.config import FeeSchedule, SimInstrument
-    from tradetree.strategies.base import Strategy, StrategyParams, orders_toward_target
-    from tradetree.strategies.indicators import EMA
+    from _trees import module  # this checkout, or the tree the parent named, in that tree's layout
+
+    StrategyConfig = module("core.config").StrategyConfig
+    BookModel = module("sim.backtest.book_model").BookModel
+    BacktestConfig, FillRule = module("sim.backtest.config").BacktestConfig, module("sim.backtest.config").FillRule
+    Backtester = module("sim.backtest.engine").Backtester
+    FeeSchedule, SimInstrument = module("sim.config").FeeSchedule, module("sim.config").SimInstrument
+    base = module("strategies.base")
+    Strategy, StrategyParams, orders_toward_target = base.Strategy, base.StrategyParams, base.orders_toward_target
+    EMA = module("strategies.indicators").EMA
 
     class EmaCrossParams(StrategyParams):
         fast_bars: int = FAST
@@ -364,8 +367,9 @@ def tradetree_run(series, repeats: int) -> dict:
 
 def run_tradetree_child(bars_path: str) -> None:
     """Child mode: tradetree (the installed one, or the tree on ``PYTHONPATH``) on one bars file, JSON out."""
-    from tradetree.sim.backtest.data import CandleSeries
+    from _trees import module
 
+    CandleSeries = module("sim.backtest.data").CandleSeries
     with np.load(bars_path) as z:
         series = CandleSeries.from_arrays(str(bars_path), z["ts_ms"], z["open"], z["high"], z["low"], z["close"],
                                           z["volume"])
@@ -374,9 +378,9 @@ def run_tradetree_child(bars_path: str) -> None:
 
 def _tradetree(bars_file: Path, tree: Path | None, timeout_secs: float) -> dict:
     """This tree, or an earlier source tree (``--previous-tree``), in a fresh process: a cold preparation."""
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    from _trees import child_env
+
+    env = child_env(tree)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--tradetree-child", "--bars", str(bars_file)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_secs, cwd=str(bars_file.parent),

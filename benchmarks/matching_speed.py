@@ -43,8 +43,10 @@ WORKLOADS = ("market", "limit_cancel", "limit_fill")
 
 
 def _engine():
-    from tradetree.sim.config import default_instruments
-    from tradetree.sim.matching import MatchingEngine
+    from _trees import module
+
+    default_instruments = module("sim.config").default_instruments
+    MatchingEngine = module("sim.matching").MatchingEngine
 
     insts = [i for i in default_instruments() if i.inst_id == "BTC-USDT"]
     return MatchingEngine(insts, initial_balances={"USDT": Decimal("1e12"), "BTC": Decimal("1e6")}, seed=7)
@@ -52,7 +54,10 @@ def _engine():
 
 def _ticks(n: int):
     """``n`` market steps one second apart, the price wandering on the 0.1 grid around 60 000."""
-    from tradetree.sim.market_data import MarketTick, PublicTrade
+    from _trees import module
+
+    market_data = module("sim.market_data")
+    MarketTick, PublicTrade = market_data.MarketTick, market_data.PublicTrade
 
     out = []
     price = 600_000
@@ -67,7 +72,9 @@ def _ticks(n: int):
 
 def run_workload(name: str, n: int) -> float:
     """Seconds for ``n`` orders of workload ``name`` (market steps included, their building not)."""
-    from tradetree.sim.matching import OrderRequest
+    from _trees import module
+
+    OrderRequest = module("sim.matching").OrderRequest
 
     engine = _engine()
     ticks = _ticks(n + 1)
@@ -108,7 +115,9 @@ def run_workload(name: str, n: int) -> float:
 
 def run_floor(n: int) -> float:
     """The baseline: build the same requests and insert them in a dict by client order id."""
-    from tradetree.sim.matching import OrderRequest
+    from _trees import module
+
+    OrderRequest = module("sim.matching").OrderRequest
 
     size = Decimal("0.01")
     book: dict[str, object] = {}
@@ -126,9 +135,9 @@ def child(n: int) -> None:
 
 def _child(tree: Path | None, n: int) -> dict:
     """The workloads in a fresh process: this tree, or ``tree`` on ``PYTHONPATH`` (both measured alike)."""
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    from _trees import child_env
+
+    env = child_env(tree)
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--orders", str(n)],
                           capture_output=True, text=True, env=env, cwd="/", timeout=1800)
     if proc.returncode != 0:

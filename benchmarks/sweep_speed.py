@@ -55,10 +55,12 @@ def grid(variants: int) -> dict[str, list]:
 
 
 def _inputs(args: argparse.Namespace):
-    from tradetree.core.config import load_strategy_config
-    from tradetree.sim.backtest.config import BacktestConfig
-    from tradetree.sim.backtest.data import load_candle_series
-    from tradetree.sim.backtest.sweep import SweepSpec
+    from _trees import module  # this checkout, or the tree the parent named, in that tree's layout
+
+    load_strategy_config = module("core.config").load_strategy_config
+    BacktestConfig = module("sim.backtest.config").BacktestConfig
+    load_candle_series = module("sim.backtest.data").load_candle_series
+    SweepSpec = module("sim.backtest.sweep").SweepSpec
 
     # the file is a spot pair; the shipped config trades the swap, which the backtester maps to its spot candles
     return (load_strategy_config(args.strategy), load_candle_series(args.data), BacktestConfig(),
@@ -68,8 +70,9 @@ def _inputs(args: argparse.Namespace):
 def sweep_child(args: argparse.Namespace) -> None:
     """Child mode: one sweep (this tree, or the tree on ``PYTHONPATH``), Ray started here; JSON out."""
     import ray
+    from _trees import module
 
-    from tradetree.sim.backtest.sweep import run_sweep
+    run_sweep = module("sim.backtest.sweep").run_sweep
 
     sc, series, config, spec = _inputs(args)
     t0 = time.perf_counter()
@@ -91,9 +94,11 @@ def sweep_child(args: argparse.Namespace) -> None:
 
 def serial_child(args: argparse.Namespace) -> None:
     """Child mode: the serial loop, one ``run_backtest`` per variant on the in-sample window; JSON out."""
-    from tradetree.core.config import StrategyConfig
-    from tradetree.sim.backtest.engine import run_backtest
-    from tradetree.sim.backtest.sweep import parameter_sets
+    from _trees import module
+
+    StrategyConfig = module("core.config").StrategyConfig
+    run_backtest = module("sim.backtest.engine").run_backtest
+    parameter_sets = module("sim.backtest.sweep").parameter_sets
 
     sc, series, config, spec = _inputs(args)
     window = series.slice(0, int(round(len(series) * 0.75)))
@@ -108,9 +113,9 @@ def serial_child(args: argparse.Namespace) -> None:
 
 
 def _child(mode: str, args: argparse.Namespace, tree: Path | None) -> dict:
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    from _trees import child_env
+
+    env = child_env(tree)
     cmd = [sys.executable, str(Path(__file__).resolve()), mode, "--data", str(args.data.resolve()),
            "--strategy", str(args.strategy.resolve()), "--variants", str(args.variants),
            "--num-cpus", str(args.num_cpus), "--top", str(args.top),
