@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Protocol
 
-from tradetree.core import ControlState, StoreError, StoreUnavailable
+from tradetree.core import ControlState, StoreError, StoreUnavailable, StrategyState
 from tradetree.risk import GateInputs, unknown_inputs, unknown_reason
 
 __all__ = ["GateStore", "read_gate_inputs"]
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 class GateStore(Protocol):
     """The part of ``core.store.RedisStore`` the gate reads."""
 
-    async def strategy_states(self) -> Mapping[str, str]: ...
+    async def strategy_state(self, strategy_id: str) -> StrategyState | None: ...
 
     async def kill_flag(self) -> str | None: ...
 
@@ -43,8 +42,8 @@ async def read_gate_inputs(
     ``check`` refuses: fail closed.
     """
     try:
-        states, kill_flag, control = await asyncio.gather(
-            store.strategy_states(), store.kill_flag(), control_state.snapshot(venue)
+        state, kill_flag, control = await asyncio.gather(
+            store.strategy_state(strategy_id), store.kill_flag(), control_state.snapshot(venue)
         )
     except Exception as exc:
         if isinstance(exc, StoreUnavailable):
@@ -55,7 +54,7 @@ async def read_gate_inputs(
     return GateInputs(
         now_ms=now_ms,
         strategy_id=strategy_id,
-        strategy_state=states.get(strategy_id),
+        strategy_state=state,
         kill_flag=kill_flag,
         control=control,
         last_market_data_ms=last_market_data_ms,

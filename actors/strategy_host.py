@@ -199,7 +199,7 @@ class StrategyHost:
             self.control = ControlState(self.store.client, self.namespace)
         assert self.control is not None  # set with the store
         now = self.clock.now_ms()
-        current = (await self.store.strategy_states()).get(self.id)
+        current = await self.store.strategy_state(self.id)
         await self.store.heartbeat(f"strategy:{self.id}", now)
         for order in await self.store.open_orders(venue=self.config.venue, strategy_id=self.id):
             self.strategy.on_order_update(order)  # a restarted host's strategy learns its resting orders
@@ -231,7 +231,8 @@ class StrategyHost:
 
     async def state(self) -> StrategyState:
         assert self.store is not None, "start() first"
-        return (await self.store.strategy_states()).get(self.id, StrategyState.PAUSED)
+        state = await self.store.strategy_state(self.id)
+        return StrategyState.PAUSED if state is None else state
 
     async def pause(self, reason: str = "", source: str | None = None) -> None:
         """Pause (RUNNING -> PAUSED) and record why. WINDING_DOWN / KILLED are left alone.

@@ -962,6 +962,28 @@ class RedisStore:
             changed = await self._transition_state(keys=[self._keys.strategy_states], args=[strategy_id, *args])
         return int(changed) == 1
 
+    async def strategy_state(self, strategy_id: str) -> StrategyState | None:
+        """The state of one strategy (None: none recorded).
+
+        For a reader that needs only its own entry (a strategy host, the
+        freshness gate): another strategy's garbled entry must not refuse its
+        orders or break its pause.
+
+        Raises:
+            StoreError: the stored state is not a ``StrategyState``.
+        """
+        with _translate(f"reading the state of strategy {strategy_id}"):
+            raw = await self._client.hget(self._keys.strategy_states, strategy_id)
+        if raw is None:
+            return None
+        text = _text(raw)
+        try:
+            return StrategyState(text)
+        except ValueError:
+            raise StoreError(
+                f"strategy {strategy_id}: stored state {text!r} is not one of {', '.join(sorted(STRATEGY_STATES))}"
+            ) from None
+
     @overload
     async def strategy_states(self, *, strict: Literal[True] = True) -> dict[str, StrategyState]: ...
 

@@ -40,11 +40,23 @@ async def test_read_gate_inputs_from_redis(fake_redis, namespace):
     assert len(reasons) == 2 and "kill flag" in reasons[0] + reasons[1]
 
 
+async def test_another_strategys_garbled_state_refuses_only_that_strategy(fake_redis, namespace):
+    # One bad entry in the states hash used to make every strategy's gate read fail (all refused).
+    store, control = RedisStore(fake_redis, namespace), ControlState(fake_redis, namespace)
+    await store.set_strategy_state("S1", "RUNNING")
+    await fake_redis.hset(f"{namespace}:strategy_states", "S2", "paused")  # not a StrategyState
+    await control.mark_verified("okx", NOW - 2_000)
+    inputs = await read_gate_inputs(store, control, "okx", "S1", NOW - 100, NOW)
+    assert inputs.unknown == () and check(_intent(), inputs, CFG) == []
+    theirs = await read_gate_inputs(store, control, "okx", "S2", NOW - 100, NOW)
+    assert theirs.unknown and check(_intent(strategy_id="S2"), theirs, CFG)  # fail closed for S2 itself
+
+
 class _FailingStore:
     def __init__(self, exc):
         self.exc = exc
 
-    async def strategy_states(self):
+    async def strategy_state(self, strategy_id):
         raise self.exc
 
     async def kill_flag(self):

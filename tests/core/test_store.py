@@ -817,6 +817,11 @@ async def test_strategy_states_read_back_as_the_enum_and_a_garbled_one_is_named(
     with pytest.raises(StoreError, match="strategy beta: stored state 'paused' is not one of"):
         await store.strategy_states()
     assert await store.strategy_states(strict=False) == {"alpha": "KILLED", "beta": "paused"}
+    # One strategy's own read sees only its entry: beta's garbled text is beta's problem alone.
+    assert await store.strategy_state("alpha") is StrategyState.KILLED
+    assert await store.strategy_state("gamma") is None
+    with pytest.raises(StoreError, match="strategy beta: stored state 'paused'"):
+        await store.strategy_state("beta")
 
 
 @pytest.mark.parametrize(("before", "after", "changed"), [
