@@ -78,7 +78,7 @@ from tradetree.risk import (
 from tradetree.strategies import StrategyContext, build_strategy
 from tradetree.supervisor import ActorClient
 
-__all__ = ["ORDER_ADMISSION_SECS", "ORDER_CALL_TIMEOUT_SECS", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
+__all__ = ["ORDER_ADMISSION_SECS", "ORDER_CALL_TIMEOUT_SECS", "order_call_timeout_secs", "OrderSink", "RayGatewaySink", "StrategyHost", "StrategyActor"]
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,21 @@ class OrderSink(Protocol):
 # How long an order may wait at the gateway (for its send lock) before it is sent; past it the
 # gateway rejects it unsent ("expired before send"). The host's deadline is its clock plus this.
 ORDER_ADMISSION_SECS = 10.0
-# The venue's REST timeout. The host is not given its venue's config, so this is VenueConfig's
-# default; a venue configured with a longer one makes a host timeout likelier, never unsafe.
-_VENUE_HTTP_TIMEOUT_SECS: float = VenueConfig.model_fields["http_timeout_secs"].default
-# Once admitted, a submission records the order, places it over REST and, when the answer is
-# lost, looks it up once: bounded by two REST timeouts. The call timeout exceeds admission plus
-# both, with a margin for Redis and for the two clocks, so when it expires the order is either in
-# Redis (the poller settles it and the next bar's context shows it) or will never be sent.
-ORDER_CALL_TIMEOUT_SECS = ORDER_ADMISSION_SECS + 2 * _VENUE_HTTP_TIMEOUT_SECS + 5.0
+
+
+def order_call_timeout_secs(http_timeout_secs: float) -> float:
+    """How long a host waits for ``submit_order`` at a venue with that REST timeout.
+
+    Once admitted, a submission records the order, places it over REST and, when the answer is
+    lost, looks it up once: bounded by two REST timeouts. The call timeout exceeds admission plus
+    both, with a margin for Redis and for the two clocks, so when it expires the order is either in
+    Redis (the poller settles it and the next bar's context shows it) or will never be sent.
+    """
+    return ORDER_ADMISSION_SECS + 2 * http_timeout_secs + 5.0
+
+
+# For a host built without its venue's REST timeout (tests): VenueConfig's default.
+ORDER_CALL_TIMEOUT_SECS = order_call_timeout_secs(VenueConfig.model_fields["http_timeout_secs"].default)
 
 # The states a host moves its strategy from (None: never recorded): never the kill switch's.
 _HOST_STATES: frozenset[StrategyState | None] = frozenset({None, StrategyState.RUNNING, StrategyState.PAUSED})
@@ -477,8 +484,11 @@ class StrategyActor:
 
     def __init__(self, config: StrategyConfig, *, gateway_name: str, redis_url: str, namespace: str,
                  ray_namespace: str | None = None, bar_interval_ms: int = 1000,
-                 start_paused: bool = False, risk: RiskConfig | None = None) -> None:
-        self._sink = RayGatewaySink(gateway_name, ray_namespace)
+                 start_paused: bool = False, risk: RiskConfig | None = None,
+                 venue_http_timeout_secs: float | None = None) -> None:
+        timeout = (ORDER_CALL_TIMEOUT_SECS if venue_http_timeout_secs is None
+                   else order_call_timeout_secs(venue_http_timeout_secs))
+        self._sink = RayGatewaySink(gateway_name, ray_namespace, order_timeout_secs=timeout)
         self._host = StrategyHost(config, redis_url=redis_url, namespace=namespace, sink=self._sink,
                                   bar_interval_ms=bar_interval_ms, start_paused=start_paused, risk=risk)
 

@@ -156,6 +156,8 @@ def _strategy_child(config: EngineConfig, strategy, *, redis_url: str, ray_names
             "bar_interval_ms": strategy.bar_interval_ms,
             "start_paused": True,
             "risk": config.risk,
+            # The host's wait for a submission is derived from it (actors.strategy_host.order_call_timeout_secs).
+            "venue_http_timeout_secs": config.venue(strategy.venue).http_timeout_secs,
         },
         restart=RestartType.PERMANENT,
         start_paused=True,

@@ -56,3 +56,14 @@ def test_dead_man_switch_can_be_off_but_not_below_okx_bounds():
             _config(dead_man_switch_secs=bad)
     with pytest.raises(ValidationError):
         _config(supervision={"root_intensity": -1})
+
+
+def test_a_host_waits_for_a_submission_as_long_as_its_venues_rest_timeout_needs():
+    from tradetree.actors.strategy_host import ORDER_ADMISSION_SECS, order_call_timeout_secs
+
+    config = EngineConfig.model_validate({"venues": [{"name": "okx", "http_timeout_secs": 25}],
+                                          "strategies": [STRATEGY]})
+    _, _, strategies, _, _ = _spec(config)
+    (host,) = strategies.children
+    assert host.kwargs["venue_http_timeout_secs"] == 25.0
+    assert order_call_timeout_secs(25.0) > ORDER_ADMISSION_SECS + 2 * 25.0
