@@ -34,7 +34,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from tradetree.core import BackoffPolicy, Clock, HealthReport, ProbeResult, TradetreeError, WallClock
+from tradetree.core import ALERTER_ID, BackoffPolicy, Clock, HealthReport, ProbeResult, TradetreeError, WallClock
+from tradetree.supervisor import ActorClient
 from tradetree.telemetry import (
     AlerterConfig,
     AlertPolicyState,
@@ -59,6 +60,7 @@ __all__ = [
     "ChatPostSender",
     "Alerter",
     "AlerterActor",
+    "AlerterClient",
 ]
 
 log = logging.getLogger("tradetree.alerts")
@@ -368,3 +370,21 @@ class AlerterActor:
 
     async def stats(self) -> dict[str, int]:
         return self._impl.stats()
+
+
+class AlerterClient:
+    """The one way other actors send to the tree's Alerter (``ALERTER_ID``), through ``ActorClient``.
+
+    ``alert`` raises the client's errors (``ActorNotFound`` while the alerter is
+    not started or being restarted, ``CallTimeout``, ...): each caller decides
+    what an undelivered alert means to it (the risk monitor keeps it and sends
+    it again; a reconciler logs it, having logged every alert already).
+    """
+
+    def __init__(self, actor_name: str = ALERTER_ID, namespace: str | None = None, *,
+                 timeout_secs: float = 5.0, client: ActorClient | None = None) -> None:
+        self.actor_name = actor_name
+        self._client = client or ActorClient(namespace, timeout_secs=timeout_secs)
+
+    async def alert(self, severity: str, key: str, title: str, text: str) -> None:
+        await self._client.call(self.actor_name, "alert", severity, key, title, text)

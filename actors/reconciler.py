@@ -45,13 +45,13 @@ import ray
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
+from tradetree.actors.alerter import AlerterClient
 from tradetree.actors.reconciler_canary import CanaryLoop
 from tradetree.actors.reconciler_context import AlertSink, ReconcilerContext, RestApi
 from tradetree.actors.reconciler_loops import DriftLoop, FillHealthLoop, PollLoop
 from tradetree.adapters.okx import OkxRestClient
 from tradetree.core import (
     ALERTER_ID,
-    ActorNotFound,
     Clock,
     ComponentState,
     ControlState,
@@ -81,7 +81,6 @@ from tradetree.execution import (
     store_probe,
     timers_probe,
 )
-from tradetree.supervisor import ActorClient
 
 __all__ = [
     "ReconcilerConfig",
@@ -91,7 +90,6 @@ __all__ = [
     "ReconcileReport",
     "FillReconciler",
     "FillReconcilerActor",
-    "RayAlerterSink",
 ]
 
 log = logging.getLogger(__name__)
@@ -397,26 +395,6 @@ class FillReconciler:
         }
 
 
-class RayAlerterSink:
-    """Alert sink that calls the named actor's ``alert`` (default ``ALERTER_ID``) through ``ActorClient``.
-
-    An absent alerter (not started yet, or being restarted) is not an error: the
-    alert is logged only. Any other failure (timeout, dead actor, the method
-    raised) reaches the caller as the client's ``BackendError``;
-    ``ReconcilerContext.alert`` counts and logs it.
-    """
-
-    def __init__(self, actor_name: str = ALERTER_ID, *, namespace: str | None = None, timeout_secs: float = 5.0,
-                 client: ActorClient | None = None) -> None:
-        self.actor_name = actor_name
-        self.client = client or ActorClient(namespace, timeout_secs=timeout_secs)
-
-    async def __call__(self, severity: str, key: str, title: str, text: str) -> None:
-        try:
-            await self.client.call(self.actor_name, "alert", severity, key, title, text)
-        except ActorNotFound:
-            log.info("no %s actor; alert %s logged only", self.actor_name, key)
-
 
 class _FillReconcilerShell:
     """Ray shell: builds a ``FillReconciler`` and delegates to it, one line per method.
@@ -427,7 +405,7 @@ class _FillReconcilerShell:
 
     def __init__(self, venue: VenueConfig, *, alerter_name: str | None = ALERTER_ID,
                  ray_namespace: str | None = None, **kwargs: Any) -> None:
-        sink = RayAlerterSink(alerter_name, namespace=ray_namespace) if alerter_name else None
+        sink = AlerterClient(alerter_name, ray_namespace).alert if alerter_name else None
         self._reconciler = FillReconciler(venue, alert_sink=sink, **kwargs)
 
     async def start(self) -> None:

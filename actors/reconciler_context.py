@@ -15,7 +15,18 @@ from decimal import Decimal
 from typing import Protocol
 
 from tradetree.adapters.okx import VenueOrderReport
-from tradetree.core import Clock, ControlState, Fill, FillLayer, Instrument, Order, RedisStore, StoreError, VenueConfig
+from tradetree.core import (
+    ActorNotFound,
+    Clock,
+    ControlState,
+    Fill,
+    FillLayer,
+    Instrument,
+    Order,
+    RedisStore,
+    StoreError,
+    VenueConfig,
+)
 from tradetree.execution import (
     DriftDetector,
     DriftOutcome,
@@ -113,6 +124,8 @@ class ReconcilerContext:
             result = self.alert_sink(severity, full_key, title, text)
             if inspect.isawaitable(result):
                 await result
+        except ActorNotFound:  # the alerter is not up (yet, or being restarted): logged above, no failure
+            log.info("%s: no alerter; alert %s logged only", self.component, full_key)
         except Exception as exc:
             self.counters["alert_failures"] += 1
             log.warning("%s: alert sink failed: %s", self.component, exc)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import ray
 import redis.asyncio as aioredis
 
+from tradetree.actors.alerter import AlerterClient
 from tradetree.actors.kill_switch import KillSwitch
 from tradetree.actors.kill_switch_ray import RayVenuePort
 from tradetree.core import (
@@ -87,7 +88,6 @@ __all__ = [
     "COMPONENT",
     "AlertSink",
     "StrategyPauser",
-    "RayAlertSink",
     "RayStrategyPauser",
     "RiskMonitor",
     "RiskMonitorActor",
@@ -117,22 +117,6 @@ class StrategyPauser(Protocol):
 
     async def pause(self, strategy_id: str, reason: str) -> bool: ...
 
-
-class RayAlertSink:
-    """Sends alerts to the Alerter actor (the tree's ``ALERTER_ID``) through ``ActorClient``.
-
-    Raises the client's errors (``ActorNotFound``, ``CallTimeout``, ...) when it cannot be reached.
-    """
-
-    def __init__(self, actor_name: str = ALERTER_ID, ray_namespace: str | None = None,
-                 timeout_secs: float = _CALL_TIMEOUT_SECS, *, client: ActorClient | None = None) -> None:
-        self.actor_name = actor_name
-        self.ray_namespace = ray_namespace
-        self.timeout_secs = timeout_secs
-        self._client = client or ActorClient(ray_namespace, timeout_secs=timeout_secs)
-
-    async def alert(self, severity: str, key: str, title: str, text: str) -> None:
-        await self._client.call(self.actor_name, "alert", severity, key, title, text)
 
 
 class RayStrategyPauser:
@@ -591,7 +575,7 @@ class RiskMonitorActor:
         self._pauser = RayStrategyPauser(ray_namespace)
         self._monitor = RiskMonitor(
             cfg, namespace=namespace, redis_url=redis_url,
-            alerts=RayAlertSink(alerter_name, ray_namespace),
+            alerts=AlerterClient(alerter_name, ray_namespace, timeout_secs=_CALL_TIMEOUT_SECS),
             pauser=self._pauser,
         )
         self._kill_cfg = kill_switch

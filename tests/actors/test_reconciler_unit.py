@@ -9,9 +9,11 @@ import pytest
 from pydantic import SecretStr
 
 from tests.adapters.sim_helpers import eventually
-from tradetree.actors.reconciler import FillReconciler, RayAlerterSink
+from tradetree.actors.alerter import AlerterClient
+from tradetree.actors.reconciler import FillReconciler
+from tradetree.actors.reconciler_context import ReconcilerContext
 from tradetree.adapters.okx.reports import VenueOrderReport
-from tradetree.core.clock import ManualClock
+from tradetree.core.clock import ManualClock, WallClock
 from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.control_state import ControlState
 from tradetree.core.errors import CallTimeout, OrderNotFound, VenueUnavailable
@@ -308,7 +310,7 @@ class _AlerterHandle:
         return answer()
 
 
-async def test_alerter_sink_calls_the_named_actor_and_logs_only_when_it_is_absent():
+async def test_alerts_reach_the_named_alerter_and_are_logged_only_while_it_is_absent():
     handle = _AlerterHandle()
     actors: dict[str, object] = {}
     looked_up: list[tuple[str, str | None]] = []
@@ -319,17 +321,23 @@ async def test_alerter_sink_calls_the_named_actor_and_logs_only_when_it_is_absen
             raise ValueError(f"Failed to look up actor {name}")
         return actors[name]
 
-    sink = RayAlerterSink(client=ActorClient("ns1", timeout_secs=5.0, lookup=lookup))
+    sink = AlerterClient(client=ActorClient("ns1", timeout_secs=5.0, lookup=lookup))
     assert sink.actor_name == ALERTER_ID
-    await sink("warning", "okx:k", "title", "text")  # absent: logged only, no error
+    venue = VenueConfig(name="okx", rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5")
+    ctx = ReconcilerContext(venue, ReconcilerConfig(), WallClock(), sink.alert)
+    await ctx.alert("warning", "k", "title", "text")  # absent: logged only, no failure counted
+    assert ctx.counters["alert_failures"] == 0
     actors[ALERTER_ID] = handle
-    await sink("critical", "okx:k", "title", "text")
+    await ctx.alert("critical", "k", "title", "text")
     assert handle.sent == [("critical", "okx:k", "title", "text")]
     assert looked_up == [(ALERTER_ID, "ns1"), (ALERTER_ID, "ns1")]
 
-    hung = RayAlerterSink("A2", client=ActorClient(None, timeout_secs=0.05, lookup=lambda n, ns: _AlerterHandle(True)))
+    hung = AlerterClient("A2", client=ActorClient(None, timeout_secs=0.05, lookup=lambda n, ns: _AlerterHandle(True)))
     with pytest.raises(CallTimeout, match="A2.alert"):  # a hung alerter fails the call; the context counts it
-        await hung("info", "k", "t", "x")
+        await hung.alert("info", "k", "t", "x")
+    hung_ctx = ReconcilerContext(venue, ReconcilerConfig(), WallClock(), hung.alert)
+    await hung_ctx.alert("info", "k", "t", "x")
+    assert hung_ctx.counters["alert_failures"] == 1
 
 
 def test_needs_a_store_and_a_rest_client():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tradetree.actors.risk_monitor import RayAlertSink, RayStrategyPauser
+from tradetree.actors.alerter import AlerterClient
+from tradetree.actors.risk_monitor import RayStrategyPauser
 from tradetree.core.names import ALERTER_ID
 from tradetree.supervisor.actor_client import ActorClient
 
@@ -43,7 +44,7 @@ def _client(actors: dict) -> tuple[ActorClient, list]:
 def test_alerts_go_to_the_tree_alerter_by_default() -> None:
     calls: list = []
     client, looked_up = _client({ALERTER_ID: _Actor(calls)})
-    sink = RayAlertSink(ray_namespace="ns", client=client)
+    sink = AlerterClient(namespace="ns", client=client)
     assert sink.actor_name == ALERTER_ID == "Alerter"
     asyncio.run(sink.alert("critical", "k", "t", "x"))
     assert calls == [("alert", ("critical", "k", "t", "x"))]
