@@ -12,20 +12,14 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from pydantic import SecretStr
 
+from tests.actors.offline_gateway import SWAP, offline_gateway
 from tradetree.actors.gateway import VenueGateway
 from tradetree.adapters.okx.rest import build_order_request
-from tradetree.core.clock import ManualClock
-from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import StoreUnavailable
-from tradetree.core.lifecycle import ComponentState
-from tradetree.core.store import RedisStore
 from tradetree.core.types import (
     Fill,
     FillLayer,
-    Instrument,
-    InstrumentKind,
     Order,
     OrderIntent,
     OrderState,
@@ -33,9 +27,6 @@ from tradetree.core.types import (
     Side,
 )
 
-SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
-                  settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
-                  lot_size=Decimal("0.01"), min_size=Decimal("0.01"))
 _ids = itertools.count(1)
 
 
@@ -56,18 +47,7 @@ class ScriptedRest:
 
 @pytest.fixture
 async def gateway(fake_redis, namespace):
-    clock = ManualClock()
-    gw = VenueGateway(
-        VenueConfig(name="okx", rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5"),
-        rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5",
-        credentials=VenueCredentials(api_key=SecretStr("k"), secret_key=SecretStr("s"), passphrase=SecretStr("p")),
-        redis_url="redis://unused", namespace=namespace, clock=clock,
-    )
-    # White-box wiring: what start() would have set up, with the scripted REST client.
-    gw._store = RedisStore(fake_redis, namespace, clock=clock)
-    gw._instruments = {SWAP.inst_id: SWAP}
-    gw._rest = ScriptedRest()
-    gw.state = ComponentState.RUNNING
+    gw, _ = offline_gateway(fake_redis, namespace, rest=ScriptedRest())
     yield gw
     await gw._fanout.close()
 

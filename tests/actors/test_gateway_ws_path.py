@@ -10,21 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from pydantic import SecretStr
 
+from tests.actors.offline_gateway import SWAP, offline_gateway
 from tradetree.actors.gateway import VenueGateway
 from tradetree.actors.gateway_fanout import LocalTarget
-from tradetree.core.clock import ManualClock
-from tradetree.core.config import VenueConfig, VenueCredentials
 from tradetree.core.errors import StoreUnavailable
 from tradetree.core.marks import Mark, MarkBook
 from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.store import RedisStore
-from tradetree.core.types import FillLayer, Instrument, InstrumentKind, Order, OrderState, OrderType, Side
-
-SWAP = Instrument(venue="okx", inst_id="BTC-USDT-SWAP", kind=InstrumentKind.SWAP, base="BTC", quote="USDT",
-                  settle="USDT", contract_value=Decimal("0.01"), tick_size=Decimal("0.1"),
-                  lot_size=Decimal("0.01"), min_size=Decimal("0.01"))
+from tradetree.core.types import FillLayer, Order, OrderState, OrderType, Side
 
 
 class Recorder:
@@ -45,16 +38,7 @@ class Recorder:
 
 @pytest.fixture
 async def gateway(fake_redis, namespace):
-    clock = ManualClock()
-    gw = VenueGateway(
-        VenueConfig(name="okx", rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5"),
-        rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5",
-        credentials=VenueCredentials(api_key=SecretStr("k"), secret_key=SecretStr("s"), passphrase=SecretStr("p")),
-        redis_url="redis://unused", namespace=namespace, clock=clock,
-    )
-    # White-box wiring: the store and instrument list start() would have set up.
-    gw._store = RedisStore(fake_redis, namespace, clock=clock)
-    gw._instruments = {SWAP.inst_id: SWAP}
+    gw, clock = offline_gateway(fake_redis, namespace)
     recorder = Recorder()
     gw._fanout.add(LocalTarget(recorder), [SWAP.inst_id], "s1")  # sync methods: delivered inline
     gw.recorder = recorder
