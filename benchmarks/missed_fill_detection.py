@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     logging.basicConfig(level=logging.WARNING)
+    from tradetree.runner import TREE_RAY_SYSTEM_CONFIG
+
     ray.init(namespace=f"tt-bench-{uuid.uuid4().hex[:6]}", include_dashboard=False, num_cpus=4,
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, _system_config=TREE_RAY_SYSTEM_CONFIG)
     runs = []
     try:
         for interval in args.intervals:

@@ -66,6 +66,8 @@ def ray_session():
     """One local Ray instance for the whole test session."""
     import ray
 
+    from tradetree.runner import TREE_RAY_SYSTEM_CONFIG
+
     if not ray.is_initialized():
         ray.init(
             namespace=f"tradetree-test-{uuid.uuid4().hex[:6]}",
@@ -73,6 +75,7 @@ def ray_session():
             num_cpus=4,
             log_to_driver=False,
             configure_logging=False,
+            _system_config=TREE_RAY_SYSTEM_CONFIG,  # the actors' priority, as `tradetree run` gives them
         )
     yield ray
     ray.shutdown()

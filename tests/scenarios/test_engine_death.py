@@ -106,6 +106,14 @@ def _stat(pid: int) -> tuple[str, str, int] | None:
     return name, state, int(ppid)
 
 
+def _niceness(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(")") + 2:].split()[16])  # field 19 of proc(5)
+
+
 def _descendants(root: int) -> dict[int, str]:
     children: dict[int, list[int]] = {}
     names: dict[int, str] = {}
@@ -164,6 +172,9 @@ def test_whole_engine_killed_then_restarted_reconciles_before_trading(sim, redis
         names = " ".join(ray_procs.values())
         assert "gcs_server" in names and "raylet" in names, names  # its own Ray cluster
         assert "ray::_VenueGate" in names and "ray::StrategyAc" in names, names  # the actors run there
+        # At a normal priority, not Ray's default nice 15 (a few percent of a core beside any load).
+        workers = {f"{pid} {name}": _niceness(pid) for pid, name in ray_procs.items() if name.startswith("ray::")}
+        assert set(workers.values()) <= {0, None}, workers
 
         first.proc.send_signal(signal.SIGKILL)  # the driver, and with it the whole cluster
         first.proc.wait(timeout=10)
