@@ -55,8 +55,9 @@ def scenario_config(redis_url: str, namespace: str, *, strategies: list[dict] | 
         "kill_switch": {"max_clip_size": "100", "backoff_min_secs": 0.2, "backoff_max_secs": 2.0,
                         "max_duration_secs": 60, "verify_interval_secs": 0.2},
         "heartbeat_interval_secs": 0.5,
-        # Start bounds only decide how long a tree that never comes up takes to fail: beside two CPU
-        # hogs each actor took ~50 s to be created and pass its probes (measured), over the defaults.
+        # Start bounds only decide how long a tree that never comes up takes to fail: generous, so a
+        # busy machine is never the reason (beside two CPU hogs, with Ray's default worker niceness
+        # of 15, each actor took ~50 s to be created and pass its probes; at niceness 0, seconds).
         "supervision": dict(SUPERVISION),
     }
     for key, value in overrides.items():
@@ -249,6 +250,7 @@ class FillLatencyWatch:
         self.applied: dict[str, float] = {}
         self.matched: dict[str, float] = {}
         self.layers: dict[str, str] = {}
+        self.matched_sample_secs: dict[str, float] = {}  # how long the sample that first saw it matched took
         self.samples = 0
         self.errors = 0
         self._stop = threading.Event()
@@ -296,12 +298,21 @@ class FillLatencyWatch:
         summed = {k: v for k, v in summed.items() if v != 0}
         if set(redis_trades) == venue_trades and summed == venue_positions:
             for key in venue_trades:
-                self.matched.setdefault(key, ended)
+                if key not in self.matched:
+                    self.matched[key] = ended
+                    self.matched_sample_secs[key] = ended - started
 
     def latencies(self, keys: Any = None) -> dict[str, float]:
         """``matched - seen`` in seconds per trade (only trades matched so far)."""
         keys = self.seen.keys() if keys is None else keys
         return {k: self.matched[k] - self.seen[k] for k in keys if k in self.matched and k in self.seen}
+
+    def late(self, keys: Any, bound_secs: float) -> dict[str, float]:
+        """Trades matched more than ``bound_secs`` after they appeared at the venue, beyond what a
+        sample can resolve: ``matched`` is the end of the sample that first saw a trade matched, so a
+        sample that took s seconds (on a busy machine this thread is starved too: 1.8 s was seen
+        beside two CPU hogs, 10-20 ms on a quiet one) shows it up to s late. Latencies in seconds."""
+        return {k: round(v, 3) for k, v in self.latencies(keys).items() if v - self.matched_sample_secs[k] > bound_secs}
 
     def trades_seen_between(self, start: float, end: float = float("inf")) -> list[str]:
         return sorted(k for k, t in self.seen.items() if start <= t < end)

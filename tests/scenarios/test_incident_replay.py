@@ -147,7 +147,7 @@ def test_fault_on_poller_catches_every_fill_venue_pauses_and_the_canary_keeps_it
         assert len(new) >= 3 + 2  # the three probes and at least one canary round trip
         latencies = watch.latencies(new)
         assert set(latencies) == set(new), set(new) - set(latencies)
-        assert max(latencies.values()) <= bound_secs(tree), sorted(latencies.values())
+        assert not watch.late(new, bound_secs(tree)), sorted(latencies.values())
         assert {watch.layers[k] for k in new} == {"poll"}
 
     audit = tree.audit()
@@ -200,5 +200,5 @@ def test_fault_off_canary_fills_on_the_ws_release_trading(tree):
         assert set(proof["trade_layers"]) <= canary_trades
         new = watch.trades_seen_between(cleared)
         latencies = watch.latencies(new)
-        assert set(latencies) == set(new) and max(latencies.values()) <= bound_secs(tree)
+        assert set(latencies) == set(new) and not watch.late(new, bound_secs(tree)), latencies
     tree.assert_matches_venue()
