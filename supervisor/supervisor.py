@@ -547,7 +547,7 @@ class Supervisor:
             )
             if spec.start_paused:
                 await self._backend.call(
-                    child.handle, "pause", self._pause_reason(), timeout_secs=spec.probe_timeout_secs
+                    child.handle, "pause", self._pause_reason(), timeout_secs=self._remaining(deadline)
                 )
         except ActorDied as exc:
             raise _BringUpFailed(ExitReason.DIED, f"died while starting: {exc}") from None
@@ -825,7 +825,9 @@ class Supervisor:
         if generation != child.generation or child.state is not ChildState.PAUSED:
             return False
         try:
-            await self._backend.call(child.handle, "resume", timeout_secs=child.spec.probe_timeout_secs)
+            # A bring-up step that writes Redis, not a probe: bounded like a start. With the probe's
+            # 2 s, a strategy host slowed by a busy machine failed its resume and, with it, the tree.
+            await self._backend.call(child.handle, "resume", timeout_secs=child.spec.startup_timeout_secs)
         except ActorDied as exc:
             raise _BringUpFailed(ExitReason.DIED, f"died on resume(): {exc}") from None
         except BackendError as exc:

@@ -53,6 +53,7 @@ class Behaviour:
     start_hang: bool = False
     probe_hang: bool = False
     resume_error: str | None = None
+    resume_secs: float = 0.0  # real seconds a resume takes (calls time out in real time)
     ready: bool = True  # the readiness probe (liveness=False): gates releases, never restarts
     store_down: bool = False  # Redis unreachable: a failing "store" probe (and fills_flowing with it)
 
@@ -93,6 +94,8 @@ class FakeChild:
         self.paused = True
 
     async def resume(self) -> None:
+        if self.behaviour.resume_secs:
+            await asyncio.sleep(self.behaviour.resume_secs)
         if self.behaviour.resume_error:
             raise RuntimeError(self.behaviour.resume_error)
         self.events.append("resume")

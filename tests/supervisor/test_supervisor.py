@@ -325,6 +325,24 @@ async def test_start_paused_child_waits_for_release_after_children(h):
     assert (await sup.check_health()).healthy
 
 
+async def test_a_resume_slower_than_a_probe_is_a_bring_up_step_not_a_failure(h):
+    # resume() writes Redis: on a busy machine it may take longer than a probe may (0.05 s here).
+    h.backend.behaviour("strat").resume_secs = 0.3
+    sup = h.supervisor(child("gw"), child("strat", start_paused=True, release_after=("gw",)))
+    await sup.start()
+    assert sup.child_state("strat") is ChildState.RUNNING
+    assert h.backend.child("strat").events[-1] == "resume"
+    assert len(h.backend.incarnations("strat")) == 1
+
+
+async def test_a_resume_that_outlives_the_start_bound_still_fails_the_start(h):
+    h.backend.behaviour("strat").resume_secs = 0.5
+    sup = h.supervisor(child("gw"), child("strat", start_paused=True, release_after=("gw",),
+                                          startup_timeout_secs=0.2))
+    with pytest.raises(StartFailed, match="resume"):
+        await sup.start()
+
+
 async def test_failing_resume_restarts_the_paused_child(h):
     sup = h.supervisor(child("gw"), child("strat", start_paused=True, release_after=("gw",)))
     await sup.start()
