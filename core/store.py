@@ -275,6 +275,15 @@ def _fill_from_fields(fields: Mapping[str, str]) -> Fill:
     )
 
 
+def _strategy_state(strategy_id: str, text: str) -> StrategyState:
+    try:
+        return StrategyState(text)
+    except ValueError:
+        raise StoreError(
+            f"strategy {strategy_id}: stored state {text!r} is not one of {', '.join(sorted(STRATEGY_STATES))}"
+        ) from None
+
+
 class RedisStore:
     """Position truth, orders and control state of one namespace.
 
@@ -976,13 +985,7 @@ class RedisStore:
             raw = await self._client.hget(self._keys.strategy_states, strategy_id)
         if raw is None:
             return None
-        text = _text(raw)
-        try:
-            return StrategyState(text)
-        except ValueError:
-            raise StoreError(
-                f"strategy {strategy_id}: stored state {text!r} is not one of {', '.join(sorted(STRATEGY_STATES))}"
-            ) from None
+        return _strategy_state(strategy_id, _text(raw))
 
     @overload
     async def strategy_states(self, *, strict: Literal[True] = True) -> dict[str, StrategyState]: ...
@@ -1004,16 +1007,7 @@ class RedisStore:
             raw = _text_map(await self._client.hgetall(self._keys.strategy_states))
         if not strict:
             return raw
-        out: dict[str, StrategyState] = {}
-        for strategy_id, text in raw.items():
-            try:
-                out[strategy_id] = StrategyState(text)
-            except ValueError:
-                raise StoreError(
-                    f"strategy {strategy_id}: stored state {text!r} is not one of "
-                    f"{', '.join(sorted(STRATEGY_STATES))}"
-                ) from None
-        return out
+        return {strategy_id: _strategy_state(strategy_id, text) for strategy_id, text in raw.items()}
 
     async def set_kill_flag(self, reason: str, ts_ms: int) -> None:
         """Set (or re-set with a new reason) the global kill flag."""
