@@ -596,7 +596,8 @@ class Supervisor:
         try:
             report = await self._backend.call(handle, "check_health", timeout_secs=child.spec.probe_timeout_secs)
             if child.spec.start_paused:
-                await self._backend.call(handle, "pause", self._pause_reason(), timeout_secs=child.spec.probe_timeout_secs)
+                # Like the pause after a start: a bring-up step that writes Redis, bounded like a start.
+                await self._backend.call(handle, "pause", self._pause_reason(), timeout_secs=child.spec.startup_timeout_secs)
         except ActorDied as exc:
             return _BringUpFailed(ExitReason.DIED, f"adopted actor is dead: {exc}")
         except BackendError as exc:
