@@ -7,6 +7,15 @@ if __name__ != "tradetree.core":
 
 from tradetree.core.backoff import BackoffPolicy
 from tradetree.core.bars import BarAggregator
+from tradetree.core.book import (
+    DEFAULT_VALUATION,
+    PositionValue,
+    StrategyValue,
+    ValuationRules,
+    position_mark_keys,
+    strategy_values,
+    value_positions,
+)
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.config import (
     ActorCallConfig,
@@ -65,7 +74,7 @@ from tradetree.core.names import (
 )
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
-from tradetree.core.snapshot import collect_snapshot
+from tradetree.core.snapshot import collect_snapshot, marks_view, read_book, valued_positions
 from tradetree.core.store import AuditEntry, RedisStore
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.text import as_text
@@ -114,6 +123,7 @@ __all__ = [
     "ControlError",
     "ControlSnapshot",
     "ControlState",
+    "DEFAULT_VALUATION",
     "DuplicateClientOrderId",
     "EmbeddedRedis",
     "Fill",
@@ -137,6 +147,7 @@ __all__ = [
     "PAUSE_SOURCE_DRIFT",
     "PAUSE_SOURCE_FILL_HEALTH",
     "Position",
+    "PositionValue",
     "ProbeResult",
     "ProbesFailing",
     "RISK_MONITOR_ID",
@@ -152,10 +163,12 @@ __all__ = [
     "StoreUnavailable",
     "StrategyConfig",
     "StrategyState",
+    "StrategyValue",
     "SupervisorError",
     "TERMINAL_STATES",
     "Ticker",
     "TradetreeError",
+    "ValuationRules",
     "VenueAuthError",
     "VenueConfig",
     "VenueCredentials",
@@ -173,13 +186,19 @@ __all__ = [
     "fresher",
     "gateway_id",
     "load_strategy_config",
+    "marks_view",
     "model_server_id",
     "new_client_order_id",
     "position_id",
+    "position_mark_keys",
+    "read_book",
     "read_yaml",
     "reconciler_id",
     "redis_call",
     "resolve_redis_url",
+    "strategy_values",
     "usable_marks",
+    "value_positions",
+    "valued_positions",
     "venue_supervisor_id",
 ]
