@@ -1,19 +1,33 @@
-"""The rich rendering of the status snapshot the run loop shows each second.
+"""The rich rendering of the status snapshot the run loop shows each second, and its plain text.
 
-The snapshot itself is ``tradetree.core.snapshot.collect_snapshot``.
+The snapshot itself is ``tradetree.core.snapshot.collect_snapshot``; its
+``positions`` are the valued rows of ``tradetree.core.read_book`` (a row
+without valuation fields, a plain ``Position`` dump, renders with "-" where
+the valuation would be). Unknown values are "-", never 0, and a strategy
+whose positions are not all valued says "incomplete".
+
+``snapshot_text`` / ``positions_text`` render to a string at a given width,
+or at the width the tables need, so output piped to a file or ``less`` is
+never cut at 80 columns.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from decimal import Decimal
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["render_snapshot", "positions_table", "positions_json"]
+from tradetree.core import StrategyValue, strategy_values
+
+__all__ = ["positions_json", "positions_table", "positions_text", "render_snapshot", "render_text",
+           "snapshot_text"]
+
+_UNKNOWN = "[yellow]-[/]"
 
 
 def _fmt(x: Any, places: int = 4) -> str:
@@ -21,45 +35,90 @@ def _fmt(x: Any, places: int = 4) -> str:
     return f"{d:,.{places}f}" if d != d.to_integral_value() else f"{d:,.0f}"
 
 
+def _money(x: Any, places: int = 2) -> str:
+    """Money to ``places`` decimals (not trimmed: columns line up); unknown as "-"."""
+    if x is None:
+        return _UNKNOWN
+    return f"{Decimal(str(x)):,.{places}f}"
+
+
+def _price(x: Any) -> str:
+    return _UNKNOWN if x is None else _fmt(x, 2)
+
+
+def _age(row: dict[str, Any]) -> str:
+    age_ms = row.get("mark_age_ms")
+    if age_ms is None:
+        return _UNKNOWN
+    text = f"{age_ms / 1000:,.1f}s"
+    return text if row.get("mark_price") is not None else f"[yellow]{text} stale[/]"
+
+
+def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda p: (p["strategy_id"], p["venue"], p["inst_id"]))
+
+
 def positions_table(positions: list[dict[str, Any]]) -> Table:
+    """One row per position; a caption says why each unvalued one is."""
     t = Table(title="Positions (Redis)", expand=False)
-    for col in ("strategy", "venue", "instrument", "qty", "avg price", "realized P&L", "fees", "fills"):
+    columns = ("strategy", "venue", "instrument", "qty", "avg price", "mark", "mark age", "notional",
+               "unrealized P&L", "realized P&L", "fees", "total P&L", "fills")
+    for col in columns:
         left = col in ("strategy", "venue", "instrument")
         t.add_column(col, justify="left" if left else "right", no_wrap=True)
-    for p in sorted(positions, key=lambda p: (p["strategy_id"], p["venue"], p["inst_id"])):
-        t.add_row(escape(p["strategy_id"]), escape(p["venue"]), escape(p["inst_id"]), _fmt(p["qty"]), _fmt(p["avg_price"], 2),
-                  _fmt(p["realized_pnl"], 2), _fmt(p["fees"], 2), str(p["fill_count"]))
+    why: dict[str, str] = {}
+    for p in _sorted(positions):
+        t.add_row(escape(p["strategy_id"]), escape(p["venue"]), escape(p["inst_id"]), _fmt(p["qty"]),
+                  _fmt(p["avg_price"], 2), _price(p.get("mark_price")), _age(p), _money(p.get("notional")),
+                  _money(p.get("unrealized_pnl")), _money(p["realized_pnl"]), _money(p["fees"]),
+                  _money(p.get("total_pnl")), str(p["fill_count"]))
+        if p.get("unvalued_reason"):
+            why.setdefault(f"{p['venue']}:{p['inst_id']}", p["unvalued_reason"])
+    if why:
+        t.caption = "\n".join(escape(text) for _, text in sorted(why.items()))
+        t.caption_justify = "left"
     return t
 
 
 def positions_json(positions: list[dict[str, Any]]) -> str:
-    rows = sorted(positions, key=lambda p: (p["strategy_id"], p["venue"], p["inst_id"]))
-    return json.dumps(rows, indent=2, sort_keys=True)
+    """The rows (valued or not) as stable JSON: sorted rows, sorted keys."""
+    return json.dumps(_sorted(positions), indent=2, sort_keys=True)
+
+
+def _summed(value: Decimal | None, known: Decimal, unvalued: int) -> str:
+    if value is not None:
+        return _money(value)
+    return f"[yellow]incomplete[/]: {_money(known)} + {unvalued} unvalued"
+
+
+def _strategies_table(snap: dict[str, Any]) -> Table:
+    strat = Table(title="Strategies")
+    for col in ("strategy", "state", "realized P&L", "fees", "unrealized P&L", "total P&L", "notional"):
+        strat.add_column(col, justify="left" if col in ("strategy", "state") else "right", no_wrap=True)
+    sums = strategy_values(snap.get("positions") or [])
+    for sid in sorted(set(snap.get("strategies") or {}) | set(sums)):
+        s = sums.get(sid) or StrategyValue(strategy_id=sid)
+        n = len(s.unvalued)
+        strat.add_row(escape(sid), escape(str((snap.get("strategies") or {}).get(sid, "-"))),
+                      _money(s.realized_pnl), _money(s.fees),
+                      _summed(s.unrealized_pnl, s.unrealized_pnl_known, n),
+                      _summed(s.total_pnl, s.total_pnl_known, n), _summed(s.notional, s.notional_known, n))
+    return strat
 
 
 def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_row(
         f"[bold]tradetree[/bold]{'' if elapsed_secs is None else f'  t+{elapsed_secs:,.0f}s'}",
-        "[red bold]KILL FLAG: " + snap["kill_flag"] + "[/]" if snap.get("kill_flag") else "[green]kill flag clear[/]",
+        "[red bold]KILL FLAG: " + escape(str(snap["kill_flag"])) + "[/]" if snap.get("kill_flag")
+        else "[green]kill flag clear[/]",
     )
-
-    strat = Table(title="Strategies")
-    for col in ("strategy", "state", "realized P&L", "fees"):
-        strat.add_column(col)
-    pnl: dict[str, tuple[Decimal, Decimal]] = {}
-    for p in snap["positions"]:
-        r, f = pnl.get(p["strategy_id"], (Decimal(0), Decimal(0)))
-        pnl[p["strategy_id"]] = (r + Decimal(str(p["realized_pnl"])), f + Decimal(str(p["fees"])))
-    for sid in sorted(set(snap["strategies"]) | set(pnl)):
-        r, f = pnl.get(sid, (Decimal(0), Decimal(0)))
-        strat.add_row(escape(sid), snap["strategies"].get(sid, "-"), _fmt(r, 2), _fmt(f, 2))
 
     layers = Table(title="Fills by layer")
     layers.add_column("layer")
     layers.add_column("applied", justify="right")
     layers.add_column("delivered", justify="right")
-    for layer, counts in sorted(snap["fills_by_layer"].items()):
+    for layer, counts in sorted((snap.get("fills_by_layer") or {}).items()):
         layers.add_row(layer, str(counts.get("applied", 0)), str(counts.get("delivered", 0)))
 
     actors = Table(title="Actors")
@@ -67,10 +126,31 @@ def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) 
     actors.add_column("state")
     actors.add_column("restarts", justify="right")
     actors.add_column("detail")
-    for name, info in sorted(snap["actors"].items()):
+    for name, info in sorted((snap.get("actors") or {}).items()):
         state = str(info.get("state", "?"))
         colour = "green" if state.upper() == "RUNNING" else "yellow"
         actors.add_row(escape(name), f"[{colour}]{escape(state)}[/]", str(info.get("restarts", 0)),
                        escape(str(info.get("detail", ""))[:80]))
 
-    return Group(head, strat, positions_table(snap["positions"]), layers, actors)
+    return Group(head, _strategies_table(snap), positions_table(snap.get("positions") or []), layers, actors)
+
+
+def render_text(renderable: RenderableType, *, width: int | None = None) -> str:
+    """``renderable`` as plain text (no colour codes) at ``width`` columns; None: as wide as it needs."""
+    if width is None:
+        probe = Console(file=io.StringIO(), width=10_000, color_system=None)
+        width = max(40, probe.measure(renderable).maximum)
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, force_terminal=False, force_jupyter=False,
+            force_interactive=False, legacy_windows=False).print(renderable)
+    return out.getvalue()
+
+
+def snapshot_text(snap: dict[str, Any], *, width: int | None = None, elapsed_secs: float | None = None) -> str:
+    """``render_snapshot`` as plain text (see ``render_text``)."""
+    return render_text(render_snapshot(snap, elapsed_secs=elapsed_secs), width=width)
+
+
+def positions_text(positions: list[dict[str, Any]], *, width: int | None = None) -> str:
+    """``positions_table`` as plain text (see ``render_text``)."""
+    return render_text(positions_table(positions), width=width)
