@@ -10,12 +10,18 @@ Guarantees:
   limit), enqueues, and returns. A background task delivers with a timeout
   per attempt and a bounded number of attempts, so a failing or hanging Slack
   can never block trading or risk actions; failures are counted.
+- Every alert's key, title and text pass ``telemetry.redact`` (with the Slack
+  secrets and the ``redact_env`` values) before anything else: what is
+  logged, kept in ``recent()`` and sent to Slack is the redacted text.
 - Every alert is logged (logger ``tradetree.alerts``) at its severity.
 - The same ``key`` within ``dedup_window_secs`` is sent once; a later alert
   of *higher* severity for the key still goes out.
 - Info and warning alerts share a token bucket of ``rate_limit_per_min``;
   critical alerts are never rate limited (they are de-duplicated). The next
   message that goes out says how many were held back.
+- Slack gets Block Kit (``telemetry.slack_message``): the engine's name, the
+  severity, the component, the text and what to do, with a plain ``text``
+  fallback for notifications.
 - Slack is reached with slack-sdk: an incoming webhook
   (``AsyncWebhookClient``) or a bot token + channel (``AsyncWebClient``
   ``chat_postMessage``, ``base_url`` configurable). With neither configured
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -41,17 +48,20 @@ from tradetree.telemetry import (
     AlertPolicyState,
     AlertVerdict,
     Severity,
+    SlackMessage,
     SlackTarget,
+    classify_alert,
     decide,
-    format_message,
     redact,
     resolve_slack_target,
+    slack_message,
 )
 
 __all__ = [
     "Severity",
     "AlerterConfig",
     "SlackTarget",
+    "SlackMessage",
     "resolve_slack_target",
     "AlertRecord",
     "SlackSender",
@@ -70,13 +80,15 @@ _SDK_LOG = logging.getLogger("tradetree.alerts.slack_sdk")
 _SDK_LOG.disabled = True
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+# An environment value shorter than this is not redacted by value: it would blank common words.
+_MIN_SECRET_LEN = 6
 
 
 class AlertRecord(BaseModel):
     """One alert as the control API shows it.
 
     ``outcome``: queued | sent | failed | dropped (queue overflow) |
-    deduplicated | rate_limited | log_only.
+    deduplicated | rate_limited | log_only. Every text in it is redacted.
     """
 
     model_config = _FROZEN
@@ -87,6 +99,7 @@ class AlertRecord(BaseModel):
     title: str
     text: str
     outcome: str
+    component: str = ""
     attempts: int = 0
     error: str = ""
 
@@ -96,7 +109,7 @@ class SlackDeliveryError(TradetreeError):
 
 
 class SlackSender(Protocol):
-    async def send(self, message: str) -> None:
+    async def send(self, message: SlackMessage) -> None:
         """Deliver one message. Raises SlackDeliveryError (or any exception) on failure."""
         ...
 
@@ -114,8 +127,8 @@ class WebhookSender:
             retry_handlers=[],  # retries are ours: bounded and counted
         )
 
-    async def send(self, message: str) -> None:
-        response = await self._client.send(text=message)
+    async def send(self, message: SlackMessage) -> None:
+        response = await self._client.send(text=message.text, blocks=list(message.blocks))
         if response.status_code != 200:
             raise SlackDeliveryError(f"webhook answered HTTP {response.status_code}: {response.body[:200]}")
 
@@ -136,11 +149,12 @@ class ChatPostSender:
             **kwargs,
         )
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: SlackMessage) -> None:
         from slack_sdk.errors import SlackApiError
 
         try:
-            await self._client.chat_postMessage(channel=self._channel, text=message)
+            await self._client.chat_postMessage(channel=self._channel, text=message.text,
+                                                blocks=list(message.blocks))
         except SlackApiError as exc:
             status = getattr(exc.response, "status_code", "?")
             error = exc.response.get("error", "") if hasattr(exc.response, "get") else ""
@@ -155,14 +169,15 @@ class _Entry:
     title: str
     text: str
     outcome: str
-    message: str = ""
+    component: str = ""
+    message: SlackMessage | None = None
     attempts: int = 0
     error: str = ""
 
     def record(self) -> AlertRecord:
         return AlertRecord(
             ts_ms=self.ts_ms, severity=self.severity, key=self.key, title=self.title, text=self.text,
-            outcome=self.outcome, attempts=self.attempts, error=self.error,
+            outcome=self.outcome, component=self.component, attempts=self.attempts, error=self.error,
         )
 
 
@@ -171,6 +186,7 @@ class Alerter:
 
     Args:
         config: the alerter's settings.
+        engine_name: the engine config's ``name``, shown on every Slack message.
         environ: where the secrets' environment variables are read (default os.environ).
         sender: a SlackSender to use instead of the one the config resolves to.
         clock, sleep: injectable for tests.
@@ -183,16 +199,20 @@ class Alerter:
         self,
         config: AlerterConfig | None = None,
         *,
+        engine_name: str = "tradetree",
         environ: Mapping[str, str] | None = None,
         sender: SlackSender | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self._config = config or AlerterConfig()
+        self.engine_name = engine_name
         self._clock: Clock = clock or WallClock()
         self._sleep = sleep or asyncio.sleep
-        target = resolve_slack_target(self._config, environ)
-        self._secrets = target.secrets() if target else []
+        env = os.environ if environ is None else environ
+        target = resolve_slack_target(self._config, env)
+        known = [env.get(name, "") for name in self._config.redact_env]
+        self._secrets = (target.secrets() if target else []) + [v for v in known if len(v) >= _MIN_SECRET_LEN]
         self._sender: SlackSender | None = sender or _sender_for(target, self._config)
         self._queue: deque[_Entry] = deque()
         self._wakeup = asyncio.Event()
@@ -220,14 +240,23 @@ class Alerter:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def alert(self, severity: Severity | str, key: str, title: str, text: str = "") -> AlertRecord:
-        """Raise an alert. Never waits on Slack; returns what was decided.
+    def alert(self, severity: Severity | str, key: str, title: str, text: str = "", *,
+              component: str = "") -> AlertRecord:
+        """Raise an alert. Never waits on Slack; returns what was decided (redacted).
+
+        ``component``: the actor the alert comes from; "" takes the one the key
+        names (``telemetry.classify_alert``).
 
         Raises:
             ValueError: ``severity`` is not info, warning or critical.
         """
         sev = Severity(severity)
-        entry = _Entry(ts_ms=self._clock.now_ms(), severity=sev, key=key, title=title, text=text, outcome="")
+        # Redacted first: nothing after this line sees the raw text. The key is redacted too (the
+        # same key redacts the same way, so de-duplication is unchanged).
+        key, title, text, component = (self._redact(v) for v in (key, title, text, component))
+        component = component or classify_alert(key).component
+        entry = _Entry(ts_ms=self._clock.now_ms(), severity=sev, key=key, title=title, text=text, outcome="",
+                       component=component)
         self._stats["received"] += 1
         self._recent.append(entry)
         decision, self._policy = decide(self._policy, self._config, sev, key, self._clock.monotonic())
@@ -239,8 +268,8 @@ class Alerter:
             entry.outcome = "log_only"
             self._count_and_log(entry)
             return entry.record()
-        entry.message = format_message(sev, key, title, text, suppressed=decision.suppressed,
-                                       held_back=decision.held_back)
+        entry.message = slack_message(self.engine_name, sev, key, title, text, component=component,
+                                      suppressed=decision.suppressed, held_back=decision.held_back)
         entry.outcome = "queued"
         self._count_and_log(entry)
         if len(self._queue) >= self._config.queue_max:
@@ -286,8 +315,8 @@ class Alerter:
     def _count_and_log(self, entry: _Entry) -> None:
         self._stats[entry.outcome] += 1
         level = entry.severity.log_level if entry.outcome in ("queued", "log_only") else logging.INFO
-        log.log(level, "alert %s [%s] %s: %s (%s)", entry.severity.value, entry.key, entry.title,
-                self._redact(entry.text), entry.outcome)
+        log.log(level, "alert %s [%s] %s %s: %s (%s)", entry.severity.value, entry.key, entry.component or "-",
+                entry.title, entry.text, entry.outcome)
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
@@ -303,7 +332,7 @@ class Alerter:
             await self._deliver(entry)
 
     async def _deliver(self, entry: _Entry) -> None:
-        assert self._sender is not None
+        assert self._sender is not None and entry.message is not None
         cfg = self._config
         for attempt in range(1, cfg.send_max_attempts + 1):
             entry.attempts = attempt
@@ -347,11 +376,12 @@ class AlerterActor:
     """Thin Ray actor over ``Alerter`` (the supervisor applies ``ray.remote`` and the options).
 
     Secrets are read from the actor process's environment (set them through the
-    cluster or the actor's ``runtime_env``).
+    cluster or the actor's ``runtime_env``). ``engine_name`` is the engine
+    config's ``name`` (``tree.build_root_spec`` passes it).
     """
 
-    def __init__(self, config: AlerterConfig | None = None) -> None:
-        self._impl = Alerter(config)
+    def __init__(self, config: AlerterConfig | None = None, *, engine_name: str = "tradetree") -> None:
+        self._impl = Alerter(config, engine_name=engine_name)
 
     async def start(self) -> None:
         await self._impl.start()
@@ -362,8 +392,8 @@ class AlerterActor:
     async def check_health(self) -> HealthReport:
         return self._impl.check_health()
 
-    async def alert(self, severity: str, key: str, title: str, text: str = "") -> AlertRecord:
-        return self._impl.alert(severity, key, title, text)
+    async def alert(self, severity: str, key: str, title: str, text: str = "", component: str = "") -> AlertRecord:
+        return self._impl.alert(severity, key, title, text, component=component)
 
     async def recent(self, n: int = 50) -> list[AlertRecord]:
         return self._impl.recent(n)

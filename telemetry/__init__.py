@@ -11,13 +11,18 @@ if __name__ != "tradetree.telemetry":
 
 from tradetree.telemetry.alerts import (
     AlertPolicyState,
+    AlertSource,
     AlertVerdict,
     Severity,
+    SlackMessage,
     SlackTarget,
+    classify_alert,
     decide,
     format_message,
+    operator_action,
     redact,
     resolve_slack_target,
+    slack_message,
 )
 from tradetree.telemetry.config import AlerterConfig, MetricsConfig
 from tradetree.telemetry.gather import (
@@ -33,18 +38,23 @@ from tradetree.telemetry.metrics import MODEL_SERVER_STATE_LABELS, TreeCollector
 
 __all__ = ["AlerterConfig", "MetricsConfig", "TreeCollector", "build_registry", "MODEL_SERVER_STATE_LABELS",
     "AlertPolicyState",
+    "AlertSource",
     "AlertVerdict",
     "REDIS",
     "Severity",
+    "SlackMessage",
     "SlackTarget",
     "TREE",
     "actor_ids",
     "assemble_snapshot",
+    "classify_alert",
     "decide",
     "exporter_probes",
     "format_message",
     "metrics_url",
+    "operator_action",
     "redact",
     "resolve_slack_target",
+    "slack_message",
     "venue_marks_view",
 ]

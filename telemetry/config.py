@@ -14,7 +14,10 @@ class AlerterConfig(BaseModel):
 
     ``slack_webhook_url_env`` wins when both it and ``slack_token_env`` resolve;
     a token needs ``slack_channel``. ``slack_base_url`` points the Web API
-    client elsewhere (tests).
+    client elsewhere (tests). The values of the ``redact_env`` variables (the
+    venue credentials by default; values shorter than 6 characters are
+    ignored) are removed from every alert text, besides what the redactor
+    finds by shape; name a venue's own ``*_env`` variables here if they differ.
     """
 
     model_config = _FROZEN
@@ -30,6 +33,7 @@ class AlerterConfig(BaseModel):
     send_retry_delay_secs: float = Field(default=1.0, ge=0)
     queue_max: int = Field(default=1000, ge=1)
     recent_max: int = Field(default=500, ge=1)
+    redact_env: tuple[str, ...] = ("OKX_API_KEY", "OKX_SECRET_KEY", "OKX_PASSPHRASE")
 
 
 class MetricsConfig(BaseModel):

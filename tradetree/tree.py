@@ -211,6 +211,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         id=ALERTER_ID,
         actor_class="tradetree.actors.alerter:AlerterActor",
         args=(config.alerts,),
+        kwargs={"engine_name": config.name},  # on every Slack message: engines sharing a channel stay apart
         restart=RestartType.PERMANENT,
         startup_timeout_secs=config.supervision.child_startup_timeout_secs,
     )

@@ -113,14 +113,14 @@ async def wait_for_stat(alerter: Alerter, name: str, value: int) -> None:
 
 
 async def test_webhook_delivers_severity_and_text(slack):
-    alerter = Alerter(AlerterConfig(), environ=webhook_env(slack))
+    alerter = Alerter(AlerterConfig(), engine_name="paper", environ=webhook_env(slack))
     await alerter.start()
     try:
         record = alerter.alert("critical", "risk:kill", "Kill switch engaged", "strategy MR_v10 winding down")
         assert record.outcome == "queued"
         await wait_for_stat(alerter, "sent", 1)
         text = slack.messages[0]["text"]
-        assert "[CRITICAL] Kill switch engaged" in text and "strategy MR_v10 winding down" in text
+        assert "[CRITICAL] paper: Kill switch engaged" in text and "strategy MR_v10 winding down" in text
         assert alerter.recent(1)[0].outcome == "sent"
     finally:
         await alerter.stop()
@@ -135,7 +135,7 @@ async def test_web_api_chat_post_message_with_token_and_channel(slack):
         await wait_for_stat(alerter, "sent", 1)
         message = slack.messages[0]
         assert message["channel"] == "#trading-alerts"
-        assert "[WARNING] Position drift" in message["text"] and "off by 0.02" in message["text"]
+        assert "[WARNING] tradetree: Position drift" in message["text"] and "off by 0.02" in message["text"]
         assert message["authorization"] == f"Bearer {TOKEN}"
     finally:
         await alerter.stop()
@@ -196,7 +196,8 @@ async def test_rate_limited_alerts_are_announced_in_the_next_message(slack):
         clock.advance(60)
         alerter.alert("info", "d", "fourth", "")
         await wait_for_stat(alerter, "sent", 2)
-        assert [m["text"].splitlines()[0] for m in slack.messages] == ["[INFO] first", "[INFO] fourth"]
+        assert [m["text"].splitlines()[0] for m in slack.messages] == ["[INFO] tradetree: first",
+                                                                       "[INFO] tradetree: fourth"]
         assert "2 alert(s) held back by the rate limit" in slack.messages[1]["text"]
     finally:
         await alerter.stop()
@@ -339,3 +340,137 @@ async def test_actor_shell_delegates(monkeypatch):
     assert (await actor.stats())["log_only"] == 1
     assert (await actor.check_health()).healthy
     await actor.stop()
+
+
+# -- Block Kit and redaction, as the loopback Slack receives them --------------------------------
+
+
+def block_texts(message: dict) -> list[str]:
+    """Every text of a Block Kit message's blocks, in order (header, fields, sections, context)."""
+    out = []
+    for block in message["blocks"]:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        out += [f["text"] for f in block.get("fields", [])]
+        out += [e["text"] for e in block.get("elements", [])]
+    return out
+
+
+def field(message: dict, label: str) -> str:
+    for block in message["blocks"]:
+        for f in block.get("fields", []):
+            head, _, value = f["text"].partition("\n")
+            if head == f"*{label}*":
+                return value
+    raise AssertionError(f"no field {label!r} in {message['blocks']}")
+
+
+async def test_webhook_sends_block_kit_with_engine_severity_component_and_what_to_do(slack):
+    alerter = Alerter(AlerterConfig(), engine_name="paper-eu", environ=webhook_env(slack))
+    await alerter.start()
+    try:
+        alerter.alert("critical", "okx:drift:BTC-USDT-SWAP", "okx: position drift", "Redis -3, venue -2")
+        await wait_for_stat(alerter, "sent", 1)
+        message = slack.messages[0]
+        header = message["blocks"][0]
+        assert header["type"] == "header"
+        assert "CRITICAL" in header["text"]["text"] and "paper-eu" in header["text"]["text"]
+        assert "okx: position drift" in header["text"]["text"]
+        assert field(message, "Engine") == "paper-eu" and field(message, "Severity") == "CRITICAL"
+        assert field(message, "Component") == "`FillReconciler[okx]`"
+        assert field(message, "Key") == "`okx:drift:BTC-USDT-SWAP`"
+        texts = block_texts(message)
+        assert "Redis -3, venue -2" in texts
+        what = [t for t in texts if t.startswith("*What to do:*")]
+        assert len(what) == 1 and "tradetree reconcile okx" in what[0] and "BTC-USDT-SWAP" in what[0]
+        # the notification fallback carries the same facts, for clients that show no blocks
+        assert message["text"].startswith("[CRITICAL] paper-eu: okx: position drift")
+        assert "component: FillReconciler[okx]" in message["text"] and "what to do:" in message["text"]
+        assert alerter.recent(1)[0].component == "FillReconciler[okx]"
+    finally:
+        await alerter.stop()
+
+
+async def test_chat_post_message_sends_block_kit_and_a_named_component_wins(slack):
+    config = AlerterConfig(slack_channel="#ops", slack_base_url=slack.api_url)
+    alerter = Alerter(config, engine_name="live", environ={"TRADETREE_SLACK_TOKEN": TOKEN})
+    await alerter.start()
+    try:
+        alerter.alert("warning", "operator:something_new", "Odd thing", "details", component="VenueGateway[okx]")
+        alerter.alert("critical", "RootSupervisor:escalated", "supervisor RootSupervisor escalated", "3 restarts")
+        await wait_for_stat(alerter, "sent", 2)
+        first, second = slack.messages
+        assert first["channel"] == "#ops" and isinstance(first["blocks"], list) and first["text"]
+        assert field(first, "Engine") == "live" and field(first, "Severity") == "WARNING"
+        assert field(first, "Component") == "`VenueGateway[okx]`"
+        # a key of no known shape still tells the operator something to do
+        assert any(t.startswith("*What to do:* Read the text above") for t in block_texts(first))
+        assert field(second, "Component") == "`RootSupervisor`"
+        assert any("SAFE MODE" in t and "clear-kill" in t for t in block_texts(second))
+    finally:
+        await alerter.stop()
+
+
+async def test_alert_text_cannot_mention_or_link_in_slack(slack):
+    alerter = Alerter(AlerterConfig(), environ=webhook_env(slack))
+    await alerter.start()
+    try:
+        alerter.alert("warning", "k", "t", "<!channel> see <https://evil.example|docs>")
+        await wait_for_stat(alerter, "sent", 1)
+        body = [b for b in slack.messages[0]["blocks"] if b.get("text", {}).get("text", "").startswith("<!channel>")]
+        assert body and body[0]["text"]["type"] == "plain_text"  # Slack reads no markup in plain text
+    finally:
+        await alerter.stop()
+
+
+REDIS_PW, API_SECRET, SIGN, BEARER, BARE_KEY = "r3dis-Pa55", "sk-b84a1c55e9", "c2lnbmF0dXJl+/=", "eyJhbGciOi.x", \
+    "ak-7f3c91d0e2"
+LEAKY_TEXT = (f"connect redis://:{REDIS_PW}@127.0.0.1:6379/0 failed; GET /api/v5/account?apiKey={BARE_KEY}&"
+              f"secret={API_SECRET} headers {{'OK-ACCESS-SIGN': '{SIGN}', 'Authorization': 'Bearer {BEARER}'}}; "
+              f"login with {BARE_KEY} refused")
+
+
+@pytest.mark.parametrize("transport", ["webhook", "chat"])
+async def test_a_credential_in_an_alert_never_reaches_slack_the_log_or_recent(slack, caplog, transport):
+    env = {"OKX_API_KEY": BARE_KEY}  # the venue key, known by value (redact_env): even bare it goes
+    if transport == "webhook":
+        config, env = AlerterConfig(), {**env, **webhook_env(slack)}
+    else:
+        config, env = AlerterConfig(slack_channel="#ops", slack_base_url=slack.api_url), \
+            {**env, "TRADETREE_SLACK_TOKEN": TOKEN}
+    alerter = Alerter(config, environ=env)
+    await alerter.start()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            record = alerter.alert("critical", f"okx:poll_failing:{BARE_KEY}", f"okx: login as {BARE_KEY} failed",
+                                   LEAKY_TEXT)
+            await wait_for_stat(alerter, "sent", 1)
+        sent = json.dumps(slack.messages)
+        seen = {"slack": sent, "log": caplog.text, "recent": json.dumps([r.model_dump() for r in alerter.recent()]),
+                "record": record.model_dump_json()}
+        for where, what in seen.items():
+            for secret in (REDIS_PW, API_SECRET, SIGN, BEARER, BARE_KEY):
+                assert secret not in what, f"{secret!r} reached {where}"
+        # what is left still says what happened
+        assert "redis://***@127.0.0.1:6379/0" in record.text and "apiKey=***" in record.text
+        assert "OK-ACCESS-SIGN" in sent and "login with *** refused" in sent
+    finally:
+        await alerter.stop()
+
+
+def test_the_tree_hands_the_engine_name_to_the_alerter(monkeypatch):
+    from types import SimpleNamespace
+
+    from tradetree.config import EngineConfig
+    from tradetree.core import ALERTER_ID
+    from tradetree.tree import build_root_spec
+
+    monkeypatch.delenv("TRADETREE_SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("TRADETREE_SLACK_TOKEN", raising=False)
+    endpoints = {"okx": SimpleNamespace(rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/ws/v5",
+                                        credentials=None)}
+    config = EngineConfig.model_validate({"name": "paper-eu", "venues": [{"name": "okx"}]})
+    spec = build_root_spec(config, redis_url="redis://127.0.0.1:1/0", endpoints=endpoints, ray_namespace="t")
+    child = next(c for c in spec.children if c.id == ALERTER_ID)
+    actor = AlerterActor(*child.args, **child.kwargs)  # as the supervisor builds it
+    assert actor._impl.engine_name == "paper-eu"

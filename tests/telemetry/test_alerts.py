@@ -91,6 +91,7 @@ def test_format_message_carries_the_notes_only_when_there_are_some() -> None:
     text = format_message(Severity.CRITICAL, "k", "T", "body", suppressed=3, held_back=2)
     assert text == ("[CRITICAL] T\nbody\n(+3 similar alert(s) suppressed; "
                     "2 alert(s) held back by the rate limit, see logs)\nkey: k")
+    assert format_message(Severity.INFO, "k", "T", "", engine="paper").startswith("[INFO] paper: T\n")
 
 
 def test_redact_hides_given_secrets_and_slack_shaped_ones() -> None:
