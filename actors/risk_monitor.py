@@ -55,7 +55,10 @@ from tradetree.core import (
     TradetreeError,
     WallClock,
     as_text,
+    marks_view,
+    read_book,
     redis_call,
+    valued_positions,
 )
 from tradetree.risk import (
     ExposureMonitor,
@@ -660,17 +663,24 @@ class RiskMonitorActor:
         return await self._monitor.run_once()
 
     async def positions(self) -> list[dict[str, Any]]:
-        """Positions in Redis (for the control API), JSON-friendly."""
+        """Positions in Redis (for the control API), JSON-friendly, valued at the gateways' marks
+        as the notional limits value them (``core.read_book``: every ``Position`` key, plus mark,
+        notional, unrealized and total P&L; None where unknown)."""
         assert self._monitor.store is not None, "start() first"
-        return [p.model_dump(mode="json") for p in await self._monitor.store.positions()]
+        return await valued_positions(self._monitor.store, self._monitor.cfg)
 
     async def snapshot(self) -> dict[str, Any]:
-        """Strategy states, kill flag and venue control state (for the control API)."""
+        """Strategy states, kill flag, venue control state and the valued book (for the control API):
+        ``positions``, ``strategy_pnl`` and ``marks`` as in ``core.collect_snapshot``."""
         store, control = self._monitor.store, self._monitor.control
         assert store is not None and control is not None, "start() first"
         venues = {v: (await control.snapshot(v)).model_dump(mode="json") for v in self._gateways}
+        rows, sums, marks = await read_book(store, self._monitor.cfg)
         return {"strategies": await store.strategy_states(), "kill_flag": await store.kill_flag(),
-                "venues": venues, "fills_by_layer": await store.fill_layer_counts()}
+                "venues": venues, "fills_by_layer": await store.fill_layer_counts(),
+                "positions": [r.model_dump(mode="json") for r in rows],
+                "strategy_pnl": {sid: s.model_dump(mode="json") for sid, s in sums.items()},
+                "marks": marks_view(marks)}
 
     async def check_health(self) -> HealthReport:
         """The monitor's probes; while a kill runs, a stale loop is reported but restarts nothing
