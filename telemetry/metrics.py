@@ -13,7 +13,8 @@ The snapshot (every section optional; absent means "not read this time"):
                       "strategies": {strategy: venue}, "risk_monitor": id, "alerter": id,
                       "model_servers": {model: id}}
     tree             ``supervisor.status`` output
-    redis            ``core.snapshot.collect_snapshot`` output (without ``actors``) plus
+    redis            ``core.snapshot.collect_snapshot`` output (without ``actors``: ``positions``
+                     valued at their marks, ``strategy_pnl``, ...) plus
                      ``venues: {venue: {fills_by_layer, control (ControlSnapshot as JSON), marks}}``
     stats            {actor id: that actor's ``stats()``}, for the actors that answered
     up               {component: bool}: "tree", "redis" and every actor id
@@ -238,6 +239,29 @@ def _redis(out: _Families, snap: Snapshot) -> None:
                   p.get("realized_pnl"), **labels)
         out.gauge("tradetree_position_fees", "Fees paid on the position (quote currency).", p.get("fees"), **labels)
         out.counter("tradetree_position_fills_total", "Fills applied to the position.", p.get("fill_count"), **labels)
+        # The valuation (core.book): absent, never 0, where the mark or contract value is unknown.
+        out.gauge("tradetree_position_mark_price",
+                  "Mark price the position is valued at (absent: no mark fresher than risk.max_mark_age_secs).",
+                  p.get("mark_price"), **labels)
+        out.gauge("tradetree_position_notional",
+                  "Notional of the position at its mark, |qty| x mark x contract value (quote currency).",
+                  p.get("notional"), **labels)
+        out.gauge("tradetree_position_unrealized_pnl",
+                  "Unrealized P&L of the position at its mark (quote currency).", p.get("unrealized_pnl"), **labels)
+        out.gauge("tradetree_position_total_pnl",
+                  "Realized plus unrealized P&L of the position, net of fees (quote currency).",
+                  p.get("total_pnl"), **labels)
+    for sid, pnl in sorted((redis.get("strategy_pnl") or {}).items()):
+        # A strategy's totals are absent while any of its positions cannot be valued (see unvalued).
+        out.gauge("tradetree_strategy_unrealized_pnl",
+                  "Unrealized P&L of the strategy over every venue (quote currency; absent: incomplete).",
+                  pnl.get("unrealized_pnl"), strategy=sid)
+        out.gauge("tradetree_strategy_total_pnl",
+                  "Realized plus unrealized P&L of the strategy net of fees (quote currency; absent: incomplete).",
+                  pnl.get("total_pnl"), strategy=sid)
+        out.gauge("tradetree_strategy_unvalued_positions",
+                  "Positions of the strategy that cannot be valued (no usable mark or contract value).",
+                  len(pnl.get("unvalued") or []), strategy=sid)
     for venue, view in sorted((redis.get("venues") or {}).items()):
         _venue_view(out, now_ms, venue, view)
 

@@ -42,10 +42,28 @@ def _snapshot() -> dict:
         },
         "redis": {
             "strategies": {"MR_BTC": "RUNNING", "MR_ETH": "PAUSED"},
+            # valued as core.book does: (50001 - 50000.5) * -3 * 0.01 = -0.015, 12.25 - 0.015 - 0.75 = 11.485
             "positions": [
                 {"strategy_id": "MR_BTC", "venue": "okx", "inst_id": "BTC-USDT-SWAP", "qty": "-3",
-                 "avg_price": "50000.5", "realized_pnl": "12.25", "fees": "0.75", "fill_count": 4},
+                 "avg_price": "50000.5", "realized_pnl": "12.25", "fees": "0.75", "fill_count": 4,
+                 "contract_value": "0.01", "mark_price": "50001", "mark_age_ms": 1500, "notional": "1500.03",
+                 "unrealized_pnl": "-0.015", "total_pnl": "11.485", "unvalued_reason": ""},
+                {"strategy_id": "MR_ETH", "venue": "okx", "inst_id": "ETH-USDT-SWAP", "qty": "2",
+                 "avg_price": "3000", "realized_pnl": "0", "fees": "0.1", "fill_count": 1,
+                 "contract_value": "0.1", "mark_price": None, "mark_age_ms": None, "notional": None,
+                 "unrealized_pnl": None, "total_pnl": None,
+                 "unvalued_reason": f"no usable mark for okx:ETH-USDT-SWAP: {SECRET}"},
             ],
+            "strategy_pnl": {
+                "MR_BTC": {"strategy_id": "MR_BTC", "realized_pnl": "12.25", "fees": "0.75",
+                           "unrealized_pnl": "-0.015", "total_pnl": "11.485", "notional": "1500.03",
+                           "unrealized_pnl_known": "-0.015", "total_pnl_known": "11.485",
+                           "notional_known": "1500.03", "open_positions": 1, "unvalued": []},
+                "MR_ETH": {"strategy_id": "MR_ETH", "realized_pnl": "0", "fees": "0.1", "unrealized_pnl": None,
+                           "total_pnl": None, "notional": None, "unrealized_pnl_known": "0",
+                           "total_pnl_known": "0", "notional_known": "0", "open_positions": 1,
+                           "unvalued": ["okx:ETH-USDT-SWAP"]},
+            },
             "fills_by_layer": {"ws": {"applied": 5, "delivered": 6}, "poll": {"applied": 1, "delivered": 6},
                                "health": {"applied": 0, "delivered": 0}},
             "kill_flag": None,
@@ -159,6 +177,38 @@ def test_every_part_of_the_tree_is_exported_with_units_and_labels():
     assert value(s, "tradetree_up", component="MR_ETH") == 0
     assert value(s, "tradetree_scrape_errors_total", component="MR_ETH") == 3
     assert all(n.startswith("tradetree_") for n in names(s))
+
+
+def test_positions_and_strategies_are_exported_valued_and_an_unknown_value_has_no_sample():
+    s = parse(scrape(_snapshot()))
+    btc = {"strategy": "MR_BTC", "venue": "okx", "instrument": "BTC-USDT-SWAP"}
+    assert value(s, "tradetree_position_mark_price", **btc) == 50001
+    assert value(s, "tradetree_position_notional", **btc) == 1500.03
+    assert value(s, "tradetree_position_unrealized_pnl", **btc) == -0.015
+    assert value(s, "tradetree_position_total_pnl", **btc) == 11.485
+    assert value(s, "tradetree_strategy_unrealized_pnl", strategy="MR_BTC") == -0.015
+    assert value(s, "tradetree_strategy_total_pnl", strategy="MR_BTC") == 11.485
+    assert value(s, "tradetree_strategy_unvalued_positions", strategy="MR_BTC") == 0
+    # MR_ETH has no usable mark: no sample at all (0 would read as "flat, nothing lost")
+    eth = {"strategy": "MR_ETH", "venue": "okx", "instrument": "ETH-USDT-SWAP"}
+    assert value(s, "tradetree_position_qty", **eth) == 2
+    for name in ("tradetree_position_mark_price", "tradetree_position_notional", "tradetree_position_unrealized_pnl",
+                 "tradetree_position_total_pnl"):
+        assert (name, frozenset(eth.items())) not in s, name
+    for name in ("tradetree_strategy_unrealized_pnl", "tradetree_strategy_total_pnl"):
+        assert (name, frozenset({"strategy": "MR_ETH"}.items())) not in s, name
+    assert value(s, "tradetree_strategy_unvalued_positions", strategy="MR_ETH") == 1
+
+
+def test_plain_position_rows_export_as_before_without_valuation_samples():
+    snap = _snapshot()
+    keep = ("strategy_id", "venue", "inst_id", "qty", "avg_price", "realized_pnl", "fees", "fill_count")
+    snap["redis"]["positions"] = [{k: p[k] for k in keep} for p in snap["redis"]["positions"]]
+    del snap["redis"]["strategy_pnl"]
+    s = parse(scrape(snap))
+    assert value(s, "tradetree_position_realized_pnl", strategy="MR_BTC", venue="okx",
+                 instrument="BTC-USDT-SWAP") == 12.25
+    assert not {"tradetree_position_unrealized_pnl", "tradetree_strategy_total_pnl"} & names(s)
 
 
 def test_an_actor_that_did_not_answer_has_no_metrics_but_the_others_keep_theirs():
