@@ -65,6 +65,7 @@ from tradetree.risk import (
     next_delay,
     order_is_settled,
     pending_kills,
+    scope_residual,
     plan_progress,
     plan_wind_down,
     stall_reason,
@@ -106,6 +107,8 @@ class KillStore(Protocol):
     async def set_strategy_state(self, strategy_id: str, state: StrategyState) -> None: ...
 
     async def set_kill_flag(self, reason: str, ts_ms: int) -> None: ...
+
+    async def kill_flag(self) -> str | None: ...
 
 
 class KillRecords(Protocol):
@@ -331,8 +334,34 @@ class KillSwitch:
                 recorded.append(await self._journal.load(scope))
             except StoreError as exc:
                 log.error("kill switch: skipping the kill of %s: %s", scope, exc)
+        residuals: dict[str, tuple[str, ...]] | None = None
+        kill_flag_set = True
+        if any(p is not None and p.state is KillState.STALLED for p in recorded):
+            try:
+                positions = await self._store.positions()
+                residuals = {p.scope: scope_residual(positions, p.strategy_id) for p in recorded if p is not None}
+                kill_flag_set = await self._store.kill_flag() is not None
+            except StoreError as exc:  # unknown residual: retry the stalls, as before
+                log.error("kill switch: cannot read positions to judge stalled kills: %s", exc)
         return list(await asyncio.gather(*(self._join_or_start(p.scope, p.strategy_id, p.reason, requested=False)
-                                           for p in pending_kills(recorded))))
+                                           for p in pending_kills(recorded, residuals, kill_flag_set))))
+
+    async def recorded(self) -> list[KillProgress]:
+        """Every kill recorded in Redis (any state), by scope; unreadable ones are skipped (logged).
+
+        Raises:
+            StoreUnavailable / StoreError: the index of kills could not be read.
+        """
+        out = []
+        for scope in await self._journal.scopes():
+            try:
+                progress = await self._journal.load(scope)
+            except StoreError as exc:
+                log.error("kill switch: the kill of %s is unreadable: %s", scope, exc)
+                continue
+            if progress is not None:
+                out.append(progress)
+        return out
 
     async def progress(self, strategy_id: str | None = None) -> KillProgress | None:
         """The recorded progress of the kill of a scope (None if it was never killed).

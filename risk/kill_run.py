@@ -96,9 +96,38 @@ def start_run(fresh: KillProgress, existing: KillProgress | None, *, requested: 
     return RunStart(progress=progress, note=note, recheck=existing.client_order_ids)
 
 
-def pending_kills(recorded: Iterable[KillProgress | None]) -> list[KillProgress]:
-    """The recorded kills a host continues: RUNNING (interrupted) or STALLED (retried)."""
-    return [p for p in recorded if p is not None and p.state in (KillState.RUNNING, KillState.STALLED)]
+def pending_kills(recorded: Iterable[KillProgress | None],
+                  residuals: Mapping[str, tuple[str, ...]] | None = None,
+                  kill_flag_set: bool = True) -> list[KillProgress]:
+    """The recorded kills a host continues on its own.
+
+    RUNNING ones (interrupted) always. A STALLED one only when something changed
+    since it stalled: its scope's residual (``residuals[scope]``, as
+    ``scope_residual`` gives it) is not what it stalled with (a fill arrived,
+    someone traded the position down), or it is the global kill and the kill
+    flag was cleared under it. Re-running an unchanged stall every few seconds
+    only repeats the failure and its stale text; the operator's ``kill`` (the
+    same scope again) re-runs it at once. ``residuals=None`` retries every
+    STALLED kill (a caller that cannot read positions).
+    """
+    out = []
+    for p in recorded:
+        if p is None or p.state not in (KillState.RUNNING, KillState.STALLED):
+            continue
+        if p.state is KillState.STALLED and residuals is not None:
+            changed = tuple(sorted(residuals.get(p.scope, ()))) != tuple(sorted(p.remaining))
+            flag_lost = p.strategy_id is None and not kill_flag_set
+            if not (changed or flag_lost):
+                continue
+        out.append(p)
+    return out
+
+
+def scope_residual(positions: Iterable[Position], strategy_id: str | None) -> tuple[str, ...]:
+    """The positions of a kill's scope that are not flat, as ``KillProgress.remaining`` records them."""
+    scoped = sorted((p for p in positions if p.qty != 0 and (strategy_id is None or p.strategy_id == strategy_id)),
+                    key=lambda p: (p.strategy_id, p.venue, p.inst_id))
+    return tuple(f"{p.strategy_id} {p.venue} {p.inst_id} {p.qty:+}" for p in scoped)
 
 
 @dataclass(frozen=True)
@@ -198,8 +227,7 @@ def global_kill_targets(states: Mapping[str, str], positions: Iterable[Position]
 def plan_progress(plan: WindDownPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(waiting_on, remaining)`` as ``KillProgress`` records them."""
     waiting_on = tuple(c for w in plan.waiting for c in w.client_order_ids)
-    remaining = tuple(f"{p.strategy_id} {p.venue} {p.inst_id} {p.qty:+}" for p in plan.remaining)
-    return waiting_on, remaining
+    return waiting_on, scope_residual(plan.remaining, None)
 
 
 def stuck_reason(plan: WindDownPlan) -> str | None:

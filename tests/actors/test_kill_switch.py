@@ -96,6 +96,10 @@ class FakeBook:
         self.flag = reason
         self.events.append(("flag", reason))
 
+    async def kill_flag(self) -> str | None:
+        self._check()
+        return self.flag
+
 
 class FakeVenue:
     """Gateways of ``venues`` over a ``FakeBook``. ``fail[method]`` failures to raise first
@@ -328,7 +332,9 @@ async def test_venue_failing_forever_stalls_after_the_bounds_and_a_later_resume_
     assert (await ks.steps())[-1].outcome is StepOutcome.STALLED
 
     venue.fail["cancel_all"] = 0  # the venue recovers
-    [resumed] = await ks.resume_pending()
+    assert await ks.resume_pending() == [], "an unchanged stall is not re-run on its own"
+    assert len(venue.calls) == 4
+    resumed = await ks.kill("test")  # the operator acts: the stalled kill runs again
     assert resumed.state is KillState.DONE and resumed.runs == 2 and resumed.stalled_reason == ""
     assert book.position("A") == 0 and book.states["A"] == "KILLED"
     assert await ks.resume_pending() == []
@@ -552,6 +558,7 @@ async def test_an_unreadable_kill_record_is_skipped_and_the_other_kills_resume(
     await records.save_kill_progress("strategy:Z", '{"scope": "strategy:Z"}', state="RUNNING", reason="x",
                                      updated_ms=1)
     venue.fail["cancel_all"] = 0
+    book.qty = {("A", "okx", BTC): D(2)}  # the residual changed since the stall: resumed on its own
 
     [resumed] = await ks.resume_pending()  # does not raise
 
@@ -560,3 +567,35 @@ async def test_an_unreadable_kill_record_is_skipped_and_the_other_kills_resume(
         await ks.progress("Z")
     fresh = await ks.kill("again", strategy_id="Z")  # a kill of that scope starts over
     assert fresh.state is KillState.DONE and fresh.runs == 1 and (await ks.progress("Z")) == fresh
+
+
+async def test_a_stalled_kill_reruns_on_its_own_only_when_its_residual_changes(
+        book, venue, fake_redis, namespace, sim):
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.fail["cancel_all"] = -1
+    ks = make(book, venue, fake_redis, namespace, sim, cfg=config(step_max_attempts=2))
+    stalled = await ks.kill("test")
+    assert stalled.state is KillState.STALLED and stalled.remaining == ("A okx BTC-USDT-SWAP +1",)
+    calls = len(venue.calls)
+
+    for _ in range(3):
+        assert await ks.resume_pending() == []
+    assert len(venue.calls) == calls, "an unchanged stall does not touch the venue again"
+
+    book.qty = {("A", "okx", BTC): D("0.4")}  # part of it was closed by hand: the residual changed
+    [rerun] = await ks.resume_pending()
+    assert rerun.state is KillState.STALLED and rerun.remaining == ("A okx BTC-USDT-SWAP +0.4",), \
+        "the stall text says the current residual, not the one it stalled with"
+    assert len(venue.calls) > calls
+
+
+async def test_a_stalled_global_kill_reruns_when_its_flag_was_cleared_under_it(
+        book, venue, fake_redis, namespace, sim):
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.fail["cancel_all"] = -1
+    ks = make(book, venue, fake_redis, namespace, sim, cfg=config(step_max_attempts=2))
+    assert (await ks.kill("test")).state is KillState.STALLED
+    book.flag = None  # deleted by hand
+    [rerun] = await ks.resume_pending()
+    assert book.flag == "test", "the kill flag is set again: its positions are not flat"
+    assert rerun.state is KillState.STALLED
