@@ -79,11 +79,14 @@ from tradetree.execution.fill_health import (
     unmatched_in_audit,
 )
 from tradetree.execution.gateway_rules import (
+    GatewayGateInputs,
     WsStatus,
     acknowledged,
     cancel_all_error,
     market_data_probe,
+    strategy_order_refusals,
     ticker_args,
+    wind_down_refusals,
     ws_probe,
 )
 from tradetree.execution.poll_plan import (
@@ -121,7 +124,13 @@ from tradetree.execution.reconciliation import (
     plan_fills,
     plan_orders,
 )
-from tradetree.execution.venue_reduce_only import VenueReduceOnly, decide_venue_reduce_only
+from tradetree.execution.venue_reduce_only import (
+    REDUCE_ONLY_UNAVAILABLE,
+    RefusedCloseRetry,
+    VenueReduceOnly,
+    decide_venue_reduce_only,
+    retry_refused_close,
+)
 
 __all__ = [
     "DRIFT",
@@ -211,6 +220,12 @@ __all__ = [
     "cancel_all_error",
     "decide_venue_reduce_only",
     "VenueReduceOnly",
+    "REDUCE_ONLY_UNAVAILABLE",
+    "RefusedCloseRetry",
+    "retry_refused_close",
+    "GatewayGateInputs",
+    "strategy_order_refusals",
+    "wind_down_refusals",
     "market_data_probe",
     "ticker_args",
     "ws_probe",

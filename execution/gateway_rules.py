@@ -8,23 +8,29 @@ needs, calls one of these, and does what it returns:
 - ``ticker_args``: the WS subscription of an instrument list's tickers;
 - ``acknowledged``: the stored order once the venue acknowledged it, or None
   when the stored one already says more (the WS got there first);
-- ``cancel_all_error``: the one error a ``cancel_all`` with failed cancels raises.
+- ``cancel_all_error``: the one error a ``cancel_all`` with failed cancels raises;
+- ``strategy_order_refusals`` / ``wind_down_refusals``: the gateway's own gate over a
+  ``GatewayGateInputs`` snapshot, for a strategy's order and for the kill switch's clips.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tradetree.adapters.okx import WsState
-from tradetree.core import Order, OrderState, ProbeResult, VenueError
+from tradetree.core import Order, OrderIntent, OrderState, ProbeResult, StrategyState, VenueError
 
 __all__ = [
+    "GatewayGateInputs",
     "WsStatus",
     "acknowledged",
     "cancel_all_error",
     "market_data_probe",
+    "strategy_order_refusals",
     "ticker_args",
+    "wind_down_refusals",
     "ws_probe",
 ]
 
@@ -116,3 +122,82 @@ def cancel_all_error(component: str, venue: str, failures: list[VenueError], att
         f"{component}: cancel_all: {len(failures)} of {attempted} cancels failed "
         f"({accepted} accepted); first: {first}", venue=venue, code=first.code,
     )
+
+
+# -- the gateway's own gate -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayGateInputs:
+    """What the gateway's gate reads from Redis for one order (``actors.gate_inputs``, one round trip).
+
+    Attributes:
+        strategy_id: the strategy they were read for.
+        strategy_state: its recorded state (None: none recorded).
+        kill_flag: the global kill flag's reason (None: not set).
+        venue_pauses: the venue's pauses, source -> reason (empty: not paused).
+        unknown: why they could not be read (empty: they were).
+    """
+
+    strategy_id: str
+    strategy_state: StrategyState | None = None
+    kill_flag: str | None = None
+    venue_pauses: Mapping[str, str] = field(default_factory=dict)
+    unknown: str = ""
+
+
+# The states only the kill switch writes: a strategy in one of them is being (or was) wound down by it.
+_KILL_SWITCH_STATES = frozenset({StrategyState.WINDING_DOWN, StrategyState.KILLED})
+
+
+def strategy_order_refusals(intent: OrderIntent, inputs: GatewayGateInputs) -> list[str]:
+    """Why the gateway refuses a strategy's ``intent`` (``submit_order``); empty = it may be sent.
+
+    A second gate behind the strategy host's freshness gate, on what the host
+    cannot get wrong for the gateway: refuses when the inputs are unknown or
+    for another strategy (fail closed), when the kill flag is set, when the
+    strategy is not RUNNING (no state recorded, PAUSED, or WINDING_DOWN /
+    KILLED: once the kill switch owns a strategy only its clips trade, and
+    those come through ``wind_down_refusals``), and when the venue is paused
+    by any source. Never raises.
+    """
+    if inputs.unknown:
+        return [f"gateway gate: state unknown: {inputs.unknown}"]
+    if inputs.strategy_id != intent.strategy_id:
+        return [f"gateway gate: inputs are for strategy {inputs.strategy_id!r}, not {intent.strategy_id!r}"]
+    reasons = []
+    if inputs.kill_flag is not None:
+        reasons.append(f"kill flag set: {inputs.kill_flag or 'no reason given'}")
+    state = inputs.strategy_state
+    if state is None:
+        reasons.append(f"strategy {intent.strategy_id} has no state in Redis, not RUNNING")
+    elif state is not StrategyState.RUNNING:
+        reasons.append(f"strategy {intent.strategy_id} is {state.value}, not RUNNING")
+    if inputs.venue_pauses:
+        why = "; ".join(f"{source}: {reason}" if reason else source
+                        for source, reason in sorted(inputs.venue_pauses.items()))
+        reasons.append(f"venue {intent.venue} paused ({why})")
+    return reasons
+
+
+def wind_down_refusals(intent: OrderIntent, inputs: GatewayGateInputs) -> list[str]:
+    """Why the gateway refuses an account-level ``intent`` (``submit_account_order``); empty = send.
+
+    That path is the kill switch's: its clips pass the kill flag and venue
+    pauses, which exist to let exactly them through. What makes an order a
+    clip is not anything its sender says about it but the strategy's state:
+    the kill switch sets WINDING_DOWN before it sends any clip of a strategy,
+    and only the kill switch writes WINDING_DOWN or KILLED (a host never
+    does). So an order of a RUNNING or PAUSED strategy is refused here, and a
+    strategy cannot bypass the gate by any field of its intent. Unknown
+    inputs refuse (fail closed; the kill switch retries). Never raises.
+    """
+    if inputs.unknown:
+        return [f"gateway gate: state unknown: {inputs.unknown}"]
+    if inputs.strategy_id != intent.strategy_id:
+        return [f"gateway gate: inputs are for strategy {inputs.strategy_id!r}, not {intent.strategy_id!r}"]
+    if inputs.strategy_state in _KILL_SWITCH_STATES:
+        return []
+    state = "no state in Redis" if inputs.strategy_state is None else inputs.strategy_state.value
+    return [f"not a wind-down clip: strategy {intent.strategy_id} is {state}; account-level orders are the "
+            f"kill switch's, for strategies it winds down"]

@@ -21,6 +21,16 @@ otherwise (the strategy-level guard has already passed).
 Account-level orders (the kill switch's wind-down clips, which it sizes
 against the account's net itself) do not come through here: they always keep
 the venue flag they were planned with.
+
+The decision cannot race with this gateway's own orders: the gateway records
+every order under one send lock and holds it while a flagged order is at the
+venue, so every order that could reach the venue before it is in Redis when
+the flag is decided. What can still move the venue's net meanwhile is sent
+outside that lock (the reconciler's canary, a manual trade). When the venue
+then refuses a close with 51205, :func:`retry_refused_close` decides whether
+it goes once more without the flag: only when our books hold the close valid
+and agree with the venue, so a close of a position that exists only in our
+books is still refused (the guard), and one refused by a race is not.
 """
 
 from __future__ import annotations
@@ -29,10 +39,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tradetree.core import Order, Position, Side
-from tradetree.risk import fmt_decimal, in_flight_size
+from tradetree.core import Order, OrderIntent, Position, Side
+from tradetree.risk import PreTradeInputs, duplicate_close_reasons, fmt_decimal, in_flight_size
 
-__all__ = ["VenueReduceOnly", "decide_venue_reduce_only"]
+__all__ = [
+    "REDUCE_ONLY_UNAVAILABLE",
+    "RefusedCloseRetry",
+    "VenueReduceOnly",
+    "decide_venue_reduce_only",
+    "retry_refused_close",
+]
 
 _ZERO = Decimal(0)
 
@@ -111,3 +127,81 @@ def decide_venue_reduce_only(
         f"{fmt_decimal(order.size + taken)})"
     )
     return VenueReduceOnly(send=send, reason=reason, net=net, room=room)
+
+
+# -- when the venue refuses the flag anyway -----------------------------------------------------
+
+# OKX's sCode for a reduce-only order the account's net position does not allow.
+REDUCE_ONLY_UNAVAILABLE = "51205"
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedCloseRetry:
+    """Whether a close the venue refused with 51205 is sent once more without ``reduceOnly``.
+
+    Attributes:
+        retry: send it again, without the venue's flag.
+        reason: why, for the log and the alert.
+    """
+
+    retry: bool
+    reason: str
+
+
+def retry_refused_close(
+    order: Order,
+    venue_net: Decimal,
+    positions: Iterable[Position],
+    tracked: Iterable[tuple[Order, Decimal]],
+) -> RefusedCloseRetry:
+    """Whether ``order``, refused by the venue with 51205, is retried once without the venue flag.
+
+    The flag was sent because the account's net in Redis left room for the
+    close (``decide_venue_reduce_only``); the venue saw another net. That is
+    either a race (an order sent outside this gateway's send lock, such as
+    the reconciler's canary, moved the venue's net before the close arrived)
+    or our books are wrong (the incident: a fill we never saw), and the flag
+    exists to catch the second. So the close is retried only when both hold:
+
+    - our books say it is a valid close: the strategy's position in Redis
+      is on the other side and covers the order plus its other reduce-only
+      orders in flight on that side (``risk.duplicate_close_reasons``);
+    - our books agree with the venue: ``venue_net`` (read from the venue
+      after ``positions`` and ``tracked`` were read from Redis) lies between
+      the account's net in Redis minus everything tracked sells may still
+      take from it and that net plus what tracked buys may still add
+      (``risk.in_flight_size``: unfilled, or filled and not yet applied).
+      Reading Redis first means every fill the venue has made since is of a
+      tracked order, so a consistent account always passes; a position our
+      books lack or invent does not.
+
+    Args:
+        order: the refused order (itself not counted among ``tracked``: the venue never had it).
+        venue_net: the venue's net position of the order's instrument, in contracts.
+        positions: every strategy's positions from Redis.
+        tracked: the store's tracked orders with the size applied for each.
+
+    Never raises; an order that is not a reduce-only one sent with the flag is never retried.
+    """
+    if not (order.reduce_only and order.venue_reduce_only):
+        return RefusedCloseRetry(False, "not a reduce-only order sent with the venue's flag")
+    where = (order.venue, order.inst_id)
+    positions = [p for p in positions if (p.venue, p.inst_id) == where]
+    others = [(o, size) for o, size in tracked
+              if (o.venue, o.inst_id) == where and o.client_order_id != order.client_order_id]
+    intent = OrderIntent(strategy_id=order.strategy_id, venue=order.venue, inst_id=order.inst_id, side=order.side,
+                         type=order.type, size=order.size, price=order.price, reduce_only=True)
+    invalid = duplicate_close_reasons(intent, PreTradeInputs(
+        positions=tuple(positions), in_flight=tuple(o for o, _ in others),
+        applied_sizes={o.client_order_id: size for o, size in others}))
+    if invalid:
+        return RefusedCloseRetry(False, f"our books do not hold the close valid: {'; '.join(invalid)}")
+    net = sum((p.qty for p in positions), _ZERO)
+    buys = sum((in_flight_size(o, size) for o, size in others if o.side is Side.BUY), _ZERO)
+    sells = sum((in_flight_size(o, size) for o, size in others if o.side is Side.SELL), _ZERO)
+    low, high = net - sells, net + buys
+    books = (f"account net {fmt_decimal(net)} in Redis ({fmt_decimal(buys)} bought, {fmt_decimal(sells)} sold "
+             f"by orders in flight at most), {fmt_decimal(venue_net)} at the venue")
+    if not low <= venue_net <= high:
+        return RefusedCloseRetry(False, f"our books disagree with the venue: {books}")
+    return RefusedCloseRetry(True, f"a valid close by our books, which agree with the venue: {books}")
