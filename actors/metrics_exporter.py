@@ -18,6 +18,11 @@ What the exporter guarantees:
   every refresh;
 - the refresh loop never raises; its ``refresh`` probe (liveness) fails only
   if the loop task ended.
+
+``RayMetricsMirror`` also sets a handful of key series (``key_series``) as
+``ray.util.metrics`` gauges after each refresh, so the Ray dashboard's
+metrics view shows them next to Ray's own. It does nothing outside a Ray
+worker and never fails the refresh: a failure is logged once.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any, Protocol
 
-from tradetree.core import Clock, HealthReport, WallClock, cancel_and_wait
+from tradetree.core import (
+    DEFAULT_VALUATION,
+    Clock,
+    HealthReport,
+    StrategyState,
+    ValuationRules,
+    WallClock,
+    cancel_and_wait,
+)
 from tradetree.supervisor import ActorClient
 from tradetree.telemetry import (
     REDIS,
@@ -43,7 +57,8 @@ from tradetree.telemetry import (
     venue_marks_view,
 )
 
-__all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor"]
+__all__ = ["SnapshotReader", "SnapshotGatherer", "RayRedisReader", "MetricsExporter", "MetricsExporterActor",
+           "RayMetricsMirror", "key_series"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +136,10 @@ class RayRedisReader:
     """
 
     def __init__(self, *, redis_url: str, namespace: str, ray_namespace: str, venues: list[str],
-                 instruments: dict[str, list[str]], root_id: str, timeout_secs: float) -> None:
+                 instruments: dict[str, list[str]], root_id: str, timeout_secs: float,
+                 rules: ValuationRules = DEFAULT_VALUATION) -> None:
         self._redis_url = redis_url
+        self._rules = rules
         self._namespace = namespace
         self._ray_namespace = ray_namespace
         self._venues = list(venues)
@@ -150,7 +167,7 @@ class RayRedisReader:
                                                    socket_timeout_secs=self._timeout_secs)
         store = self._store
         try:
-            view = await collect_snapshot(store)
+            view = await collect_snapshot(store, rules=self._rules)
             view.pop("actors", None)
             control = ControlState(store.client, self._namespace)
             marks = await MarkBook(store.client, self._namespace).read(self._wanted)
@@ -176,6 +193,120 @@ class RayRedisReader:
                 await store.close()
 
 
+# The series mirrored to ray.util.metrics: name -> (description, tag keys). Ray's exporter
+# prefixes them with ``ray_``; they are gauges because they carry the tree's own totals, which a
+# restarted actor re-reads from Redis and the tree (a Ray counter would count from zero again).
+RAY_SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tradetree_kill_flag": ("1 if the global kill flag is set in Redis.", ()),
+    "tradetree_strategies_running": ("Strategies whose state in Redis is RUNNING.", ()),
+    "tradetree_strategy_unrealized_pnl": (
+        "Unrealized P&L of the strategy at its marks (quote currency; NaN: a position cannot be valued).",
+        ("strategy",)),
+    "tradetree_strategy_total_pnl": (
+        "Realized plus unrealized P&L of the strategy net of fees (quote currency; NaN: incomplete).",
+        ("strategy",)),
+    "tradetree_fills_applied": ("Fills applied to positions, by venue and the layer that applied them first.",
+                                ("venue", "layer")),
+    "tradetree_actor_restarts": ("Restarts of the child by its supervisor.", ("child",)),
+    "tradetree_risk_breakers_open": ("Risk breakers open.", ()),
+}
+
+Series = tuple[str, tuple[tuple[str, str], ...]]  # name, sorted tags
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float, str)):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def key_series(snap: dict[str, Any] | None) -> dict[Series, float]:
+    """The ``RAY_SERIES`` values in a gathered snapshot (see ``tradetree.telemetry.metrics``).
+
+    A part the snapshot lacks (Redis or the tree unread) gives no value; a
+    strategy's P&L that cannot be valued is NaN, never 0.
+    """
+    out: dict[Series, float] = {}
+
+    def put(name: str, value: Any, **tags: str) -> None:
+        number = _num(value)
+        if number is not None:
+            out[(name, tuple(sorted(tags.items())))] = number
+
+    if not snap:
+        return out
+    redis = snap.get("redis")
+    if redis is not None:
+        put("tradetree_kill_flag", bool(redis.get("kill_flag")))
+        states = redis.get("strategies") or {}
+        put("tradetree_strategies_running", sum(1 for st in states.values() if st == StrategyState.RUNNING))
+        for sid, pnl in sorted((redis.get("strategy_pnl") or {}).items()):
+            for field in ("unrealized_pnl", "total_pnl"):
+                v = pnl.get(field)
+                put(f"tradetree_strategy_{field}", math.nan if v is None else v, strategy=sid)
+        venues = redis.get("venues") or {}
+        breakers: dict[str, Any] = {}
+        for venue, view in sorted(venues.items()):
+            for layer, counts in sorted((view.get("fills_by_layer") or {}).items()):
+                put("tradetree_fills_applied", counts.get("applied", 0), venue=venue, layer=layer)
+            breakers.update((view.get("control") or {}).get("breakers") or {})
+        if venues:
+            put("tradetree_risk_breakers_open", len(breakers))
+    for child, info in sorted((snap.get("tree") or {}).items()):
+        if info.get("parent"):
+            put("tradetree_actor_restarts", info.get("restarts", 0), child=child)
+    return out
+
+
+class RayMetricsMirror:
+    """Sets ``key_series`` of each snapshot on ``ray.util.metrics`` gauges.
+
+    A no-op unless Ray is initialized in this process (an actor's worker).
+    A series set before and absent now is set to NaN: a Ray gauge cannot drop
+    a sample, and its last value must not stand for one no longer known.
+    Never raises; the first failure is logged, later ones are counted.
+    """
+
+    def __init__(self) -> None:
+        self._gauges: dict[str, Any] = {}
+        self._last: dict[Series, float] = {}
+        self.failures = 0
+
+    def update(self, snap: dict[str, Any] | None) -> None:
+        try:
+            import ray
+
+            if not ray.is_initialized():
+                return
+            values = key_series(snap)
+            values.update({key: math.nan for key in self._last if key not in values})
+            for (name, tags), value in values.items():
+                self._gauge(name).set(value, tags=dict(tags))
+            self._last = values
+        except Exception as exc:  # the Ray dashboard's copy must never cost /metrics its refresh
+            self.failures += 1
+            if self.failures == 1:
+                log.warning("metrics: ray.util.metrics mirror failed (logged once): %s: %s", type(exc).__name__, exc)
+
+    def _gauge(self, name: str) -> Any:
+        gauge = self._gauges.get(name)
+        if gauge is None:
+            from ray.util.metrics import Gauge
+
+            description, tag_keys = RAY_SERIES[name]
+            gauge = self._gauges[name] = Gauge(name, description=description, tag_keys=tag_keys)
+        return gauge
+
+    def last_recorded(self) -> list[dict[str, Any]]:
+        """What the last successful update set: ``[{"name", "tags", "value"}]``, sorted."""
+        return [{"name": name, "tags": dict(tags), "value": value} for (name, tags), value in sorted(self._last.items())]
+
+
 class MetricsExporter:
     """The refresh loop and the HTTP endpoint. ``start()`` first, ``stop()`` at the end.
 
@@ -183,9 +314,10 @@ class MetricsExporter:
     """
 
     def __init__(self, config: MetricsConfig, gatherer: SnapshotGatherer, *, clock: Clock | None = None,
-                 closer: Any = None) -> None:
+                 closer: Any = None, mirror: RayMetricsMirror | None = None) -> None:
         self._config = config
         self._gatherer = gatherer
+        self._mirror = mirror
         self._clock = clock or WallClock()
         self._closer = closer
         self._snapshot: dict[str, Any] | None = None
@@ -245,6 +377,8 @@ class MetricsExporter:
 
     async def refresh_now(self) -> dict[str, Any]:
         self._snapshot = await self._gatherer.gather()
+        if self._mirror is not None:
+            self._mirror.update(self._snapshot)
         return self._snapshot
 
     async def _loop(self) -> None:
@@ -273,16 +407,21 @@ class MetricsExporterActor:
     """Thin Ray actor over ``MetricsExporter`` reading the tree in ``ray_namespace``.
 
     ``components`` names the actors (see ``tradetree.metrics``); ``instruments``
-    lists, per venue, the instruments whose market data age is exported.
+    lists, per venue, the instruments whose market data age is exported;
+    ``risk`` (the engine's ``RiskConfig``) values positions as the notional
+    limits do (without it: ``core.DEFAULT_VALUATION``). Key series are
+    mirrored to ``ray.util.metrics`` (``ray_metrics()`` returns the last set).
     """
 
     def __init__(self, config: MetricsConfig, *, redis_url: str, namespace: str, ray_namespace: str,
-                 components: dict[str, Any], instruments: dict[str, list[str]], root_id: str) -> None:
+                 components: dict[str, Any], instruments: dict[str, list[str]], root_id: str,
+                 risk: ValuationRules | None = None) -> None:
         reader = RayRedisReader(redis_url=redis_url, namespace=namespace, ray_namespace=ray_namespace,
                                 venues=list(instruments), instruments=instruments, root_id=root_id,
-                                timeout_secs=config.call_timeout_secs)
+                                timeout_secs=config.call_timeout_secs, rules=risk or DEFAULT_VALUATION)
         gatherer = SnapshotGatherer(reader, components, timeout_secs=config.call_timeout_secs)
-        self._impl = MetricsExporter(config, gatherer, closer=reader.close)
+        self._mirror = RayMetricsMirror()
+        self._impl = MetricsExporter(config, gatherer, closer=reader.close, mirror=self._mirror)
 
     async def start(self) -> None:
         await self._impl.start()
@@ -301,3 +440,6 @@ class MetricsExporterActor:
 
     async def refresh_now(self) -> None:
         await self._impl.refresh_now()
+
+    async def ray_metrics(self) -> list[dict[str, Any]]:
+        return self._mirror.last_recorded()

@@ -1,15 +1,28 @@
-"""The exporter without Ray: the gatherer isolates failing parts, the endpoint serves over HTTP."""
+"""The exporter without Ray: the gatherer isolates failing parts, the endpoint serves over HTTP; and its
+ray.util.metrics mirror, pure and inside a real Ray actor."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
+import time
 import urllib.request
+from decimal import Decimal as D
 
 import pytest
 
+from tests.core.test_snapshot import ETH
+from tests.core.test_store import SWAP, make_fill, make_order
 from tests.test_metrics import COMPONENTS, _snapshot, parse, value
-from tradetree.actors.metrics_exporter import MetricsExporter, SnapshotGatherer
+from tradetree.actors.metrics_exporter import (
+    RAY_SERIES,
+    MetricsExporter,
+    RayMetricsMirror,
+    SnapshotGatherer,
+    key_series,
+)
+from tradetree.core import ControlState, Mark, MarkBook, RedisStore, Side
 from tradetree.core.clock import ManualClock
 from tradetree.telemetry.config import MetricsConfig
 
@@ -130,3 +143,98 @@ def test_metrics_are_off_unless_enabled_and_checked():
         MetricsConfig(port=70000)
     with pytest.raises(ValueError):
         MetricsConfig(refresh_secs=0)
+
+
+# -- the ray.util.metrics mirror ---------------------------------------------------------------
+
+
+def test_key_series_of_a_snapshot():
+    snap = _snapshot()
+    snap["redis"]["kill_flag"] = "manual stop"
+    snap["redis"]["strategy_pnl"]["MR_ETH"]["total_pnl"] = None
+    series = key_series(snap)
+    assert series[("tradetree_kill_flag", ())] == 1
+    assert series[("tradetree_strategies_running", ())] == 1  # MR_BTC RUNNING, MR_ETH PAUSED
+    assert series[("tradetree_strategy_unrealized_pnl", (("strategy", "MR_BTC"),))] == -0.015
+    assert series[("tradetree_strategy_total_pnl", (("strategy", "MR_BTC"),))] == 11.485
+    assert math.isnan(series[("tradetree_strategy_total_pnl", (("strategy", "MR_ETH"),))])  # unknown is not 0
+    assert series[("tradetree_fills_applied", (("layer", "ws"), ("venue", "okx")))] == 5
+    assert series[("tradetree_actor_restarts", (("child", "VenueGateway[okx]"),))] == 2
+    assert ("tradetree_actor_restarts", (("child", "RootSupervisor"),)) not in series  # the root has no parent
+    assert series[("tradetree_risk_breakers_open", ())] == 1
+    assert {name for name, _ in series} == set(RAY_SERIES)
+    snap["redis"] = None  # Redis unread: none of its series, rather than stale or zero ones
+    assert {name for name, _ in key_series(snap)} == {"tradetree_actor_restarts"}
+    assert key_series(None) == {}
+
+
+def test_the_mirror_is_a_no_op_outside_ray_and_a_failure_never_reaches_the_refresh(monkeypatch, caplog):
+    import ray
+
+    mirror = RayMetricsMirror()
+
+    def broken(name):
+        raise RuntimeError("metrics agent gone")
+
+    monkeypatch.setattr(mirror, "_gauge", broken)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    mirror.update(_snapshot())
+    assert mirror.failures == 0 and mirror.last_recorded() == []
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    with caplog.at_level("WARNING", logger="tradetree.actors.metrics_exporter"):
+        mirror.update(_snapshot())
+        mirror.update(_snapshot())
+    assert mirror.failures == 2
+    assert [r.getMessage() for r in caplog.records].count(
+        "metrics: ray.util.metrics mirror failed (logged once): RuntimeError: metrics agent gone") == 1
+
+
+async def test_an_exporter_whose_mirror_fails_still_refreshes(monkeypatch):
+    import ray
+
+    mirror = RayMetricsMirror()
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(mirror, "_gauge", lambda name: (_ for _ in ()).throw(RuntimeError("down")))
+    exporter = MetricsExporter(MetricsConfig(enabled=True, port=0), _gatherer(FakeReader()), mirror=mirror)
+    snap = await exporter.refresh_now()
+    assert snap["redis"]["kill_flag"] is None and exporter.snapshot is snap and mirror.failures == 1
+
+
+@pytest.mark.integration
+async def test_the_exporter_actor_sets_ray_gauges_from_redis(ray_session, redis_url, real_redis, namespace):
+    """The real actor in the shared Ray: gauges are set in its worker from what Redis holds."""
+    ray = ray_session
+    from tradetree.actors.metrics_exporter import MetricsExporterActor
+
+    store = RedisStore(real_redis, namespace)
+    now = int(time.time() * 1000)
+    await store.set_strategy_state("MR_BTC", "RUNNING")
+    await store.set_strategy_state("MR_ETH", "RUNNING")
+    await store.set_kill_flag("operator test", now)
+    await ControlState(real_redis, namespace).set_breaker("strategy:MR_BTC:rejections", "test", now)
+    await store.record_order(make_order("o1", strategy_id="MR_BTC", inst=SWAP, size="2"))
+    await store.apply_fill(make_fill("t1", Side.BUY, "2", "100", now, "o1", SWAP), SWAP)
+    await store.record_order(make_order("o2", strategy_id="MR_ETH", inst=ETH, size="1"))
+    await store.apply_fill(make_fill("t2", Side.BUY, "1", "2000", now, "o2", ETH), ETH)  # no ETH mark
+    await MarkBook(real_redis, namespace).write("okx", {SWAP.inst_id: Mark(price=D("110"), ts_ms=now,
+                                                                            recv_ms=now)})
+    actor_cls = ray.remote(num_cpus=0)(MetricsExporterActor)
+    exporter = actor_cls.options(name=f"metrics-{namespace}").remote(
+        MetricsConfig(enabled=True, port=0, call_timeout_secs=5), redis_url=redis_url, namespace=namespace,
+        ray_namespace=ray.get_runtime_context().namespace,
+        components={"gateways": {"okx": "VenueGateway[okx]"}, "strategies": {"MR_BTC": "okx"}},
+        instruments={"okx": [SWAP.inst_id]}, root_id=f"no-root-{namespace}")
+    try:
+        await exporter.refresh_now.remote()
+        recorded = {(r["name"], tuple(sorted(r["tags"].items()))): r["value"]
+                    for r in await exporter.ray_metrics.remote()}
+        assert recorded[("tradetree_kill_flag", ())] == 1
+        assert recorded[("tradetree_strategies_running", ())] == 2
+        # (110 - 100) * 2 * 0.01 = 0.2
+        assert recorded[("tradetree_strategy_unrealized_pnl", (("strategy", "MR_BTC"),))] == pytest.approx(0.2)
+        assert math.isnan(recorded[("tradetree_strategy_unrealized_pnl", (("strategy", "MR_ETH"),))])
+        assert recorded[("tradetree_fills_applied", (("layer", "ws"), ("venue", "okx")))] == 2
+        assert recorded[("tradetree_risk_breakers_open", ())] == 1
+    finally:
+        await exporter.stop.remote()
+        ray.kill(exporter)
