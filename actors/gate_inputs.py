@@ -1,20 +1,31 @@
-"""Reading the freshness gate's inputs from the store, for the hosts that run the gate.
+"""Reading the gates' inputs from the store: the freshness gate's (strategy hosts) and the gateway's.
 
-The verdict is ``risk.freshness_gate.check``'s (pure); this is the I/O in front
-of it. It never raises: inputs that cannot be read come back as
-``GateInputs.unknown`` reasons, so the gate refuses (fail closed).
+The verdicts are ``risk.freshness_gate.check``'s and
+``execution.strategy_order_refusals`` / ``wind_down_refusals``' (pure); this
+is the I/O in front of them. Neither reader raises: inputs that cannot be read
+come back as ``unknown`` reasons, so the gate refuses (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
-from tradetree.core import ControlState, StoreError, StoreUnavailable, StrategyState
+from tradetree.core import (
+    ControlState,
+    RedisKeys,
+    StoreError,
+    StoreUnavailable,
+    StrategyState,
+    as_text,
+    redis_call,
+)
+from tradetree.execution import GatewayGateInputs
 from tradetree.risk import GateInputs, unknown_inputs, unknown_reason
 
-__all__ = ["GateStore", "read_gate_inputs"]
+__all__ = ["GateStore", "read_gate_inputs", "read_gateway_gate"]
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +70,36 @@ async def read_gate_inputs(
         control=control,
         last_market_data_ms=last_market_data_ms,
     )
+
+
+async def read_gateway_gate(client: Any, namespace: str, venue: str, strategy_id: str) -> GatewayGateInputs:
+    """Read what the gateway's gate needs for one order of ``strategy_id`` on ``venue``: one pipeline.
+
+    The strategy's state, the kill flag and the venue's pauses, in one round
+    trip (the gateway reads this for every order). Any other failure (a
+    Redis error, a stored value that does not parse) comes back as
+    ``unknown``, which refuses the order (fail closed).
+
+    Raises:
+        StoreUnavailable: Redis does not answer. The gateway's contract for that
+            case stands: the order is neither recorded nor sent, and the caller
+            learns it from this error.
+    """
+    keys = RedisKeys(namespace)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.strategy_states, strategy_id)
+        pipe.hgetall(keys.kill)  # set is set, whatever its fields say
+        pipe.hgetall(keys.ctl_venue_pause(venue))
+        state_raw, kill, pauses_raw = await redis_call(pipe.execute(), "the gateway's gate")
+        state = None if state_raw is None else StrategyState(as_text(state_raw))
+        kill_flag = as_text(kill.get(b"reason", kill.get("reason", b""))) if kill else None
+        pauses = {as_text(k): str(json.loads(as_text(v)).get("reason", "")) for k, v in pauses_raw.items()}
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, StoreError):
+            log.exception("gateway gate: reading inputs failed")
+        return GatewayGateInputs(strategy_id=strategy_id, unknown=unknown_reason(exc).removeprefix("state unknown: "))
+    return GatewayGateInputs(strategy_id=strategy_id, strategy_state=state,
+                             kill_flag=kill_flag, venue_pauses=pauses)

@@ -25,6 +25,19 @@ What the gateway guarantees:
   a time, and one sent with the flag is placed before the next is recorded, so
   no order this gateway sends overtakes it at the venue (other orders of the
   venue wait for that one REST round trip);
+- a second gate, independent of the strategy hosts' freshness gate: a strategy's order
+  (``submit_order``) is refused (``OrderDenied``, nothing recorded, nothing sent) while the
+  kill flag is set, its venue is paused or the strategy is not RUNNING, as Redis says at the
+  moment its turn to be recorded comes (one pipeline per order; unreadable: refused). An
+  account-level order (``submit_account_order``) passes the kill flag and pauses, but only
+  for a strategy the kill switch winds down (WINDING_DOWN / KILLED, states only it writes):
+  that path is its clips' (``execution.strategy_order_refusals`` / ``wind_down_refusals``);
+- a strategy's close sent with ``reduceOnly`` that the venue refuses with 51205 although
+  our books hold it valid and agree with the venue's position is sent once more without
+  the flag, under the same client order id (the venue never had it, so at most one order
+  exists for the close), and alerted; the first refusal is never recorded as a rejection,
+  so it never counts toward the rejection breaker. A refused retry is an ordinary rejection
+  (``execution.retry_refused_close``);
 - a strategy's order may carry an admission deadline (``submit_order``'s
   ``not_after_ms``): one whose turn to be recorded and sent comes after it is
   recorded REJECTED and never sent, so a caller whose call timed out (after
@@ -38,10 +51,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import ray
 
+from tradetree.actors.alerter import AlerterClient
+from tradetree.actors.gate_inputs import read_gateway_gate
 from tradetree.actors.gateway_fanout import FanOut, LocalTarget, RayActorTarget
 from tradetree.adapters.okx import (
     OkxRestClient,
@@ -53,6 +69,7 @@ from tradetree.adapters.okx import (
     parse_ticker,
 )
 from tradetree.core import (
+    ALERTER_ID,
     Clock,
     ComponentState,
     ConfigError,
@@ -65,6 +82,7 @@ from tradetree.core import (
     Mark,
     MarkBook,
     Order,
+    OrderDenied,
     OrderIntent,
     OrderNotFound,
     OrderRejected,
@@ -81,11 +99,16 @@ from tradetree.core import (
     cancel_and_wait,
 )
 from tradetree.execution import (
+    REDUCE_ONLY_UNAVAILABLE,
+    RefusedCloseRetry,
     acknowledged,
     cancel_all_error,
     decide_venue_reduce_only,
     market_data_probe,
+    retry_refused_close,
+    strategy_order_refusals,
     ticker_args,
+    wind_down_refusals,
     ws_probe,
 )
 
@@ -95,6 +118,9 @@ log = logging.getLogger(__name__)
 
 ORDERS_CHANNEL = {"channel": "orders", "instType": "ANY"}
 _STOP_TIMEOUT_SECS = 5.0
+
+# (severity, key, title, text): the Alerter's ``alert``, e.g. ``AlerterClient.alert``.
+AlertSink = Callable[[str, str, str, str], Awaitable[None]]
 
 
 async def record_ack(store: RedisStore, order: Order, venue_order_id: str, now_ms: int) -> tuple[Order, bool]:
@@ -128,6 +154,9 @@ class VenueGateway:
     or hangs, the venue cancels our open orders by itself. ``stop()`` leaves
     the switch armed on purpose (a stopped engine should not leave orders
     working); a restarted gateway re-arms it.
+
+    ``alert_sink`` receives the gateway's alerts off the order path (None:
+    logged only); an alert it fails to deliver is logged and counted.
     """
 
     def __init__(
@@ -146,8 +175,11 @@ class VenueGateway:
         dead_man_rearm_secs: float = 15.0,
         ray_namespace: str | None = None,
         subscribers: dict[str, list[str]] | None = None,
+        alert_sink: AlertSink | None = None,
     ) -> None:
         self.venue = venue
+        self._alert_sink = alert_sink
+        self._alert_tasks: set[asyncio.Task[None]] = set()
         # Strategy actors fed from the start: a restarted gateway feeds them again by itself.
         self._configured_subscribers = dict(subscribers or {})
         self.component = f"gateway:{venue.name}"
@@ -192,6 +224,11 @@ class VenueGateway:
             "venue_reduce_only_sent": 0,  # strategies' reduce-only orders sent with the venue flag
             "venue_reduce_only_withheld": 0,  # ... sent without it: the account's net would refuse them
             "venue_reduce_only_unknown": 0,  # ... sent with it because Redis could not be read
+            "venue_reduce_only_retried": 0,  # closes refused with 51205 while valid, sent again without the flag
+            "venue_reduce_only_refusals_kept": 0,  # ... refused with 51205 and not retried (our books disagree)
+            "gate_refused": 0,  # strategies' orders the gateway's gate refused
+            "clips_refused": 0,  # account-level orders refused: not of a strategy the kill switch winds down
+            "alert_errors": 0,
         }
         self.last_error = ""
 
@@ -254,8 +291,10 @@ class VenueGateway:
 
     async def _close_all(self) -> None:
         self._closing = True
-        await cancel_and_wait(self._tasks, timeout_secs=_STOP_TIMEOUT_SECS, owner=self.component)
+        await cancel_and_wait([*self._tasks, *self._alert_tasks], timeout_secs=_STOP_TIMEOUT_SECS,
+                              owner=self.component)
         self._tasks.clear()
+        self._alert_tasks.clear()
         for ws in (self._ws_public, self._ws_private):
             if ws is not None:
                 await ws.stop()
@@ -485,8 +524,15 @@ class VenueGateway:
 
     # -- the order path ------------------------------------------------------------------------
 
-    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
-        """Record a strategy's order in Redis, then send it; return it as known after the attempt.
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied:
+        """Gate a strategy's order, record it in Redis, then send it; return it as known after the attempt.
+
+        The gateway's own gate (``execution.strategy_order_refusals``) runs once
+        the order's turn to be recorded comes, on Redis as it then is: the kill
+        flag set, the venue paused or the strategy not RUNNING (or any of it
+        unreadable) refuses it with an ``OrderDenied`` (``checked_by`` this
+        gateway): nothing is recorded, nothing sent. It holds whatever the
+        strategy host's gate let through. Redis not answering raises, as below.
 
         ``not_after_ms`` (this gateway's clock, epoch ms) is the caller's admission deadline:
         an order whose turn at the send lock comes after it is recorded REJECTED ("expired
@@ -500,11 +546,14 @@ class VenueGateway:
         when the account's net position in Redis leaves room for it, else
         without (``execution.venue_reduce_only``); when Redis cannot be read
         for that, with it (the venue may refuse; that is safe). The recorded
-        order's ``venue_reduce_only`` says which.
+        order's ``venue_reduce_only`` says which. One the venue refuses with
+        51205 is sent once more without the flag when our books hold it valid
+        and agree with the venue (``execution.retry_refused_close``), and the
+        gateway alerts; the refusal is not recorded as a rejection.
 
-        Returns the order LIVE (or further) when acknowledged, REJECTED (with
-        ``reject_reason``) when the venue refused it or its deadline passed
-        before it was sent, or PENDING_NEW when the
+        Returns ``OrderDenied`` when the gate refused it; else the order LIVE (or
+        further) when acknowledged, REJECTED (with ``reject_reason``) when the venue
+        refused it or its deadline passed before it was sent, or PENDING_NEW when the
         outcome could not be learned (it stays tracked; the poller settles it).
 
         Raises:
@@ -515,13 +564,20 @@ class VenueGateway:
         """
         return await self._submit(intent, account_level=False, not_after_ms=not_after_ms)
 
-    async def submit_account_order(self, intent: OrderIntent) -> Order:
-        """As ``submit_order`` for an order sized against the account's net position by its sender
-        (the kill switch's wind-down clips): ``reduceOnly`` is sent exactly as ``intent.reduce_only``.
+    async def submit_account_order(self, intent: OrderIntent) -> Order | OrderDenied:
+        """As ``submit_order`` for the kill switch's wind-down clips, sized against the account's net
+        position by the kill switch: ``reduceOnly`` is sent exactly as ``intent.reduce_only``, and the
+        kill flag and venue pauses do not hold it (they exist to let exactly these through).
+
+        Only an order of a strategy the kill switch winds down (WINDING_DOWN or KILLED in Redis,
+        states only the kill switch writes) passes (``execution.wind_down_refusals``); any other is
+        refused with an ``OrderDenied``, nothing recorded or sent (``StoreUnavailable`` while Redis
+        does not answer).
         """
         return await self._submit(intent, account_level=True)
 
-    async def _submit(self, intent: OrderIntent, *, account_level: bool, not_after_ms: int | None = None) -> Order:
+    async def _submit(self, intent: OrderIntent, *, account_level: bool,
+                      not_after_ms: int | None = None) -> Order | OrderDenied:
         store, rest = self._running()
         if intent.venue != self.venue.name:
             raise ValueError(f"{self.component}: intent for venue {intent.venue!r}")
@@ -534,6 +590,11 @@ class VenueGateway:
         try:
             # Checked once the lock is ours: waiting for it is what can outlast the caller's patience.
             expired = not_after_ms is not None and self._clock.now_ms() > not_after_ms
+            if not expired:
+                # Also once the lock is ours: a kill flag or pause set while the order waited holds it.
+                denied = await self._gate(store, intent, account_level=account_level)
+                if denied is not None:
+                    return denied
             send = listed and not expired
             if intent.reduce_only and not account_level and not expired:
                 order = await self._with_venue_reduce_only(store, order)
@@ -545,6 +606,10 @@ class VenueGateway:
                 held = False
             if send:
                 outcome = await self._place(rest, order)
+                if (not account_level and order.venue_reduce_only and isinstance(outcome, OrderRejected)
+                        and outcome.code == REDUCE_ONLY_UNAVAILABLE):
+                    # Still under the lock: none of our orders moves the net while this is decided and resent.
+                    order, outcome = await self._retry_refused_close(store, rest, order, outcome)
         finally:
             if held:
                 lock.release()
@@ -562,6 +627,85 @@ class VenueGateway:
         # unavailable, timeout, garbled ack: the outcome is unknown
         log.warning("%s: order %s outcome unknown: %s", self.component, order.client_order_id, outcome)
         return await self._resolve_unknown(order)
+
+    async def _gate(self, store: RedisStore, intent: OrderIntent, *, account_level: bool) -> OrderDenied | None:
+        """The gateway's gate on Redis as it is now: None to go on, else the denial.
+
+        Raises:
+            StoreUnavailable: Redis does not answer (nothing is recorded or sent).
+        """
+        inputs = await read_gateway_gate(store.client, self._namespace, self.venue.name, intent.strategy_id)
+        if account_level:
+            reasons = wind_down_refusals(intent, inputs)
+        else:
+            reasons = strategy_order_refusals(intent, inputs)
+        if not reasons:
+            return None
+        self.counters["clips_refused" if account_level else "gate_refused"] += 1
+        log.warning("%s: %s order of %s refused: %s", self.component,
+                    "account-level" if account_level else "strategy", intent.strategy_id, "; ".join(reasons))
+        return OrderDenied(intent=intent, reasons=tuple(reasons), ts_ms=self._clock.now_ms(),
+                           checked_by=self.component)
+
+    async def _retry_refused_close(self, store: RedisStore, rest: OkxRestClient, order: Order,
+                                   refusal: OrderRejected) -> tuple[Order, str | VenueError]:
+        """``order`` (sent with the venue's flag, refused with 51205) and the outcome to report: the
+        refusal, or the outcome of sending it once more without the flag (``retry_refused_close``).
+
+        The retry keeps the client order id: the venue never accepted the first attempt, so
+        it cannot hold two orders for the close, and Redis keeps one order, never a REJECTED
+        one for the refused attempt (which would count toward the rejection breaker). Redis
+        records the dropped flag before the retry is sent; if it cannot, nothing is resent.
+        """
+        decision = await self._refused_close_decision(store, rest, order)
+        where = f"{order.strategy_id}'s reduce-only {order.side.value} {order.size} on {order.venue}:{order.inst_id}"
+        if not decision.retry:
+            self.counters["venue_reduce_only_refusals_kept"] += 1
+            log.warning("%s: order %s (%s) refused with %s, not retried: %s", self.component,
+                        order.client_order_id, where, REDUCE_ONLY_UNAVAILABLE, decision.reason)
+            return order, refusal
+        unflagged = order.model_copy(update={"venue_reduce_only": False,
+                                             "updated_ms": max(self._clock.now_ms(), order.updated_ms)})
+        try:
+            async with self._order_lock:
+                unflagged = await store.update_order(unflagged)
+        except StoreError as exc:
+            log.error("%s: order %s: dropping the venue flag could not be recorded (%s); not retried",
+                      self.component, order.client_order_id, exc)
+            return order, refusal
+        self.counters["venue_reduce_only_retried"] += 1
+        text = (f"order {order.client_order_id} ({where}) was refused by the venue with {refusal}; "
+                f"{decision.reason}. Sent once more without the venue's reduce-only. If this repeats, "
+                f"check what else trades {order.inst_id} on this account.")
+        log.warning("%s: %s", self.component, text)
+        self._alert("warning", f"{self.component}:reduce_only_refused:{order.strategy_id}",
+                    f"Close refused by {order.venue} (51205), retried without reduce-only", text)
+        return unflagged, await self._place(rest, unflagged)
+
+    async def _refused_close_decision(self, store: RedisStore, rest: OkxRestClient, order: Order) -> RefusedCloseRetry:
+        try:
+            # Redis first, then the venue: every fill the venue makes in between is of an order Redis tracks.
+            tracked, positions = await store.exposure(venue=self.venue.name)
+            venue_net = (await rest.fetch_positions()).get(order.inst_id, Decimal(0))
+        except Exception as exc:  # fail closed: a refusal our books cannot be checked against stays one
+            return RefusedCloseRetry(False, f"books or the venue's position unreadable: {type(exc).__name__}: {exc}")
+        return retry_refused_close(order, venue_net, positions, tracked)
+
+    def _alert(self, severity: str, key: str, title: str, text: str) -> None:
+        """Hand an alert to the sink off the order path. Never raises."""
+        if self._alert_sink is None:
+            return
+        task = asyncio.create_task(self._deliver_alert(severity, key, title, text), name=f"{self.component} alert")
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
+
+    async def _deliver_alert(self, severity: str, key: str, title: str, text: str) -> None:
+        assert self._alert_sink is not None
+        try:
+            await self._alert_sink(severity, key, title, text)
+        except Exception as exc:  # logged already (the text above); the gateway goes on
+            self.counters["alert_errors"] += 1
+            log.warning("%s: alert %s not delivered: %s: %s", self.component, key, type(exc).__name__, exc)
 
     @staticmethod
     async def _place(rest: OkxRestClient, order: Order) -> str | VenueError:
@@ -691,10 +835,15 @@ class VenueGateway:
 
 
 class _VenueGatewayShell:
-    """Ray shell: builds a ``VenueGateway`` and delegates to it, one line per method."""
+    """Ray shell: builds a ``VenueGateway`` and delegates to it, one line per method.
 
-    def __init__(self, venue: VenueConfig, **kwargs: Any) -> None:
-        self._gateway = VenueGateway(venue, **kwargs)
+    ``alerter_name`` (default ``ALERTER_ID``; None = log only) is looked up in
+    ``ray_namespace`` when an alert is sent.
+    """
+
+    def __init__(self, venue: VenueConfig, *, alerter_name: str | None = ALERTER_ID, **kwargs: Any) -> None:
+        sink = AlerterClient(alerter_name, kwargs.get("ray_namespace")).alert if alerter_name else None
+        self._gateway = VenueGateway(venue, alert_sink=sink, **kwargs)
 
     async def start(self) -> None:
         await self._gateway.start()
@@ -711,10 +860,10 @@ class _VenueGatewayShell:
     async def subscribe(self, actor_name: str, inst_ids: list[str], strategy_id: str | None = None) -> None:
         await self._gateway.subscribe(actor_name, inst_ids, strategy_id)
 
-    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order:
+    async def submit_order(self, intent: OrderIntent, not_after_ms: int | None = None) -> Order | OrderDenied:
         return await self._gateway.submit_order(intent, not_after_ms)
 
-    async def submit_account_order(self, intent: OrderIntent) -> Order:
+    async def submit_account_order(self, intent: OrderIntent) -> Order | OrderDenied:
         return await self._gateway.submit_account_order(intent)
 
     async def cancel_order(self, client_order_id: str) -> Order:

@@ -11,7 +11,7 @@ import pytest
 from tests.adapters.sim_helpers import FAST_SIM, credentials, eventually, venue_config
 from tradetree.actors.gateway import VenueGatewayActor
 from tradetree.core.store import RedisStore
-from tradetree.core.types import OrderIntent, OrderState, Side
+from tradetree.core.types import OrderIntent, OrderState, Side, StrategyState
 from tradetree.sim.server import SimulatorThread
 
 
@@ -65,6 +65,7 @@ async def test_actor_wraps_the_gateway(ray_session, sim_thread, redis_url, names
 
         await eventually(tickers_arrived, what="tickers at the subscriber actor")
 
+        await RedisStore(real_redis, namespace).set_strategy_state(counter_name, StrategyState.RUNNING)  # the gate's
         order = await gateway.submit_order.remote(
             OrderIntent(strategy_id=counter_name, venue="okx", inst_id="BTC-USDT-SWAP", side=Side.BUY,
                         size=Decimal(1)))

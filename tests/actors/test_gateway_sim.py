@@ -14,9 +14,11 @@ from tradetree.actors.gateway import VenueGateway
 from tradetree.core.errors import StoreUnavailable, VenueAuthError
 from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
-from tradetree.core.types import FillLayer, OrderIntent, OrderState, OrderType, Side
+from tradetree.core.types import FillLayer, OrderIntent, OrderState, OrderType, Side, StrategyState
 
 SWAP = "BTC-USDT-SWAP"
+# Strategies whose orders these tests send straight to the gateway: RUNNING, or its gate refuses them.
+TRADING = ("s1", "s2", "S2")
 
 
 def intent(size: str = "2", *, inst_id: str = SWAP, side: Side = Side.BUY, type: OrderType = OrderType.MARKET,
@@ -35,11 +37,13 @@ def make_gateway(sim, redis_url, namespace, **changes) -> VenueGateway:
 @pytest.fixture
 async def store(redis_url, namespace, real_redis):
     store = RedisStore(real_redis, namespace)
+    for strategy in TRADING:
+        await store.set_strategy_state(strategy, StrategyState.RUNNING)
     yield store
 
 
 @pytest.fixture
-async def gateway(sim, redis_url, namespace, real_redis):
+async def gateway(sim, redis_url, namespace, real_redis, store):
     gw = make_gateway(sim, redis_url, namespace, heartbeat_interval_secs=0.05)
     await gw.start()
     yield gw

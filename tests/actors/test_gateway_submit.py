@@ -9,7 +9,7 @@ import pytest
 
 from tests.actors.offline_gateway import SWAP, offline_gateway
 from tradetree.core.errors import OrderRejected, VenueAuthError, VenueProtocolError, VenueUnavailable
-from tradetree.core.types import Order, OrderIntent, OrderState, Side
+from tradetree.core.types import Order, OrderIntent, OrderState, Side, StrategyState
 
 
 class ScriptedRest:
@@ -32,6 +32,7 @@ class ScriptedRest:
 @pytest.fixture
 async def gateway(fake_redis, namespace):
     gw, _ = offline_gateway(fake_redis, namespace, rest=ScriptedRest())
+    await gw._store.set_strategy_state("s1", StrategyState.RUNNING)  # else the gateway's gate refuses its orders
     yield gw
     await gw._fanout.close()
 

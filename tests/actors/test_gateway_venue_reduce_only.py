@@ -25,6 +25,7 @@ from tradetree.core.types import (
     OrderState,
     OrderType,
     Side,
+    StrategyState,
 )
 
 _ids = itertools.count(1)
@@ -48,6 +49,8 @@ class ScriptedRest:
 @pytest.fixture
 async def gateway(fake_redis, namespace):
     gw, _ = offline_gateway(fake_redis, namespace, rest=ScriptedRest())
+    for strategy in ("A", "B", "C"):  # else the gateway's gate refuses their orders
+        await gw._store.set_strategy_state(strategy, StrategyState.RUNNING)
     yield gw
     await gw._fanout.close()
 
@@ -114,6 +117,7 @@ async def test_plain_orders_never_carry_it_and_say_so(gateway):
 async def test_account_level_orders_keep_the_flag_they_come_with(gateway):
     await hold(gateway, "A", "-1")
     await hold(gateway, "B", "3")
+    await gateway._store.set_strategy_state("A", StrategyState.WINDING_DOWN)  # the kill switch's: its clips pass
     order = await gateway.submit_account_order(close("A", Side.BUY, "1"))
     assert order.venue_reduce_only is True and sent_reduce_only(gateway, order) is True
     plain = await gateway.submit_account_order(close("A", Side.BUY, "1").model_copy(update={"reduce_only": False}))

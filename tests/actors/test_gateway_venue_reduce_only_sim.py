@@ -15,7 +15,7 @@ import pytest
 from tests.adapters.sim_helpers import credentials, eventually, venue_config
 from tradetree.actors.gateway import VenueGateway
 from tradetree.core.store import RedisStore
-from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
+from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side, StrategyState
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +29,14 @@ def intent(strategy: str, side: Side, size: str, *, reduce_only: bool = False) -
 
 @pytest.fixture
 async def store(real_redis, namespace):
-    return RedisStore(real_redis, namespace)
+    store = RedisStore(real_redis, namespace)
+    for strategy in ("A", "B"):  # else the gateway's gate refuses their orders
+        await store.set_strategy_state(strategy, StrategyState.RUNNING)
+    return store
 
 
 @pytest.fixture
-async def gateway(sim, redis_url, namespace, real_redis):
+async def gateway(sim, redis_url, namespace, real_redis, store):
     gw = VenueGateway(venue_config(sim), rest_url=sim.rest_url, ws_url=sim.ws_url, credentials=credentials(),
                       redis_url=redis_url, namespace=namespace, heartbeat_interval_secs=0.05,
                       dead_man_switch_secs=0)
@@ -63,8 +66,11 @@ async def test_strategies_on_opposite_sides_both_close(gateway, store, sim):
     assert Decimal(sim.account_truth()["positions"][SWAP]) == await net(store) == 1
 
     # What the venue does with the flag: the account is long 1, so B's buy is not reducing it.
+    # (Sent as a kill switch clip would be, the only orders that may carry it whatever the net.)
+    await store.set_strategy_state("B", StrategyState.WINDING_DOWN)
     refused = await gateway.submit_account_order(intent("B", Side.BUY, "1", reduce_only=True))
     assert refused.state is OrderState.REJECTED and "51205" in refused.reject_reason
+    await store.set_strategy_state("B", StrategyState.RUNNING)
 
     b_close = await gateway.submit_order(intent("B", Side.BUY, "1", reduce_only=True))
     assert b_close.reduce_only and b_close.venue_reduce_only is False
