@@ -87,8 +87,8 @@ class _NoConfiguredValues:
 DEFAULT_VALUATION: ValuationRules = _NoConfiguredValues()
 
 
-class PositionValue(BaseModel):
-    """One position as the store holds it, valued at its mark.
+class PositionValue(Position):
+    """One position as the store holds it (every ``Position`` field), valued at its mark.
 
     ``mark_price`` is None when no usable mark exists; ``mark_age_ms`` is the
     age of the last mark received (set for a stale one too, None when there is
@@ -97,17 +97,6 @@ class PositionValue(BaseModel):
     ``unvalued_reason`` then says why (empty when valued).
     """
 
-    model_config = _FROZEN
-
-    strategy_id: str
-    venue: str
-    inst_id: str
-    qty: Decimal = _ZERO
-    avg_price: Decimal = _ZERO
-    realized_pnl: Decimal = _ZERO
-    fees: Decimal = _ZERO
-    fill_count: int = 0
-    updated_ms: int = 0
     contract_value: Decimal | None = None
     mark_price: Decimal | None = None
     mark_age_ms: int | None = None
@@ -119,6 +108,9 @@ class PositionValue(BaseModel):
     @property
     def valued(self) -> bool:
         return self.total_pnl is not None
+
+
+_VALUE_FIELDS = frozenset(PositionValue.model_fields)
 
 
 class StrategyValue(BaseModel):
@@ -150,9 +142,11 @@ class StrategyValue(BaseModel):
 
 
 def _position(p: Position | Mapping[str, Any]) -> Position:
-    if isinstance(p, Position):
+    # A PositionValue, or a JSON dump of one, is revalued from its Position fields alone.
+    if type(p) is Position:
         return p
-    # A JSON dump of a Position, or of a PositionValue (its valuation is recomputed).
+    if isinstance(p, Position):
+        return Position.model_validate(p.model_dump(include=set(_POSITION_FIELDS)))
     return Position.model_validate({k: v for k, v in p.items() if k in _POSITION_FIELDS})
 
 
@@ -219,7 +213,7 @@ def value_positions(
             values = {"notional": abs(p.qty) * (price * cv), "unrealized_pnl": unrealized,
                       "total_pnl": net + unrealized}
         out.append(PositionValue(
-            **p.model_dump(), contract_value=cv, mark_price=price,
+            **dict(p), contract_value=cv, mark_price=price,
             mark_age_ms=None if mark is None else max(0, now_ms - mark.recv_ms),
             unvalued_reason=reason, **values))
     return out
@@ -233,7 +227,9 @@ def strategy_values(rows: Iterable[PositionValue | Mapping[str, Any]]) -> dict[s
     """
     acc: dict[str, dict[str, Any]] = {}
     for raw in rows:
-        r = raw if isinstance(raw, PositionValue) else PositionValue.model_validate(dict(raw))
+        # Keys this version does not know are ignored: a newer writer's row still renders.
+        r = raw if isinstance(raw, PositionValue) else PositionValue.model_validate(
+            {k: v for k, v in raw.items() if k in _VALUE_FIELDS})
         if r.qty == 0 and r.total_pnl is None:  # a plain dump of a flat position: nothing to value
             r = r.model_copy(update={"notional": _ZERO, "unrealized_pnl": _ZERO,
                                      "total_pnl": r.realized_pnl - r.fees})

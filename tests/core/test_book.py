@@ -154,3 +154,11 @@ def test_the_notional_shown_is_the_one_the_strategy_notional_limit_judges():
     below = CFG.model_copy(update={"max_strategy_notional": limit - D("0.000001")})
     assert check_pre_trade(intent, inputs, at) == []
     assert any("notional" in r for r in check_pre_trade(intent, inputs, below))
+
+
+def test_a_valued_row_is_a_position_and_rows_with_unknown_keys_still_sum():
+    rows = value_positions(BOOK, MARKS, now_ms=NOW, rules=CFG)
+    assert all(isinstance(r, Position) for r in rows)
+    assert value_positions(rows, MARKS, now_ms=NOW, rules=CFG) == rows  # revalued, not doubled
+    newer = [{**r.model_dump(mode="json"), "written_by_a_newer_version": 1} for r in rows]
+    assert strategy_values(newer) == strategy_values(rows)
