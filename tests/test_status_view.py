@@ -95,6 +95,7 @@ def test_piped_text_is_as_wide_as_the_tables_need_and_has_no_colour_codes():
     text = snapshot_text(_valued_snap(eth_mark_age_ms=45_000))
     assert max(len(line) for line in text.splitlines()) > 80
     assert "…" not in text and "\x1b[" not in text
+    assert all(line == line.rstrip() for line in text.splitlines())
     assert "incomplete: 0.00 + 1 unvalued" in text and "TrendFollowing_v1_BTC" in text
     narrow = snapshot_text(_valued_snap(), width=80)
     assert max(len(line) for line in narrow.splitlines()) <= 80  # a width given is kept

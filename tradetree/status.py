@@ -143,7 +143,8 @@ def render_text(renderable: RenderableType, *, width: int | None = None) -> str:
     out = io.StringIO()
     Console(file=out, width=width, color_system=None, force_terminal=False, force_jupyter=False,
             force_interactive=False, legacy_windows=False).print(renderable)
-    return out.getvalue()
+    # rich pads every line to the width; a pipe or a file has no use for the padding
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
 
 
 def snapshot_text(snap: dict[str, Any], *, width: int | None = None, elapsed_secs: float | None = None) -> str:
