@@ -109,3 +109,6 @@ async def test_alone_the_venue_refuses_a_close_our_state_got_wrong(gateway, stor
     assert second.venue_reduce_only is True
     assert second.state is OrderState.REJECTED and "51205" in second.reject_reason
     assert Decimal(sim.account_truth()["positions"].get(SWAP, "0")) == 0
+    # Not retried without the flag: our books say long 1 where the venue is flat, so they are what is wrong.
+    assert gateway.counters["venue_reduce_only_retried"] == 0
+    assert gateway.counters["venue_reduce_only_refusals_kept"] == 1
