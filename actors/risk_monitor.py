@@ -50,6 +50,7 @@ from tradetree.core import (
     ProbeResult,
     RedisKeys,
     RedisStore,
+    Refused,
     StoreError,
     StrategyState,
     TradetreeError,
@@ -63,6 +64,7 @@ from tradetree.core import (
 from tradetree.risk import (
     ExposureMonitor,
     FlipDetector,
+    KillState,
     KillSwitchConfig,
     LossMonitor,
     RejectionStreak,
@@ -697,6 +699,80 @@ class RiskMonitorActor:
 
     async def clear_breaker(self, name: str) -> bool:
         return await self._monitor.clear_breaker(name)
+
+    # -- operator verbs: each one refuses with its reason, is audited and alerted --------
+
+    async def record_operator_action(self, action: str, target: str, who: str, why: str, outcome: str,
+                                     detail: str = "") -> str:
+        """Write an operator action to ``{ns}:ctl:operator_log`` and alert it; returns the entry id.
+
+        Raises:
+            StoreUnavailable: Redis does not answer (the action itself was then not taken
+                by a verb of this actor: they record before they return).
+        """
+        control = await self._control()
+        entry = {"ts_ms": str(WallClock().now_ms()), "action": action, "target": target, "who": who,
+                 "why": why, "outcome": outcome, "detail": detail}
+        entry_id = await control.append_operator_action(entry)
+        severity = "warning" if outcome == "done" else "info"
+        try:
+            await self._monitor.alerts.alert(severity, f"operator:{action}:{target}",
+                                             f"operator {action} {target}: {outcome}",
+                                             f"by {who}: {why}" + (f" ({detail})" if detail else ""))
+        except Exception as exc:  # the audit is in Redis: a lost alert must not undo the action
+            log.warning("operator action %s %s not alerted: %s: %s", action, target, type(exc).__name__, exc)
+        return entry_id
+
+    async def operator_actions(self, count: int = 50) -> list[dict[str, Any]]:
+        return await (await self._control()).operator_actions(count)
+
+    async def _control(self):
+        if self._monitor.control is None:
+            await self._monitor._connect()
+        assert self._monitor.control is not None
+        return self._monitor.control
+
+    async def clear_kill(self, who: str, why: str) -> dict[str, Any]:
+        """Clear the global kill flag; strategies the kill left KILLED become PAUSED (resume each to trade).
+
+        Refused (``Refused``, naming why; nothing changed) while a kill runs in
+        this host or any recorded kill is RUNNING or STALLED: its wind-down is
+        not over, positions may still be open. Returns what was done.
+        """
+        if self._kill_switch is None:
+            raise Refused("clear-kill refused: this risk monitor has no kill switch", reasons=("no kill switch",))
+        store = self._monitor.store
+        assert store is not None, "start() first"
+        unfinished = [f"{p.scope} {p.state.value}" + (f" ({p.stalled_reason})" if p.stalled_reason else "")
+                      + (f", not flat: {'; '.join(p.remaining)}" if p.remaining else "")
+                      for p in await self._kill_switch.recorded()
+                      if p.state in (KillState.RUNNING, KillState.STALLED)]
+        unfinished += [f"{scope} running here" for scope in self._kill_switch.running()
+                       if not any(u.startswith(scope + " ") for u in unfinished)]
+        if unfinished:
+            reasons = tuple(unfinished)
+            await self.record_operator_action("clear-kill", "global", who, why, "refused", "; ".join(reasons))
+            raise Refused("clear-kill refused: a wind-down is not finished: " + "; ".join(reasons), reasons=reasons)
+        flag = await store.kill_flag()
+        await store.clear_kill_flag()
+        states = await store.strategy_states(strict=False)
+        reopened = sorted(sid for sid, state in states.items() if state == StrategyState.KILLED)
+        control = await self._control()
+        now = WallClock().now_ms()
+        for sid in reopened:
+            await control.set_strategy_pause(sid, "operator", "kill cleared: resume to trade again", now)
+            await store.set_strategy_state(sid, StrategyState.PAUSED)
+        done = {"kill_flag_was": flag, "paused": reopened}
+        await self.record_operator_action("clear-kill", "global", who, why, "done",
+                                          f"flag was {flag!r}; KILLED -> PAUSED: {', '.join(reopened) or 'none'}")
+        return done
+
+    async def reset_breaker(self, name: str, who: str, why: str) -> bool:
+        """Close breaker ``name`` (strategies it paused stay PAUSED); audited and alerted. True if it was open."""
+        was_open = await self._monitor.clear_breaker(name)
+        await self.record_operator_action("reset-breaker", name, who, why, "done" if was_open else "noop",
+                                          "" if was_open else "it was not open")
+        return was_open
 
     def stats(self) -> dict[str, Any]:
         return self._monitor.stats()

@@ -29,6 +29,16 @@ from tradetree.core.config import (
 )
 from tradetree.core.control_state import PAUSE_SOURCE_DRIFT, PAUSE_SOURCE_FILL_HEALTH, ControlSnapshot, ControlState
 from tradetree.core.embedded_redis import EmbeddedRedis, resolve_redis_url
+from tradetree.core.engine_record import (
+    EngineLock,
+    EngineLocked,
+    EngineRecord,
+    clear_engine_record,
+    port_free,
+    read_engine_record,
+    read_local_record,
+    write_engine_record,
+)
 from tradetree.core.errors import (
     ActorClassNotFound,
     ActorDied,
@@ -75,7 +85,7 @@ from tradetree.core.names import (
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
 from tradetree.core.snapshot import collect_snapshot, marks_view, read_book, valued_positions
-from tradetree.core.store import AuditEntry, RedisStore
+from tradetree.core.store import AuditEntry, RedisStore, redact_url
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.text import as_text
 from tradetree.core.types import (
@@ -103,6 +113,15 @@ from tradetree.core.types import (
 )
 
 __all__ = [
+    "redact_url",
+    "EngineLock",
+    "EngineLocked",
+    "EngineRecord",
+    "clear_engine_record",
+    "port_free",
+    "read_engine_record",
+    "read_local_record",
+    "write_engine_record",
     "ALERTER_ID",
     "ActorCallConfig",
     "ActorClassNotFound",

@@ -167,6 +167,22 @@ class ControlState:
         v = await self._do(self.client.hget(self.keys.ctl_strategy_pause, strategy_id))
         return json.loads(as_text(v)) if v is not None else None
 
+    # -- operator audit -----------------------------------------------------------
+
+    async def append_operator_action(self, entry: dict[str, Any], maxlen: int = 10_000) -> str:
+        """Record one operator action (who, when, what, why, outcome) on the audit stream; its id.
+
+        Trimmed approximately past ``maxlen`` entries, so weeks of operation stay bounded.
+        """
+        fields: dict[Any, Any] = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in entry.items()}
+        entry_id = await self._do(self.client.xadd(self.keys.operator_log, fields, maxlen=maxlen, approximate=True))
+        return as_text(entry_id)
+
+    async def operator_actions(self, count: int = 50) -> list[dict[str, Any]]:
+        """The latest ``count`` operator actions, oldest first (each with its stream ``id``)."""
+        raw = await self._do(self.client.xrevrange(self.keys.operator_log, count=count))
+        return [{"id": as_text(i), **{as_text(k): as_text(v) for k, v in f.items()}} for i, f in reversed(raw)]
+
     # -- fill cursor ----------------------------------------------------------
 
     async def get_cursor(self, venue: str, inst_id: str) -> dict[str, Any] | None:

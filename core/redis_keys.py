@@ -35,6 +35,8 @@ Layout (``ns`` is the namespace):
     ns:ctl:risk_pnl_day:{YYYYMMDD}     hash   position id -> net P&L at its first sight that UTC day
     ns:ctl:risk_cursor                 string the risk monitor's read position in order_events
     ns:ctl:risk_streaks                string the risk monitor's rejection streaks (json)
+    ns:ctl:operator_log                stream operator actions: who, when, what, why, outcome
+    ns:engine                          string how to reach the running engine (json, no secrets)
 """
 
 from __future__ import annotations
@@ -230,3 +232,13 @@ class RedisKeys:
     @property
     def risk_streaks(self) -> str:
         return self._ctl("risk_streaks")
+
+    @property
+    def operator_log(self) -> str:
+        """Stream: every operator action (clear-kill, reset-breaker, release-venue, resume ...)."""
+        return self._ctl("operator_log")
+
+    @property
+    def engine(self) -> str:
+        """String: the running engine's ``core.engine_record.EngineRecord`` (json)."""
+        return f"{self.namespace}:engine"

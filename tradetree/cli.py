@@ -5,7 +5,8 @@
     tradetree positions  positions held in Redis, read-only
     tradetree export     one strategy's fills from Redis as a run folder (paper or live, for compare)
     tradetree status|pause|resume|kill|reconcile|restart
-                         operate a running tree (the control API)
+    tradetree clear-kill|reset-breaker|release-venue|audit
+                         operate a running tree (the control API; probe-gated, audited)
     tradetree ml ...     train, evaluate and list models
     tradetree backtest|sweep|compare
                          backtest a strategy config, sweep its parameters, compare two runs
@@ -22,8 +23,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tradetree.core import ConfigError, StoreUnavailable, TradetreeError
 
@@ -62,26 +65,93 @@ def _load_config(path: Path):
     return load_engine_config(path)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.live import Live
+class _StartupProgress:
+    """Prints each child of the tree as it starts and as its probes pass, while ``start()`` blocks.
 
+    Start-up takes a minute or more on a busy machine; a silent terminal for that long
+    looks like a hang. It reads the tree from its supervisors (``tree_status``), once a second.
+    """
+
+    def __init__(self, console: Any, namespace: str) -> None:
+        self._console = console
+        self._namespace = namespace
+        self._seen: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tradetree-startup-progress", daemon=True)
+
+    def __enter__(self) -> _StartupProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if exc[0] is None:
+            self._poll()  # the children that passed their probes after the last tick
+
+    def _run(self) -> None:
+        self._t0 = time.monotonic()
+        while not self._stop.wait(1.0):
+            self._poll()
+
+    _t0 = 0.0
+    # What a child's state means to someone waiting for the tree (new/stopped: not started yet).
+    _SAY = {"new": "waiting", "stopped": "waiting", "starting": "starting, waiting for its probes",
+            "running": "started, probes pass"}
+
+    def _poll(self) -> None:
+        import ray
+
+        from tradetree.core import ROOT_ID
+        from tradetree.supervisor import tree_status
+
+        if not ray.is_initialized():
+            return
+        try:
+            status = tree_status(self._namespace, root_id=ROOT_ID, timeout_secs=2.0)
+        except Exception:  # progress is best effort; the start itself reports failures
+            return
+        for name, info in sorted(status.items()):
+            state = str(info.get("state", "?")).lower()
+            if state == "unreachable" and (name == ROOT_ID or name not in self._seen):
+                continue  # not created yet
+            if self._seen.get(name) != state:
+                self._seen[name] = state
+                detail = f"  ({info['detail']})" if info.get("detail") and state != "running" else ""
+                self._console.print(f"  t+{time.monotonic() - self._t0:4.0f}s  {name}: "
+                                    f"{self._SAY.get(state, state)}{detail}", markup=False, highlight=False)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from tradetree.core import redact_url
     from tradetree.runner import EngineRuntime
     from tradetree.status import render_snapshot
 
     console = Console()
     config = _load_config(Path(args.config))
-    runtime = EngineRuntime(config, include_dashboard=not args.no_dashboard)
+
+    def progress(line: str) -> None:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    runtime = EngineRuntime(config, include_dashboard=not args.no_dashboard, config_path=str(args.config),
+                            on_progress=progress)
     console.print(f"[bold]tradetree[/bold]: starting {config.name} from {args.config}")
-    runtime.start()
+    with _StartupProgress(console, runtime.ray_namespace):
+        runtime.start()
+    console.print(f"[bold]tradetree[/bold]: {config.name} is up in {time.monotonic() - runtime.started_at:.0f}s")
     if runtime.sim_server is not None:
         console.print(f"simulator: REST {runtime.sim_server.rest_url}  WS {runtime.sim_server.ws_url}  "
                       f"admin {runtime.sim_server.admin_url}")
-    if not args.no_dashboard:
-        console.print(f"Ray dashboard: http://127.0.0.1:{config.dashboard_port}")
-    console.print(f"Redis: {runtime.redis_url} namespace {config.redis.namespace!r}")
-    if config.metrics.enabled:
-        console.print(f"metrics: {runtime.metrics_url() or 'not serving (see the MetricsExporter probe in status)'}")
+    console.print(f"Redis: {redact_url(runtime.redis_url or '')} namespace {config.redis.namespace!r}")
+    if runtime.record is not None:
+        for line in runtime.record.lines():
+            console.print(line, markup=False, highlight=False)
+    if config.metrics.enabled and (runtime.record is None or not runtime.record.metrics_url):
+        console.print("metrics: not serving (see the MetricsExporter probe in status)")
 
     stop = {"flag": False}
 
@@ -91,41 +161,72 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     deadline = None if args.duration is None else time.monotonic() + args.duration
-    snap = None
+    watch = _Watch()
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             while not stop["flag"] and (deadline is None or time.monotonic() < deadline):
-                snap = runtime.snapshot()
-                live.update(render_snapshot(snap, elapsed_secs=time.monotonic() - runtime.started_at))
+                snap, banner = watch.read(runtime.snapshot)
+                view = render_snapshot(snap, elapsed_secs=time.monotonic() - runtime.started_at) if snap else None
+                parts = [Text(banner, style="bold red")] if banner else []
+                live.update(Group(*parts, *([view] if view is not None else [])))
                 time.sleep(1.0)
     finally:
         console.print("shutting down: pausing strategies, canceling open orders, stopping the tree")
         runtime.shutdown()
-    console.print("stopped; positions stay in Redis (`tradetree positions`)")
+    console.print("stopped; positions stay in Redis (the next `tradetree run` of a live config resumes from them)")
     return 0
+
+
+class _Watch:
+    """The run loop's reads: an outage of Redis or of an actor is shown, never fatal.
+
+    Watching is not owning: only Ctrl-C, ``--duration`` or ``down`` stop the
+    tree; a Redis restart under a watching terminal must not take the tree down.
+    """
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self.last: dict[str, Any] | None = None
+        self.failing_since: float | None = None
+        self.error = ""
+
+    def read(self, snapshot: Any) -> tuple[dict[str, Any] | None, str]:
+        try:
+            self.last = snapshot()
+        except Exception as exc:  # whatever the outage, the watcher goes on
+            if self.failing_since is None:
+                self.failing_since = self._clock()
+            self.error = f"{type(exc).__name__}: {exc}"
+        else:
+            self.failing_since = None
+            return self.last, ""
+        since = time.strftime("%H:%M:%S", time.localtime(self.failing_since))
+        age = self._clock() - self.failing_since
+        return self.last, (f"Redis or the tree unreachable since {since} ({age:.0f}s): {self.error[:160]} -- "
+                           "the tree keeps running; showing the last view")
 
 
 def _read_store(args: argparse.Namespace, read):
     """Run ``await read(store)`` on the Redis the options or the config name; return its result.
 
     The URL is ``--redis-url``, else the config's, else ``$REDIS_URL``, else the
-    embedded Redis of ``tradetree run`` (its AOF under .tradetree/redis), started
-    for the read and stopped after it.
+    embedded Redis of the engine running from the config's state dir. Nothing
+    is started to read: a Redis started here on a live engine's append-only
+    file would write to it too.
     """
-    from tradetree.core import EmbeddedRedis, RedisStore, resolve_redis_url
-    from tradetree.runner import DEFAULT_STATE_DIR
+    from tradetree.control import redis_url_for
+    from tradetree.core import RedisStore
 
     namespace = args.namespace
     url = args.redis_url
     if namespace is None or url is None:
         config = _load_config(Path(args.config))
         namespace = namespace or config.redis.namespace
-        url = url or resolve_redis_url(config.redis.url)
-    embedded = None
-    if url is None:
-        embedded = EmbeddedRedis(data_dir=DEFAULT_STATE_DIR / "redis", prefer="redis-server")
-        embedded.start()
-        url = embedded.url
+        url = url or redis_url_for(config)
+        if url is None:
+            raise StoreUnavailable(f"no Redis to read: the config names none (redis.url, $REDIS_URL) and no engine "
+                                   f"runs from {config.state_dir}/ (its embedded Redis lives while it runs). "
+                                   "Pass --redis-url, or start the engine")
 
     async def _run():
         store = await RedisStore.connect(url, namespace)
@@ -134,11 +235,7 @@ def _read_store(args: argparse.Namespace, read):
         finally:
             await store.close()
 
-    try:
-        return asyncio.run(_run())
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    return asyncio.run(_run())
 
 
 def _time_ms(text: str | None, option: str) -> int | None:
@@ -176,29 +273,41 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_positions(args: argparse.Namespace) -> int:
-    from tradetree.status import positions_json, positions_table
+    from tradetree.core import read_book
+    from tradetree.status import positions_json, positions_table, positions_text
 
     async def _read(store):
-        return [p.model_dump(mode="json") for p in await store.positions()]
+        rows, _, _ = await read_book(store)
+        return [r.model_dump(mode="json") for r in rows]
 
     rows = _read_store(args, _read)
     if args.json:
         print(positions_json(rows))
-    else:
+    elif sys.stdout.isatty():
         from rich.console import Console
 
-        # Piped output gets a fixed wide layout instead of truncated columns.
-        Console(width=None if sys.stdout.isatty() else 160).print(positions_table(rows))
+        Console().print(positions_table(rows))
+    else:  # piped: as wide as the table needs, never cut at 80 columns
+        print(positions_text(rows), end="")
     return 0
 
 
 def _control(args: argparse.Namespace):
-    from tradetree.control import connect
+    """The control API of the tree the options name: ``--address`` (with ``--namespace`` or the
+    config's name), else the engine record of ``--config``. Never "whichever Ray cluster is local"."""
+    import ray
 
-    namespace = args.namespace
-    if namespace is None:
-        namespace = _load_config(Path(args.config)).name
-    return connect(address=args.address, namespace=namespace)
+    from tradetree.control import attach, connect
+
+    if getattr(args, "_ctl", None) is not None:
+        return args._ctl
+    if args.address or (ray.is_initialized() and args.namespace):
+        namespace = args.namespace or _load_config(Path(args.config)).name
+        ctl = connect(address=args.address, namespace=namespace, timeout_secs=args.timeout)
+    else:
+        ctl, _ = attach(_load_config(Path(args.config)), timeout_secs=args.timeout)
+    args._ctl = ctl
+    return ctl
 
 
 def _print_json(value) -> None:
@@ -210,24 +319,25 @@ def _print_json(value) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from tradetree.status import render_snapshot
+    from tradetree.status import render_snapshot, render_text
 
     status = _control(args).status()
     if args.json:
         _print_json(status)
         return 0
     snap = status.get("snapshot") or {}
-    view = {
-        "strategies": snap.get("strategies", {}),
-        "positions": _control(args).positions(),
-        "fills_by_layer": snap.get("fills_by_layer", {}),
-        "kill_flag": snap.get("kill_flag"),
-        "heartbeats": {},
-        "actors": status["actors"],
-    }
-    Console().print(render_snapshot(view))
+    view = {**snap, "heartbeats": {}, "actors": status["actors"]}
+    if "risk_monitor_error" in status:
+        view["kill_flag"] = snap.get("kill_flag")
+    renderable = render_snapshot(view)
+    if sys.stdout.isatty():
+        Console().print(renderable)
+    else:  # piped: as wide as the tables need, never cut at 80 columns
+        print(render_text(renderable), end="")
+    if status.get("risk_monitor_error"):
+        print(f"risk monitor unreachable: {status['risk_monitor_error']}", file=sys.stderr)
     if status.get("breakers"):
-        Console().print("[red]open breakers:[/]", status["breakers"])
+        print(f"open breakers: {status['breakers']}")
     return 0
 
 
@@ -240,8 +350,7 @@ def _cmd_control(args: argparse.Namespace) -> int:
             ctl.pause(args.strategy, args.reason)
             print(f"{args.strategy} paused")
         elif args.command == "resume":
-            ctl.resume(args.strategy)
-            print(f"{args.strategy} resumed")
+            print(ctl.resume(args.strategy, args.reason))
         elif args.command == "kill":
             _print_json(ctl.kill(args.reason, args.strategy, wait=args.wait))
         elif args.command == "reconcile":
@@ -249,6 +358,27 @@ def _cmd_control(args: argparse.Namespace) -> int:
         elif args.command == "restart":
             ctl.restart(args.child)
             print(f"{args.child} restarted and its probes pass")
+        elif args.command == "clear-kill":
+            done = ctl.clear_kill(args.reason)
+            paused = ", ".join(done["paused"]) or "none"
+            print(f"kill flag cleared (was {done['kill_flag_was']!r}); strategies the kill left KILLED are PAUSED: "
+                  f"{paused}. Resume each with `tradetree resume <strategy>`.")
+        elif args.command == "reset-breaker":
+            was_open = ctl.reset_breaker(args.name, args.reason)
+            print(f"breaker {args.name} {'closed' if was_open else 'was not open: nothing done'}; "
+                  "strategies it paused stay PAUSED")
+        elif args.command == "release-venue":
+            lifted = ctl.release_venue(args.venue, args.reason)
+            print(f"venue {args.venue}: pauses lifted: {', '.join(lifted)}" if lifted
+                  else f"venue {args.venue} was not paused: nothing done")
+        elif args.command == "audit":
+            rows = ctl.operator_log(args.n)
+            if args.json:
+                _print_json(rows)
+            for r in [] if args.json else rows:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(r.get("ts_ms", 0)) / 1000))
+                print(f"{when}Z  {r.get('action')} {r.get('target')}  {r.get('outcome')}  by {r.get('who')}: "
+                      f"{r.get('why')}  {r.get('detail', '')}")
     except ProbesFailing as exc:
         print(f"tradetree: {exc}", file=sys.stderr)
         return 4
@@ -300,7 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_text)
         c.add_argument("--config", default=str(DEFAULT_CONFIG), help="to find the Ray namespace (its name)")
         c.add_argument("--namespace", default=None, help="Ray namespace of the tree (default: config name)")
-        c.add_argument("--address", default=None, help="Ray address (default: the local cluster)")
+        c.add_argument("--address", default=None,
+                       help="Ray (GCS) address host:port, as `tradetree run` prints it (default: the running "
+                            "engine of --config, found in its state dir or Redis)")
+        c.add_argument("--timeout", type=float, default=30.0, help="seconds to attach before giving up")
         c.set_defaults(func=_cmd_control)
         return c
 
@@ -309,13 +442,26 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_status)
     control_parser("pause", "pause a strategy").add_argument("strategy")
     sub.choices["pause"].add_argument("--reason", default="operator")
-    control_parser("resume", "resume a strategy (refused until its probes pass)").add_argument("strategy")
+    control_parser("resume", "resume a paused strategy (refused until its probes pass and its venue is released)"
+                   ).add_argument("strategy")
+    sub.choices["resume"].add_argument("--reason", default="operator", help="why (written to the audit stream)")
     k = control_parser("kill", "kill switch: flag, cancel, wind down (all, or one strategy)")
     k.add_argument("reason")
     k.add_argument("--strategy", default=None)
     k.add_argument("--wait", action="store_true", help="return when flat (or stalled)")
     control_parser("reconcile", "reconcile one venue now").add_argument("venue")
     control_parser("restart", "restart one actor through its supervisor").add_argument("child")
+    ck = control_parser("clear-kill", "clear the kill flag once the wind-down is over and probes pass")
+    ck.add_argument("reason", help="why (written to the audit stream and alerted)")
+    rb = control_parser("reset-breaker", "close a risk breaker (strategies it paused stay paused)")
+    rb.add_argument("name", help="breaker name, as `status` lists it")
+    rb.add_argument("reason", help="why (written to the audit stream and alerted)")
+    rv = control_parser("release-venue", "lift a venue's pauses (fill gap, drift, operator) once its probes pass")
+    rv.add_argument("venue")
+    rv.add_argument("--reason", default="operator", help="why (written to the audit stream)")
+    au = control_parser("audit", "the operator actions recorded in Redis: who, when, what, why")
+    au.add_argument("-n", type=int, default=50)
+    au.add_argument("--json", action="store_true")
 
     from tradetree.ml import register_commands as register_ml
     from tradetree.sim.backtest import register_commands as register_backtest

@@ -150,6 +150,9 @@ class EngineConfig(BaseModel):
     # long, the venue cancels our open orders. 0 = off; else OKX's bounds, 10..120 s.
     dead_man_switch_secs: int = Field(default=60, ge=0, le=120)
     dashboard_port: int = 8265
+    # The embedded Redis's append-only file, the engine lock and engine.json (how to attach) live
+    # here: two engines on one host need two state dirs (and two sets of ports).
+    state_dir: Path = Path(".tradetree")
 
     @model_validator(mode="after")
     def _check_refs(self) -> EngineConfig:

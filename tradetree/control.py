@@ -1,7 +1,8 @@
 """The Python control API: what an operator (or the CLI) does to a running tree.
 
-    from tradetree.control import connect
-    ctl = connect(namespace="tradetree")      # address=None: the local Ray cluster
+    from tradetree.control import attach, connect
+    ctl, record = attach(load_engine_config("configs/paper.yaml"))   # finds the running engine
+    ctl = connect("10.0.0.5:6379", namespace="tradetree")           # or a Ray address, as printed
     ctl.status(); ctl.positions()
     ctl.pause("MeanReversion_v10_BTC"); ctl.resume("MeanReversion_v10_BTC")
     ctl.kill("manual stop")                   # or kill(reason, strategy=...)
@@ -15,7 +16,14 @@ pass: a strategy is never released onto a broken fill pipeline.
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import logging
+import os
+import socket
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -28,31 +36,177 @@ from tradetree.core import (
     BackendError,
     CallFailed,
     ControlError,
+    EngineRecord,
     ProbesFailing,
+    RedisStore,
     Refused,
     TradetreeError,
     gateway_id,
+    read_engine_record,
+    read_local_record,
     reconciler_id,
+    redact_url,
+    resolve_redis_url,
 )
 from tradetree.supervisor import ActorClient, tree_status
 
-__all__ = ["ControlError", "ProbesFailing", "Control", "connect"]
+__all__ = ["ControlError", "ProbesFailing", "Control", "connect", "attach", "find_engine", "redis_url_for"]
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT_SECS = 30.0
+_ATTACH_TIMEOUT_SECS = 30.0
 _READY_POLL_SECS = 0.25
 # restart_child's wait beyond the child's own stop and start bounds (the kill after a stop, the calls)
 _RESTART_MARGIN_SECS = 30.0
 
 
-def connect(address: str | None = None, namespace: str = "tradetree") -> Control:
+def connect(address: str | None = None, namespace: str = "tradetree", *, auth_mode: str | None = None,
+            timeout_secs: float = _ATTACH_TIMEOUT_SECS) -> Control:
     """Attach to the cluster running the tree (``namespace`` = the engine config's ``name``).
 
-    ``address=None`` attaches to a local cluster started by ``tradetree run``
-    ("auto"); give ``ray://host:10001`` or ``host:6379`` for a remote one.
+    ``address`` is the Ray (GCS) address ``host:port`` the tree's engine
+    records (``tradetree run`` prints it; ``attach(config)`` finds it). There
+    is no guessing: with several Ray clusters on a host, "auto" picks any of
+    them. ``address=None`` is only for a process already attached (``ray.init``
+    done). Ray's token authentication is handled: ``auth_mode="token"`` (what
+    the engine records) or a token found locally (``~/.ray/auth_token``,
+    ``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH``) turns it on for this process.
+
+    Raises:
+        ControlError: no address; nothing answers there; the token is missing;
+            Ray did not accept the connection within ``timeout_secs``. The
+            message says what was tried.
     """
     if not ray.is_initialized():
-        ray.init(address=address or "auto", namespace=namespace, log_to_driver=False, configure_logging=False)
+        if not address:
+            raise ControlError("no Ray address to attach to: pass --config of the running engine (its record "
+                               "names the cluster) or --address host:port (printed by `tradetree run`)")
+        tried = _prepare_auth(auth_mode)
+        _init_bounded(address, namespace, timeout_secs, tried)
     return Control(namespace)
+
+
+def attach(config: Any, *, timeout_secs: float = _ATTACH_TIMEOUT_SECS) -> tuple[Control, EngineRecord]:
+    """Attach to the engine running from ``config`` (an ``EngineConfig``): find its record, then ``connect``.
+
+    Raises:
+        ControlError: no engine of that config is running (the message says where it looked).
+    """
+    record = find_engine(config)
+    return connect(record.ray_address, record.ray_namespace, auth_mode=record.ray_auth_mode,
+                   timeout_secs=timeout_secs), record
+
+
+def find_engine(config: Any) -> EngineRecord:
+    """The record of the running engine of ``config``: its state dir's ``engine.json`` first
+    (local mode, embedded Redis), else ``{namespace}:engine`` in the config's Redis.
+
+    Raises:
+        ControlError: neither has one (or the Redis named cannot be read); the message says what was tried.
+    """
+    tried = []
+    local = read_local_record(config.state_dir)
+    if local is not None and local.redis_namespace == config.redis.namespace:
+        return local
+    tried.append(f"no engine runs from state dir {config.state_dir}/")
+    url = redis_url_for(config)
+    if url is None:
+        raise ControlError("no running engine found: " + "; ".join(tried) + ", and the config names no Redis "
+                           "(redis.url or $REDIS_URL). Start it with `tradetree run`, or pass --address.")
+    try:
+        record = asyncio.run(_read_record(url, config.redis.namespace, config.redis.socket_timeout_secs))
+    except TradetreeError as exc:
+        raise ControlError("no running engine found: " + "; ".join(tried) + f"; its Redis could not be read "
+                           f"({redact_url(url)}): {exc}") from None
+    if record is None:
+        raise ControlError("no running engine found: " + "; ".join(tried) + f"; no engine record in Redis "
+                           f"{redact_url(url)} namespace {config.redis.namespace!r}. Is it running? "
+                           "Or pass --address.")
+    return record
+
+
+def redis_url_for(config: Any) -> str | None:
+    """The Redis a running engine of ``config`` uses: the config's (or ``$REDIS_URL``), else the
+    embedded one its state dir records (None: neither; nothing is started to find out)."""
+    url = resolve_redis_url(config.redis.url)
+    if url is not None:
+        return url
+    local = read_local_record(config.state_dir)
+    return local.embedded_redis_url if local is not None else None
+
+
+async def _read_record(url: str, namespace: str, timeout_secs: float) -> EngineRecord | None:
+    store = await RedisStore.connect(url, namespace, socket_timeout_secs=timeout_secs)
+    try:
+        return await read_engine_record(store.client, namespace)
+    finally:
+        await store.close()
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(path).is_file() if path else (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _prepare_auth(auth_mode: str | None) -> str:
+    """Turn Ray's token authentication on for this process when the cluster wants it; what was decided.
+
+    Ray 2.60 turns token authentication on for a cluster ``ray.init`` starts,
+    but a client given an explicit address does not send the token unless
+    ``RAY_AUTH_MODE=token`` is set: it then retries ``InvalidAuthToken`` for
+    a long while. A token sent to a cluster without authentication is ignored,
+    so any local token is used.
+    """
+    explicit = os.environ.get("RAY_AUTH_MODE")
+    if explicit is not None:
+        return f"RAY_AUTH_MODE={explicit} (from the environment)"
+    if auth_mode == "token" and not _token_available():
+        raise ControlError("the tree's Ray cluster uses token authentication and no token is here: copy the "
+                           "cluster's token (`ray get-auth-token` on its head node) to ~/.ray/auth_token, or set "
+                           "RAY_AUTH_TOKEN")
+    if auth_mode == "token" or _token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray caches its config at import: refresh it, as Ray does when it turns tokens on itself
+            from ray._raylet import Config  # type: ignore[attr-defined]
+
+            Config.initialize("")
+        except ImportError:  # pragma: no cover - a Ray without token authentication
+            pass
+        return "token authentication (token found locally)"
+    return "no token authentication (no token found locally)"
+
+
+def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str) -> None:
+    """``ray.init(address)`` within ``timeout_secs``: Ray itself retries a dead or refusing cluster for minutes."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        try:
+            socket.create_connection((host, int(port)), timeout=min(5.0, timeout_secs)).close()
+        except OSError as exc:
+            raise ControlError(f"nothing answers at Ray address {address} ({exc}); tried: {auth}. "
+                               "Is the tree running? `tradetree run` prints its address.") from None
+    outcome: dict[str, BaseException | None] = {}
+
+    def _init() -> None:
+        try:
+            ray.init(address=address, namespace=namespace, log_to_driver=False, configure_logging=False)
+            outcome["error"] = None
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=_init, name="tradetree-attach", daemon=True)
+    thread.start()
+    thread.join(timeout_secs)
+    if "error" not in outcome:
+        raise ControlError(f"Ray at {address} did not accept the connection within {timeout_secs:g}s; tried: "
+                           f"{auth}. A token mismatch looks like this (Ray logs InvalidAuthToken): use the "
+                           "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN.")
+    if outcome["error"] is not None:
+        raise ControlError(f"could not attach to Ray at {address}: {type(outcome['error']).__name__}: "
+                           f"{outcome['error']}; tried: {auth}") from None
 
 
 class Control:
@@ -124,24 +278,122 @@ class Control:
         """Pause a strategy. It stays paused until ``resume`` (a supervisor release does not lift it)."""
         self._call(strategy, "pause", reason, "operator")
 
-    def resume(self, strategy: str) -> None:
-        """Resume a paused strategy once its venue's pipeline is healthy.
+    def resume(self, strategy: str, why: str = "operator") -> str:
+        """Resume a paused strategy once its venue's pipeline is healthy; return what was done.
+
+        Never lifts a venue pause (that is ``release_venue``): a strategy on a
+        paused venue is refused, naming the pause and the verb that lifts it.
+        A strategy that already runs is left alone and says so.
 
         Raises:
             ProbesFailing: the strategy, its venue's gateway or reconciler, or
                 the risk monitor has a failing probe (named in the message);
-                or a breaker for it is open.
+                a breaker for it is open; or its venue is paused.
+            ControlError: it is KILLED or WINDING_DOWN (``clear_kill`` first).
         """
         venue = self._strategy_venue(strategy)
+        state = self._strategy_state(strategy)
+        if state == "RUNNING":
+            self._audit("resume", strategy, why, "noop", "already RUNNING")
+            return f"{strategy} already RUNNING: nothing done"
         failing = self._failing_probes([strategy, gateway_id(venue), reconciler_id(venue), RISK_MONITOR_ID])
         breakers = self._call(RISK_MONITOR_ID, "breakers")
-        failing += [f"breaker {name}: {info.get('reason', '')}" for name, info in breakers.items()
+        failing += [f"breaker {name}: {info.get('reason', '')} (tradetree reset-breaker {name})"
+                    for name, info in breakers.items()
                     if name.startswith(f"strategy:{strategy}:") or name.startswith("global:")]
+        pause = self._venue_pause(venue)
+        if pause:
+            failing.append(f"venue {venue} paused: {pause} (lift it with `tradetree release-venue {venue}`)")
         if failing:
+            self._audit("resume", strategy, why, "refused", "; ".join(failing))
             raise ProbesFailing(f"resume {strategy} refused: " + "; ".join(failing), reasons=failing)
-        self._call(reconciler_id(venue), "release_venue")
         if not self._call(strategy, "operator_resume"):
-            raise ControlError(f"{strategy} was not paused (KILLED and WINDING_DOWN are not resumed)")
+            self._audit("resume", strategy, why, "refused", f"state {state}")
+            raise ControlError(f"{strategy} is {state}, not PAUSED: KILLED and WINDING_DOWN are not resumed "
+                               "(after a kill: `tradetree clear-kill`, then resume)")
+        self._audit("resume", strategy, why, "done", f"was {state}")
+        return f"{strategy} resumed (was {state})"
+
+    def release_venue(self, venue: str, why: str = "operator") -> list[str]:
+        """Lift every pause of ``venue`` (fill-gap, drift, operator) once its gateway's and
+        reconciler's probes pass; strategies stay as they are. Returns the pause sources lifted.
+
+        Raises:
+            ProbesFailing: a probe fails (named); nothing was lifted.
+        """
+        failing = self._failing_probes([gateway_id(venue), reconciler_id(venue)])
+        if failing:
+            self._audit("release-venue", venue, why, "refused", "; ".join(failing))
+            raise ProbesFailing(f"release-venue {venue} refused: " + "; ".join(failing), reasons=failing)
+        try:
+            lifted = self._call(reconciler_id(venue), "release_venue")
+        except TradetreeError as exc:
+            reasons = exc.reasons if isinstance(exc, Refused) else (str(exc),)
+            self._audit("release-venue", venue, why, "refused", "; ".join(reasons))
+            raise ProbesFailing(f"release-venue {venue} refused: {exc}", reasons=reasons) from None
+        self._audit("release-venue", venue, why, "done" if lifted else "noop",
+                    f"lifted: {', '.join(lifted)}" if lifted else "it was not paused")
+        return list(lifted)
+
+    def clear_kill(self, why: str) -> dict[str, Any]:
+        """Clear the kill flag once the wind-down is over and every probe passes; strategies the
+        kill left KILLED become PAUSED (``resume`` each). Returns what was done.
+
+        Raises:
+            ProbesFailing: a probe of the risk monitor or a venue's gateway or reconciler
+                fails, or a kill is still RUNNING or STALLED (named); nothing changed.
+        """
+        failing = self._failing_probes([RISK_MONITOR_ID, *self._venue_actors()])
+        if failing:
+            self._audit("clear-kill", "global", why, "refused", "; ".join(failing))
+            raise ProbesFailing("clear-kill refused: " + "; ".join(failing), reasons=failing)
+        try:
+            return self._call(RISK_MONITOR_ID, "clear_kill", self.who, why)
+        except Refused as exc:  # the risk monitor audited it
+            raise ProbesFailing(str(exc), reasons=exc.reasons) from None
+
+    def reset_breaker(self, name: str, why: str) -> bool:
+        """Close breaker ``name`` once the risk monitor's probes pass (strategies it paused stay
+        PAUSED: ``resume`` them). True if it was open.
+
+        Raises:
+            ProbesFailing: a risk monitor probe fails; nothing changed.
+        """
+        failing = self._failing_probes([RISK_MONITOR_ID])
+        if failing:
+            self._audit("reset-breaker", name, why, "refused", "; ".join(failing))
+            raise ProbesFailing(f"reset-breaker {name} refused: " + "; ".join(failing), reasons=failing)
+        return bool(self._call(RISK_MONITOR_ID, "reset_breaker", name, self.who, why))
+
+    def operator_log(self, n: int = 50) -> list[dict[str, Any]]:
+        """The latest operator actions, oldest first: ts_ms, action, target, who, why, outcome, detail."""
+        return self._call(RISK_MONITOR_ID, "operator_actions", n)
+
+    @property
+    def who(self) -> str:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return f"{user}@{socket.gethostname()}"
+
+    def _audit(self, action: str, target: str, why: str, outcome: str, detail: str = "") -> None:
+        try:
+            self._call(RISK_MONITOR_ID, "record_operator_action", action, target, self.who, why, outcome, detail)
+        except TradetreeError as exc:  # say so: an unaudited action must not look audited
+            log.error("operator action %s %s (%s) not audited: %s", action, target, outcome, exc)
+
+    def _strategy_state(self, strategy: str) -> str:
+        snap = self._call(RISK_MONITOR_ID, "snapshot")
+        return str(snap.get("strategies", {}).get(strategy, "UNKNOWN"))
+
+    def _venue_pause(self, venue: str) -> str | None:
+        snap = self._call(RISK_MONITOR_ID, "snapshot")
+        return (snap.get("venues", {}).get(venue) or {}).get("venue_pause")
+
+    def _venue_actors(self) -> list[str]:
+        status = tree_status(self.namespace, root_id=ROOT_ID)
+        return sorted(a for a in status if a.startswith(("VenueGateway[", "FillReconciler[")))
 
     def kill(self, reason: str, strategy: str | None = None, wait: bool = False) -> dict[str, Any]:
         """Kill everything (or one strategy): flag first, cancel, wind down. Returns the progress record."""

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +24,21 @@ from pydantic import SecretStr
 
 from tradetree.config import EngineConfig
 from tradetree.core import (
+    ConfigError,
     ControlState,
     EmbeddedRedis,
+    EngineLock,
+    EngineRecord,
     RedisStore,
     StoreUnavailable,
     StrategyState,
     TradetreeError,
     VenueCredentials,
     WallClock,
+    clear_engine_record,
+    port_free,
     resolve_redis_url,
+    write_engine_record,
 )
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "TREE_RAY_SYSTEM_CONFIG",
@@ -87,6 +96,16 @@ def niced_nodes(niceness: dict[str, int | None]) -> dict[str, int]:
     return {node: n for node, n in niceness.items() if n is not None and n > 0}
 
 
+def ray_auth_mode() -> str:
+    """What this process's Ray uses: "token" (clients need the token and RAY_AUTH_MODE=token) or "disabled"."""
+    try:
+        from ray._raylet import AuthenticationMode, get_authentication_mode  # type: ignore[attr-defined]
+
+        return "token" if get_authentication_mode() == AuthenticationMode.TOKEN else "disabled"
+    except ImportError:  # a Ray without token authentication
+        return os.environ.get("RAY_AUTH_MODE", "disabled").lower()
+
+
 async def _check_redis(url: str, namespace: str, timeout_secs: float) -> None:
     store = await RedisStore.connect(url, namespace, socket_timeout_secs=timeout_secs)
     await store.close()
@@ -120,10 +139,15 @@ class EngineRuntime:
     ``shutdown()``; or as a context manager.
     """
 
-    def __init__(self, config: EngineConfig, *, state_dir: Path = DEFAULT_STATE_DIR,
-                 ray_address: str | None = None, include_dashboard: bool = True) -> None:
+    def __init__(self, config: EngineConfig, *, state_dir: Path | None = None,
+                 ray_address: str | None = None, include_dashboard: bool = True,
+                 config_path: str = "", on_progress: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.state_dir = state_dir
+        self.state_dir = Path(state_dir) if state_dir is not None else config.state_dir
+        self.config_path = config_path
+        self._progress = on_progress or (lambda line: log.info("%s", line))
+        self._lock = EngineLock(self.state_dir)
+        self.record: EngineRecord | None = None
         self.ray_address = ray_address
         self.include_dashboard = include_dashboard
         self.redis_url: str | None = None
@@ -219,22 +243,93 @@ class EngineRuntime:
         self.started_at = time.monotonic()
         check_strategies(self.config)
         self._resolve_live_endpoints()  # credentials first: fail before starting anything
-        self.redis_url = self._start_redis()
+        self._lock.acquire()  # before any Redis: a second engine must never append to this one's AOF
+        try:
+            self._check_ports()
+            self.redis_url = self._start_redis()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._progress(f"Redis ready ({'embedded, ' + self.state_dir.as_posix() + '/redis' if self.embedded_redis else 'external'}), "
+                       f"namespace {self.config.redis.namespace!r}")
         try:
             if self.config.venues and any(v.uses_embedded_simulator for v in self.config.venues):
                 asyncio.run(self._reset_paper_namespace())
             else:
                 asyncio.run(self._hold_strategies())
             self._start_simulator_if_needed()
+            if self.sim_server is not None:
+                self._progress(f"simulator: REST {self.sim_server.rest_url}  WS {self.sim_server.ws_url}")
             self._start_ray()
+            self._progress(f"Ray ready at {self._gcs_address()} (namespace {self.ray_namespace!r}); "
+                           "starting the tree: each child is started and must pass its probes")
             self._warn_if_workers_niced()
             spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
                                    ray_namespace=self.ray_namespace)
             self.root = start_root(spec, config=self.config, ray_namespace=self.ray_namespace,
                                    redis_url=self.redis_url)
+            self.record = self._publish_record()
         except BaseException:
             self.shutdown()
             raise
+
+    def _check_ports(self) -> None:
+        """Refuse, naming the config field, a port another process holds (before anything starts)."""
+        wanted = []
+        if not self.ray_address and self.include_dashboard:
+            import ray
+
+            if not ray.is_initialized():
+                wanted.append(("dashboard_port", "127.0.0.1", self.config.dashboard_port))
+        if self.config.metrics.enabled and not self.ray_address:  # on a cluster the exporter binds elsewhere
+            wanted.append(("metrics.port", self.config.metrics.host, self.config.metrics.port))
+        if any(v.uses_embedded_simulator for v in self.config.venues):
+            wanted.append(("simulator.port", self.config.simulator.host, self.config.simulator.port))
+        taken = [f"{field} {port} ({host})" for field, host, port in wanted if not port_free(host, port)]
+        if taken:
+            raise ConfigError(f"port(s) already in use: {', '.join(taken)}. Another engine or program holds "
+                              "them: change those fields in the config (0 = any free port), or stop it.")
+
+    def _gcs_address(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().gcs_address)
+
+    def _publish_record(self) -> EngineRecord:
+        """Tell other processes how to reach this tree: Redis (any host) and engine.json (local mode)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            pkg_version = version("tradetree")
+        except PackageNotFoundError:
+            pkg_version = "unknown"
+        dashboard = None
+        if self.include_dashboard and self._started_ray and not self.ray_address:
+            dashboard = f"http://127.0.0.1:{self.config.dashboard_port}"
+        record = EngineRecord(
+            name=self.config.name, version=pkg_version, ray_address=self._gcs_address(),
+            ray_namespace=self.ray_namespace, ray_auth_mode=ray_auth_mode(),
+            redis_namespace=self.config.redis.namespace, started_ms=WallClock().now_ms(), pid=os.getpid(),
+            host=socket.gethostname(), config_path=self.config_path, dashboard_url=dashboard,
+            metrics_url=self.metrics_url(),
+            simulator_url=self.sim_server.rest_url if self.sim_server is not None else None,
+            state_dir=str(self.state_dir.resolve()),
+            embedded_redis_url=self.embedded_redis.url if self.embedded_redis is not None else None,
+        )
+
+        async def _write() -> None:
+            store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
+            try:
+                await write_engine_record(store.client, self.config.redis.namespace, record)
+            finally:
+                await store.close()
+
+        self._lock.write_local(record)
+        try:
+            asyncio.run(_write())
+        except TradetreeError as exc:  # the tree runs; only attaching by --config is harder
+            log.error("could not record how to attach to this engine in Redis: %s", exc)
+        return record
 
     async def _hold_strategies(self) -> None:
         store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
@@ -285,7 +380,7 @@ class EngineRuntime:
         async def _snap():
             store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
             try:
-                return await collect_snapshot(store, self.actor_health())
+                return await collect_snapshot(store, self.actor_health(), rules=self.config.risk)
             finally:
                 await store.close()
 
@@ -300,6 +395,8 @@ class EngineRuntime:
         """
         import ray
 
+        if self.record is not None:
+            self._unpublish_record()
         if self.root is not None:
             from tradetree.tree import wind_down_for_shutdown
 
@@ -323,6 +420,24 @@ class EngineRuntime:
             self.simulator.stop()
             self.simulator = None
         self._stop_redis()
+        self._lock.release()
+
+    def _unpublish_record(self) -> None:
+        record, self.record = self.record, None
+        if record is None or self.redis_url is None:
+            return
+
+        async def _clear() -> None:
+            store = await RedisStore.connect(self._redis(), self.config.redis.namespace)
+            try:
+                await clear_engine_record(store.client, self.config.redis.namespace, record.pid)
+            finally:
+                await store.close()
+
+        try:
+            asyncio.run(_clear())
+        except TradetreeError as exc:
+            log.warning("could not remove the engine record from Redis: %s", exc)
 
     def _stop_redis(self) -> None:
         if self.embedded_redis is not None:

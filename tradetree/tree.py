@@ -192,6 +192,7 @@ def _metrics_child(config: EngineConfig, *, redis_url: str, ray_namespace: str) 
                 "model_servers": {m.name: model_server_id(m.name) for m in config.models},
             },
             "instruments": instruments,
+            "risk": config.risk,
             "root_id": ROOT_ID,
         },
         restart=RestartType.PERMANENT,
