@@ -70,8 +70,10 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)\S*@"), r"\1***@"),
     (re.compile(r"(hooks\.slack\.com/services/)[^\s'\"]+"), r"\1***"),
     (re.compile(r"\bx(?:ox[a-z]|app)-[A-Za-z0-9-]+"), "***"),
-    # name = value, name: value, "name": "value"; a quoted value goes whole, blanks and all.
-    (re.compile(r"(?i)(?<![\w-])((?:[a-z0-9]+[_-])*(?:" + "|".join(_SECRET_NAMES) + r")['\"]?\s*[:=]\s*)"
+    # name=value, name: value, "name":"value"; a quoted value goes whole, blanks and all. A bare
+    # name:value is left alone: that is how alert keys and ids are joined (strategy:MR_sign:loss).
+    (re.compile(r"(?i)(?<![\w-])((?:[a-z0-9]+[_-])*(?:" + "|".join(_SECRET_NAMES) + r")"
+                r"(?:['\"]?\s*=\s*|['\"]\s*:\s*|\s*:\s+))"
                 r"(?:(['\"])(?:(?!\2).)*\2|(?:(?:bearer|basic|token)\s+)?[^\s'\"&,;)}\]]+)"),
      lambda m: m.group(1) + (m.group(2) or "") + "***" + (m.group(2) or "")),
     (re.compile(r"(?i)\b(bearer)\s+(?!\*\*\*)[A-Za-z0-9\-._~+/]+=*"), r"\1 ***"),
