@@ -179,14 +179,18 @@ _RECONCILER_KINDS = {
 def classify_alert(key: str) -> AlertSource:
     """Where the alert keyed ``key`` comes from, read from the shapes the tree's keys have.
 
-    ``<supervisor>:<child>:exit|restarted`` and ``<supervisor>:escalated``
+    ``operator:<verb>:<target>`` (an operator's action, audited by the risk
+    monitor); ``<supervisor>:<child>:exit|restarted`` and ``<supervisor>:escalated``
     (``RootSupervisor:escalated`` is SAFE MODE); the risk monitor's breakers
     ``strategy:<id>:<kind>``, ``global:<kind>`` and ``<breaker>:unreadable_states``;
-    the reconciler's ``<venue>:<kind>[:<subject>]``; anything naming the kill
-    switch, or stale market data. Any other key is ``unknown``.
+    the gateway's ``gateway:<venue>:<kind>[:<strategy>]``; the reconciler's
+    ``<venue>:<kind>[:<subject>]``; anything naming the kill switch, or stale
+    market data. Any other key is ``unknown``.
     """
     parts = key.split(":")
     last = parts[-1]
+    if parts[0] == "operator" and len(parts) >= 3:
+        return AlertSource("operator", RISK_MONITOR_ID, ":".join(parts[2:]))
     if len(parts) >= 2 and last == "escalated":
         supervisor = ":".join(parts[:-1])
         return AlertSource("safe_mode" if supervisor == ROOT_ID else "supervisor_escalated", supervisor)
@@ -200,6 +204,9 @@ def classify_alert(key: str) -> AlertSource:
         return AlertSource("global_breaker", RISK_MONITOR_ID, last)
     if parts[0] == "strategy" and len(parts) >= 3:
         return AlertSource("breaker", RISK_MONITOR_ID, ":".join(parts[1:-1]))
+    if parts[0] == "gateway" and len(parts) >= 3:
+        kind = "reduce_only_refused" if parts[2] == "reduce_only_refused" else "gateway"
+        return AlertSource(kind, gateway_id(parts[1]), ":".join(parts[3:]), parts[1])
     if len(parts) >= 2 and parts[1] in _RECONCILER_KINDS:
         venue = parts[0]
         return AlertSource(_RECONCILER_KINDS[parts[1]], reconciler_id(venue), ":".join(parts[2:]), venue)
@@ -218,7 +225,8 @@ _STATUS = "`tradetree status`"
 _ACTIONS = {
     "safe_mode": "SAFE MODE: the kill flag is set and every strategy is paused. Find the child that kept "
                  f"failing in {_STATUS} and its log, fix the cause, then clear the kill flag "
-                 "(`tradetree clear-kill`) and resume strategies one at a time.",
+                 "(`tradetree clear-kill <reason>`) and resume strategies one at a time.",
+    "operator": "An operator acted on {subject}: check it was intended (`tradetree audit`).",
     "supervisor_escalated": "A supervisor gave up restarting its children; its parent restarts it or the "
                             f"tree enters SAFE MODE. Find the repeated failure in {_STATUS} and the logs.",
     "actor_exit": "An actor stopped and is being restarted. Nothing to do if a 'restarted' alert follows; "
@@ -230,11 +238,11 @@ _ACTIONS = {
                      "breaker can trip later than configured. Check Redis.",
     "risk_monitor": f"The risk monitor needs attention: check it in {_STATUS} and its log.",
     "global_breaker": "Every strategy is paused by the global {subject} breaker. Check the book "
-                      "(`tradetree positions`); reset the breaker (`tradetree reset-breaker`) only once the "
-                      "exposure is understood, then resume strategies deliberately.",
+                      "(`tradetree positions`); reset the breaker (`tradetree reset-breaker {key} <reason>`) "
+                      "only once the exposure is understood, then resume strategies deliberately.",
     "breaker": "Strategy {subject} is paused by its breaker. Review its positions and fills "
-               "(`tradetree positions`), then reset the breaker (`tradetree reset-breaker`) and resume it "
-               "(`tradetree resume {subject}`) deliberately.",
+               "(`tradetree positions`), then reset the breaker (`tradetree reset-breaker {key} <reason>`) "
+               "and resume it (`tradetree resume {subject}`) deliberately.",
     "kill_switch": f"The kill switch is winding positions down. Watch {_STATUS} until flat; if it STALLS, close "
                    "the residual on the venue by hand.",
     "drift": "Redis and {venue} disagree on {subject}; the venue is paused. Compare the venue's position with "
@@ -250,6 +258,14 @@ _ACTIONS = {
                     "New orders are refused once positions are no longer verified.",
     "venue_paused": "{venue} is paused: no new orders. Fix the cause in the text above, run `tradetree "
                     "reconcile {venue}`, then release it (`tradetree release-venue {venue}`).",
+    "reduce_only_refused": "{venue} refused a close of {subject} (51205) and it was sent once more without "
+                           "the venue's reduce-only. If it repeats, check what else trades that instrument on "
+                           "this account and compare `tradetree positions` with the venue.",
+    "gateway": f"The {{venue}} gateway needs attention: check it in {_STATUS} and its log.",
+    "reduce_only_refused": "{venue} refused a close of {subject} (51205) and it was sent once more without "
+                           "the venue's reduce-only. If it repeats, check what else trades that instrument on "
+                           "this account and compare `tradetree positions` with the venue.",
+    "gateway": f"The {{venue}} gateway needs attention: check it in {_STATUS} and its log.",
     "pause_failed": "The venue pause could NOT be written to Redis, so orders may still flow: check Redis now, "
                     "and engage the kill switch (`tradetree kill <reason>`) if it does not come back.",
     "canary_failed": "The canary round trip failed and {venue} stays paused. Check its WS and REST in "
@@ -274,7 +290,7 @@ def operator_action(key: str, severity: Severity) -> str:
     template = _ACTIONS.get(source.kind)
     if template is None:
         return _GENERIC_ACTION
-    return template.format(venue=source.venue or "the venue", subject=source.subject or "?")
+    return template.format(venue=source.venue or "the venue", subject=source.subject or "?", key=key)
 
 
 class AlertVerdict(str, enum.Enum):

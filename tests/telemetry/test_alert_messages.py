@@ -48,6 +48,9 @@ RAISED = [
     ("okx:canary_failed", "canary_failed", reconciler_id("okx")),
     ("okx:venue_released", "venue_released", reconciler_id("okx")),
     ("kill_switch:global", "kill_switch", RISK_MONITOR_ID),
+    ("operator:clear-kill:global", "operator", RISK_MONITOR_ID),
+    (f"operator:reset-breaker:{strategy_breaker('MR_BTC', 'loss')}", "operator", RISK_MONITOR_ID),
+    ("gateway:okx:reduce_only_refused:MR_BTC", "reduce_only_refused", gateway_id("okx")),
     ("okx:stale_marks:BTC-USDT-SWAP", "stale_data", gateway_id("okx")),
 ]
 
@@ -64,7 +67,10 @@ def test_every_key_the_tree_raises_has_a_component_and_its_own_action(key, kind,
 def test_actions_name_what_the_key_says():
     assert "tradetree reconcile okx" in operator_action(f"okx:{drift_key('ETH-USDT-SWAP')}", Severity.CRITICAL)
     assert "ETH-USDT-SWAP" in operator_action(f"okx:{drift_key('ETH-USDT-SWAP')}", Severity.CRITICAL)
-    assert "tradetree resume MR_BTC" in operator_action(strategy_breaker("MR_BTC", "loss"), Severity.CRITICAL)
+    breaker = operator_action(strategy_breaker("MR_BTC", "loss"), Severity.CRITICAL)
+    assert "tradetree resume MR_BTC" in breaker and "tradetree reset-breaker strategy:MR_BTC:loss" in breaker
+    assert "tradetree audit" in operator_action("operator:clear-kill:global", Severity.WARNING)
+    assert classify_alert(f"operator:reset-breaker:{GLOBAL_LOSS}").subject == GLOBAL_LOSS
     assert "SAFE MODE" in operator_action(f"{ROOT_ID}:escalated", Severity.CRITICAL)
     assert "kill switch" in operator_action("okx:pause_failed", Severity.CRITICAL)
 
