@@ -262,10 +262,6 @@ _ACTIONS = {
                            "the venue's reduce-only. If it repeats, check what else trades that instrument on "
                            "this account and compare `tradetree positions` with the venue.",
     "gateway": f"The {{venue}} gateway needs attention: check it in {_STATUS} and its log.",
-    "reduce_only_refused": "{venue} refused a close of {subject} (51205) and it was sent once more without "
-                           "the venue's reduce-only. If it repeats, check what else trades that instrument on "
-                           "this account and compare `tradetree positions` with the venue.",
-    "gateway": f"The {{venue}} gateway needs attention: check it in {_STATUS} and its log.",
     "pause_failed": "The venue pause could NOT be written to Redis, so orders may still flow: check Redis now, "
                     "and engage the kill switch (`tradetree kill <reason>`) if it does not come back.",
     "canary_failed": "The canary round trip failed and {venue} stays paused. Check its WS and REST in "
