@@ -52,6 +52,7 @@ from tradetree.telemetry import (
     SlackTarget,
     classify_alert,
     decide,
+    format_message,
     redact,
     resolve_slack_target,
     slack_message,
@@ -128,7 +129,7 @@ class WebhookSender:
         )
 
     async def send(self, message: SlackMessage) -> None:
-        response = await self._client.send(text=message.text, blocks=list(message.blocks))
+        response = await self._client.send(text=message.text, blocks=list(message.blocks) or None)
         if response.status_code != 200:
             raise SlackDeliveryError(f"webhook answered HTTP {response.status_code}: {response.body[:200]}")
 
@@ -154,7 +155,7 @@ class ChatPostSender:
 
         try:
             await self._client.chat_postMessage(channel=self._channel, text=message.text,
-                                                blocks=list(message.blocks))
+                                                blocks=list(message.blocks) or None)
         except SlackApiError as exc:
             status = getattr(exc.response, "status_code", "?")
             error = exc.response.get("error", "") if hasattr(exc.response, "get") else ""
@@ -268,8 +269,7 @@ class Alerter:
             entry.outcome = "log_only"
             self._count_and_log(entry)
             return entry.record()
-        entry.message = slack_message(self.engine_name, sev, key, title, text, component=component,
-                                      suppressed=decision.suppressed, held_back=decision.held_back)
+        entry.message = self._message(sev, key, title, text, component, decision.suppressed, decision.held_back)
         entry.outcome = "queued"
         self._count_and_log(entry)
         if len(self._queue) >= self._config.queue_max:
@@ -320,6 +320,17 @@ class Alerter:
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    def _message(self, sev: Severity, key: str, title: str, text: str, component: str, suppressed: int,
+                 held_back: int) -> SlackMessage:
+        try:
+            return slack_message(self.engine_name, sev, key, title, text, component=component,
+                                 suppressed=suppressed, held_back=held_back)
+        except Exception as exc:  # building blocks must never cost the caller its alert: send the text alone
+            log.warning("alert %s: no Block Kit message (%s: %s), sending its text", key, type(exc).__name__, exc)
+            plain = format_message(sev, key, title, text, suppressed=suppressed, held_back=held_back,
+                                   engine=self.engine_name)
+            return SlackMessage(text=plain, blocks=())
 
     async def _deliver_loop(self) -> None:
         assert self._sender is not None

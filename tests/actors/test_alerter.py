@@ -474,3 +474,21 @@ def test_the_tree_hands_the_engine_name_to_the_alerter(monkeypatch):
     child = next(c for c in spec.children if c.id == ALERTER_ID)
     actor = AlerterActor(*child.args, **child.kwargs)  # as the supervisor builds it
     assert actor._impl.engine_name == "paper-eu"
+
+
+async def test_a_message_that_cannot_be_built_still_goes_out_as_text(slack, monkeypatch):
+    import tradetree.actors.alerter as alerter_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("no blocks today")
+
+    monkeypatch.setattr(alerter_module, "slack_message", broken)
+    alerter = Alerter(AlerterConfig(), engine_name="paper", environ=webhook_env(slack))
+    await alerter.start()
+    try:
+        assert alerter.alert("critical", "okx:venue_paused", "okx paused", "drift").outcome == "queued"
+        await wait_for_stat(alerter, "sent", 1)
+        assert slack.messages[0]["text"].startswith("[CRITICAL] paper: okx paused")
+        assert "blocks" not in slack.messages[0]
+    finally:
+        await alerter.stop()
