@@ -162,19 +162,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     deadline = None if args.duration is None else time.monotonic() + args.duration
     watch = _Watch()
+
+    def running() -> bool:
+        return not stop["flag"] and (deadline is None or time.monotonic() < deadline)
+
     try:
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
-            while not stop["flag"] and (deadline is None or time.monotonic() < deadline):
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=2, transient=False) as live:
+                while running():
+                    snap, banner = watch.read(runtime.snapshot)
+                    view = render_snapshot(snap, elapsed_secs=time.monotonic() - runtime.started_at) if snap else None
+                    parts = [Text(banner, style="bold red")] if banner else []
+                    live.update(Group(*parts, *([view] if view is not None else [])))
+                    time.sleep(1.0)
+        else:  # a log file or a pipe: a line per change of reachability, a summary line now and then
+            last_line, outage = 0.0, False
+            while running():
                 snap, banner = watch.read(runtime.snapshot)
-                view = render_snapshot(snap, elapsed_secs=time.monotonic() - runtime.started_at) if snap else None
-                parts = [Text(banner, style="bold red")] if banner else []
-                live.update(Group(*parts, *([view] if view is not None else [])))
+                if banner and not outage:
+                    console.print(banner, markup=False, highlight=False)
+                elif outage and not banner:
+                    console.print("Redis and the tree reachable again", markup=False, highlight=False)
+                outage = bool(banner)
+                if snap and not banner and time.monotonic() - last_line >= 30:
+                    last_line = time.monotonic()
+                    console.print(_summary_line(snap, time.monotonic() - runtime.started_at), markup=False,
+                                  highlight=False)
                 time.sleep(1.0)
     finally:
         console.print("shutting down: pausing strategies, canceling open orders, stopping the tree")
         runtime.shutdown()
     console.print("stopped; positions stay in Redis (the next `tradetree run` of a live config resumes from them)")
     return 0
+
+
+def _summary_line(snap: dict[str, Any], elapsed_secs: float) -> str:
+    states = ", ".join(f"{sid} {state}" for sid, state in sorted((snap.get("strategies") or {}).items()))
+    applied = sum(c.get("applied", 0) for c in (snap.get("fills_by_layer") or {}).values())
+    kill = f"  KILL FLAG: {snap['kill_flag']}" if snap.get("kill_flag") else ""
+    return f"t+{elapsed_secs:,.0f}s  fills applied {applied}  {states}{kill}"
 
 
 class _Watch:
