@@ -22,7 +22,7 @@ from tradetree.core.control_state import ControlState
 from tradetree.core.errors import VenueUnavailable
 from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
-from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side
+from tradetree.core.types import Fill, FillLayer, Order, OrderIntent, OrderState, OrderType, Side, StrategyState
 from tradetree.execution.reconciliation import NEVER_REACHED_VENUE, ReconcilerConfig
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,8 @@ async def control(real_redis, namespace):
 
 
 @pytest.fixture
-async def gateway(sim, redis_url, namespace, real_redis):
+async def gateway(sim, redis_url, namespace, real_redis, store):
+    await store.set_strategy_state("s1", StrategyState.RUNNING)  # its orders go straight to the gateway's gate
     gw = VenueGateway(venue_config(sim), rest_url=sim.rest_url, ws_url=sim.ws_url, credentials=credentials(),
                       redis_url=redis_url, namespace=namespace, heartbeat_interval_secs=0.2)
     await gw.start()

@@ -220,7 +220,18 @@ def submit_direct(tree: Tree, side: str, size: str = "1", *, inst_id: str = PROB
 
     intent = OrderIntent(strategy_id=strategy_id, venue="okx", inst_id=inst_id, side=Side(side),
                          type=OrderType.MARKET, size=Decimal(size), reason="scenario probe")
+    allow_direct(tree, strategy_id)
     return ray.get(tree.gateway().submit_order.remote(intent), timeout=30)
+
+
+def allow_direct(tree: Tree, strategy_id: str) -> None:
+    """Record ``strategy_id`` RUNNING (unless the kill switch owns it), as a host would for its strategy:
+    the gateway's own gate refuses orders of a strategy that is not. Its kill flag and venue
+    pauses still hold the orders back."""
+    from tradetree.core.types import StrategyState
+
+    tree.redis(lambda s, c: s.transition_strategy_state(
+        strategy_id, (None, StrategyState.PAUSED, StrategyState.RUNNING), StrategyState.RUNNING))
 
 
 def actor_stats(tree: Tree, name: str) -> dict[str, Any]:

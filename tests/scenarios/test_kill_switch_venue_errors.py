@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.scenarios.harness import running_tree, scenario_config
+from tests.scenarios.harness import allow_direct, running_tree, scenario_config
 from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call, kill_flag
 from tradetree.control import Control
 from tradetree.core.types import OrderIntent, OrderState, OrderType, Side
@@ -35,6 +35,7 @@ KILL = {"max_clip_size": "2", "step_max_attempts": 4, "backoff_min_secs": 0.2, "
 def submit(tree, intent: OrderIntent):
     import ray
 
+    allow_direct(tree, intent.strategy_id)
     return ray.get(tree.gateway().submit_order.remote(intent), timeout=RAY_TIMEOUT_SECS)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from tests.scenarios.harness import running_tree, scenario_config
+from tests.scenarios.harness import allow_direct, running_tree, scenario_config
 from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call
 from tradetree.core.types import OrderIntent, OrderState, Side
 from tradetree.tree import gateway_id
@@ -112,6 +112,7 @@ def test_redis_killed_and_restarted_mid_run_loses_no_fill(ray_session, own_redis
     with running_tree(config) as tree:
         tree.wait_running()
         tree.wait_for_fills(1)
+        allow_direct(tree, HOLDER)
         order = ray.get(tree.gateway().submit_order.remote(OrderIntent(
             strategy_id=HOLDER, venue="okx", inst_id=INST, side=Side.BUY, size=Decimal("2"),
             reason="scenario: fills while Redis is down")), timeout=RAY_TIMEOUT_SECS)
