@@ -8,11 +8,16 @@ so tests never see each other's keys and can share one server.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 import pytest
 
 TEST_REDIS_URL = os.environ.get("TRADETREE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Engines the tests start take their state dir (the engine lock, engine.json) from here, not the
+# checkout's .tradetree: a `make run` beside the suite, or two suites at once, must not collide.
+os.environ.setdefault("TRADETREE_STATE_DIR", tempfile.mkdtemp(prefix="tradetree-test-state-"))
 
 
 # The simulator fixture is shared by the adapter, actor and scenario tests.

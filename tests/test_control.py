@@ -223,3 +223,94 @@ def test_kill_one_strategy_winds_it_down_and_leaves_the_other_trading(tree, ctl,
     with pytest.raises(ControlError, match="KILLED"):
         ctl.resume(second)
     tree.wait_for(tree.matches_venue, 30, "Redis to match the venue")
+
+
+def _audit(ctl: Control, action: str) -> list[dict]:
+    return [a for a in ctl.operator_log(200) if a["action"] == action]
+
+
+def test_resume_says_what_it_did_and_never_lifts_a_venue_pause(tree, ctl, capsys):
+    first, _ = ids(tree)
+    tree.wait_for(lambda: tree.strategy_states()[first] == "RUNNING", 60, f"{first} RUNNING")
+    assert ctl.resume(first, "test") == f"{first} already RUNNING: nothing done"
+
+    ctl.pause(first, "test: before a fill gap")
+    tree.redis(lambda s, c: c.pause_venue("okx", "test: fill gap", 1, source="fill_health"))
+    try:
+        with pytest.raises(ProbesFailing, match="tradetree release-venue okx") as refused:
+            ctl.resume(first, "test")
+        assert "venue okx paused: test: fill gap" in str(refused.value)
+        assert tree.strategy_states()[first] == "PAUSED"
+        assert tree.redis(lambda s, c: c.venue_pause("okx")) == "test: fill gap", "resume lifts no venue pause"
+
+        code, out, _ = run_cli(tree, capsys, "release-venue", "okx", "--reason", "test: gap explained")
+        assert code == 0 and "pauses lifted: fill_health" in out, out
+        assert tree.redis(lambda s, c: c.venue_pause("okx")) is None
+        assert tree.strategy_states()[first] == "PAUSED", "releasing a venue resumes no strategy"
+        code, out, _ = run_cli(tree, capsys, "release-venue", "okx")
+        assert code == 0 and "was not paused: nothing done" in out
+    finally:
+        tree.redis(lambda s, c: c.resume_venue("okx"))
+    code, out, _ = run_cli(tree, capsys, "resume", first, "--reason", "test: back")
+    assert code == 0 and f"{first} resumed (was PAUSED)" in out
+    assert tree.strategy_states()[first] == "RUNNING"
+
+    refused_entry = [a for a in _audit(ctl, "resume") if a["outcome"] == "refused"][-1]
+    assert "venue okx paused" in refused_entry["detail"] and "@" in refused_entry["who"]
+    released = [a for a in _audit(ctl, "release-venue") if a["outcome"] == "done"][-1]
+    assert released["why"] == "test: gap explained" and released["target"] == "okx"
+    assert _audit(ctl, "resume")[-1]["outcome"] == "done"
+    alert_keys = {a["key"] for a in ctl.alerts(200)}
+    assert "operator:release-venue:okx" in alert_keys, "every verb is alerted"
+
+
+def test_reset_breaker_closes_it_audited_and_refuses_nothing_it_need_not(tree, ctl, capsys):
+    name = "strategy:ghost:test"
+    tree.redis(lambda s, c: c.set_breaker(name, "test: tripped", 1))
+    assert name in ctl.status()["breakers"]
+    code, out, _ = run_cli(tree, capsys, "reset-breaker", name, "test: false alarm")
+    assert code == 0 and f"breaker {name} closed" in out
+    assert name not in tree.redis(lambda s, c: c.breakers())
+    code, out, _ = run_cli(tree, capsys, "reset-breaker", name, "test: again")
+    assert code == 0 and "was not open: nothing done" in out
+    entries = _audit(ctl, "reset-breaker")
+    assert [e["outcome"] for e in entries[-2:]] == ["done", "noop"] and entries[-2]["why"] == "test: false alarm"
+
+
+def test_clear_kill_is_refused_while_a_kill_is_stalled(tree, ctl, capsys):
+    from tradetree.risk import KillPhase, KillProgress, KillState
+
+    stalled = KillProgress(scope="strategy:ghost", strategy_id="ghost", reason="test", state=KillState.STALLED,
+                           phase=KillPhase.CANCEL, started_ms=1, updated_ms=1, stalled_reason="test: venue 503s")
+    tree.redis(lambda s, c: s.save_kill_progress(stalled.scope, stalled.model_dump_json(), state="STALLED",
+                                                  reason="test", updated_ms=1))
+    try:
+        code, _, err = run_cli(tree, capsys, "clear-kill", "test: too early")
+        assert code == 4 and "strategy:ghost STALLED" in err and "test: venue 503s" in err, err
+        assert _audit(ctl, "clear-kill")[-1]["outcome"] == "refused"
+    finally:
+        done = stalled.model_copy(update={"state": KillState.DONE, "stalled_reason": ""})
+        tree.redis(lambda s, c: s.save_kill_progress(done.scope, done.model_dump_json(), state="DONE",
+                                                      reason="test", updated_ms=2))
+
+
+def test_after_a_global_kill_clear_kill_and_resume_bring_trading_back(tree, ctl, capsys):
+    first, second = ids(tree)
+    code, out, _ = run_cli(tree, capsys, "kill", "test: global", "--wait")
+    assert code == 0 and json.loads(out)["state"] == "DONE", out
+    assert tree.redis(lambda s, c: s.kill_flag()) == "test: global"
+    assert set(tree.strategy_states().values()) == {"KILLED"}
+    tree.wait_for(lambda: tree.health("RiskMonitor").healthy, 30, "the risk monitor green")
+
+    code, out, err = run_cli(tree, capsys, "clear-kill", "test: incident over")
+    assert code == 0, err
+    assert "kill flag cleared (was 'test: global')" in out and first in out and second in out
+    assert tree.redis(lambda s, c: s.kill_flag()) is None
+    assert tree.strategy_states() == {first: "PAUSED", second: "PAUSED"}
+    assert _audit(ctl, "clear-kill")[-1]["outcome"] == "done"
+
+    wait_gateway_green(tree)
+    assert ctl.resume(first, "test: trade again") == f"{first} resumed (was PAUSED)"
+    assert tree.strategy_states()[first] == "RUNNING"
+    fills = len(tree.audit())
+    tree.wait_for_fills(fills + 1, timeout_secs=180)

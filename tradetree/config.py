@@ -8,6 +8,8 @@ into a ``ConfigError`` naming the file and the dotted field.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -151,8 +153,9 @@ class EngineConfig(BaseModel):
     dead_man_switch_secs: int = Field(default=60, ge=0, le=120)
     dashboard_port: int = 8265
     # The embedded Redis's append-only file, the engine lock and engine.json (how to attach) live
-    # here: two engines on one host need two state dirs (and two sets of ports).
-    state_dir: Path = Path(".tradetree")
+    # here: two engines on one host need two state dirs (and two sets of ports). Unset:
+    # $TRADETREE_STATE_DIR, else .tradetree in the working directory.
+    state_dir: Path = Field(default_factory=lambda: Path(os.environ.get("TRADETREE_STATE_DIR") or ".tradetree"))
 
     @model_validator(mode="after")
     def _check_refs(self) -> EngineConfig:
