@@ -40,19 +40,21 @@ def _free_port() -> int:
 class OwnRedis:
     """A redis-server with an AOF in ``data``, on a fixed port, that can be SIGKILLed and restarted."""
 
+    PASSWORD = "s3cret-Pa55-for-the-shell-test"
+
     def __init__(self, data: Path) -> None:
         self.data, self.port = data, _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--requirepass", self.PASSWORD],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.pings, 30, "redis-server to answer")
 
@@ -177,8 +179,10 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
             return set(status["snapshot"]["strategies"].values()) == {"RUNNING"} and status
         status = wait_for(strategies_running, 240, "both strategies RUNNING, seen from the CLI")
         assert "RootSupervisor" in status["actors"]
+        assert OwnRedis.PASSWORD not in record_file.read_text()
         out = cli("status", "--config", "engine.yaml", cwd=folder)
         assert out.returncode == 0 and "MetricsExporter" in out.stdout and "unrealized P&L" in out.stdout
+        assert OwnRedis.PASSWORD not in out.stdout + out.stderr
         assert max(len(line) for line in out.stdout.splitlines()) > 80, "piped status is not cut at 80 columns"
         out = cli("status", "--address", record["ray_address"], "--namespace", namespace, "--json", cwd=folder)
         assert out.returncode == 0 and "RootSupervisor" in json.loads(out.stdout)["actors"], out.stderr
@@ -226,5 +230,6 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
         log.close()
     text = (folder / "run.log").read_text()
     assert code == 0, text[-3000:]
+    assert OwnRedis.PASSWORD not in text, "the Redis password is never printed"
     assert "No order was sent" not in text and "stopped; positions stay in Redis" in text
     assert not (folder / "state" / "engine.json").exists(), "the record goes with the engine"
