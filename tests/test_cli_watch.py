@@ -82,3 +82,41 @@ def test_no_address_and_no_engine_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ControlError, match="no running engine found") as err:
         find_engine(config)
     assert str(tmp_path) in str(err.value) and "--address" in str(err.value)
+
+
+def test_positions_without_a_running_engine_starts_nothing_and_says_so(tmp_path, capsys, monkeypatch):
+    from tradetree.cli import main
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    started = []
+    monkeypatch.setattr("tradetree.core.EmbeddedRedis.start", lambda self: started.append("redis"))
+    cfg = tmp_path / "engine.yaml"
+    cfg.write_text(f"venues: [{{name: okx}}]\nstate_dir: {tmp_path / 'state'}\n")
+    assert main(["positions", "--config", str(cfg)]) == 3
+    err = capsys.readouterr().err
+    assert "no Redis to read" in err and "--redis-url" in err
+    assert started == [] and not (tmp_path / "state").exists()
+
+
+def test_a_busy_port_is_refused_naming_its_config_field_before_anything_starts(tmp_path, monkeypatch):
+    import socket
+
+    from tradetree.config import EngineConfig
+    from tradetree.core import ConfigError
+    from tradetree.runner import EngineRuntime
+
+    started = []
+    monkeypatch.setattr("tradetree.core.EmbeddedRedis.start", lambda self: started.append("redis"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = EngineConfig.model_validate({"venues": [{"name": "okx"}], "state_dir": str(tmp_path),
+                                              "metrics": {"enabled": True, "port": port}})
+        runtime = EngineRuntime(config, include_dashboard=False)
+        with pytest.raises(ConfigError, match=f"metrics.port {port}"):
+            runtime.start()
+    assert started == []
+    second = EngineRuntime(config, include_dashboard=False)
+    second._lock.acquire()  # the refused start released the state dir
+    second._lock.release()
