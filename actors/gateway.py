@@ -833,6 +833,16 @@ class VenueGateway:
             raise error
         return accepted
 
+    async def venue_positions(self) -> dict[str, str]:
+        """The account's net per instrument as the venue reports it now (REST), flat ones left out;
+        sizes as text (exact across Ray). The kill switch's last check: the venue, not Redis.
+
+        Raises:
+            VenueError: the venue did not answer.
+        """
+        _, rest = self._running()
+        return {inst: str(qty) for inst, qty in (await rest.fetch_positions()).items()}
+
 
 class _VenueGatewayShell:
     """Ray shell: builds a ``VenueGateway`` and delegates to it, one line per method.
@@ -871,6 +881,9 @@ class _VenueGatewayShell:
 
     async def cancel_all(self, strategy_id: str | None = None) -> int:
         return await self._gateway.cancel_all(strategy_id)
+
+    async def venue_positions(self) -> dict[str, str]:
+        return await self._gateway.venue_positions()
 
     async def stats(self) -> dict[str, Any]:
         return self._gateway.stats()

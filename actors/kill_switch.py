@@ -44,6 +44,7 @@ from tradetree.core import (
     WallClock,
 )
 from tradetree.risk import (
+    VENUE_RESIDUAL_PREFIX,
     CancelOrders,
     KillPhase,
     KillProgress,
@@ -148,6 +149,10 @@ class VenuePort(Protocol):
 
     async def submit_order(self, intent: OrderIntent) -> Order | OrderDenied: ...
 
+    async def venue_positions(self, venue: str) -> Mapping[str, Decimal]:
+        """The account's net per instrument at the venue, as the venue reports it now."""
+        ...
+
 
 class StrategyControlPort(Protocol):
     """Pauses a strategy's actor. Returning False (as ``actors.risk_monitor.RayStrategyPauser``
@@ -229,6 +234,7 @@ class _Run:
         self.recheck: tuple[str, ...] = ()  # orders of earlier runs to look up once
         self.flat_seen = False
         self.waiting_logged: tuple[str, ...] = ()
+        self.venue_logged: tuple[str, ...] = ()
         self.lease_wait_logged = False
 
     @property
@@ -344,7 +350,8 @@ class KillSwitch:
             except StoreError as exc:  # unknown residual: retry the stalls, as before
                 log.error("kill switch: cannot read positions to judge stalled kills: %s", exc)
         return list(await asyncio.gather(*(self._join_or_start(p.scope, p.strategy_id, p.reason, requested=False)
-                                           for p in pending_kills(recorded, residuals, kill_flag_set))))
+                                           for p in pending_kills(recorded, residuals, kill_flag_set,
+                                                                  now_ms=self._clock.now_ms(), config=self.config))))
 
     async def recorded(self) -> list[KillProgress]:
         """Every kill recorded in Redis (any state), by scope; unreadable ones are skipped (logged).
@@ -660,6 +667,8 @@ class KillSwitch:
             await self._record(run, "verify", StepOutcome.INFO,
                                f"flat; confirming after {self.config.verify_interval_secs:g}s")
             return
+        if run.strategy_id is None and not await self._venues_flat(run):
+            return
         ok, _ = await self._attempt(run, "mark killed", self._mark_killed(run))
         if not ok:
             return
@@ -669,6 +678,35 @@ class KillSwitch:
         log.warning("kill switch: %s done: flat; %s", run.scope, what)
         await self._record(run, "done", StepOutcome.DONE, f"flat and verified; {what}")
         raise _Stop(run.progress)
+
+    async def _venues_flat(self, run: _Run) -> bool:
+        """A global kill is done only when the venues agree: Redis flat while a venue still holds a
+        position means fills are missing from Redis (the incident). Then the kill waits for them
+        (the poller or a reconcile brings them, and they are wound down), and if they never come it
+        stalls saying what the venue holds, not that it is flat."""
+        ok, held = await self._attempt(run, "verify venues", self._venue_residual(), quiet=True)
+        if not ok:
+            run.flat_seen = False
+            return False
+        if not held:
+            return True
+        run.flat_seen = False
+        run.update(self._clock.now_ms(), remaining=held)
+        if held != run.venue_logged:
+            run.venue_logged = held
+            await self._record(run, "verify venues", StepOutcome.WAITING,
+                               "Redis is flat but the venue holds " + "; ".join(held)
+                               + ": fills are missing from Redis; waiting for them to be polled")
+        await self._save(run)
+        return False
+
+    async def _venue_residual(self) -> tuple[str, ...]:
+        held = []
+        for venue in self._venues.venues():
+            for inst_id, qty in sorted((await self._venues.venue_positions(venue)).items()):
+                if Decimal(qty) != 0:
+                    held.append(f"{VENUE_RESIDUAL_PREFIX}{venue} {inst_id} {Decimal(qty):+}")
+        return tuple(held)
 
     async def _mark_killed(self, run: _Run) -> str:
         for sid in run.progress.strategies:

@@ -12,6 +12,7 @@ dead, hung or unreachable actor (the client's ``BackendError``) comes back as
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from tradetree.core import ActorNotFound, BackendError, Order, OrderDenied, OrderIntent, VenueUnavailable, gateway_id
@@ -65,3 +66,8 @@ class RayVenuePort:
         # Account-level: the clips are sized against the account's net, so the venue gets reduceOnly as planned.
         return await _call(self._client, self._name(intent.venue), "submit_account_order", intent,
                            venue=intent.venue)
+
+    async def venue_positions(self, venue: str) -> dict[str, Decimal]:
+        # The gateway asks the venue (REST), not Redis: the global kill's last check is against the venue.
+        raw = await _call(self._client, self._name(venue), "venue_positions", venue=venue)
+        return {str(inst): Decimal(str(qty)) for inst, qty in dict(raw).items()}

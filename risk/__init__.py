@@ -28,6 +28,7 @@ from tradetree.risk.day_pnl import candidate_baselines, utc_day
 from tradetree.risk.freshness_gate import GateInputs, applicable_breakers, deny, unknown_inputs, unknown_reason
 from tradetree.risk.freshness_gate import check as check_freshness
 from tradetree.risk.kill_run import (
+    VENUE_RESIDUAL_PREFIX,
     LeaseVerdict,
     StepRefused,
     action_phase,
@@ -177,6 +178,7 @@ __all__ = [
     "pause_targets",
     "paused_summary",
     "pending_by_instrument",
+    "VENUE_RESIDUAL_PREFIX",
     "pending_kills",
     "scope_residual",
     "plan_progress",

@@ -96,31 +96,50 @@ def start_run(fresh: KillProgress, existing: KillProgress | None, *, requested: 
     return RunStart(progress=progress, note=note, recheck=existing.client_order_ids)
 
 
+# ``KillProgress.remaining`` entries of what a venue holds that Redis does not (a global kill's check).
+VENUE_RESIDUAL_PREFIX = "venue "
+
+
 def pending_kills(recorded: Iterable[KillProgress | None],
                   residuals: Mapping[str, tuple[str, ...]] | None = None,
-                  kill_flag_set: bool = True) -> list[KillProgress]:
+                  kill_flag_set: bool = True, *, now_ms: int | None = None,
+                  config: KillSwitchConfig | None = None) -> list[KillProgress]:
     """The recorded kills a host continues on its own.
 
-    RUNNING ones (interrupted) always. A STALLED one only when something changed
-    since it stalled: its scope's residual (``residuals[scope]``, as
+    RUNNING ones (interrupted) always. A STALLED one at once when something
+    changed since it stalled: its scope's residual (``residuals[scope]``, as
     ``scope_residual`` gives it) is not what it stalled with (a fill arrived,
-    someone traded the position down), or it is the global kill and the kill
-    flag was cleared under it. Re-running an unchanged stall every few seconds
-    only repeats the failure and its stale text; the operator's ``kill`` (the
-    same scope again) re-runs it at once. ``residuals=None`` retries every
-    STALLED kill (a caller that cannot read positions).
+    someone closed the position by hand), or it is the global kill and the kill
+    flag was cleared under it. An unchanged stall is re-run only with a backoff
+    (``stalled_retry_min_secs``, doubling with each run, up to
+    ``stalled_retry_max_secs``): re-running it every few seconds repeated the
+    same failure forever, and never re-running it would leave a kill that
+    stalled in a short venue outage unfinished while nobody watches. The
+    operator's ``kill`` (the same scope again) re-runs it at once.
+    ``residuals=None`` retries every STALLED kill (a caller that cannot read
+    positions).
     """
     out = []
     for p in recorded:
         if p is None or p.state not in (KillState.RUNNING, KillState.STALLED):
             continue
         if p.state is KillState.STALLED and residuals is not None:
-            changed = tuple(sorted(residuals.get(p.scope, ()))) != tuple(sorted(p.remaining))
+            # What the venue held is not in Redis: only a change of the Redis residual counts.
+            booked = tuple(sorted(r for r in p.remaining if not r.startswith(VENUE_RESIDUAL_PREFIX)))
+            changed = tuple(sorted(residuals.get(p.scope, ()))) != booked
             flag_lost = p.strategy_id is None and not kill_flag_set
-            if not (changed or flag_lost):
+            if not (changed or flag_lost or stalled_retry_due(p, now_ms, config)):
                 continue
         out.append(p)
     return out
+
+
+def stalled_retry_due(progress: KillProgress, now_ms: int | None, config: KillSwitchConfig | None) -> bool:
+    """Whether an unchanged STALLED kill's backoff has run out (False without a clock or config)."""
+    if now_ms is None or config is None:
+        return False
+    delay = min(config.stalled_retry_max_secs, config.stalled_retry_min_secs * 2 ** max(0, progress.runs - 1))
+    return now_ms - progress.updated_ms >= delay * 1000
 
 
 def scope_residual(positions: Iterable[Position], strategy_id: str | None) -> tuple[str, ...]:

@@ -99,6 +99,10 @@ class KillSwitchConfig(BaseModel):
         call_timeout_secs: a venue or store call not answered within this
             fails (and is retried like any failure).
         lease_secs: validity of the executor lease; renewed before every call.
+        stalled_retry_min_secs / stalled_retry_max_secs: a STALLED kill whose
+            residual has not changed is re-run on its own after ``min`` seconds,
+            then after twice as long each time it stalls again, up to ``max``; a
+            changed residual re-runs it at once, an operator's ``kill`` too.
         allow_offsetting_orders: when strategies hold opposite positions on
             the same venue instrument, flattening one of them in Redis needs an
             order that is not reduce-only at the venue. False leaves such
@@ -117,6 +121,8 @@ class KillSwitchConfig(BaseModel):
     verify_interval_secs: float = Field(default=1.0, gt=0)
     call_timeout_secs: float = Field(default=15.0, gt=0)
     lease_secs: float = Field(default=60.0, gt=0)
+    stalled_retry_min_secs: float = Field(default=5.0, gt=0)
+    stalled_retry_max_secs: float = Field(default=300.0, gt=0)
     allow_offsetting_orders: bool = False
 
     @field_validator("max_clip_size_by_inst")

@@ -83,7 +83,7 @@ def wait_for(predicate, timeout_secs: float, what: str, poll_secs: float = 0.5):
     while True:
         try:
             value = predicate()
-        except Exception:  # noqa: BLE001 - "not yet" while something restarts
+        except Exception:  # "not yet" while something restarts
             value = None
         if value:
             return value

@@ -9,7 +9,6 @@ into a ``ConfigError`` naming the file and the dotted field.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path

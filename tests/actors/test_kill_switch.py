@@ -117,10 +117,23 @@ class FakeVenue:
         self.entered = asyncio.Event()
         self.calls: list[tuple] = []
         self.submitted: list[OrderIntent] = []
+        self.unbooked: dict[tuple[str, str], Decimal] = {}  # (venue, inst) the venue holds that the book misses
+        self.position_reads = 0
         self._n = 0
 
     def venues(self):
         return self._venues
+
+    async def venue_positions(self, venue: str) -> dict[str, Decimal]:
+        self.position_reads += 1
+        net: dict[str, Decimal] = {}
+        for (_, v, i), q in self.book.qty.items():
+            if v == venue:
+                net[i] = net.get(i, D(0)) + q
+        for (v, i), q in self.unbooked.items():
+            if v == venue:
+                net[i] = net.get(i, D(0)) + q
+        return {i: q for i, q in net.items() if q != 0}
 
     def _maybe_fail(self, method: str) -> None:
         left = self.fail[method]
@@ -580,7 +593,7 @@ async def test_a_stalled_kill_reruns_on_its_own_only_when_its_residual_changes(
 
     for _ in range(3):
         assert await ks.resume_pending() == []
-    assert len(venue.calls) == calls, "an unchanged stall does not touch the venue again"
+    assert len(venue.calls) == calls, "an unchanged stall does not touch the venue again at once"
 
     book.qty = {("A", "okx", BTC): D("0.4")}  # part of it was closed by hand: the residual changed
     [rerun] = await ks.resume_pending()
@@ -599,3 +612,60 @@ async def test_a_stalled_global_kill_reruns_when_its_flag_was_cleared_under_it(
     [rerun] = await ks.resume_pending()
     assert book.flag == "test", "the kill flag is set again: its positions are not flat"
     assert rerun.state is KillState.STALLED
+
+
+async def test_a_global_kill_is_not_done_while_the_venue_holds_what_redis_does_not(
+        book, venue, fake_redis, namespace, sim):
+    """Redis says flat, the venue still holds +1 BTC (its fills never reached Redis): the kill
+    waits for them and, if they never come, stalls saying what the venue holds."""
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.unbooked = {("okx", BTC): D(1)}
+    ks = make(book, venue, fake_redis, namespace, sim, cfg=config(max_duration_secs=20))
+
+    result = await ks.kill("test")
+
+    assert book.position("A") == 0 and venue.position_reads >= 1
+    assert result.state is KillState.STALLED, "never DONE while the venue is not flat"
+    assert result.remaining == ("venue okx BTC-USDT-SWAP +1",) and "venue okx BTC-USDT-SWAP +1" in result.stalled_reason
+    waiting = [s for s in await ks.steps() if s.step == "verify venues"]
+    assert len(waiting) == 1 and "fills are missing from Redis" in waiting[0].detail
+    assert book.states["A"] != "KILLED"
+    assert await ks.resume_pending() == [], "what only the venue holds is not a change of the Redis residual"
+
+    book.qty[("A", "okx", BTC)] = D(1)  # the poller books the missing fill: Redis sees the position now
+    venue.unbooked = {}
+    [done] = await ks.resume_pending()
+    assert done.state is KillState.DONE and book.position("A") == 0 and book.states["A"] == "KILLED"
+
+
+async def test_a_strategy_kill_does_not_judge_the_account_wide_venue_net(book, venue, fake_redis, namespace, sim):
+    book.qty = {("A", "okx", BTC): D(1), ("B", "okx", BTC): D(2)}
+    result = await make(book, venue, fake_redis, namespace, sim).kill("test", strategy_id="A")
+    assert result.state is KillState.DONE and venue.position_reads == 0
+
+
+async def test_an_unchanged_stall_is_rerun_on_its_own_with_a_doubling_backoff(book, venue, fake_redis, namespace, sim):
+    """A kill that stalled in a venue outage is finished once the venue is back, nobody acting;
+    but it is not re-run every few seconds forever: each stall waits twice as long, up to a cap."""
+    book.qty = {("A", "okx", BTC): D(1)}
+    venue.fail["cancel_all"] = -1
+    cfg = config(step_max_attempts=2, stalled_retry_min_secs=5, stalled_retry_max_secs=12)
+    ks = make(book, venue, fake_redis, namespace, sim, cfg=cfg)
+    stalled = await ks.kill("test")
+    assert stalled.state is KillState.STALLED and stalled.runs == 1
+
+    waits = []
+    for _ in range(3):
+        waited = 0.0
+        while not (rerun := await ks.resume_pending()):
+            sim.clock.advance(0.5)
+            waited += 0.5
+            assert waited < 60
+        waits.append(waited)
+        assert rerun[0].state is KillState.STALLED
+    assert waits[0] >= 5 - 1 and waits[1] >= 10 - 1 and 12 - 1 <= waits[2] <= 12 + 1, waits
+
+    venue.fail["cancel_all"] = 0  # the venue is back
+    while not (done := await ks.resume_pending()):
+        sim.clock.advance(0.5)
+    assert done[0].state is KillState.DONE and book.position("A") == 0

@@ -80,6 +80,15 @@ class StoreVenue:
             self.held_fills.append(fill)
         return filled
 
+    async def venue_positions(self, venue: str) -> dict[str, Decimal]:
+        # The venue's truth: what Redis books plus the fills held back from it.
+        net: dict[str, Decimal] = {}
+        for p in await self.store.positions():
+            net[p.inst_id] = net.get(p.inst_id, D(0)) + p.qty
+        for f in self.held_fills:
+            net[f.inst_id] = net.get(f.inst_id, D(0)) + f.side.sign * f.size
+        return {i: q for i, q in net.items() if q != 0}
+
     async def submit_order(self, intent: OrderIntent) -> Order:
         order = Order.from_intent(intent, now_ms=self.clock.now_ms(), client_order_id=f"kill{self._next()}")
         assert await self.store.record_order(order)  # written before it is sent
