@@ -144,13 +144,30 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
         actors = ActorClient(runtime.ray_namespace, timeout_secs=30)
         gateway = gateway_id("okx")
         sent = 0
+        # The benchmark stands in for a strategy: it is RUNNING, and, as an operator would, it
+        # lifts the fill-health pause each lost WS fill raises, so the gateway's own gate (which
+        # refuses orders on a paused venue) lets its orders through. What is measured is only the
+        # poller bringing the fills the WS lost.
+        import redis as _redis
+
+        from tradetree.core.redis_keys import RedisKeys
+        keys_of = RedisKeys(namespace)
+        admin = _redis.Redis.from_url(runtime.redis_url)
+        admin.hset(keys_of.strategy_states, "bench", "RUNNING")
         with Sampler(sim, runtime.redis_url, namespace, sample_ms / 1000) as sampler:
             deadline = time.monotonic() + timeout_secs
             while len(sim.account_truth()["trades"]) < fills and time.monotonic() < deadline:
                 side = Side.BUY if sent % 2 == 0 else Side.SELL
                 intent = OrderIntent(strategy_id="bench", venue="okx", inst_id=INST, side=side,
                                      type=OrderType.MARKET, size=Decimal(1), reason="missed-fill benchmark")
-                order = actors.call_sync(gateway, "submit_order", intent)
+                for _ in range(20):
+                    admin.delete(keys_of.ctl_venue_pause("okx"))
+                    order = actors.call_sync(gateway, "submit_order", intent)
+                    if not hasattr(order, "reasons"):  # an OrderDenied: paused again meanwhile
+                        break
+                    time.sleep(0.05)
+                else:
+                    raise RuntimeError(f"benchmark order denied: {order.reasons}")
                 if order.state.value == "rejected":
                     raise RuntimeError(f"benchmark order rejected: {order.reject_reason}")
                 sent += 1
@@ -190,6 +207,8 @@ def run_one(poll_interval_secs: float, *, fills: int, redis_url: str, seed: int,
         }
     finally:
         runtime.shutdown()
+        if "admin" in locals():
+            admin.close()
         _delete_namespace(redis_url, namespace)
 
 
