@@ -395,32 +395,34 @@ class EngineRuntime:
         """
         import ray
 
-        if self.record is not None:
-            self._unpublish_record()
-        if self.root is not None:
-            from tradetree.tree import wind_down_for_shutdown
+        try:
+            if self.record is not None:
+                self._unpublish_record()
+            if self.root is not None:
+                from tradetree.tree import wind_down_for_shutdown
 
-            try:
-                wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)
-            except TradetreeError as exc:  # its calls go through ActorClient, which raises nothing else
-                log.error("could not cancel every open order at shutdown: %s", exc)
-            try:
-                ray.get(self.root.stop.remote(), timeout=60)
-            except (ray.exceptions.RayError, TimeoutError) as exc:
-                log.error("tree stop incomplete: %s", exc)
-            try:
-                ray.kill(self.root)
-            except (ray.exceptions.RayError, ValueError):
-                pass
-            self.root = None
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-            self._started_ray = False
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
-        self._stop_redis()
-        self._lock.release()
+                try:
+                    wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace)
+                except TradetreeError as exc:  # its calls go through ActorClient, which raises nothing else
+                    log.error("could not cancel every open order at shutdown: %s", exc)
+                try:
+                    ray.get(self.root.stop.remote(), timeout=60)
+                except (ray.exceptions.RayError, TimeoutError) as exc:
+                    log.error("tree stop incomplete: %s", exc)
+                try:
+                    ray.kill(self.root)
+                except (ray.exceptions.RayError, ValueError):
+                    pass
+                self.root = None
+            if self._started_ray and ray.is_initialized():
+                ray.shutdown()
+                self._started_ray = False
+            if self.simulator is not None:
+                self.simulator.stop()
+                self.simulator = None
+            self._stop_redis()
+        finally:  # whatever failed above, this process no longer runs an engine from the state dir
+            self._lock.release()
 
     def _unpublish_record(self) -> None:
         record, self.record = self.record, None

@@ -203,6 +203,9 @@ class GatewayPort:
     async def submit_order(self, intent: OrderIntent):
         return await self.gateway.submit_account_order(intent)
 
+    async def venue_positions(self, venue: str):
+        return {inst: Decimal(qty) for inst, qty in (await self.gateway.venue_positions()).items()}
+
 
 async def test_the_kill_switchs_clips_pass_the_flag_and_a_paused_venue(gateway, store, control, sim):
     for strategy in ("A", "B"):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -186,6 +188,8 @@ class Tree:
 
 @contextlib.contextmanager
 def running_tree(config: EngineConfig) -> Iterator[Tree]:
+    # A state dir (engine lock) of its own: a module's tree may still run while a test starts another.
+    config = config.model_copy(update={"state_dir": Path(tempfile.mkdtemp(prefix="tt-scn-state-"))})
     runtime = EngineRuntime(config, include_dashboard=False)
     runtime.start()
     try:
