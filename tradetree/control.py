@@ -179,6 +179,14 @@ def _prepare_auth(auth_mode: str | None) -> str:
     return "no token authentication (no token found locally)"
 
 
+class _NoSigtermWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
+_NO_SIGTERM_WARNING = _NoSigtermWarning()
+
+
 def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str) -> None:
     """``ray.init(address)`` within ``timeout_secs``: Ray itself retries a dead or refusing cluster for minutes."""
     host, _, port = address.rpartition(":")
@@ -197,6 +205,9 @@ def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str) 
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc
 
+    # Attaching off the main thread (so it can be bounded) makes Ray warn that it set no SIGTERM
+    # handler; the CLI handles its own signals, so the warning only misleads an operator.
+    logging.getLogger("ray._private.worker").addFilter(_NO_SIGTERM_WARNING)
     thread = threading.Thread(target=_init, name="tradetree-attach", daemon=True)
     thread.start()
     thread.join(timeout_secs)
