@@ -24,6 +24,7 @@ from tradetree.core import (
     SupervisorError,
 )
 from tradetree.supervisor.actor_client import ActorClient, translate_ray_error
+from tradetree.supervisor.attach import attach_ray, prepare_ray_auth
 from tradetree.supervisor.ray_backend import ActorBackend, RayBackend
 from tradetree.supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
 from tradetree.supervisor.spec import (
@@ -54,6 +55,8 @@ from tradetree.supervisor.supervisor import (
 )
 
 __all__ = [
+    "attach_ray",
+    "prepare_ray_auth",
     # specs
     "RestartType",
     "RestartStrategy",

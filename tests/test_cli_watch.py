@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tradetree.cli import _Watch
-from tradetree.control import ControlError, _prepare_auth, connect, find_engine
+from tradetree.control import ControlError, connect, find_engine
 from tradetree.core import StoreUnavailable
+from tradetree.supervisor import prepare_ray_auth as _prepare_auth
 
 
 class Clock:

@@ -233,3 +233,28 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
     assert OwnRedis.PASSWORD not in text, "the Redis password is never printed"
     assert "No order was sent" not in text and "stopped; positions stay in Redis" in text
     assert not (folder / "state" / "engine.json").exists(), "the record goes with the engine"
+
+
+def test_run_attaches_to_an_existing_cluster_named_by_ray_address(engine_dir, tmp_path):
+    """The reported failure: with RAY_ADDRESS set, `tradetree run` died asking Ray for num_cpus."""
+    folder, _, namespace = engine_dir
+    script = ("import ray, time; ray.init(namespace='other', include_dashboard=False, num_cpus=2, "
+              "_system_config={'worker_niceness': 0}); "
+              "print('GCS', ray.get_runtime_context().gcs_address, flush=True); time.sleep(3600)")
+    cluster = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, cwd=tmp_path)
+    try:
+        assert cluster.stdout is not None
+        gcs = cluster.stdout.readline().split()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "REDIS_URL")}
+        env["RAY_ADDRESS"] = gcs
+        out = subprocess.run([str(BIN / "tradetree"), "run", "--config", "engine.yaml", "--no-dashboard",
+                              "--duration", "30"], cwd=folder, env=env, capture_output=True, text=True,
+                             timeout=START_BOUND_SECS + 120)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+        assert f"Ray: {gcs}" in out.stdout and "VenueGateway[okx]: started, probes pass" in out.stdout
+        assert "stopped; positions stay in Redis" in out.stdout
+        assert cluster.poll() is None, "the run stops its tree, not the cluster it attached to"
+    finally:
+        cluster.terminate()
+        cluster.wait(60)

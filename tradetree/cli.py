@@ -138,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         console.print(f"  {line}", markup=False, highlight=False)
 
     runtime = EngineRuntime(config, include_dashboard=not args.no_dashboard, config_path=str(args.config),
-                            on_progress=progress)
+                            on_progress=progress, ray_address=args.address)
     console.print(f"[bold]tradetree[/bold]: starting {config.name} from {args.config}")
     with _StartupProgress(console, runtime.ray_namespace):
         runtime.start()
@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=str(DEFAULT_CONFIG))
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
+    r.add_argument("--address", default=None,
+                   help="run the tree on this existing Ray cluster (GCS host:port; default $RAY_ADDRESS, "
+                        "else a local Ray started for the run)")
     r.set_defaults(func=_cmd_run)
 
     q = sub.add_parser("positions", help="positions held in Redis (read-only)")

@@ -55,6 +55,7 @@ DEFAULT_STATE_DIR = Path(".tradetree")
 # longer to run; at niceness 0, 0.9-1.3 s. The tree is the latency-critical work on its nodes.
 TREE_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
 NICENESS_CHECK_TIMEOUT_SECS = 60.0
+ATTACH_TIMEOUT_SECS = 60.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class EngineRuntime:
                  config_path: str = "", on_progress: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.state_dir = Path(state_dir) if state_dir is not None else config.state_dir
+        # $RAY_ADDRESS is how Ray's own tools (ray job submit) name the cluster: honour it, as ray.init does.
+        ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self.config_path = config_path
         self._progress = on_progress or (lambda line: log.info("%s", line))
         self._lock = EngineLock(self.state_dir)
@@ -207,15 +210,17 @@ class EngineRuntime:
 
         if ray.is_initialized():
             return
-        kwargs: dict[str, Any] = {"namespace": self.ray_namespace, "configure_logging": False,
-                                  "log_to_driver": False}
         if self.ray_address:
-            kwargs["address"] = self.ray_address
+            # An existing cluster: its resources and system config are its own; attach with token
+            # auth prepared and a bound (Ray alone retries a dead address for minutes).
+            from tradetree.supervisor import attach_ray
+
+            attach_ray(self.ray_address, self.ray_namespace, timeout_secs=ATTACH_TIMEOUT_SECS)
         else:
-            kwargs.update(include_dashboard=self.include_dashboard, dashboard_host="127.0.0.1",
-                          dashboard_port=self.config.dashboard_port, num_cpus=max(4, len(self.config.strategies) + 4),
-                          _system_config=TREE_RAY_SYSTEM_CONFIG)
-        ray.init(**kwargs)
+            ray.init(namespace=self.ray_namespace, configure_logging=False, log_to_driver=False,
+                     include_dashboard=self.include_dashboard, dashboard_host="127.0.0.1",
+                     dashboard_port=self.config.dashboard_port, num_cpus=max(4, len(self.config.strategies) + 4),
+                     _system_config=TREE_RAY_SYSTEM_CONFIG)
         self._started_ray = True
 
     def _warn_if_workers_niced(self) -> None:
