@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.redis_server import RedisServer, free_port
+
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")]
 
@@ -31,51 +32,7 @@ BIN = Path(sys.executable).parent
 START_BOUND_SECS = 420.0  # a whole tree on a busy 2-core machine, with a second Ray cluster beside it
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server with an AOF in ``data``, on a fixed port, that can be SIGKILLed and restarted."""
-
-    PASSWORD = "s3cret-Pa55-for-the-shell-test"
-
-    def __init__(self, data: Path) -> None:
-        self.data, self.port = data, _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{self.PASSWORD}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--requirepass", self.PASSWORD],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.pings, 30, "redis-server to answer")
-
-    def pings(self) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
+PASSWORD = "s3cret-Pa55-for-the-shell-test"
 
 
 def wait_for(predicate, timeout_secs: float, what: str, poll_secs: float = 0.5):
@@ -101,7 +58,7 @@ def cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProc
 @pytest.fixture
 def engine_dir(tmp_path):
     """A folder with a paper config of its own ports and state dir, and its own Redis."""
-    own = OwnRedis(tmp_path / "redis-data")
+    own = RedisServer(tmp_path / "redis-data", password=PASSWORD)
     own.start()
     strategies = tmp_path / "strategies"
     strategies.mkdir()
@@ -179,17 +136,17 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
             return set(status["snapshot"]["strategies"].values()) == {"RUNNING"} and status
         status = wait_for(strategies_running, 240, "both strategies RUNNING, seen from the CLI")
         assert "RootSupervisor" in status["actors"]
-        assert OwnRedis.PASSWORD not in record_file.read_text()
+        assert PASSWORD not in record_file.read_text()
         out = cli("status", "--config", "engine.yaml", cwd=folder)
         assert out.returncode == 0 and "MetricsExporter" in out.stdout and "unrealized P&L" in out.stdout
-        assert OwnRedis.PASSWORD not in out.stdout + out.stderr
+        assert PASSWORD not in out.stdout + out.stderr
         assert max(len(line) for line in out.stdout.splitlines()) > 80, "piped status is not cut at 80 columns"
         out = cli("status", "--address", record["ray_address"], "--namespace", namespace, "--json", cwd=folder)
         assert out.returncode == 0 and "RootSupervisor" in json.loads(out.stdout)["actors"], out.stderr
 
         # Nothing answers: a clear error within the timeout, not Ray's minutes of retries.
         t0 = time.monotonic()
-        out = cli("status", "--address", f"127.0.0.1:{_free_port()}", "--namespace", namespace,
+        out = cli("status", "--address", f"127.0.0.1:{free_port()}", "--namespace", namespace,
                   "--timeout", "10", cwd=folder)
         assert out.returncode == 1 and "nothing answers at Ray address" in out.stderr
         assert time.monotonic() - t0 < 60
@@ -203,7 +160,7 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
         client.close()
 
         # Redis dies under the running engine and comes back on its AOF: the watcher rides it out.
-        own.kill9()
+        own.kill()
         wait_for(lambda: "unreachable since" in (folder / "run.log").read_text(), 60,
                  "the run loop to show the outage")
         time.sleep(3)
@@ -230,7 +187,7 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
         log.close()
     text = (folder / "run.log").read_text()
     assert code == 0, text[-3000:]
-    assert OwnRedis.PASSWORD not in text, "the Redis password is never printed"
+    assert PASSWORD not in text, "the Redis password is never printed"
     assert "No order was sent" not in text and "stopped; positions stay in Redis" in text
     assert not (folder / "state" / "engine.json").exists(), "the record goes with the engine"
 

@@ -12,15 +12,13 @@ none counted twice.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import ray
 
+from tests.redis_server import RedisServer
 from tests.scenarios.harness import allow_direct, running_tree, scenario_config
 from tests.scenarios.tree_helpers import RAY_TIMEOUT_SECS, call
 from tradetree.core.types import OrderIntent, OrderState, Side
@@ -32,65 +30,6 @@ pytestmark = pytest.mark.integration
 # another owner there would turn the strategy's reduce-only closes into venue rejections.
 INST = "ETH-USDT-SWAP"
 HOLDER = "ManualHolder_v1_ETH"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server with an append-only file fsynced on every write, on a private port."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--logfile", str(self.data_dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.ping():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer; see {self.data_dir}/redis.log")
-
-    def ping(self) -> bool:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final save; only what the AOF already holds survives."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.fixture
