@@ -325,14 +325,11 @@ def _control(args: argparse.Namespace):
 
     from tradetree.control import attach, connect
 
-    if getattr(args, "_ctl", None) is not None:
-        return args._ctl
     if args.address or (ray.is_initialized() and args.namespace):
         namespace = args.namespace or _load_config(Path(args.config)).name
         ctl = connect(address=args.address, namespace=namespace, timeout_secs=args.timeout)
     else:
         ctl, _ = attach(_load_config(Path(args.config)), timeout_secs=args.timeout)
-    args._ctl = ctl
     return ctl
 
 
@@ -353,8 +350,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     snap = status.get("snapshot") or {}
     view = {**snap, "heartbeats": {}, "actors": status["actors"]}
-    if "risk_monitor_error" in status:
-        view["kill_flag"] = snap.get("kill_flag")
     renderable = render_snapshot(view)
     if sys.stdout.isatty():
         Console().print(renderable)

@@ -106,7 +106,7 @@ def find_engine(config: Any) -> EngineRecord:
     if local is not None and local.redis_namespace == config.redis.namespace:
         return local
     tried.append(f"no engine runs from state dir {config.state_dir}/")
-    url = redis_url_for(config)
+    url = _redis_url(config, local)
     if url is None:
         raise ControlError("no running engine found: " + "; ".join(tried) + ", and the config names no Redis "
                            "(redis.url or $REDIS_URL). Start it with `tradetree run`, or pass --address.")
@@ -125,11 +125,11 @@ def find_engine(config: Any) -> EngineRecord:
 def redis_url_for(config: Any) -> str | None:
     """The Redis a running engine of ``config`` uses: the config's (or ``$REDIS_URL``), else the
     embedded one its state dir records (None: neither; nothing is started to find out)."""
-    url = resolve_redis_url(config.redis.url)
-    if url is not None:
-        return url
-    local = read_local_record(config.state_dir)
-    return local.embedded_redis_url if local is not None else None
+    return _redis_url(config, read_local_record(config.state_dir))
+
+
+def _redis_url(config: Any, local: EngineRecord | None) -> str | None:
+    return resolve_redis_url(config.redis.url) or (local.embedded_redis_url if local is not None else None)
 
 
 async def _read_record(url: str, namespace: str, timeout_secs: float) -> EngineRecord | None:
@@ -223,7 +223,8 @@ class Control:
             ControlError: it is KILLED or WINDING_DOWN (``clear_kill`` first).
         """
         venue = self._strategy_venue(strategy)
-        state = self._strategy_state(strategy)
+        snap = self._call(RISK_MONITOR_ID, "snapshot")  # one read for the state and the venue's pause
+        state = str(snap.get("strategies", {}).get(strategy, "UNKNOWN"))
         if state == "RUNNING":
             self._audit("resume", strategy, why, "noop", "already RUNNING")
             return f"{strategy} already RUNNING: nothing done"
@@ -232,7 +233,7 @@ class Control:
         failing += [f"breaker {name}: {info.get('reason', '')} (tradetree reset-breaker {name})"
                     for name, info in breakers.items()
                     if name.startswith(f"strategy:{strategy}:") or name.startswith("global:")]
-        pause = self._venue_pause(venue)
+        pause = (snap.get("venues", {}).get(venue) or {}).get("venue_pause")
         if pause:
             failing.append(f"venue {venue} paused: {pause} (lift it with `tradetree release-venue {venue}`)")
         if failing:
@@ -313,14 +314,6 @@ class Control:
             self._call(RISK_MONITOR_ID, "record_operator_action", action, target, self.who, why, outcome, detail)
         except TradetreeError as exc:  # say so: an unaudited action must not look audited
             log.error("operator action %s %s (%s) not audited: %s", action, target, outcome, exc)
-
-    def _strategy_state(self, strategy: str) -> str:
-        snap = self._call(RISK_MONITOR_ID, "snapshot")
-        return str(snap.get("strategies", {}).get(strategy, "UNKNOWN"))
-
-    def _venue_pause(self, venue: str) -> str | None:
-        snap = self._call(RISK_MONITOR_ID, "snapshot")
-        return (snap.get("venues", {}).get(venue) or {}).get("venue_pause")
 
     def _venue_actors(self) -> list[str]:
         status = tree_status(self.namespace, root_id=ROOT_ID)
