@@ -38,7 +38,6 @@ from tradetree.core import (
     DEFAULT_VALUATION,
     Clock,
     HealthReport,
-    StrategyState,
     ValuationRules,
     WallClock,
     cancel_and_wait,
@@ -214,52 +213,45 @@ RAY_SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
 Series = tuple[str, tuple[tuple[str, str], ...]]  # name, sorted tags
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, (int, float, str)):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+# The Prometheus sample each mirrored series is read from (counters carry their ``_total``).
+_MIRROR_SOURCES = {
+    "tradetree_kill_flag": "tradetree_kill_flag",
+    "tradetree_strategy_unrealized_pnl": "tradetree_strategy_unrealized_pnl",
+    "tradetree_strategy_total_pnl": "tradetree_strategy_total_pnl",
+    "tradetree_fills_applied_total": "tradetree_fills_applied",
+    "tradetree_actor_restarts_total": "tradetree_actor_restarts",
+    "tradetree_risk_breakers_open": "tradetree_risk_breakers_open",
+}
 
 
 def key_series(snap: dict[str, Any] | None) -> dict[Series, float]:
-    """The ``RAY_SERIES`` values in a gathered snapshot (see ``tradetree.telemetry.metrics``).
+    """The ``RAY_SERIES`` values in a gathered snapshot, read off the ``/metrics`` collector's own
+    samples so the two views can never disagree.
 
     A part the snapshot lacks (Redis or the tree unread) gives no value; a
-    strategy's P&L that cannot be valued is NaN, never 0.
+    strategy's P&L that cannot be valued (no sample on ``/metrics``) is NaN, never 0.
     """
     out: dict[Series, float] = {}
-
-    def put(name: str, value: Any, **tags: str) -> None:
-        number = _num(value)
-        if number is not None:
-            out[(name, tuple(sorted(tags.items())))] = number
-
     if not snap:
         return out
-    redis = snap.get("redis")
-    if redis is not None:
-        put("tradetree_kill_flag", bool(redis.get("kill_flag")))
-        states = redis.get("strategies") or {}
-        put("tradetree_strategies_running", sum(1 for st in states.values() if st == StrategyState.RUNNING))
-        for sid, pnl in sorted((redis.get("strategy_pnl") or {}).items()):
-            for field in ("unrealized_pnl", "total_pnl"):
-                v = pnl.get(field)
-                put(f"tradetree_strategy_{field}", math.nan if v is None else v, strategy=sid)
-        venues = redis.get("venues") or {}
-        breakers: dict[str, Any] = {}
-        for venue, view in sorted(venues.items()):
-            for layer, counts in sorted((view.get("fills_by_layer") or {}).items()):
-                put("tradetree_fills_applied", counts.get("applied", 0), venue=venue, layer=layer)
-            breakers.update((view.get("control") or {}).get("breakers") or {})
-        if venues:
-            put("tradetree_risk_breakers_open", len(breakers))
-    for child, info in sorted((snap.get("tree") or {}).items()):
-        if info.get("parent"):
-            put("tradetree_actor_restarts", info.get("restarts", 0), child=child)
+    running = None
+    pnl_strategies: set[str] = set()
+    for family in TreeCollector(lambda: snap, clock_ms=lambda: int(snap.get("ts_ms") or 0)).collect():
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "tradetree_strategy_running":
+                running = (running or 0.0) + sample.value
+            elif sample.name == "tradetree_strategy_unvalued_positions":
+                pnl_strategies.add(labels["strategy"])
+            name = _MIRROR_SOURCES.get(sample.name)
+            if name is not None:
+                tags = tuple(sorted((k, v) for k, v in labels.items() if k in RAY_SERIES[name][1]))
+                out[(name, tags)] = float(sample.value)
+    if snap.get("redis") is not None:
+        out[("tradetree_strategies_running", ())] = running or 0.0
+    for sid in pnl_strategies:
+        for name in ("tradetree_strategy_unrealized_pnl", "tradetree_strategy_total_pnl"):
+            out.setdefault((name, (("strategy", sid),)), math.nan)
     return out
 
 
