@@ -17,6 +17,10 @@ __all__ = [
     "venue_supervisor_id",
     "reconciler_id",
     "model_server_id",
+    "SERVICE_SUPERVISOR_ID",
+    "supervisor_heartbeat_key",
+    "ROOT_HEARTBEAT_KEY",
+    "ROOT_HEARTBEAT_STALE_SECS",
 ]
 
 ROOT_ID = "RootSupervisor"
@@ -24,6 +28,20 @@ STRATEGY_SUPERVISOR_ID = "StrategySupervisor"
 ALERTER_ID = "Alerter"
 RISK_MONITOR_ID = "RiskMonitor"
 METRICS_EXPORTER_ID = "MetricsExporter"
+# Children that never trade (alerter, metrics exporter) live under their own supervisor, so their
+# crashes cannot count toward the restart intensity that puts trading into SAFE MODE.
+SERVICE_SUPERVISOR_ID = "ServiceSupervisor"
+
+
+def supervisor_heartbeat_key(supervisor_id: str) -> str:
+    """The field of the heartbeats hash a running supervisor refreshes every monitor pass."""
+    return f"supervisor:{supervisor_id}"
+
+
+# While the root's heartbeat is older than this, the tree is unsupervised: every child fails closed
+# (no new risk) until a root runs again. Ray re-creates a root lost with its node in well under it.
+ROOT_HEARTBEAT_KEY = supervisor_heartbeat_key(ROOT_ID)
+ROOT_HEARTBEAT_STALE_SECS = 10.0
 
 
 def gateway_id(venue: str) -> str:
