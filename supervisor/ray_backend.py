@@ -26,6 +26,7 @@ from tradetree.core import (
     CallTimeout,
 )
 from tradetree.supervisor.actor_client import call_handle, tell_handle
+from tradetree.supervisor.placement import NodeView
 
 __all__ = [
     "ActorBackend",
@@ -41,14 +42,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# A node's raylet that does not accept a TCP connection within this is unreachable.
+_NODE_CHECK_SECS = 1.0
+
 
 class ActorBackend(Protocol):
     """What the supervisor needs from an actor runtime. Handles are opaque."""
 
     def create(
-        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float
+        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float,
+        node_id: str | None = None, resources: dict[str, float] | None = None, max_restarts: int = 0,
     ) -> Any:
-        """Create a named, detached actor with no automatic restarts; returns its handle.
+        """Create a named, detached actor; returns its handle.
+
+        ``node_id`` pins it to that node (hard: a dead node fails the start, it never falls back to
+        a node the supervisor avoided). ``max_restarts`` stays 0 for children (the supervisor owns
+        their restarts); the root alone asks Ray to re-create it (-1), since nothing else can.
 
         Synchronous on purpose: a caller cancelled mid-way never loses a created handle.
 
@@ -87,6 +96,23 @@ class ActorBackend(Protocol):
         """Kill the actor this code runs in (a supervisor exiting after escalation)."""
         ...
 
+    async def nodes(self) -> list[NodeView]:
+        """The cluster's nodes as placement sees them (empty: unknown)."""
+        ...
+
+    async def node_of(self, handle: Any) -> str | None:
+        """The node id the actor runs on, or None if unknown."""
+        ...
+
+    async def node_reachable(self, node_id: str) -> bool:
+        """Does the node answer now? Checked by the supervisor itself: Ray keeps a node listed
+        alive for seconds after it stopped answering."""
+        ...
+
+    def current_node(self) -> str | None:
+        """The node this code runs on."""
+        ...
+
 
 def import_actor_class(path: str) -> Any:
     """Resolve ``"package.module:Attr"`` (Attr may be dotted).
@@ -119,7 +145,8 @@ class RayBackend:
         return self._namespace or ray.get_runtime_context().namespace
 
     def create(
-        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float
+        self, name: str, actor_class: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, num_cpus: float,
+        node_id: str | None = None, resources: dict[str, float] | None = None, max_restarts: int = 0,
     ) -> Any:
         import ray
         from ray.actor import ActorClass
@@ -130,13 +157,21 @@ class RayBackend:
             if not isinstance(cls, type):
                 raise ActorClassNotFound(f"actor class {actor_class!r} is not a class")
             cls = ray.remote(cls)
+        options: dict[str, Any] = {}
+        if node_id is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        if resources:
+            options["resources"] = dict(resources)
         try:
             return cls.options(
                 name=name,
                 namespace=self._ns(),
                 lifetime="detached",
-                max_restarts=0,
+                max_restarts=max_restarts,
                 num_cpus=num_cpus,
+                **options,
             ).remote(*args, **kwargs)
         except ActorAlreadyExistsError:
             raise ActorNameTaken(f"actor name {name!r} is taken in namespace {self._ns()!r}") from None
@@ -195,15 +230,64 @@ class RayBackend:
 
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
+    async def nodes(self) -> list[NodeView]:
+        import ray
 
-def _gcs_actor_state(handle: Any) -> str | None:
-    """The actor's state in the GCS actor table ("ALIVE", "DEAD", ...), or None if unknown."""
+        try:
+            raw = await asyncio.to_thread(ray.nodes)
+        except Exception as exc:  # GCS trouble: unknown, so placement falls back to Ray's own
+            log.warning("ray.nodes(): %s", exc)
+            return []
+        self._node_addresses = {n["NodeID"]: (n.get("NodeManagerAddress", ""), int(n.get("NodeManagerPort") or 0))
+                                for n in raw}
+        return [NodeView(node_id=n["NodeID"], alive=bool(n.get("Alive")), labels=dict(n.get("Labels") or {}),
+                         resources={k: float(v) for k, v in (n.get("Resources") or {}).items()})
+                for n in raw]
+
+    async def node_of(self, handle: Any) -> str | None:
+        info = await asyncio.to_thread(_gcs_actor_info, handle)
+        node = ((info or {}).get("Address") or {}).get("NodeID")
+        return str(node) if node else None
+
+    async def node_reachable(self, node_id: str) -> bool:
+        addresses = getattr(self, "_node_addresses", {})
+        if node_id not in addresses:
+            await self.nodes()
+            addresses = getattr(self, "_node_addresses", {})
+        if node_id not in addresses:
+            return False
+        host, port = addresses[node_id]
+        if not host or not port:
+            return True  # nothing to check against: no verdict
+        try:
+            _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=_NODE_CHECK_SECS)
+        except (TimeoutError, OSError):
+            return False
+        writer.close()
+        return True
+
+    def current_node(self) -> str | None:
+        import ray
+
+        try:
+            return str(ray.get_runtime_context().get_node_id())
+        except Exception:  # outside a Ray worker
+            return None
+
+
+def _gcs_actor_info(handle: Any) -> dict[str, Any] | None:
     try:
         from ray._private import state as ray_state
 
         info = ray_state.actors(actor_id=handle._actor_id.hex())
     except Exception:  # private API: any failure means "unknown", never a verdict
         return None
+    return info or None
+
+
+def _gcs_actor_state(handle: Any) -> str | None:
+    """The actor's state in the GCS actor table ("ALIVE", "DEAD", ...), or None if unknown."""
+    info = _gcs_actor_info(handle)
     return info.get("State") if info else None
 
 

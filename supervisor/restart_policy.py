@@ -74,15 +74,25 @@ class RestartIntensity:
         self._period = period_secs
         self._clock = clock
         self._stamps: deque[float] = deque()
+        self._groups: dict[str, float] = {}
 
     def _expire(self, now: float) -> None:
         while self._stamps and now - self._stamps[0] >= self._period:
             self._stamps.popleft()
 
-    def record(self) -> bool:
-        """Note one restart. True: go ahead; False: limit exceeded, escalate."""
+    def record(self, group: str | None = None) -> bool:
+        """Note one restart. True: go ahead; False: limit exceeded, escalate.
+
+        Restarts with the same ``group`` within the window count once: every child lost with one
+        node is one failure (the node), not one per child, so a node loss alone cannot escalate.
+        """
         now = self._clock.monotonic()
         self._expire(now)
+        self._groups = {g: t for g, t in self._groups.items() if now - t < self._period}
+        if group is not None:
+            if group in self._groups:
+                return len(self._stamps) <= self._intensity
+            self._groups[group] = now
         self._stamps.append(now)
         return len(self._stamps) <= self._intensity
 
@@ -93,6 +103,7 @@ class RestartIntensity:
 
     def reset(self) -> None:
         self._stamps.clear()
+        self._groups.clear()
 
 
 class Backoff:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradetree.core import BackoffPolicy, ConfigError
+from tradetree.supervisor.placement import Placement
 
 __all__ = [
     "RestartType",
@@ -168,6 +169,7 @@ class ChildSpec(BaseModel):  # type: ignore[no-redef]
     start_paused: bool = False
     release_after: tuple[str, ...] = ()
     num_cpus: float = Field(default=0, ge=0)
+    placement: Placement = Placement()
 
     @model_validator(mode="after")
     def _check(self) -> ChildSpec:
@@ -200,6 +202,10 @@ class SupervisorSpec(BaseModel):
     period_secs: float = 5.0
     children: tuple[ChildSpec | SupervisorSpec, ...] = ()
     stop_children_on_escalate: bool = True
+    # False: past its intensity it alerts and keeps restarting at its children's longest backoff
+    # instead of escalating. For children that never trade: their crash loop must not reach the
+    # intensity that puts trading into SAFE MODE.
+    escalate: bool = True
     # as a child of another supervisor:
     restart: RestartType = RestartType.PERMANENT
     backoff: BackoffSpec = BackoffSpec()
@@ -209,6 +215,7 @@ class SupervisorSpec(BaseModel):
     startup_timeout_secs: float = Field(default=120.0, gt=0)
     shutdown_timeout_secs: float = Field(default=60.0, gt=0)
     num_cpus: float = Field(default=0, ge=0)
+    placement: Placement = Placement()
 
     @model_validator(mode="after")
     def _check(self) -> SupervisorSpec:
@@ -339,4 +346,5 @@ def as_child_spec(spec: SupervisorSpec) -> ChildSpec:
         startup_timeout_secs=spec.startup_timeout_secs,
         shutdown_timeout_secs=spec.shutdown_timeout_secs,
         num_cpus=spec.num_cpus,
+        placement=spec.placement,
     )

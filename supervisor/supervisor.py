@@ -36,7 +36,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tradetree.core import Clock, ComponentState, HealthReport, ProbeResult, RestartRefused, SupervisorError, WallClock
+from tradetree.core import (
+    Clock,
+    ComponentState,
+    HealthReport,
+    ProbeResult,
+    RestartRefused,
+    SupervisorError,
+    WallClock,
+    supervisor_heartbeat_key,
+)
+from tradetree.supervisor.placement import NodeView, NoNodeFits, choose_node
 from tradetree.supervisor.ray_backend import ActorBackend, ActorDied, BackendError
 from tradetree.supervisor.restart_policy import (
     Backoff,
@@ -85,6 +95,9 @@ SleepFn = Callable[[float], Awaitable[None]]
 SUPERVISOR_PROBE = "supervisor"
 _HOOK_TIMEOUT_SECS = 30.0
 _ALERT_TIMEOUT_SECS = 5.0
+# A node whose raylet stopped answering after a child there died is avoided this long (Ray declares
+# it dead sooner, or it answers again and its children's probes say so).
+NODE_SUSPECT_SECS = 120.0
 
 
 class HeartbeatSource(Protocol):
@@ -137,6 +150,7 @@ class _Child:
     probe_task: asyncio.Task[None] | None = None
     op_task: asyncio.Task[None] | None = None
     op_kind: str = ""
+    node_id: str | None = None  # where the current (or last) incarnation runs, when known
 
     @property
     def id(self) -> str:
@@ -240,6 +254,10 @@ class Supervisor:
         # so their age counts from here (else every child would look hung the moment Redis returns).
         self._heartbeats_readable_since_ms = 0
         self._escalation_reason = ""
+        self._beat_task: asyncio.Task[None] | None = None
+        self._beat_error: str | None = None
+        self._suspect_nodes: dict[str, float] = {}  # node id -> monotonic time the suspicion ends
+        self._lost_nodes_alerted: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -434,6 +452,7 @@ class Supervisor:
                 # what a manual restart may take: a graceful stop, then a start through the probe gate
                 "shutdown_timeout_secs": child.spec.shutdown_timeout_secs,
                 "startup_timeout_secs": child.spec.startup_timeout_secs,
+                "node_id": child.node_id,
             }
         return {
             "id": self._spec.id,
@@ -444,6 +463,8 @@ class Supervisor:
             "period_secs": self._spec.period_secs,
             "escalation_reason": self._escalation_reason,
             "heartbeat_error": self._heartbeat_error,
+            "beat_error": self._beat_error,
+            "suspect_nodes": sorted(self._suspect_nodes),
             "children": children,
         }
 
@@ -496,6 +517,9 @@ class Supervisor:
         self._state = ComponentState.STARTING
         self._intensity.reset()
         self._escalation_reason = ""
+        if self._beat_task is None and callable(getattr(self._store, "beat", None)):
+            # From the start, not only once running: children released during start must see a root.
+            self._beat_task = self._spawn(self._beat_loop(), "beat")
 
     def _check_still_starting(self) -> None:
         if self._state is not ComponentState.STARTING:
@@ -508,6 +532,30 @@ class Supervisor:
         log.info("supervisor %s: running %d child(ren)", self._spec.id, len(self._children))
         if self._run_monitor and self._monitor_task is None:
             self._monitor_task = self._spawn(self._monitor_loop(), "monitor")
+
+    async def _beat_loop(self) -> None:
+        """Refresh this supervisor's heartbeat (``supervisor:<id>``) while it supervises.
+
+        Children read the root's: while it is stale the tree is unsupervised and they fail closed.
+        """
+        key = supervisor_heartbeat_key(self._spec.id)
+        beat = self._store.beat  # type: ignore[union-attr]
+        try:
+            while self._state in (ComponentState.STARTING, ComponentState.RUNNING, ComponentState.ESCALATED):
+                try:
+                    await asyncio.wait_for(beat(key, self._clock.now_ms()), timeout=self._store_timeout_secs)
+                    if self._beat_error is not None:
+                        log.info("supervisor %s: heartbeat written again", self._spec.id)
+                    self._beat_error = None
+                except Exception as exc:  # Redis down: children hold, nothing to restart here
+                    if self._beat_error is None:
+                        log.warning("supervisor %s: cannot write its heartbeat: %s", self._spec.id,
+                                    type(exc).__name__)
+                    self._beat_error = f"{type(exc).__name__}: {exc}"
+                await self._sleep(jittered_secs(self._heartbeat_period_secs, self._rng))
+        finally:
+            if self._beat_task is asyncio.current_task():
+                self._beat_task = None
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -536,9 +584,20 @@ class Supervisor:
         if child.is_supervisor:
             kwargs.update(self._nested_kwargs)
         try:
-            child.handle = self._backend.create(child.id, spec.actor_class, spec.args, kwargs, num_cpus=spec.num_cpus)
+            node_id = await self._choose_node(child)
+        except NoNodeFits as exc:
+            raise _BringUpFailed(ExitReason.START_FAILED, f"placement: {exc}") from None
+        options: dict[str, Any] = {}
+        if node_id is not None:
+            options["node_id"] = node_id
+        if spec.placement.resources:
+            options["resources"] = dict(spec.placement.resources)
+        try:
+            child.handle = self._backend.create(child.id, spec.actor_class, spec.args, kwargs, num_cpus=spec.num_cpus,
+                                                **options)
         except BackendError as exc:
             raise _BringUpFailed(ExitReason.START_FAILED, f"create failed: {exc}") from None
+        child.node_id = node_id
         child.up_since_ms = self._clock.now_ms()
         start_kwargs = {"adopt": adopt} if child.is_supervisor else {}
         try:
@@ -553,6 +612,7 @@ class Supervisor:
             raise _BringUpFailed(ExitReason.DIED, f"died while starting: {exc}") from None
         except BackendError as exc:
             raise _BringUpFailed(ExitReason.START_FAILED, str(exc)) from None
+        child.node_id = await self._node_of(child.handle) or node_id
         child.lifecycle.to(ChildState.PROBING)
         await self._probe_gate(child, deadline)
         if spec.start_paused:
@@ -588,6 +648,7 @@ class Supervisor:
         """Take over a live actor; returns the failure if it must be restarted instead."""
         child.generation += 1
         child.handle = handle
+        child.node_id = await self._node_of(handle)
         child.up_since_ms = self._clock.now_ms()  # grace for its next heartbeat
         child.failures.reset()
         child.lifecycle.to(ChildState.STOPPED)
@@ -752,19 +813,27 @@ class Supervisor:
 
     async def _restart(self, child: _Child, reason: ExitReason, detail: str) -> None:
         """Apply the restart policy until the child is back, stopped for good, or we escalate."""
-        await self._take_down(child, graceful=reason is ExitReason.UNHEALTHY)
+        group = await self._node_loss_group(child, reason)
+        await self._take_down(child, graceful=reason is ExitReason.UNHEALTHY and group is None)
         while True:
             if not should_restart(child.spec.restart, reason):
                 child.lifecycle.to(ChildState.STOPPED)
                 log.info("supervisor %s: %s (%s) not restarted after %s", self._spec.id, child.id,
                          child.spec.restart.value, reason.value)
                 return
-            if not self._intensity.record():
-                await self._escalate(
-                    f"more than {self._spec.intensity} restart(s) within {self._spec.period_secs:g}s; "
-                    f"last: {child.id} {reason.value}: {detail}"
-                )
-                return
+            if not self._intensity.record(group):
+                what = (f"more than {self._spec.intensity} restart(s) within {self._spec.period_secs:g}s; "
+                        f"last: {child.id} {reason.value}: {detail}")
+                if self._spec.escalate:
+                    await self._escalate(what)
+                    return
+                # Never escalates (children that do not trade): say so, and slow the crash loop down.
+                log.error("supervisor %s: %s; restarting at the longest backoff, not escalating", self._spec.id, what)
+                self._alert("critical", f"{self._spec.id}:{child.id}:crash-loop", f"{child.id} crash-looping", what)
+                await self._sleep(child.spec.backoff.max_secs)
+                if self._state is not ComponentState.RUNNING:
+                    return
+            group = None
             child.lifecycle.to(ChildState.BACKOFF)
             child.restarts += 1
             delay = child.backoff.next_delay_secs()
@@ -870,6 +939,67 @@ class Supervisor:
             except Exception:  # the hook failing must not crash the supervisor into a loop
                 log.exception("supervisor %s: on_escalate hook failed", self._spec.id)
 
+    # ---------------------------------------------------------------- placement
+
+    async def _nodes(self) -> list[NodeView]:
+        nodes = getattr(self._backend, "nodes", None)
+        return list(await nodes()) if nodes is not None else []
+
+    async def _node_of(self, handle: Any) -> str | None:
+        node_of = getattr(self._backend, "node_of", None)
+        if node_of is None or handle is None:
+            return None
+        try:
+            return await node_of(handle)
+        except Exception as exc:  # placement data is advisory: never fail a start on it
+            log.debug("supervisor %s: node_of: %s", self._spec.id, exc)
+            return None
+
+    def _suspects(self) -> set[str]:
+        now = self._clock.monotonic()
+        self._suspect_nodes = {n: until for n, until in self._suspect_nodes.items() if until > now}
+        return set(self._suspect_nodes)
+
+    async def _choose_node(self, child: _Child) -> str | None:
+        """Pin the child to a node chosen by ``placement.choose_node`` (None: Ray places it)."""
+        nodes = await self._nodes()
+        if not nodes:
+            return None
+        occupied = {c.id: c.node_id for c in self._children if c is not child and c.handle is not None}
+        current = getattr(self._backend, "current_node", None)
+        own = current() if current is not None else None
+        return choose_node(child.spec.placement, nodes, occupied=occupied, suspect=self._suspects(), own_node=own)
+
+    async def _node_loss_group(self, child: _Child, reason: ExitReason) -> str | None:
+        """``node:<id>`` when the child failed because its node is gone (unreachable or dead to Ray).
+
+        Every child lost with that node then counts once toward the intensity, and no restart is
+        placed there while it is suspected.
+        """
+        node = child.node_id
+        reachable = getattr(self._backend, "node_reachable", None)
+        if node is None or reachable is None or not reason.abnormal:
+            return None
+        if node not in self._suspects():
+            alive = {n.node_id: n.alive for n in await self._nodes()}
+            try:
+                answers = alive.get(node, False) and await reachable(node)
+            except Exception as exc:  # no verdict: treat as an ordinary failure
+                log.debug("supervisor %s: node check: %s", self._spec.id, exc)
+                return None
+            if answers:
+                return None
+            self._suspect_nodes[node] = self._clock.monotonic() + NODE_SUSPECT_SECS
+        if node not in self._lost_nodes_alerted:
+            self._lost_nodes_alerted.add(node)
+            on_node = sorted(c.id for c in self._children if c.node_id == node)
+            log.error("supervisor %s: node %s lost; children there (%s) restart on other nodes, counted as one failure",
+                      self._spec.id, node[:12], ", ".join(on_node))
+            self._alert("critical", f"{self._spec.id}:node:{node}", f"node {node[:12]} lost",
+                        f"{self._spec.id}: node {node[:12]} stopped answering; {', '.join(on_node)} restart on "
+                        "the surviving nodes (one failure toward the restart intensity)")
+        return f"node:{node}"
+
     # ------------------------------------------------------------------ helpers
 
     def _child(self, child_id: str) -> _Child:
@@ -927,6 +1057,8 @@ class Supervisor:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._monitor_task = None
         self._heartbeat_task = None
+        if keep is not self._beat_task:
+            self._beat_task = None
         for child in self._children:
             child.probe_task = None
             if child.op_task is not keep:
@@ -956,10 +1088,17 @@ class _LazyHeartbeats:
         self._source: Any = None
 
     async def heartbeats(self) -> dict[str, int]:
+        return await (await self._connected()).heartbeats()
+
+    async def _connected(self) -> Any:
         if self._source is None:
             source = self._factory()
             self._source = await source if inspect.isawaitable(source) else source
-        return await self._source.heartbeats()
+        return self._source
+
+    async def beat(self, key: str, ts_ms: int) -> None:
+        """Write this supervisor's heartbeat (the store's ``heartbeat(component, ts_ms)``)."""
+        await (await self._connected()).heartbeat(key, ts_ms)
 
     async def close(self) -> None:
         source, self._source = self._source, None
@@ -1026,6 +1165,12 @@ class SupervisorActor:
             nested_kwargs=nested,
             seed=seed,
         )
+        self._readopt_task: asyncio.Task[None] | None = None
+        if parent is None and _reconstructed_by_ray():
+            # Ray re-created the root (its node died; only the root has max_restarts=-1). Nobody
+            # else will call start(): take the live children back (re-creating the missing ones)
+            # at once, before the orphans' fail-closed gates have to hold for long.
+            self._readopt_task = asyncio.get_running_loop().create_task(self._readopt())
 
     async def start(self, adopt: bool = False) -> None:
         """Start the children (``adopt=True``: keep the ones still alive). Raises StartFailed."""
@@ -1037,7 +1182,22 @@ class SupervisorActor:
     async def adopt(self) -> dict[str, str]:
         return await self._impl.adopt()
 
+    async def _readopt(self) -> None:
+        log.error("supervisor %s: re-created by Ray; adopting the children still alive", self._impl.spec.id)
+        try:
+            outcome = await self._impl.adopt()
+        except Exception:
+            log.exception("supervisor %s: re-adoption failed", self._impl.spec.id)
+            return
+        text = ", ".join(f"{cid} {what}" for cid, what in outcome.items())
+        log.warning("supervisor %s: re-adopted: %s", self._impl.spec.id, text)
+        if self._alerter:
+            await self._alert("critical", f"{self._impl.spec.id}:recreated", f"{self._impl.spec.id} re-created",
+                              f"{self._impl.spec.id} died (node lost?) and was re-created by Ray: {text}")
+
     async def stop(self) -> None:
+        if self._readopt_task is not None and not self._readopt_task.done():
+            self._readopt_task.cancel()
         await self._impl.stop()
         if self._heartbeats is not None:
             await self._heartbeats.close()
@@ -1083,6 +1243,15 @@ class SupervisorActor:
                 self._backend.kill_current_actor()
 
 
+def _reconstructed_by_ray() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not inside a Ray actor (tests host it in-process)
+        return False
+
+
 async def launch_supervisor(
     spec: SupervisorSpec,
     *,
@@ -1114,6 +1283,8 @@ async def launch_supervisor(
             if status["state"] not in ("running", "starting"):
                 await backend.call(existing, "adopt", timeout_secs=timeout)
             return existing
-    handle = backend.create(spec.id, SUPERVISOR_ACTOR_CLASS, (spec,), actor_kwargs, num_cpus=spec.num_cpus)
+    # The root alone is re-created by Ray when it dies (its node lost): no supervisor above it can.
+    handle = backend.create(spec.id, SUPERVISOR_ACTOR_CLASS, (spec,), actor_kwargs, num_cpus=spec.num_cpus,
+                            max_restarts=-1)
     await backend.call(handle, "start", adopt=adopt, timeout_secs=timeout)
     return handle

@@ -225,7 +225,8 @@ class FakeBackend:
         return handle
 
     # -- ActorBackend
-    def create(self, name: str, actor_class: str, args: tuple, kwargs: dict, *, num_cpus: float) -> FakeHandle:
+    def create(self, name: str, actor_class: str, args: tuple, kwargs: dict, *, num_cpus: float,
+               **options: Any) -> FakeHandle:
         if actor_class not in self.classes:
             raise ActorClassNotFound(actor_class)
         if self.live(name) is not None:
@@ -285,3 +286,51 @@ class FakeHeartbeats:
         if self.error is not None:
             raise self.error
         return {k: (v() if callable(v) else v) for k, v in self.beats.items()}
+
+
+class FakeClusterBackend(FakeBackend):
+    """A FakeBackend whose actors live on named nodes, as on a Ray cluster.
+
+    ``lose_node`` kills every actor on a node and makes it unreachable while
+    Ray still lists it alive: what a real node loss looks like for the first
+    seconds (until Ray's health checks run out).
+    """
+
+    def __init__(self, clock: ManualClock, sleep: VirtualSleep, nodes: list[str], *, own_node: str | None = None) -> None:
+        super().__init__(clock, sleep)
+        from tradetree.supervisor.placement import NodeView
+
+        self.node_views = {n: NodeView(node_id=n, resources={"CPU": 1.0}) for n in nodes}
+        self.unreachable: set[str] = set()
+        self.own_node = own_node
+        self.node_by_actor: dict[int, str] = {}
+        self.placements: list[tuple[str, str | None]] = []
+
+    def create(self, name: str, actor_class: str, args: tuple, kwargs: dict, *, num_cpus: float,
+               **options: Any) -> FakeHandle:
+        node = options.get("node_id")
+        self.placements.append((name, node))
+        if node is not None and node in self.unreachable:
+            raise BackendError(f"node {node} is gone")
+        handle = super().create(name, actor_class, args, kwargs, num_cpus=num_cpus)
+        self.node_by_actor[handle.actor_id] = node or next(iter(self.node_views))
+        return handle
+
+    def lose_node(self, node: str) -> list[str]:
+        self.unreachable.add(node)
+        lost = [h for h in self.handles if h.alive and self.node_by_actor.get(h.actor_id) == node]
+        for h in lost:
+            self._die(h)
+        return [h.name for h in lost]
+
+    async def nodes(self) -> list:
+        return list(self.node_views.values())
+
+    async def node_of(self, handle: FakeHandle) -> str | None:
+        return self.node_by_actor.get(handle.actor_id)
+
+    async def node_reachable(self, node_id: str) -> bool:
+        return node_id not in self.unreachable
+
+    def current_node(self) -> str | None:
+        return self.own_node
