@@ -25,6 +25,7 @@ from tradetree.core import (
 )
 from tradetree.supervisor.actor_client import ActorClient, translate_ray_error
 from tradetree.supervisor.attach import attach_ray, prepare_ray_auth
+from tradetree.supervisor.placement import NodeView, NoNodeFits, Placement, choose_node
 from tradetree.supervisor.ray_backend import ActorBackend, RayBackend
 from tradetree.supervisor.restart_policy import ChildState, ExitReason, InvalidLifecycleTransition
 from tradetree.supervisor.spec import (
@@ -55,6 +56,10 @@ from tradetree.supervisor.supervisor import (
 )
 
 __all__ = [
+    "Placement",
+    "NodeView",
+    "NoNodeFits",
+    "choose_node",
     "attach_ray",
     "prepare_ray_auth",
     # specs

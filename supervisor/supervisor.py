@@ -1218,8 +1218,9 @@ class SupervisorActor:
         assert self._alerter is not None
         handle = await self._backend.get_existing(self._alerter)
         if handle is None:
-            log.warning("supervisor %s: alerter %r not found; alert %s logged only: %s", self._impl.spec.id,
-                        self._alerter, key, title)
+            # The fallback path: the alerter's own death is an alert too, and it cannot carry it.
+            log.error("ALERT (alerter %r down, logged only) [%s] %s: %s — %s", self._alerter, severity, key, title,
+                      text)
             return
         self._backend.tell(handle, "alert", severity, key, title, text)
 

@@ -15,7 +15,7 @@ from tradetree.config import EngineConfig, load_engine_config, resolve_served_mo
 from tradetree.core.config import StrategyConfig, VenueCredentials
 from tradetree.core.errors import ConfigError
 from tradetree.strategies.registry import build_strategy
-from tradetree.supervisor.spec import validate_tree
+from tradetree.supervisor.spec import iter_tree, validate_tree
 from tradetree.tree import (
     METRICS_EXPORTER_ID,
     RISK_MONITOR_ID,
@@ -159,5 +159,5 @@ def test_the_tree_serves_each_model_before_the_strategies(tmp_path):
     assert served.args[0].params["vol_forecaster"]["ray_namespace"] == "tt-ns"
     build_strategy(served.args[0])  # what the strategy host builds: no Ray contacted yet
 
-    metrics = next(c for c in root.children if c.id == METRICS_EXPORTER_ID)
+    metrics = next(c for c in iter_tree(root) if c.id == METRICS_EXPORTER_ID)
     assert metrics.kwargs["components"]["model_servers"] == {"vol_btc": server_id}

@@ -316,14 +316,15 @@ def wait_for_tree_metrics(url: str, strategies: list[str], *, min_fills: int, ti
         time.sleep(0.25)
 
 
-def test_the_exporter_is_a_root_child_only_when_enabled():
+def test_the_exporter_is_a_tree_child_only_when_enabled():
     from types import SimpleNamespace
 
     from pydantic import SecretStr
 
     from tradetree.config import EngineConfig
+    from tradetree.core import SERVICE_SUPERVISOR_ID
     from tradetree.core.config import VenueCredentials
-    from tradetree.supervisor.spec import ChildSpec, validate_tree
+    from tradetree.supervisor.spec import ChildSpec, SupervisorSpec, iter_tree, validate_tree
     from tradetree.tree import METRICS_EXPORTER_ID, build_root_spec
 
     creds = VenueCredentials(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET),
@@ -338,11 +339,14 @@ def test_the_exporter_is_a_root_child_only_when_enabled():
         return build_root_spec(EngineConfig.model_validate({**raw, **extra}), redis_url="redis://127.0.0.1:1/0",
                                endpoints=endpoints, ray_namespace="t")
 
-    assert METRICS_EXPORTER_ID not in [c.id for c in root().children]
+    assert METRICS_EXPORTER_ID not in [c.id for c in iter_tree(root())]
     spec = root(metrics={"enabled": True, "port": 0})
     validate_tree(spec)
-    assert [c.id for c in spec.children][:2] == ["Alerter", METRICS_EXPORTER_ID]
-    child = spec.children[1]
+    # Both under the non-trading subtree, which the root starts first, alerter first.
+    services = spec.children[0]
+    assert isinstance(services, SupervisorSpec) and services.id == SERVICE_SUPERVISOR_ID and not services.escalate
+    assert [c.id for c in services.children] == ["Alerter", METRICS_EXPORTER_ID]
+    child = services.children[1]
     assert isinstance(child, ChildSpec) and child.actor_class == "tradetree.actors.metrics_exporter:MetricsExporterActor"
     assert child.kwargs["instruments"] == {"okx": ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]}
     assert child.kwargs["components"]["strategies"] == {"MeanReversion_v1_ETH": "okx"}

@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from tradetree.config import EngineConfig
 from tradetree.core.config import VenueCredentials
 from tradetree.core.names import STRATEGY_SUPERVISOR_ID
-from tradetree.supervisor.spec import SupervisorSpec
+from tradetree.supervisor.spec import SupervisorSpec, iter_tree
 from tradetree.tree import build_root_spec, sequential_startup_secs
 
 CREDS = VenueCredentials(api_key=SecretStr("k"), secret_key=SecretStr("s"), passphrase=SecretStr("p"))
@@ -52,7 +52,7 @@ def test_child_startup_knob_reaches_every_non_venue_child():
                                           "metrics": {"enabled": True},
                                           "supervision": {"child_startup_timeout_secs": 200}})
     root = build_root_spec(config, redis_url="redis://127.0.0.1:1/0", endpoints=ENDPOINTS, ray_namespace="t")
-    nodes = {c.id: c for c in root.children}
+    nodes = {c.id: c for c in iter_tree(root)}
     for cid in ("Alerter", "MetricsExporter", "RiskMonitor"):
         assert nodes[cid].startup_timeout_secs == 200.0, cid
     assert [c.startup_timeout_secs for c in nodes[STRATEGY_SUPERVISOR_ID].children] == [200.0]

@@ -1,8 +1,9 @@
 """The engine's supervision tree, built as plain data from an ``EngineConfig``.
 
-    RootSupervisor                      one_for_one; escalation => SAFE MODE
-    ├── Alerter                         Slack + log, de-duplicated, rate-limited
-    ├── MetricsExporter                 /metrics for Prometheus (when ``metrics.enabled``)
+    RootSupervisor                      one_for_one; escalation => SAFE MODE; re-created by Ray if lost
+    ├── ServiceSupervisor               one_for_one, never escalates: its children never trade
+    │   ├── Alerter                     Slack + log, de-duplicated, rate-limited
+    │   └── MetricsExporter             /metrics for Prometheus (when ``metrics.enabled``)
     ├── VenueSupervisor[<venue>]        one_for_one: gateway and reconciler live and die apart
     │   ├── VenueGateway[<venue>]       REST (ccxt) + WS (websockets); fills tagged ws
     │   └── FillReconciler[<venue>]     its own REST client: polling, fill health, drift
@@ -31,6 +32,7 @@ from tradetree.core import (
     METRICS_EXPORTER_ID,
     RISK_MONITOR_ID,
     ROOT_ID,
+    SERVICE_SUPERVISOR_ID,
     STRATEGY_SUPERVISOR_ID,
     StrategyState,
     TradetreeError,
@@ -39,7 +41,7 @@ from tradetree.core import (
     reconciler_id,
     venue_supervisor_id,
 )
-from tradetree.supervisor import ActorClient, BackoffSpec, ChildSpec, RestartType, SupervisorSpec
+from tradetree.supervisor import ActorClient, BackoffSpec, ChildSpec, Placement, RestartType, SupervisorSpec
 
 __all__ = [
     "ROOT_ID",
@@ -102,6 +104,8 @@ def _venue_subtree(config: EngineConfig, venue_name: str, endpoint: Any, *, redi
         restart=RestartType.PERMANENT,
         backoff=BackoffSpec(min_secs=0.5, max_secs=30.0, jitter=0.2),
         heartbeat_key=f"reconciler:{venue_name}",
+        # The two fill paths of a venue must not die with one node: apart whenever the cluster allows.
+        placement=Placement(spread_from=(gateway_id(venue_name),)),
         heartbeat_stale_secs=max(10.0, 5 * config.reconciler.poll_interval_secs),
         startup_timeout_secs=config.supervision.venue_startup_timeout_secs,
     )
@@ -234,8 +238,20 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     metrics: tuple[ChildSpec, ...] = ()
     if config.metrics.enabled:
         metrics = (_metrics_child(config, redis_url=redis_url, ray_namespace=ray_namespace),)
+    service_children = (alerter, *metrics)
+    # Crashes of children that never trade are theirs alone: this supervisor restarts them forever
+    # (alerting on a crash loop) and never escalates, so they cannot count toward the root's
+    # intensity and put trading into SAFE MODE.
+    services = SupervisorSpec(
+        id=SERVICE_SUPERVISOR_ID,
+        intensity=config.supervision.root_intensity,
+        period_secs=config.supervision.root_period_secs,
+        escalate=False,
+        children=service_children,
+        startup_timeout_secs=sequential_startup_secs(service_children),
+    )
     model_servers = tuple(_model_server_child(m) for m in config.models)
-    children: tuple[Any, ...] = (alerter, *metrics, *venues, risk_monitor, *model_servers)
+    children: tuple[Any, ...] = (services, *venues, risk_monitor, *model_servers)
     if config.strategies:
         hosts = tuple(_strategy_child(config, s, redis_url=redis_url, ray_namespace=ray_namespace)
                       for s in config.strategies)

@@ -463,6 +463,7 @@ def test_the_tree_hands_the_engine_name_to_the_alerter(monkeypatch):
 
     from tradetree.config import EngineConfig
     from tradetree.core import ALERTER_ID
+    from tradetree.supervisor.spec import iter_tree
     from tradetree.tree import build_root_spec
 
     monkeypatch.delenv("TRADETREE_SLACK_WEBHOOK_URL", raising=False)
@@ -471,7 +472,7 @@ def test_the_tree_hands_the_engine_name_to_the_alerter(monkeypatch):
                                         credentials=None)}
     config = EngineConfig.model_validate({"name": "paper-eu", "venues": [{"name": "okx"}]})
     spec = build_root_spec(config, redis_url="redis://127.0.0.1:1/0", endpoints=endpoints, ray_namespace="t")
-    child = next(c for c in spec.children if c.id == ALERTER_ID)
+    child = next(c for c in iter_tree(spec) if c.id == ALERTER_ID)
     actor = AlerterActor(*child.args, **child.kwargs)  # as the supervisor builds it
     assert actor._impl.engine_name == "paper-eu"
 

@@ -217,3 +217,29 @@ def test_too_many_restarts_put_the_engine_in_safe_mode(ray_session, redis_url, n
         hold = tree.wait_for(lambda: (h := tree.redis(lambda s, c: c.strategy_pause(strategy)))
                              and "SAFE MODE" in h["reason"] and h, 10, "the strategy actor paused for SAFE MODE")
         assert hold["source"] != "supervisor"  # a supervisor release would not lift it
+
+
+def test_crashes_of_the_children_that_never_trade_never_reach_safe_mode(ray_session, redis_url, namespace):
+    """The metrics exporter and the alerter sit under the ServiceSupervisor, which never escalates:
+    with a root intensity of 1, four of their crashes leave the kill flag unset and trading on."""
+    config = scenario_config(redis_url, namespace, supervision={"root_intensity": 1},
+                             metrics={"enabled": True, "port": 0})
+    strategy = config.strategies[0].id
+    with running_tree(config) as tree:
+        tree.wait_running()
+        for name in ("MetricsExporter", "Alerter", "MetricsExporter", "Alerter"):
+            tree.wait_for(lambda n=name: tree.status()[n]["state"] == "running", 60, f"{name} running")
+            before = tree.status()[name]["restarts"]
+            kill_actor(tree, name)
+            tree.wait_for(lambda n=name, b=before: (row := tree.status()[n])["state"] != "running"
+                          or row["restarts"] > b, 60, f"{name} seen dead")
+        services = call(tree, "ServiceSupervisor", "status")
+        assert services["state"] == "running" and services["restarts_in_window"] >= 2, services
+        root = call(tree, ROOT_ID, "status")
+        assert root["state"] == "running" and root["restarts_in_window"] == 0, root
+        assert kill_flag(tree) is None
+        assert tree.strategy_states()[strategy] == "RUNNING"
+        # Both come back (the crash loop only slows their restarts down) and the root never saw a failure.
+        tree.wait_for(lambda: all(tree.status()[n]["state"] == "running" for n in ("MetricsExporter", "Alerter")),
+                      150, "the exporter and the alerter running again")
+        assert kill_flag(tree) is None and call(tree, ROOT_ID, "status")["restarts_in_window"] == 0
