@@ -11,12 +11,15 @@ Rules, in order:
 
 - Only alive nodes that carry every ``node_labels`` pair and have at least the
   requested ``resources`` (totals) are candidates.
+- A node without CPUs (a head started with ``--num-cpus=0``, as KubeRay and
+  the cluster launcher advise) is only a candidate when no node has CPUs:
+  that is the operator saying "no work here".
 - Nodes the supervisor suspects (its own reachability check failed after a
   child there died) are never chosen. If nothing else fits, ``NoNodeFits`` is
   raised and the bring-up fails: the restart policy retries after its backoff,
   by which time Ray has declared the node dead or it answers again.
 - Among candidates: fewest ``spread_from`` siblings on the node (soft
-  anti-affinity), then not the supervisor's own node, then fewest of the
+  anti-affinity), then not a node of the supervisor or its ancestors, then fewest of the
   supervisor's children, then the node id (deterministic: two starts of one
   config on one cluster give one layout).
 - With a single alive node and no constraint, nothing is pinned (``None``):
@@ -79,6 +82,7 @@ def choose_node(
     occupied: Mapping[str, str | None],
     suspect: Iterable[str] = (),
     own_node: str | None = None,
+    ancestor_nodes: Iterable[str] = (),
 ) -> str | None:
     """The node id to pin a child to, or None to let Ray place it.
 
@@ -86,6 +90,8 @@ def choose_node(
         occupied: sibling id -> the node it runs on (None: unknown or down).
         suspect: node ids never to choose.
         own_node: the supervisor's node (children prefer other nodes).
+        ancestor_nodes: the nodes of the supervisors above it (avoided like its own: a node loss
+            should never take a supervisor and the children it would have to restart).
 
     Raises:
         NoNodeFits: no alive, unsuspected node satisfies the placement.
@@ -95,15 +101,19 @@ def choose_node(
     if len(alive) <= 1 and not placement.constrained and not suspects:
         return None
     candidates = [n for n in alive if n.node_id not in suspects and _fits(n, placement)]
+    if any(n.resources.get("CPU", 0.0) > 0 for n in candidates):
+        candidates = [n for n in candidates if n.resources.get("CPU", 0.0) > 0]
     if not candidates:
         raise NoNodeFits(
             f"no node fits (labels {placement.node_labels or '-'}, resources {placement.resources or '-'}; "
             f"{len(alive)} alive, {len(suspects)} suspected unreachable)"
         )
     spread = set(placement.spread_from)
+    supervisors = {own_node, *ancestor_nodes} - {None}
 
     def score(node: NodeView) -> tuple[int, int, int, str]:
         on_node = [cid for cid, nid in occupied.items() if nid == node.node_id]
-        return (sum(1 for cid in on_node if cid in spread), int(node.node_id == own_node), len(on_node), node.node_id)
+        return (sum(1 for cid in on_node if cid in spread), int(node.node_id in supervisors), len(on_node),
+                node.node_id)
 
     return min(candidates, key=score).node_id

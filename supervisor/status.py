@@ -30,7 +30,7 @@ def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) 
                            "detail": f"{type(exc).__name__}: {exc}"[:200]}
             return
         out.setdefault(sup_id, {"restarts": 0, "parent": parent})
-        out[sup_id].update(state=status["state"], supervisor=True,
+        out[sup_id].update(state=status["state"], supervisor=True, node_id=status.get("node_id"),
                            detail=status.get("escalation_reason") or status.get("heartbeat_error") or "")
         for child_id, info in status["children"].items():
             failing = "; ".join(f"{p['name']}: {p['detail']}" for p in info["failing_probes"])
@@ -39,6 +39,7 @@ def tree_status(ray_namespace: str, *, root_id: str, timeout_secs: float = 5.0) 
                 "parent": sup_id, "detail": failing or info.get("last_probe_error") or "",
                 "startup_timeout_secs": info["startup_timeout_secs"],
                 "shutdown_timeout_secs": info["shutdown_timeout_secs"],
+                "node_id": info.get("node_id"),
             }
             if info["supervisor"]:
                 visit(child_id, sup_id)

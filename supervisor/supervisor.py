@@ -213,6 +213,7 @@ class Supervisor:
         seed: int | None = None,
         run_monitor: bool = True,
         store_timeout_secs: float = 2.0,
+        ancestor_nodes: tuple[str, ...] = (),
     ) -> None:
         validate_tree(spec, allow_external_release=release_upstream is not None)
         self._spec = spec
@@ -257,6 +258,7 @@ class Supervisor:
         self._beat_task: asyncio.Task[None] | None = None
         self._beat_error: str | None = None
         self._suspect_nodes: dict[str, float] = {}  # node id -> monotonic time the suspicion ends
+        self._ancestor_nodes = tuple(ancestor_nodes)
         self._lost_nodes_alerted: set[str] = set()
 
     # ------------------------------------------------------------------ public
@@ -465,6 +467,7 @@ class Supervisor:
             "heartbeat_error": self._heartbeat_error,
             "beat_error": self._beat_error,
             "suspect_nodes": sorted(self._suspect_nodes),
+            "node_id": self._own_node(),
             "children": children,
         }
 
@@ -583,6 +586,9 @@ class Supervisor:
         kwargs = dict(spec.kwargs)
         if child.is_supervisor:
             kwargs.update(self._nested_kwargs)
+            above = tuple(n for n in (*self._ancestor_nodes, self._own_node()) if n)
+            if above:
+                kwargs["ancestor_nodes"] = above
         try:
             node_id = await self._choose_node(child)
         except NoNodeFits as exc:
@@ -960,15 +966,18 @@ class Supervisor:
         self._suspect_nodes = {n: until for n, until in self._suspect_nodes.items() if until > now}
         return set(self._suspect_nodes)
 
+    def _own_node(self) -> str | None:
+        current = getattr(self._backend, "current_node", None)
+        return current() if current is not None else None
+
     async def _choose_node(self, child: _Child) -> str | None:
         """Pin the child to a node chosen by ``placement.choose_node`` (None: Ray places it)."""
         nodes = await self._nodes()
         if not nodes:
             return None
         occupied = {c.id: c.node_id for c in self._children if c is not child and c.handle is not None}
-        current = getattr(self._backend, "current_node", None)
-        own = current() if current is not None else None
-        return choose_node(child.spec.placement, nodes, occupied=occupied, suspect=self._suspects(), own_node=own)
+        return choose_node(child.spec.placement, nodes, occupied=occupied, suspect=self._suspects(),
+                           own_node=self._own_node(), ancestor_nodes=self._ancestor_nodes)
 
     async def _node_loss_group(self, child: _Child, reason: ExitReason) -> str | None:
         """``node:<id>`` when the child failed because its node is gone (unreachable or dead to Ray).
@@ -1140,6 +1149,7 @@ class SupervisorActor:
         on_escalate: EscalateFn | None = None,
         namespace: str | None = None,
         seed: int | None = None,
+        ancestor_nodes: tuple[str, ...] = (),
     ) -> None:
         from tradetree.supervisor.ray_backend import RayBackend
 
@@ -1164,6 +1174,7 @@ class SupervisorActor:
             release_upstream=self._ask_parent if parent else None,
             nested_kwargs=nested,
             seed=seed,
+            ancestor_nodes=ancestor_nodes,
         )
         self._readopt_task: asyncio.Task[None] | None = None
         if parent is None and _reconstructed_by_ray():
@@ -1285,7 +1296,8 @@ async def launch_supervisor(
                 await backend.call(existing, "adopt", timeout_secs=timeout)
             return existing
     # The root alone is re-created by Ray when it dies (its node lost): no supervisor above it can.
+    options: dict[str, Any] = {"resources": dict(spec.placement.resources)} if spec.placement.resources else {}
     handle = backend.create(spec.id, SUPERVISOR_ACTOR_CLASS, (spec,), actor_kwargs, num_cpus=spec.num_cpus,
-                            max_restarts=-1)
+                            max_restarts=-1, **options)
     await backend.call(handle, "start", adopt=adopt, timeout_secs=timeout)
     return handle

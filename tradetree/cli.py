@@ -196,6 +196,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_up(args: argparse.Namespace) -> int:
+    """Cluster mode: start the tree detached on an existing cluster, then return (it outlives us)."""
+    from rich.console import Console
+
+    from tradetree.runner import EngineRuntime
+
+    console = Console()
+    config = _load_config(Path(args.config))
+
+    def progress(line: str) -> None:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError("`tradetree up` needs a cluster: --address host:port (or $RAY_ADDRESS)")
+    runtime = EngineRuntime(config, include_dashboard=False, config_path=str(args.config), on_progress=progress,
+                            ray_address=address, detached=True, start_timeout_secs=args.timeout)
+    console.print(f"[bold]tradetree[/bold]: starting {config.name} detached on {address}")
+    with _StartupProgress(console, runtime.ray_namespace):
+        runtime.start()
+    record = runtime.record
+    console.print(f"[bold]tradetree[/bold]: {config.name} is up in {time.monotonic() - runtime.started_at:.0f}s "
+                  "and runs on without this process")
+    if record is not None:
+        for line in record.lines():
+            console.print(line, markup=False, highlight=False)
+    console.print(f"stop it with: tradetree down --config {args.config} --address {address}")
+    runtime.detach()
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    """Wind a detached tree down: strategies paused, our orders canceled, every actor stopped."""
+    from tradetree.runner import EngineRuntime
+
+    config = _load_config(Path(args.config))
+    runtime = EngineRuntime.attach_running(config, ray_address=args.address or os.environ.get("RAY_ADDRESS"))
+    print(f"tradetree: winding {config.name} down on {runtime.ray_address}: pausing strategies, canceling "
+          "open orders, stopping the tree")
+    runtime.shutdown()
+    print("stopped; positions stay in Redis (the next `tradetree up` resumes from them)")
+    return 0
+
+
 def _summary_line(snap: dict[str, Any], elapsed_secs: float) -> str:
     states = ", ".join(f"{sid} {state}" for sid, state in sorted((snap.get("strategies") or {}).items()))
     applied = sum(c.get("applied", 0) for c in (snap.get("fills_by_layer") or {}).values())
@@ -431,6 +475,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the tree on this existing Ray cluster (GCS host:port; default $RAY_ADDRESS, "
                         "else a local Ray started for the run)")
     r.set_defaults(func=_cmd_run)
+
+    u = sub.add_parser("up", help="start the tree detached on an existing Ray cluster and return (cluster mode)")
+    u.add_argument("--config", default=str(DEFAULT_CONFIG))
+    u.add_argument("--address", default=None, help="the cluster's GCS host:port (default $RAY_ADDRESS)")
+    u.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the tree to come up (default: the tree's own start bound); past it "
+                        "what started is paused and its orders canceled before it is torn down")
+    u.set_defaults(func=_cmd_up)
+    d = sub.add_parser("down", help="wind a detached tree down: strategies paused, orders canceled, actors stopped")
+    d.add_argument("--config", default=str(DEFAULT_CONFIG))
+    d.add_argument("--address", default=None, help="the cluster's GCS host:port (default: $RAY_ADDRESS, then the "
+                                                    "engine record in the config's Redis)")
+    d.set_defaults(func=_cmd_down)
 
     q = sub.add_parser("positions", help="positions held in Redis (read-only)")
     q.add_argument("--config", default=str(DEFAULT_CONFIG))

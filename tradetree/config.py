@@ -61,6 +61,9 @@ class SupervisionConfig(BaseModel):
 
     root_intensity: int = Field(default=3, ge=0)
     root_period_secs: float = Field(default=60.0, gt=0)
+    # Ray resources the root supervisor needs (e.g. {"tradetree_root": 1} set on two or more nodes
+    # with `ray start --resources`): where Ray may place and re-create it. Empty: anywhere.
+    root_resources: dict[str, float] = Field(default_factory=dict)
     venue_intensity: int = Field(default=5, ge=0)
     venue_period_secs: float = Field(default=60.0, gt=0)
     strategy_intensity: int = Field(default=10, ge=0)

@@ -142,7 +142,8 @@ class EngineRuntime:
 
     def __init__(self, config: EngineConfig, *, state_dir: Path | None = None,
                  ray_address: str | None = None, include_dashboard: bool = True,
-                 config_path: str = "", on_progress: Callable[[str], None] | None = None) -> None:
+                 config_path: str = "", on_progress: Callable[[str], None] | None = None,
+                 detached: bool = False, start_timeout_secs: float | None = None) -> None:
         self.config = config
         self.state_dir = Path(state_dir) if state_dir is not None else config.state_dir
         # $RAY_ADDRESS is how Ray's own tools (ray job submit) name the cluster: honour it, as ray.init does.
@@ -162,6 +163,11 @@ class EngineRuntime:
         self.ray_namespace = config.name
         self._started_ray = False
         self.started_at = 0.0
+        # Cluster mode (`tradetree up`): the tree outlives this process, so Redis and the venue must
+        # be external, and no local lock or engine.json describes it (the record in Redis does).
+        self.detached = detached
+        # How long this process waits for the tree to come up (None: the tree's own start bound).
+        self.start_timeout_secs = start_timeout_secs
 
     def _redis(self) -> str:
         if self.redis_url is None:
@@ -247,8 +253,11 @@ class EngineRuntime:
 
         self.started_at = time.monotonic()
         check_strategies(self.config)
+        if self.detached:
+            self._check_cluster_mode()
         self._resolve_live_endpoints()  # credentials first: fail before starting anything
-        self._lock.acquire()  # before any Redis: a second engine must never append to this one's AOF
+        if not self.detached:
+            self._lock.acquire()  # before any Redis: a second engine must never append to this one's AOF
         try:
             self._check_ports()
             self.redis_url = self._start_redis()
@@ -269,14 +278,115 @@ class EngineRuntime:
             self._progress(f"Ray ready at {self._gcs_address()} (namespace {self.ray_namespace!r}); "
                            "starting the tree: each child is started and must pass its probes")
             self._warn_if_workers_niced()
+            if self.detached:
+                self._refuse_a_running_tree()
             spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
                                    ray_namespace=self.ray_namespace)
             self.root = start_root(spec, config=self.config, ray_namespace=self.ray_namespace,
-                                   redis_url=self.redis_url)
+                                   redis_url=self.redis_url, start_timeout_secs=self.start_timeout_secs)
             self.record = self._publish_record()
-        except BaseException:
+        except BaseException as exc:
+            note = self._wind_down_abandoned_start()
             self.shutdown()
+            if note and isinstance(exc, TradetreeError):
+                raise TradetreeError(f"{exc}\n{note}") from exc
             raise
+
+    def _wind_down_abandoned_start(self) -> str:
+        """A start that failed or timed out may have left a live, half-started tree: before it is torn
+        down, its strategies are paused and its orders canceled (never an abandoned tree trading).
+        Returns what was done, for the error message ("" when no tree had been created)."""
+        import ray
+
+        from tradetree.core import ROOT_ID
+        from tradetree.tree import wind_down_for_shutdown
+
+        if self.root is not None or not ray.is_initialized():
+            return ""
+        try:
+            root = ray.get_actor(ROOT_ID, namespace=self.ray_namespace)
+        except ValueError:
+            return ""
+        self.root = root  # shutdown() stops it and kills it, after the wind-down below
+        try:
+            canceled = wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace, timeout_secs=10.0)
+            done = f"strategies paused and {canceled} open order(s) canceled"
+        except TradetreeError as exc:  # a gateway not yet up has no order of ours to cancel
+            done = f"strategies paused; canceling orders failed on a venue not yet up ({exc})"
+        log.error("start abandoned: %s before the tree was torn down", done)
+        return f"The tree had started in part: {done} before it was torn down."
+
+    def _check_cluster_mode(self) -> None:
+        """Refuse what cannot outlive this process: the embedded Redis and the embedded simulator."""
+        problems = []
+        if resolve_redis_url(self.config.redis.url) is None:
+            problems.append("redis.url (or $REDIS_URL): the embedded Redis lives in this process")
+        embedded = [v.name for v in self.config.venues if v.uses_embedded_simulator]
+        if embedded:
+            problems.append(f"venues[{', '.join(embedded)}].rest_url/ws_url: the embedded simulator lives in this "
+                            "process (run `tradetree sim` on its own and point the venue at it)")
+        if problems:
+            raise ConfigError("`tradetree up` starts a tree that outlives this process; set: " + "; ".join(problems))
+
+    def _refuse_a_running_tree(self) -> None:
+        from tradetree.core import ROOT_ID
+        from tradetree.supervisor import RayBackend
+
+        if asyncio.run(RayBackend(self.ray_namespace).get_existing(ROOT_ID)) is not None:
+            raise ConfigError(f"a tree of {self.config.name!r} already runs in Ray namespace {self.ray_namespace!r} "
+                              "on this cluster: `tradetree status` shows it, `tradetree down` stops it")
+
+    def detach(self) -> None:
+        """Leave the started tree running on the cluster and disconnect this process (``tradetree up``)."""
+        import ray
+
+        if not self.detached:
+            raise TradetreeError("detach() is for a runtime created with detached=True")
+        self.root = None
+        self.record = None  # the Redis record stays: it describes the running tree
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+            self._started_ray = False
+
+    @classmethod
+    def attach_running(cls, config: EngineConfig, *, ray_address: str | None = None,
+                       on_progress: Callable[[str], None] | None = None) -> EngineRuntime:
+        """The runtime of a tree started detached (``tradetree up``), to wind it down (``tradetree down``).
+
+        Raises:
+            ConfigError: no tree of this config runs on that cluster.
+            StoreUnavailable: its Redis does not answer.
+        """
+        import ray
+
+        from tradetree.core import ROOT_ID, read_engine_record
+
+        runtime = cls(config, ray_address=ray_address, detached=True, on_progress=on_progress)
+        runtime._check_cluster_mode()
+        runtime.redis_url = runtime._start_redis()
+
+        async def _record() -> EngineRecord | None:
+            store = await RedisStore.connect(runtime._redis(), config.redis.namespace)
+            try:
+                return await read_engine_record(store.client, config.redis.namespace)
+            finally:
+                await store.close()
+
+        record = asyncio.run(_record())
+        if runtime.ray_address is None and record is not None:
+            runtime.ray_address = record.ray_address
+        if runtime.ray_address is None:
+            raise ConfigError("no Ray address: give --address (or $RAY_ADDRESS); no running engine is recorded in "
+                              f"Redis namespace {config.redis.namespace!r}")
+        runtime._start_ray()
+        try:
+            runtime.root = ray.get_actor(ROOT_ID, namespace=runtime.ray_namespace)
+        except ValueError:
+            runtime.shutdown()
+            raise ConfigError(f"no tree of {config.name!r} runs on {runtime.ray_address} "
+                              f"(Ray namespace {runtime.ray_namespace!r})") from None
+        runtime.record = record
+        return runtime
 
     def _check_ports(self) -> None:
         """Refuse, naming the config field, a port another process holds (before anything starts)."""
@@ -329,7 +439,8 @@ class EngineRuntime:
             finally:
                 await store.close()
 
-        self._lock.write_local(record)
+        if not self.detached:
+            self._lock.write_local(record)
         try:
             asyncio.run(_write())
         except TradetreeError as exc:  # the tree runs; only attaching by --config is harder

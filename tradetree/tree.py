@@ -271,6 +271,7 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
         startup_timeout_secs=sequential_startup_secs(children),
         # SAFE MODE pauses strategies through their actors, so keep them alive.
         stop_children_on_escalate=False,
+        placement=Placement(resources=dict(config.supervision.root_resources)),
     )
 
 
@@ -293,7 +294,8 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
         await asyncio.to_thread(actors.tell, sid, "pause", f"SAFE MODE: {reason}")
 
 
-def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str) -> Any:
+def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str,
+               start_timeout_secs: float | None = None) -> Any:
     """Launch the root supervisor (detached, named ``RootSupervisor``) and start the tree.
 
     Raises:
@@ -312,7 +314,7 @@ def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str
     store_factory = functools.partial(RedisStore.connect, redis_url, config.redis.namespace)
     return asyncio.run(
         launch_supervisor(spec, namespace=ray_namespace, store_factory=store_factory, on_escalate=safe_mode,
-                          alerter=ALERTER_ID)
+                          alerter=ALERTER_ID, start_timeout_secs=start_timeout_secs)
     )
 
 

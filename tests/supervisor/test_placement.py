@@ -34,11 +34,21 @@ def test_children_avoid_the_supervisors_node_then_balance():
     assert choose_node(Placement(), NODES, occupied={"a": "n2"}, own_node="n1") == "n3"
 
 
+def test_children_avoid_every_supervisor_above_them():
+    assert choose_node(Placement(), NODES, occupied={}, own_node="n2", ancestor_nodes=("n1",)) == "n3"
+
+
 def test_suspected_and_dead_nodes_are_never_chosen():
     nodes = [NodeView("n1"), NodeView("n2", alive=False), NodeView("n3")]
     assert choose_node(Placement(), nodes, occupied={"a": "n3"}, suspect={"n1"}) == "n3"
     with pytest.raises(NoNodeFits, match="suspected"):
         choose_node(Placement(), nodes, occupied={}, suspect={"n1", "n3"})
+
+
+def test_a_head_without_cpus_gets_work_only_when_nothing_else_can():
+    head, worker = NodeView("h", resources={}), NodeView("w", resources={"CPU": 1.0})
+    assert choose_node(Placement(), [head, worker], occupied={"a": "w", "b": "w"}) == "w"
+    assert choose_node(Placement(), [head, worker], occupied={}, suspect={"w"}) == "h"
 
 
 def test_labels_and_resources_are_hard():
