@@ -111,6 +111,7 @@ from tradetree.execution import (
     wind_down_refusals,
     ws_probe,
 )
+from tradetree.risk import RootLatch
 
 __all__ = ["VenueGateway", "VenueGatewayActor", "record_ack"]
 
@@ -189,6 +190,8 @@ class VenueGateway:
         self._redis_url = redis_url
         self._namespace = namespace
         self._clock = clock or WallClock()
+        # Arms the gate's root check once a root heartbeat is seen (risk.RootLatch says why).
+        self._root_latch = RootLatch()
         self._heartbeat_interval_secs = heartbeat_interval_secs
         self._market_data_stale_secs = market_data_stale_secs
         self._dead_man_switch_secs = dead_man_switch_secs
@@ -634,7 +637,8 @@ class VenueGateway:
         Raises:
             StoreUnavailable: Redis does not answer (nothing is recorded or sent).
         """
-        inputs = await read_gateway_gate(store.client, self._namespace, self.venue.name, intent.strategy_id)
+        inputs = await read_gateway_gate(store.client, self._namespace, self.venue.name, intent.strategy_id,
+                                         now_ms=self._clock.now_ms(), root_latch=self._root_latch)
         if account_level:
             reasons = wind_down_refusals(intent, inputs)
         else:

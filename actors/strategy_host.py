@@ -56,6 +56,7 @@ from tradetree.risk import (
     SUPERVISOR,
     PreTradeInputs,
     RiskConfig,
+    RootLatch,
     StartPlan,
     candidate_baselines,
     check_freshness,
@@ -172,6 +173,8 @@ class StrategyHost:
         self.namespace = namespace
         self.sink = sink
         self.clock = clock or WallClock()
+        # Arms the freshness gate's root check once a root heartbeat is seen (risk.RootLatch says why).
+        self._root_latch = RootLatch()
         self.bars = BarAggregator(bar_interval_ms)
         self.start_paused = start_paused
         self.store: RedisStore | None = None
@@ -361,7 +364,8 @@ class StrategyHost:
         assert self.store is not None and self.control is not None
         now = self.clock.now_ms()
         gate = await read_gate_inputs(
-            self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now
+            self.store, self.control, self.config.venue, self.id, self.last_ticker_recv_ms, now,
+            root_latch=self._root_latch,
         )
         reasons = check_freshness(intent, gate, self.risk)
         if reasons:

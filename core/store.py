@@ -945,6 +945,12 @@ class RedisStore:
             raw = await self._client.hgetall(self._keys.heartbeats)
         return {k: int(v) for k, v in _text_map(raw).items()}
 
+    async def heartbeat_text(self, component: str) -> str | None:
+        """The stored heartbeat field of ``component`` as text, unparsed (None: not present)."""
+        with _translate(f"reading heartbeat of {component}"):
+            raw = await self._client.hget(self._keys.heartbeats, component)
+        return None if raw is None else _text(raw)
+
     async def set_strategy_state(self, strategy_id: str, state: StrategyState | str) -> None:
         """Raises: ValueError: ``state`` is not a ``StrategyState`` (nor the text of one)."""
         try:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from tradetree.adapters.okx import WsState
 from tradetree.core import Order, OrderIntent, OrderState, ProbeResult, StrategyState, VenueError
+from tradetree.risk import root_unsupervised_reason
 
 __all__ = [
     "GatewayGateInputs",
@@ -137,6 +138,10 @@ class GatewayGateInputs:
         kill_flag: the global kill flag's reason (None: not set).
         venue_pauses: the venue's pauses, source -> reason (empty: not paused).
         unknown: why they could not be read (empty: they were).
+        now_ms: when they were read (the gateway's clock, wall-clock ms in a tree).
+        root_heartbeat_ms: the root supervisor's last heartbeat (None: none recorded or unparseable).
+        root_armed: judge ``root_heartbeat_ms`` at all (``risk.RootLatch``: this gateway has seen
+            a root heartbeat; off for a gateway that does not watch the root).
     """
 
     strategy_id: str
@@ -144,6 +149,9 @@ class GatewayGateInputs:
     kill_flag: str | None = None
     venue_pauses: Mapping[str, str] = field(default_factory=dict)
     unknown: str = ""
+    now_ms: int = 0
+    root_heartbeat_ms: int | None = None
+    root_armed: bool = False
 
 
 # The states only the kill switch writes: a strategy in one of them is being (or was) wound down by it.
@@ -158,8 +166,11 @@ def strategy_order_refusals(intent: OrderIntent, inputs: GatewayGateInputs) -> l
     for another strategy (fail closed), when the kill flag is set, when the
     strategy is not RUNNING (no state recorded, PAUSED, or WINDING_DOWN /
     KILLED: once the kill switch owns a strategy only its clips trade, and
-    those come through ``wind_down_refusals``), and when the venue is paused
-    by any source. Never raises.
+    those come through ``wind_down_refusals``), when the venue is paused
+    by any source, and when the tree is unsupervised (the root's heartbeat
+    is missing or stale, once ``root_armed``) and the intent is not
+    reduce-only: while no supervisor runs nothing opens risk, but closing it
+    stays possible. Never raises.
     """
     if inputs.unknown:
         return [f"gateway gate: state unknown: {inputs.unknown}"]
@@ -177,6 +188,10 @@ def strategy_order_refusals(intent: OrderIntent, inputs: GatewayGateInputs) -> l
         why = "; ".join(f"{source}: {reason}" if reason else source
                         for source, reason in sorted(inputs.venue_pauses.items()))
         reasons.append(f"venue {intent.venue} paused ({why})")
+    if inputs.root_armed and not intent.reduce_only:
+        unsupervised = root_unsupervised_reason(inputs.root_heartbeat_ms, inputs.now_ms)
+        if unsupervised is not None:
+            reasons.append(unsupervised)
     return reasons
 
 
@@ -190,7 +205,9 @@ def wind_down_refusals(intent: OrderIntent, inputs: GatewayGateInputs) -> list[s
     and only the kill switch writes WINDING_DOWN or KILLED (a host never
     does). So an order of a RUNNING or PAUSED strategy is refused here, and a
     strategy cannot bypass the gate by any field of its intent. Unknown
-    inputs refuse (fail closed; the kill switch retries). Never raises.
+    inputs refuse (fail closed; the kill switch retries). An unsupervised
+    tree (no fresh root heartbeat) does not refuse a clip: closing risk must
+    stay possible while no supervisor runs. Never raises.
     """
     if inputs.unknown:
         return [f"gateway gate: state unknown: {inputs.unknown}"]

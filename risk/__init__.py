@@ -82,6 +82,16 @@ from tradetree.risk.pre_trade_inputs import (
     mark_unknown_reason,
     pending_by_instrument,
 )
+from tradetree.risk.root_supervision import (
+    ROOT_ALERT_KEY,
+    RootAlarm,
+    RootAlert,
+    RootLatch,
+    parse_heartbeat_ms,
+    root_alarm_step,
+    root_heartbeat_age_secs,
+    root_unsupervised_reason,
+)
 from tradetree.risk.rules import (
     GLOBAL_LOSS,
     GLOBAL_NOTIONAL,
@@ -193,4 +203,12 @@ __all__ = [
     "unreadable_states",
     "timeout_reason",
     "utc_day",
+    "ROOT_ALERT_KEY",
+    "RootAlarm",
+    "RootAlert",
+    "RootLatch",
+    "parse_heartbeat_ms",
+    "root_alarm_step",
+    "root_heartbeat_age_secs",
+    "root_unsupervised_reason",
 ]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tradetree.core import ControlSnapshot, OrderDenied, OrderIntent, StoreError, StoreUnavailable, StrategyState
 from tradetree.risk.config import RiskConfig
+from tradetree.risk.root_supervision import root_unsupervised_reason
 
 __all__ = [
     "GATE_STATE_UNKNOWN_REDIS",
@@ -55,6 +56,11 @@ class GateInputs(BaseModel):
     control: ControlSnapshot | None  # None = unknown
     last_market_data_ms: int | None  # None = no market data seen
     unknown: tuple[str, ...] = ()
+    # The root supervisor's heartbeat (wall-clock ms; None = none recorded), judged only when
+    # ``root_armed`` (``risk.RootLatch``: a root heartbeat was seen by this reader). These two have
+    # defaults, unlike the rest: a reader that does not watch the root (no latch) leaves the check off.
+    root_heartbeat_ms: int | None = None
+    root_armed: bool = False
 
 
 def applicable_breakers(breakers: Mapping[str, object], *, venue: str, strategy_id: str) -> list[str]:
@@ -96,7 +102,9 @@ def check(intent: OrderIntent, inputs: GateInputs, cfg: RiskConfig) -> list[str]
     verified or not within ``max_verification_age_secs``; a discrepancy is
     open on the venue; market data is missing or older than
     ``max_market_data_age_secs``; the venue is paused; a breaker that applies
-    (global, the venue's or the strategy's) is open; the kill flag is set.
+    (global, the venue's or the strategy's) is open; the kill flag is set;
+    the tree is unsupervised (``root_unsupervised_reason``, once ``root_armed``)
+    and the intent is not reduce-only (closing risk stays possible).
     A reduce-only intent of a WINDING_DOWN strategy is not refused for the
     kill flag or breakers. Never raises.
     """
@@ -146,6 +154,10 @@ def check(intent: OrderIntent, inputs: GateInputs, cfg: RiskConfig) -> list[str]
 
     if inputs.kill_flag is not None and not winding_down_close:
         reasons.append(f"kill flag set: {inputs.kill_flag or 'no reason given'}")
+    if inputs.root_armed and not intent.reduce_only:
+        unsupervised = root_unsupervised_reason(inputs.root_heartbeat_ms, inputs.now_ms)
+        if unsupervised is not None:
+            reasons.append(unsupervised)
     return reasons
 
 
