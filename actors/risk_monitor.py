@@ -22,6 +22,12 @@ in an outbox and are retried each loop.
 
 An operator clears a breaker with ``clear_breaker``; that re-arms the rule,
 it does not resume any strategy (resuming is a separate, deliberate act).
+
+Each loop also looks at the root supervisor's heartbeat: when it goes stale
+(or vanishes, once one was seen: ``risk.RootLatch``) one critical alert says
+the tree is unsupervised, and one info alert says when a root heartbeats
+again (``risk.root_alarm_step`` decides; the gates refuse the new risk by
+themselves). Its age is in ``stats()`` and ``snapshot()``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from tradetree.actors.kill_switch import KillSwitch
 from tradetree.actors.kill_switch_ray import RayVenuePort
 from tradetree.core import (
     ALERTER_ID,
+    ROOT_HEARTBEAT_KEY,
     Clock,
     ComponentState,
     ControlState,
@@ -69,6 +76,8 @@ from tradetree.risk import (
     LossMonitor,
     RejectionStreak,
     RiskConfig,
+    RootAlarm,
+    RootLatch,
     Trip,
     UnreadableOrderEvent,
     batch_caught_up,
@@ -78,11 +87,14 @@ from tradetree.risk import (
     loop_fresh_probe,
     loss_limits_set,
     needs_strategy_states,
+    parse_heartbeat_ms,
     parse_order_event,
     pause_reason,
     pause_targets,
     paused_summary,
     rejection_streak_of,
+    root_alarm_step,
+    root_heartbeat_age_secs,
     should_persist_cursor,
     unreadable_states,
     utc_day,
@@ -192,6 +204,11 @@ class RiskMonitor:
         self._pending_trips: list[list] = []  # [trip, breaker newly opened by us]
         self._outbox: deque[tuple[str, str, str, str]] = deque()
         self._last_ok_mono: float | None = None
+        # The root's heartbeat as last read (None: none, or not read yet) and the alarm on it.
+        self._root_latch = RootLatch()
+        self._root_alarm = RootAlarm()
+        self._root_heartbeat_ms: int | None = None
+        self._root_read_ms: int | None = None
         self._stats: dict[str, Any] = {
             "loops": 0, "loop_errors": 0, "events_read": 0, "bad_events": 0, "trips": 0,
             "breakers_opened": 0, "alerts_sent": 0, "alerts_dropped": 0, "pauses": 0,
@@ -338,6 +355,7 @@ class RiskMonitor:
                 errors.append(f"apply: {type(exc).__name__}: {exc}")
                 if not isinstance(exc, StoreError):
                     log.exception("risk monitor could not apply trips")
+            await guarded("root heartbeat", self._stage_root(now_ms))
             await self._flush_alerts()
             if self.store is not None:
                 try:
@@ -353,6 +371,25 @@ class RiskMonitor:
                 self._stats["last_error"] = ""
                 self._last_ok_mono = self.clock.monotonic()
             return trips
+
+    async def _stage_root(self, now_ms: int) -> None:
+        """Read the root supervisor's heartbeat and alert (once) when the tree goes unsupervised or
+        is supervised again. A failed read decides nothing: the loop's error says Redis is down."""
+        if self.store is None:
+            return
+        raw = await self.store.heartbeat_text(ROOT_HEARTBEAT_KEY)
+        self._root_heartbeat_ms, self._root_read_ms = parse_heartbeat_ms(raw), now_ms
+        armed = self._root_latch.observe(raw is not None)
+        self._root_alarm, alert = root_alarm_step(self._root_alarm, self._root_heartbeat_ms, now_ms, armed=armed)
+        if alert is not None:
+            (log.error if alert.severity == "critical" else log.warning)("risk monitor: %s", alert.text)
+            self._queue_alert(key=alert.key, title=alert.title, text=alert.text, severity=alert.severity)
+
+    def root_heartbeat_age_secs(self) -> float | None:
+        """Age of the root's heartbeat at the last loop's read (None: none recorded, or not read)."""
+        if self._root_read_ms is None:
+            return None
+        return root_heartbeat_age_secs(self._root_heartbeat_ms, self._root_read_ms)
 
     async def _stage_load(self) -> None:
         if self.control is None:
@@ -480,12 +517,12 @@ class RiskMonitor:
 
     # -- alerts ----------------------------------------------------------------------
 
-    def _queue_alert(self, *, key: str, title: str, text: str) -> None:
+    def _queue_alert(self, *, key: str, title: str, text: str, severity: str = ALERT_SEVERITY) -> None:
         if len(self._outbox) >= self.cfg.alert_outbox_max:
             dropped = self._outbox.popleft()
             self._stats["alerts_dropped"] += 1
             log.error("alert outbox full, dropped: %s: %s", dropped[2], dropped[3])
-        self._outbox.append((ALERT_SEVERITY, key, title, text))
+        self._outbox.append((severity, key, title, text))
 
     async def _flush_alerts(self) -> None:
         while self._outbox:
@@ -556,6 +593,8 @@ class RiskMonitor:
             "pending_trips": len(self._pending_trips),
             "alerts_pending": len(self._outbox),
             "rejection_streaks": self.streak.snapshot(),
+            "root_heartbeat_age_secs": self.root_heartbeat_age_secs(),
+            "tree_unsupervised_since_ms": self._root_alarm.since_ms,
         }
 
 
@@ -673,7 +712,8 @@ class RiskMonitorActor:
 
     async def snapshot(self) -> dict[str, Any]:
         """Strategy states, kill flag, venue control state and the valued book (for the control API):
-        ``positions``, ``strategy_pnl`` and ``marks`` as in ``core.collect_snapshot``."""
+        ``positions``, ``strategy_pnl`` and ``marks`` as in ``core.collect_snapshot``; and
+        ``root_heartbeat_age_secs`` at the monitor's last loop (None: none recorded, or not read)."""
         store, control = self._monitor.store, self._monitor.control
         assert store is not None and control is not None, "start() first"
         venues = {v: (await control.snapshot(v)).model_dump(mode="json") for v in self._gateways}
@@ -682,7 +722,7 @@ class RiskMonitorActor:
                 "venues": venues, "fills_by_layer": await store.fill_layer_counts(),
                 "positions": [r.model_dump(mode="json") for r in rows],
                 "strategy_pnl": {sid: s.model_dump(mode="json") for sid, s in sums.items()},
-                "marks": marks_view(marks)}
+                "marks": marks_view(marks), "root_heartbeat_age_secs": self._monitor.root_heartbeat_age_secs()}
 
     async def check_health(self) -> HealthReport:
         """The monitor's probes; while a kill runs, a stale loop is reported but restarts nothing
