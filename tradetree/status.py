@@ -9,12 +9,18 @@ whose positions are not all valued says "incomplete".
 ``snapshot_text`` / ``positions_text`` render to a string at a given width,
 or at the width the tables need, so output piped to a file or ``less`` is
 never cut at 80 columns.
+
+While the root supervisor is UNREACHABLE, the components still heartbeating
+in Redis (the snapshot's ``heartbeats``) are listed as ORPHAN actors: alive,
+but with nobody to restart them (``orphans``); the header says when the
+root's own heartbeat is stale (``risk.root_unsupervised_reason``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -22,9 +28,10 @@ from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from tradetree.core import StrategyValue, strategy_values
+from tradetree.core import ROOT_HEARTBEAT_KEY, ROOT_HEARTBEAT_STALE_SECS, ROOT_ID, StrategyValue, strategy_values
+from tradetree.risk import root_unsupervised_reason
 
-__all__ = ["positions_json", "positions_table", "positions_text", "render_snapshot", "render_text",
+__all__ = ["orphans", "positions_json", "positions_table", "positions_text", "render_snapshot", "render_text",
            "snapshot_text"]
 
 _UNKNOWN = "[yellow]-[/]"
@@ -106,13 +113,33 @@ def _strategies_table(snap: dict[str, Any]) -> Table:
     return strat
 
 
-def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) -> Group:
+def orphans(actors: dict[str, Any], heartbeats: dict[str, int], now_ms: int,
+            stale_secs: float = ROOT_HEARTBEAT_STALE_SECS) -> dict[str, float]:
+    """Components alive without a root: heartbeat field -> its age in seconds, for every heartbeat
+    fresher than ``stale_secs`` other than the root's, while the root is UNREACHABLE; else empty."""
+    root = actors.get(ROOT_ID) or {}
+    if str(root.get("state", "")).upper() != "UNREACHABLE":
+        return {}
+    return {name: max(0, now_ms - ts) / 1000 for name, ts in sorted(heartbeats.items())
+            if name != ROOT_HEARTBEAT_KEY and now_ms - ts <= stale_secs * 1000}
+
+
+def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None,
+                    now_ms: int | None = None) -> Group:
+    """The snapshot as rich tables; ``now_ms`` (default: the wall clock) ages the heartbeats."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    heartbeats = snap.get("heartbeats") or {}
     head = Table.grid(padding=(0, 2))
-    head.add_row(
+    cells = [
         f"[bold]tradetree[/bold]{'' if elapsed_secs is None else f'  t+{elapsed_secs:,.0f}s'}",
         "[red bold]KILL FLAG: " + escape(str(snap["kill_flag"])) + "[/]" if snap.get("kill_flag")
         else "[green]kill flag clear[/]",
-    )
+    ]
+    if ROOT_HEARTBEAT_KEY in heartbeats:  # absent: no root that heartbeats has run (or it was not read)
+        unsupervised = root_unsupervised_reason(heartbeats[ROOT_HEARTBEAT_KEY], now)
+        if unsupervised is not None:
+            cells.append(f"[red bold]{escape(unsupervised.upper()[:1] + unsupervised[1:])}[/]")
+    head.add_row(*cells)
 
     layers = Table(title="Fills by layer")
     layers.add_column("layer")
@@ -131,6 +158,9 @@ def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None) 
         colour = "green" if state.upper() == "RUNNING" else "yellow"
         actors.add_row(escape(name), f"[{colour}]{escape(state)}[/]", str(info.get("restarts", 0)),
                        escape(str(info.get("detail", ""))[:80]))
+    for name, age in orphans(snap.get("actors") or {}, heartbeats, now).items():
+        actors.add_row(escape(name), "[red]ORPHAN[/]", "-",
+                       f"heartbeat {age:,.1f}s ago; {ROOT_ID} unreachable: nothing restarts it")
 
     return Group(head, _strategies_table(snap), positions_table(snap.get("positions") or []), layers, actors)
 
@@ -147,9 +177,10 @@ def render_text(renderable: RenderableType, *, width: int | None = None) -> str:
     return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
 
 
-def snapshot_text(snap: dict[str, Any], *, width: int | None = None, elapsed_secs: float | None = None) -> str:
+def snapshot_text(snap: dict[str, Any], *, width: int | None = None, elapsed_secs: float | None = None,
+                  now_ms: int | None = None) -> str:
     """``render_snapshot`` as plain text (see ``render_text``)."""
-    return render_text(render_snapshot(snap, elapsed_secs=elapsed_secs), width=width)
+    return render_text(render_snapshot(snap, elapsed_secs=elapsed_secs, now_ms=now_ms), width=width)
 
 
 def positions_text(positions: list[dict[str, Any]], *, width: int | None = None) -> str:
