@@ -393,7 +393,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         _print_json(status)
         return 0
     snap = status.get("snapshot") or {}
-    view = {**snap, "heartbeats": {}, "actors": status["actors"]}
+    view = {**snap, "heartbeats": snap.get("heartbeats") or {}, "actors": status["actors"]}
     renderable = render_snapshot(view)
     if sys.stdout.isatty():
         Console().print(renderable)

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.cluster_host import ClusterHost
 from tests.conftest import TEST_REDIS_URL
 from tradetree.core import RISK_MONITOR_ID, ROOT_ID, RedisStore, gateway_id, reconciler_id
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-HOST = Path(__file__).with_name("cluster_host.py")
 BOUND_SECS = 420.0  # a tree brought up, or back, on four raylets sharing two busy cores
 GATEWAY = gateway_id("okx")
 
@@ -53,51 +53,13 @@ def wait_for(predicate, timeout_secs: float, what: str, poll_secs: float = 1.0):
         time.sleep(poll_secs)
 
 
-class ClusterHost:
-    def __init__(self, tmp: Path) -> None:
-        # Every worker may host the root (the config asks for tradetree_root); the head has no CPUs,
-        # so placement keeps the tree's children off it and it can never be the node we lose.
-        spec = {"head": {"num_cpus": 0},
-                "workers": {w: {"num_cpus": 1, "resources": {"tradetree_root": 1}} for w in ("w1", "w2", "w3")}}
-        env = {**os.environ, "RAY_worker_niceness": "0"}
-        env.pop("RAY_ADDRESS", None)
-        self.proc = subprocess.Popen([sys.executable, str(HOST), json.dumps(spec)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=(tmp / "cluster.log").open("w"), text=True,
-                                     env=env, cwd=tmp)
-        hello = self._read()
-        self.address: str = hello["address"]
-        self.nodes: dict[str, str] = hello["nodes"]
-
-    def _read(self) -> dict:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, "the cluster host exited (see cluster.log)"
-        return json.loads(line)
-
-    def remove(self, node_id: str) -> str:
-        name = next(n for n, nid in self.nodes.items() if nid == node_id)
-        assert name != "head"
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"remove {name}\n")
-        self.proc.stdin.flush()
-        assert self._read() == {"removed": name}
-        del self.nodes[name]
-        return name
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture
 def cluster(tmp_path):
-    host = ClusterHost(tmp_path)
+    # Every worker may host the root (the config asks for tradetree_root); the head has no CPUs,
+    # so placement keeps the tree's children off it and it can never be the node we lose.
+    spec = {"head": {"num_cpus": 0},
+            "workers": {w: {"num_cpus": 1, "resources": {"tradetree_root": 1}} for w in ("w1", "w2", "w3")}}
+    host = ClusterHost(spec, tmp_path / "cluster.log", tmp_path)
     try:
         yield host
     finally:
@@ -221,4 +183,5 @@ def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, clust
     finally:
         down = cli("down", *cfg, folder=tmp_path, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not [o for o in store(lambda st: st.open_orders())], "down cancels our open orders"
+    with venue.lock:
+        assert venue.engine.open_orders() == [], "down cancels our open orders at the venue"
