@@ -135,14 +135,20 @@ def main() -> int:
             def node(self) -> str:
                 return ray.get_runtime_context().get_node_id()
 
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         for i in range(args.losses):
             gw_node, root_node = actors[gateway_id("okx")]["node_id"], actors[ROOT_ID]["node_id"]
             assert gw_node != root_node
-            bare = Bare.options(name=f"bare-{i}", namespace=namespace, lifetime="detached", max_restarts=-1,
-                                scheduling_strategy=NodeAffinitySchedulingStrategy(gw_node, soft=True)).remote()
-            assert ray.get(bare.node.remote(), timeout=60) == gw_node
+            # Ray's soft node affinity does not keep a zero-CPU actor on the node asked for, and a hard
+            # one would never let Ray re-place it: spread a few and keep the one that landed there.
+            bare = None
+            for k in range(24):
+                cand = Bare.options(name=f"bare-{i}-{k}", namespace=namespace, lifetime="detached",
+                                    max_restarts=-1, scheduling_strategy="SPREAD").remote()
+                if bare is None and ray.get(cand.node.remote(), timeout=60) == gw_node:
+                    bare = cand
+                else:
+                    ray.kill(cand, no_restart=True)
+            assert bare is not None, "no bare actor landed on the gateway's node"
             t0 = time.monotonic()
             cluster.remove(gw_node)
             bare_secs = None
