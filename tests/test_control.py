@@ -70,11 +70,12 @@ def test_status_shows_every_actor_and_the_state_in_redis(tree, ctl, capsys):
     first, second = ids(tree)
     status = ctl.status()
     actors = status["actors"]
-    expected = {"RootSupervisor", "Alerter", "VenueSupervisor[okx]", GATEWAY, RECONCILER, "RiskMonitor",
+    expected = {"RootSupervisor", "ServiceSupervisor", "Alerter", "VenueSupervisor[okx]", GATEWAY, RECONCILER, "RiskMonitor",
                 "StrategySupervisor", first, second}
     assert set(actors) == expected
     assert all(row["state"] == "running" for row in actors.values()), actors
     assert actors[GATEWAY]["parent"] == "VenueSupervisor[okx]" and actors[first]["parent"] == "StrategySupervisor"
+    assert actors["Alerter"]["parent"] == "ServiceSupervisor"
     assert status["breakers"] == {} and status["kill"] is None
     assert status["snapshot"]["strategies"] == {first: "RUNNING", second: "RUNNING"}
     assert status["snapshot"]["kill_flag"] is None

@@ -170,12 +170,12 @@ def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, clust
         # 2. Lose the root's node: Ray re-creates the root, which adopts the live children.
         root_node = after["actors"][ROOT_ID]["node_id"]
         venue_sup = "VenueSupervisor[okx]"
-        gateway_restarts = after["actors"][GATEWAY]["restarts"]
         cluster.remove(root_node)
         final = wait_for(lambda: (s := status()) and healthy(s) and s["actors"][ROOT_ID]["node_id"] != root_node
                          and s, BOUND_SECS, "a re-created root supervising a healthy tree")
-        # adopted, not re-created: the venue supervisor kept its own restart counts
-        assert final["actors"][GATEWAY]["restarts"] == gateway_restarts, final["actors"][GATEWAY]
+        # The venue supervisor survived on its node and was adopted: it still counts the restart of
+        # the first loss (a re-created one would start from zero).
+        assert final["actors"][GATEWAY]["restarts"] >= 1, final["actors"][GATEWAY]
         assert final["actors"][venue_sup]["state"] == "running"
         assert kill_flag() is None
         assert final["actors"][RISK_MONITOR_ID]["state"] == "running"

@@ -56,7 +56,7 @@ def test_a_start_that_times_out_pauses_and_cancels_before_it_tears_down(ray_sess
 
     monkeypatch.setattr(tree_module, "build_root_spec", _hanging_strategies(tree_module.build_root_spec))
     config = scenario_config(redis_url, namespace).model_copy(update={"state_dir": tmp_path / "state"})
-    runtime = EngineRuntime(config, include_dashboard=False, start_timeout_secs=90.0)
+    runtime = EngineRuntime(config, include_dashboard=False, start_timeout_secs=60.0)
     failure: list[BaseException] = []
 
     def start() -> None:
