@@ -166,8 +166,8 @@ class VenueGateway:
         *,
         rest_url: str,
         ws_url: str,
-        credentials: VenueCredentials,
         redis_url: str,
+        credentials: VenueCredentials | None = None,
         namespace: str,
         clock: Clock | None = None,
         heartbeat_interval_secs: float = 1.0,
@@ -246,13 +246,18 @@ class VenueGateway:
             StoreUnavailable: Redis does not answer.
             VenueAuthError: the venue rejected the credentials (REST or WS login).
             VenueUnavailable: the venue does not answer.
-            ConfigError: a configured instrument is not listed by the venue.
+            ConfigError: a configured instrument is not listed by the venue, or the venue's
+                credentials are not in this process (``secrets_file`` / its env vars).
             RuntimeError: the gateway was already started.
         """
         if self.state is not ComponentState.NEW:
             raise RuntimeError(f"{self.component}: start() is allowed once, state is {self.state.value}")
         self.state = ComponentState.STARTING
         try:
+            if self._credentials is None:
+                # Read here, in this actor's process, from the sources the venue's config names:
+                # keys never travel as Ray arguments.
+                self._credentials = self.venue.resolve_credentials()
             self._store = await RedisStore.connect(self._redis_url, self._namespace, clock=self._clock)
             self._rest = OkxRestClient(self.venue, self._credentials, rest_url=self._rest_url, clock=self._clock)
             instruments = await self._rest.load_instruments()

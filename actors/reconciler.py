@@ -66,6 +66,7 @@ from tradetree.core import (
     VenueReleaseRefused,
     WallClock,
     cancel_and_wait,
+    resolve_redis_locator,
 )
 from tradetree.execution import (
     CanaryOutcome,
@@ -116,7 +117,7 @@ class FillReconciler:
 
     ``store``, ``control`` and ``rest`` may be passed in (tests); otherwise
     they are opened from ``redis_url``/``namespace`` and ``rest_url``/
-    ``credentials`` at ``start()``, and closed at ``stop()``. ``alert_sink``
+    ``credentials`` (None: the venue's own secret sources, read here) at ``start()``, and closed at ``stop()``. ``alert_sink``
     receives ``(severity, key, title, text)``; without one, alerts are logged
     only.
     """
@@ -139,8 +140,8 @@ class FillReconciler:
     ) -> None:
         if (store is None or control is None) and not (redis_url and namespace):
             raise ValueError("FillReconciler needs a store and a control state, or redis_url and namespace")
-        if rest is None and not (rest_url and credentials is not None):
-            raise ValueError("FillReconciler needs a rest client or rest_url and credentials")
+        if rest is None and not rest_url:
+            raise ValueError("FillReconciler needs a rest client or rest_url")
         self.venue = venue
         self.name = venue.name
         self.component = f"reconciler:{venue.name}"
@@ -224,12 +225,14 @@ class FillReconciler:
         ctx.store = store
         if control is None:
             self._control_client = aioredis.Redis.from_url(
-                self._redis_url, socket_timeout=self._redis_timeout, socket_connect_timeout=self._redis_timeout
+                resolve_redis_locator(self._redis_url), socket_timeout=self._redis_timeout, socket_connect_timeout=self._redis_timeout
             )
             control = ControlState(self._control_client, store.namespace)
         ctx.control = control
         if rest is None:
-            assert self._credentials is not None
+            if self._credentials is None:
+                # Read in this actor's process from the sources the venue's config names.
+                self._credentials = self.venue.resolve_credentials()
             rest = OkxRestClient(self.venue, self._credentials, rest_url=self._rest_url, clock=ctx.clock)
         ctx.rest = rest
 

@@ -66,6 +66,7 @@ from tradetree.core import (
     marks_view,
     read_book,
     redis_call,
+    resolve_redis_locator,
     valued_positions,
 )
 from tradetree.risk import (
@@ -236,7 +237,7 @@ class RiskMonitor:
         if self._client is None:
             assert self.redis_url is not None
             client = aioredis.Redis.from_url(
-                self.redis_url,
+                resolve_redis_locator(self.redis_url),
                 socket_timeout=self.socket_timeout_secs,
                 socket_connect_timeout=self.socket_timeout_secs,
                 decode_responses=False,

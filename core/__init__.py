@@ -88,6 +88,14 @@ from tradetree.core.names import (
 )
 from tradetree.core.redis_calls import redis_call
 from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.secrets import (
+    DRIVER_REDIS_PASSWORD_ENV,
+    read_secret_file,
+    redis_locator,
+    resolve_redis_locator,
+    resolve_secret,
+    with_password_from_sources,
+)
 from tradetree.core.snapshot import collect_snapshot, marks_view, read_book, valued_positions
 from tradetree.core.store import AuditEntry, RedisStore, redact_url
 from tradetree.core.tasks import cancel_and_wait
@@ -223,6 +231,12 @@ __all__ = [
     "reconciler_id",
     "redis_call",
     "resolve_redis_url",
+    "DRIVER_REDIS_PASSWORD_ENV",
+    "read_secret_file",
+    "redis_locator",
+    "resolve_redis_locator",
+    "resolve_secret",
+    "with_password_from_sources",
     "strategy_values",
     "usable_marks",
     "value_positions",

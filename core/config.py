@@ -49,6 +49,11 @@ class RedisConfig(BaseModel):
     url: str | None = None
     namespace: str = Field(default="tradetree", pattern=r"^[A-Za-z0-9_.\-]+$")
     socket_timeout_secs: float = Field(default=2.0, gt=0)
+    # Where every process of the tree reads the password when ``url`` carries none: a file (e.g. a
+    # Kubernetes Secret mounted on every Ray pod) wins over the environment variable. The actors
+    # read it themselves; it never travels as a Ray argument.
+    password_file: Path | None = None
+    password_env: str | None = "REDIS_PASSWORD"
 
 
 class ActorCallConfig(BaseModel):

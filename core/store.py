@@ -48,6 +48,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tradetree.core.clock import Clock, WallClock
 from tradetree.core.errors import StoreError, StoreUnavailable
 from tradetree.core.redis_keys import RedisKeys
+from tradetree.core.secrets import resolve_redis_locator
 
 # Short local names: every reader in this module decodes, and helpers adding methods use them.
 from tradetree.core.text import as_opt_text as _opt_text
@@ -340,10 +341,13 @@ class RedisStore:
 
         Raises:
             StoreUnavailable: Redis does not answer PING at ``url`` (the message
-                names the url without its password).
+                names the url without its password), or ``url`` is a locator
+                (``core.secrets``) whose password this process cannot find.
             ValueError: ``namespace`` is invalid.
         """
         keys = RedisKeys(namespace)  # validate before opening anything
+        # An actor is handed a locator (no password in it): the password is read here, in this process.
+        url = resolve_redis_locator(url)
         try:
             client = aioredis.Redis.from_url(
                 url,

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -21,14 +22,18 @@ from tradetree.core import ControlError
 __all__ = ["attach_ray", "prepare_ray_auth"]
 
 
-def attach_ray(address: str, namespace: str, *, timeout_secs: float, auth_mode: str | None = None) -> str:
+def attach_ray(address: str, namespace: str, *, timeout_secs: float, auth_mode: str | None = None,
+               runtime_env: dict[str, Any] | None = None) -> str:
     """``ray.init(address)`` with token auth prepared and within ``timeout_secs``; what was decided about auth.
+
+    ``runtime_env`` becomes the job's: every actor this process creates, and every actor those
+    create (the tree's children), runs in it, including after Ray re-creates one elsewhere.
 
     Raises:
         ControlError: nothing answers, the token is missing, or Ray did not accept in time.
     """
     tried = prepare_ray_auth(auth_mode)
-    _init_bounded(address, namespace, timeout_secs, tried)
+    _init_bounded(address, namespace, timeout_secs, tried, runtime_env)
     return tried
 
 
@@ -75,7 +80,8 @@ class _NoSigtermWarning(logging.Filter):
 _NO_SIGTERM_WARNING = _NoSigtermWarning()
 
 
-def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str) -> None:
+def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str,
+                  runtime_env: dict[str, Any] | None = None) -> None:
     """``ray.init(address)`` within ``timeout_secs``: Ray itself retries a dead or refusing cluster for minutes."""
     host, _, port = address.rpartition(":")
     if host and port.isdigit():
@@ -88,7 +94,8 @@ def _init_bounded(address: str, namespace: str, timeout_secs: float, auth: str) 
 
     def _init() -> None:
         try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False, configure_logging=False)
+            ray.init(address=address, namespace=namespace, log_to_driver=False, configure_logging=False,
+                     runtime_env=runtime_env or None)
             outcome["error"] = None
         except BaseException as exc:  # handed to the caller's thread
             outcome["error"] = exc

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from tradetree.core import RISK_MONITOR_ID, ROOT_ID, ConfigError, gateway_id, reconciler_id
+from tradetree.core import RISK_MONITOR_ID, ROOT_ID, ConfigError, gateway_id, reconciler_id, resolve_secret
 from tradetree.telemetry.config import AlerterConfig
 
 __all__ = [
@@ -111,20 +110,20 @@ class SlackTarget(BaseModel):
 
 
 def resolve_slack_target(config: AlerterConfig, environ: Mapping[str, str] | None = None) -> SlackTarget | None:
-    """The Slack destination from the environment, or None for log-only.
+    """The Slack destination from the configured files or the environment, or None for log-only.
 
     Raises:
-        ConfigError: a token is set but ``slack_channel`` is not.
+        ConfigError: a token is set but ``slack_channel`` is not, or a named file cannot be read.
     """
-    env = os.environ if environ is None else environ
-    webhook = env.get(config.slack_webhook_url_env) if config.slack_webhook_url_env else None
-    if webhook:
-        return SlackTarget(webhook_url=SecretStr(webhook))
-    token = env.get(config.slack_token_env) if config.slack_token_env else None
-    if token:
+    webhook = resolve_secret(file=config.slack_webhook_url_file, env=config.slack_webhook_url_env, environ=environ)
+    if webhook is not None:
+        return SlackTarget(webhook_url=webhook)
+    token = resolve_secret(file=config.slack_token_file, env=config.slack_token_env, environ=environ)
+    if token is not None:
         if not config.slack_channel:
-            raise ConfigError(f"alerter: {config.slack_token_env} is set but slack_channel is not")
-        return SlackTarget(token=SecretStr(token), channel=config.slack_channel, base_url=config.slack_base_url)
+            raise ConfigError(f"alerter: a Slack token is set ({config.slack_token_file or '$' + str(config.slack_token_env)}) "
+                              "but slack_channel is not")
+        return SlackTarget(token=token, channel=config.slack_channel, base_url=config.slack_base_url)
     return None
 
 

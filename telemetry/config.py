@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["AlerterConfig", "MetricsConfig"]
@@ -10,9 +12,12 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class AlerterConfig(BaseModel):
-    """Where alerts go and how often. Secrets are named by environment variable, never stored here.
+    """Where alerts go and how often. Secrets are named (a file, an environment variable), never stored here.
 
-    ``slack_webhook_url_env`` wins when both it and ``slack_token_env`` resolve;
+    The Alerter reads them in its own process, wherever Ray placed it: on a
+    cluster they must be on every node (``tradetree up`` checks that they are
+    when this shell has them). A ``*_file`` wins over its ``*_env``. The
+    webhook wins when both it and the token resolve;
     a token needs ``slack_channel``. ``slack_base_url`` points the Web API
     client elsewhere (tests). The values of the ``redact_env`` variables (the
     venue credentials by default; values shorter than 6 characters are
@@ -23,7 +28,9 @@ class AlerterConfig(BaseModel):
     model_config = _FROZEN
 
     slack_webhook_url_env: str | None = "TRADETREE_SLACK_WEBHOOK_URL"
+    slack_webhook_url_file: Path | None = None
     slack_token_env: str | None = "TRADETREE_SLACK_TOKEN"
+    slack_token_file: Path | None = None
     slack_channel: str | None = None
     slack_base_url: str | None = None
     dedup_window_secs: float = Field(default=300.0, ge=0)

@@ -9,6 +9,7 @@ into a ``ConfigError`` naming the file and the dotted field.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +35,7 @@ from tradetree.telemetry import AlerterConfig, MetricsConfig
 __all__ = [
     "EngineConfig",
     "MetricsConfig",
+    "RayJobConfig",
     "ServedModelConfig",
     "SupervisionConfig",
     "load_engine_config",
@@ -70,6 +72,43 @@ class SupervisionConfig(BaseModel):
     strategy_period_secs: float = Field(default=60.0, gt=0)
     venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
     child_startup_timeout_secs: float = Field(default=30.0, gt=0)
+
+
+_SECRET_LIKE = re.compile(r"KEY|SECRET|PASS|TOKEN|CREDENTIAL|WEBHOOK|AUTH", re.IGNORECASE)
+
+
+class RayJobConfig(BaseModel):
+    """What the tree's Ray job carries to every node: Ray's own ``runtime_env`` (``working_dir``,
+    ``pip``, ``env_vars``, ...), given to ``ray.init`` so every actor of the tree, and every actor
+    Ray re-creates on another node, runs in it.
+
+    No secret goes here: Ray shows a job's runtime_env on its dashboard and in ``ray job status``.
+    An ``env_vars`` name that looks like one is refused; the actors read secrets on their node from
+    the sources the config names (``redis.password_file``, ``venues[].secrets_file``,
+    ``alerts.slack_webhook_url_file`` or their env vars).
+    """
+
+    model_config = _FROZEN
+
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _no_secrets(cls, env: dict[str, Any]) -> dict[str, Any]:
+        from ray.runtime_env import RuntimeEnv
+
+        unknown = sorted(set(env) - set(RuntimeEnv.known_fields))
+        if unknown:
+            raise ValueError(f"unknown runtime_env field(s) {unknown} (Ray knows {sorted(RuntimeEnv.known_fields)})")
+        env_vars = env.get("env_vars") or {}
+        if not isinstance(env_vars, dict) or not all(isinstance(v, str) for v in env_vars.values()):
+            raise ValueError("runtime_env.env_vars: a mapping of names to string values")
+        secret_like = sorted(k for k in env_vars if _SECRET_LIKE.search(k))
+        if secret_like:
+            raise ValueError(f"runtime_env.env_vars {secret_like} look like secrets, and Ray shows a job's "
+                             "runtime_env on its dashboard: set them on the nodes (e.g. from a Kubernetes "
+                             "Secret) and name them in the config (redis.password_env, venues[].api_key_env, ...)")
+        return env
 
 
 class ServedModelConfig(BaseModel):
@@ -149,6 +188,7 @@ class EngineConfig(BaseModel):
     kill_switch: KillSwitchConfig = KillSwitchConfig(max_clip_size=Decimal("100"))
     supervision: SupervisionConfig = SupervisionConfig()
     metrics: MetricsConfig = MetricsConfig()
+    ray: RayJobConfig = RayJobConfig()
     heartbeat_interval_secs: float = Field(default=1.0, gt=0)
     # The venue's dead-man switch (OKX cancel-all-after): if the engine stops re-arming it for this
     # long, the venue cancels our open orders. 0 = off; else OKX's bounds, 10..120 s.

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
 
@@ -37,9 +38,12 @@ from tradetree.core import (
     WallClock,
     clear_engine_record,
     port_free,
+    redis_locator,
     resolve_redis_url,
+    with_password_from_sources,
     write_engine_record,
 )
+from tradetree.core.secrets import DRIVER_REDIS_PASSWORD_ENV
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "TREE_RAY_SYSTEM_CONFIG",
            "hold_running_strategies", "niced_nodes", "worker_niceness_by_node"]
@@ -56,6 +60,7 @@ DEFAULT_STATE_DIR = Path(".tradetree")
 TREE_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
 NICENESS_CHECK_TIMEOUT_SECS = 60.0
 ATTACH_TIMEOUT_SECS = 60.0
+NODE_CHECK_TIMEOUT_SECS = 60.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,9 @@ class VenueEndpoint:
 
     rest_url: str
     ws_url: str
-    credentials: VenueCredentials = field(repr=False)
+    # None: the venue's actors read the keys themselves from the sources its config names. Only
+    # the embedded simulator's own keys (public defaults of config.simulator) are handed over.
+    credentials: VenueCredentials | None = field(repr=False)
 
 
 def worker_niceness_by_node(timeout_secs: float) -> dict[str, int | None]:
@@ -154,7 +161,10 @@ class EngineRuntime:
         self.record: EngineRecord | None = None
         self.ray_address = ray_address
         self.include_dashboard = include_dashboard
-        self.redis_url: str | None = None
+        self.redis_url: str | None = None  # this process's, with the password if Redis has one
+        self.actor_redis_url: str | None = None  # the actors': a locator without it (core.secrets)
+        self._set_password_env = False
+        self._launched_root = False
         self.embedded_redis: EmbeddedRedis | None = None
         self.simulator: Any = None  # SimulatorThread when the embedded simulator is used
         self.sim_server: Any = None
@@ -177,12 +187,15 @@ class EngineRuntime:
     # -- start -------------------------------------------------------------
 
     def _start_redis(self) -> str:
-        url = resolve_redis_url(self.config.redis.url)
+        cfg = self.config.redis
+        url = resolve_redis_url(cfg.url)
         if url is None:
             self.embedded_redis = EmbeddedRedis(data_dir=self.state_dir / "redis")
             self.embedded_redis.start()
             url = self.embedded_redis.url
             log.info("embedded Redis (%s) at %s", self.embedded_redis.kind, url)
+        else:
+            url = with_password_from_sources(url, password_file=cfg.password_file, password_env=cfg.password_env)
         try:
             asyncio.run(_check_redis(url, self.config.redis.namespace, self.config.redis.socket_timeout_secs))
         except StoreUnavailable:
@@ -205,11 +218,40 @@ class EngineRuntime:
         for v in needs_sim:
             self.endpoints[v.name] = VenueEndpoint(self.sim_server.rest_url, self.sim_server.ws_url, creds)
 
+    @property
+    def on_a_cluster(self) -> bool:
+        """The tree's actors may run on other hosts than this process (an existing cluster, or `up`)."""
+        return self.detached or bool(self.ray_address)
+
     def _resolve_live_endpoints(self) -> None:
         for v in self.config.venues:
             if not v.uses_embedded_simulator:
                 assert v.rest_url and v.ws_url
-                self.endpoints[v.name] = VenueEndpoint(v.rest_url, v.ws_url, v.resolve_credentials())
+                if not self.on_a_cluster:
+                    # One host: the actors will read what this process reads, so a missing key fails
+                    # here, before anything starts. On a cluster the nodes are checked instead.
+                    v.resolve_credentials()
+                self.endpoints[v.name] = VenueEndpoint(v.rest_url, v.ws_url, None)
+
+    def _redis_for_actors(self) -> str:
+        """The Redis URL the tree's actors are handed: never with its password (Ray keeps actor
+        arguments in its GCS and shows them back); each actor reads the password in its own process.
+
+        Call before Ray is started: a driver that starts Ray itself hands a password it was given
+        inline down through its environment, which the raylet and every worker inherit.
+        """
+        import ray
+
+        url = self._redis()
+        password = urlsplit(url).password
+        if password is None:
+            return url
+        if not self.ray_address and not ray.is_initialized():
+            os.environ[DRIVER_REDIS_PASSWORD_ENV] = unquote(password)
+            self._set_password_env = True
+            return redis_locator(url, password_file=None, password_env=DRIVER_REDIS_PASSWORD_ENV, required=True)
+        cfg = self.config.redis
+        return redis_locator(url, password_file=cfg.password_file, password_env=cfg.password_env, required=True)
 
     def _start_ray(self) -> None:
         import ray
@@ -221,12 +263,13 @@ class EngineRuntime:
             # auth prepared and a bound (Ray alone retries a dead address for minutes).
             from tradetree.supervisor import attach_ray
 
-            attach_ray(self.ray_address, self.ray_namespace, timeout_secs=ATTACH_TIMEOUT_SECS)
+            attach_ray(self.ray_address, self.ray_namespace, timeout_secs=ATTACH_TIMEOUT_SECS,
+                       runtime_env=self.config.ray.runtime_env)
         else:
             ray.init(namespace=self.ray_namespace, configure_logging=False, log_to_driver=False,
                      include_dashboard=self.include_dashboard, dashboard_host="127.0.0.1",
                      dashboard_port=self.config.dashboard_port, num_cpus=max(4, len(self.config.strategies) + 4),
-                     _system_config=TREE_RAY_SYSTEM_CONFIG)
+                     _system_config=TREE_RAY_SYSTEM_CONFIG, runtime_env=self.config.ray.runtime_env or None)
         self._started_ray = True
 
     def _warn_if_workers_niced(self) -> None:
@@ -267,6 +310,16 @@ class EngineRuntime:
         self._progress(f"Redis ready ({'embedded, ' + self.state_dir.as_posix() + '/redis' if self.embedded_redis else 'external'}), "
                        f"namespace {self.config.redis.namespace!r}")
         try:
+            self.actor_redis_url = self._redis_for_actors()
+            self._start_ray()
+            self._progress(f"Ray ready at {self._gcs_address()} (namespace {self.ray_namespace!r})")
+            self._warn_if_workers_niced()
+            # Before anything is written to Redis: a second `up` of a running tree must not put the
+            # running tree's strategies under a start-up hold on its way to being refused.
+            if self.detached:
+                self._refuse_a_running_tree()
+            if self.on_a_cluster:
+                self._check_node_secrets()
             if self.config.venues and any(v.uses_embedded_simulator for v in self.config.venues):
                 asyncio.run(self._reset_paper_namespace())
             else:
@@ -274,16 +327,12 @@ class EngineRuntime:
             self._start_simulator_if_needed()
             if self.sim_server is not None:
                 self._progress(f"simulator: REST {self.sim_server.rest_url}  WS {self.sim_server.ws_url}")
-            self._start_ray()
-            self._progress(f"Ray ready at {self._gcs_address()} (namespace {self.ray_namespace!r}); "
-                           "starting the tree: each child is started and must pass its probes")
-            self._warn_if_workers_niced()
-            if self.detached:
-                self._refuse_a_running_tree()
-            spec = build_root_spec(self.config, redis_url=self.redis_url, endpoints=self.endpoints,
+            self._progress("starting the tree: each child is started and must pass its probes")
+            spec = build_root_spec(self.config, redis_url=self.actor_redis_url, endpoints=self.endpoints,
                                    ray_namespace=self.ray_namespace)
+            self._launched_root = True
             self.root = start_root(spec, config=self.config, ray_namespace=self.ray_namespace,
-                                   redis_url=self.redis_url, start_timeout_secs=self.start_timeout_secs)
+                                   redis_url=self.actor_redis_url, start_timeout_secs=self.start_timeout_secs)
             self.record = self._publish_record()
         except BaseException as exc:
             note = self._wind_down_abandoned_start()
@@ -301,7 +350,9 @@ class EngineRuntime:
         from tradetree.core import ROOT_ID
         from tradetree.tree import wind_down_for_shutdown
 
-        if self.root is not None or not ray.is_initialized():
+        # Only a root this start launched: a RootSupervisor found otherwise is a running tree's
+        # (a second `up`, refused), and must not be wound down by the start that was refused.
+        if self.root is not None or not self._launched_root or not ray.is_initialized():
             return ""
         try:
             root = ray.get_actor(ROOT_ID, namespace=self.ray_namespace)
@@ -315,6 +366,14 @@ class EngineRuntime:
             done = f"strategies paused; canceling orders failed on a venue not yet up ({exc})"
         log.error("start abandoned: %s before the tree was torn down", done)
         return f"The tree had started in part: {done} before it was torn down."
+
+    def _check_node_secrets(self) -> None:
+        from tradetree.node_secrets import check_node_secrets
+
+        assert self.actor_redis_url is not None
+        for line in check_node_secrets(self.config, self.actor_redis_url, timeout_secs=NODE_CHECK_TIMEOUT_SECS):
+            log.warning("%s", line)
+            self._progress(line)
 
     def _check_cluster_mode(self) -> None:
         """Refuse what cannot outlive this process: the embedded Redis and the embedded simulator."""
@@ -533,6 +592,9 @@ class EngineRuntime:
             if self._started_ray and ray.is_initialized():
                 ray.shutdown()
                 self._started_ray = False
+            if self._set_password_env and not ray.is_initialized():
+                os.environ.pop(DRIVER_REDIS_PASSWORD_ENV, None)
+                self._set_password_env = False
             if self.simulator is not None:
                 self.simulator.stop()
                 self.simulator = None

@@ -107,3 +107,13 @@ def test_resolve_slack_target_prefers_the_webhook_and_needs_a_channel_for_a_toke
     assert resolve_slack_target(cfg, {}) is None
     with pytest.raises(ConfigError, match="slack_channel"):
         resolve_slack_target(cfg, {"TRADETREE_SLACK_TOKEN": "xoxb-1"})
+
+
+def test_the_slack_webhook_can_come_from_a_mounted_file_which_wins_over_the_env(tmp_path) -> None:
+    (tmp_path / "webhook").write_text("https://hooks.slack.com/services/T0/B0/from-file\n")
+    cfg = AlerterConfig(slack_webhook_url_file=tmp_path / "webhook")
+    target = resolve_slack_target(cfg, {"TRADETREE_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/env"})
+    assert target is not None and target.webhook_url is not None
+    assert target.webhook_url.get_secret_value().endswith("/from-file")
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        resolve_slack_target(AlerterConfig(slack_webhook_url_file=tmp_path / "absent"), {})
