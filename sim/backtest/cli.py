@@ -2,6 +2,7 @@
 
     tradetree backtest configs/strategies/X.yaml --data candles.csv.gz [--seed N] [--out DIR]
     tradetree sweep    configs/strategies/X.yaml --data candles.csv.gz --grid window_bars=10,20 ... [--random N]
+                       [--address HOST:PORT]   (an existing Ray cluster; default $RAY_ADDRESS, else a local Ray)
     tradetree compare  RUN_A RUN_B [--data candles.csv.gz]
 
 ``--data`` takes ``FILE`` (for the first symbol) or ``INST=FILE`` and may be
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import re
 import sys
 import time
@@ -114,9 +117,34 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from tradetree.sim.backtest.sweep import SweepSpec, parse_param_spec, run_sweep, sweep_markdown, sweep_rows_for_csv
+def _runtime_env(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        env = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--runtime-env-json: {exc}") from None
+    if not isinstance(env, dict):
+        raise ConfigError("--runtime-env-json: expected a JSON object, e.g. '{\"pip\": [\"tradetree==X\"]}'")
+    return env
 
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tradetree.sim.backtest.sweep import (
+        SweepSpec,
+        parse_param_spec,
+        run_sweep,
+        sweep_markdown,
+        sweep_rows_for_csv,
+        where_it_ran,
+    )
+
+    # $RAY_ADDRESS as Ray's own tools honour it: a shell set up for a cluster sweeps on it.
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address and args.num_cpus is not None:
+        raise ConfigError(f"--num-cpus sizes a local Ray, but the sweep attaches to the cluster at {address} "
+                          "(--address or $RAY_ADDRESS), whose CPUs are its own: drop one of the two")
+    runtime_env = _runtime_env(args.runtime_env_json)
     sc = load_strategy_config(args.strategy_config)
     data = parse_data_args(args.data, sc.symbols, _cache(args))
     config = _config(args)
@@ -137,7 +165,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         result = run_sweep(sc, data, config, spec, holdout_fraction=args.holdout, top=args.top, metric=args.metric,
-                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus, progress=progress)
+                           warmup_bars=args.warmup_bars, num_cpus=args.num_cpus or 2, progress=progress,
+                           address=address, runtime_env=runtime_env, attach_timeout_secs=args.attach_timeout)
     finally:
         bar.close()
     out = args.out or DEFAULT_RUNS_DIR / f"{sc.id}-sweep-{_stamp()}"
@@ -150,6 +179,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         writer.writerow(header)
         writer.writerows(rows)
     print(text)
+    print(where_it_ran(result))
     print(f"sweep folder: {out}")
     return 0
 
@@ -217,7 +247,19 @@ def register(subparsers: Any) -> None:
     sw.add_argument("--top", type=int, default=5, help="sets re-run on the held-out data (default 5)")
     sw.add_argument("--metric", default="sharpe", help="ranking metric (default sharpe)")
     sw.add_argument("--warmup-bars", type=int, default=500, help="bars before the held-out period to warm up")
-    sw.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray started if none runs")
+    sw.add_argument("--num-cpus", type=int, default=None,
+                    help="CPUs of the local Ray started when there is no --address (default 2)")
+    sw.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="run the backtests on this existing Ray cluster (GCS host:port; default $RAY_ADDRESS, "
+                         "else a local Ray); the cluster's nodes must have tradetree installed, or see "
+                         "--runtime-env-json")
+    sw.add_argument("--attach-timeout", type=float, default=30.0,
+                    help="seconds to attach to --address before giving up (default 30)")
+    # No runtime env by default: shipping the working dir would upload the checkout (data, runs, .venv)
+    # on every sweep, and nodes that share the install need nothing.
+    sw.add_argument("--runtime-env-json", metavar="JSON",
+                    help="Ray runtime env of every backtest task, e.g. '{\"pip\": [\"tradetree==X\"]}' or a "
+                         "remote working_dir/py_modules URI (Ray uploads local directories only at ray.init)")
     sw.set_defaults(func=cmd_sweep)
 
     cp = subparsers.add_parser("compare", help="divergence report: two run folders trade by trade")

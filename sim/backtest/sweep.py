@@ -14,21 +14,27 @@ Parameter specs (``--grid`` on the command line), one per parameter:
 search only: integers if both ends are integers, else uniform floats).
 Without ``random`` every combination of the choices runs; with ``random=N``, N
 distinct combinations are drawn with the sweep's seed.
+
+The tasks run on a local Ray started for the sweep, or on an existing cluster
+(``address``) so that a sweep can use many machines; the result records the
+nodes its tasks ran on.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from tradetree.core import ConfigError, StrategyConfig, TradetreeError
+from tradetree.core import ConfigError, ControlError, StrategyConfig, TradetreeError
 from tradetree.sim.backtest.config import BacktestConfig
 from tradetree.sim.backtest.data import CandleSeries, align_series
 from tradetree.sim.backtest.engine import prepare_data
@@ -45,7 +51,12 @@ __all__ = [
     "RANK_METRICS",
     "sweep_markdown",
     "sweep_rows_for_csv",
+    "where_it_ran",
+    "SWEEP_NAMESPACE",
 ]
+
+# Sweep tasks are anonymous, so any namespace works; a fixed one keeps them out of the tree's.
+SWEEP_NAMESPACE = "tradetree-sweep"
 
 RANK_METRICS = ("sharpe", "sortino", "net_pnl", "return_pct", "profit_factor", "win_rate")
 
@@ -149,9 +160,26 @@ class SweepResult:
     top: int
     elapsed_secs: float
     task_cpu_secs: float = 0.0  # CPU time of every task together (the sweep's CPU use over its wall time)
+    tasks_per_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> backtest tasks it ran
+    ray_address: str = ""  # the cluster attached to; "" for a local Ray (or the one already running)
 
     def top_rows(self) -> list[SweepRow]:
         return [r for r in self.rows if r.held_out is not None]
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self.tasks_per_node))
+
+    @property
+    def backtests(self) -> int:
+        return sum(self.tasks_per_node.values())
+
+
+def where_it_ran(result: SweepResult) -> str:
+    """``'ran 24 backtests on 3 nodes of the Ray cluster at HOST:PORT'``."""
+    n = len(result.tasks_per_node)
+    where = f"of the Ray cluster at {result.ray_address}" if result.ray_address else "of the local Ray"
+    return f"ran {result.backtests} backtests on {n} node{'' if n == 1 else 's'} {where}"
 
 
 def _backtest_task(strategy_config: dict, params: dict,
@@ -176,6 +204,46 @@ def _backtest_task(strategy_config: dict, params: dict,
             "prep_secs": result.timings.get("prep_secs", 0.0), "cpu_secs": time.process_time() - cpu0}
 
 
+def _backtest_on_node(*args: Any) -> dict:
+    """``_backtest_task`` and the Ray node it ran on: the proof that a sweep used the cluster."""
+    import ray
+
+    return {**_backtest_task(*args), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _node_deal() -> list[Any]:
+    """Scheduling strategies to deal tasks round-robin over the nodes, one turn per CPU; [] for one node.
+
+    Left to itself Ray keeps handing short tasks to the first worker that is up (it reuses the
+    lease) while the other nodes are still starting theirs: 12 tasks over two 1-CPU nodes ran 11
+    and 1. Soft affinity that spills when its node is full keeps the deal a preference: a busy,
+    dead or removed node's tasks run elsewhere instead of waiting for it.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cpus = {n["NodeID"]: int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")}
+    cpus = {node: c for node, c in cpus.items() if c >= 1}
+    if len(cpus) < 2:
+        return []
+    order = [node for turn in range(max(cpus.values())) for node, c in sorted(cpus.items()) if c > turn]
+    try:
+        return [NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True) for node in order]
+    except TypeError:  # a Ray without the (private) spill option: let its scheduler spread instead
+        return ["SPREAD"]
+
+
+def _unreachable_driver(address: str | None, auth: str, exc: BaseException) -> ControlError:
+    """Why a cluster's workers found this (live) driver, the owner of the candles, "dead"."""
+    causes = ["the cluster's nodes cannot connect back to this machine (run the sweep on a node of the cluster)"]
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":  # attach_ray sets it when it finds a token
+        # A driver with token auth on refuses the workers of a cluster without it, which send none.
+        causes.insert(0, "the cluster runs without token authentication while this process uses a token: set "
+                         "RAY_AUTH_MODE=disabled here, or start the cluster with the same token")
+    return ControlError(f"the workers of the Ray cluster at {address} could not read the candles from this process "
+                        f"({type(exc).__name__}; auth: {auth}). Likely: " + "; or ".join(causes) + ".")
+
+
 def _sort_key(metric: str) -> Callable[[SweepRow], tuple]:
     def key(row: SweepRow) -> tuple:
         value = (row.in_sample or {}).get(metric)
@@ -198,17 +266,27 @@ def run_sweep(
     warmup_bars: int = 500,
     num_cpus: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    address: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    attach_timeout_secs: float = 30.0,
 ) -> SweepResult:
     """Backtest every parameter set of ``spec`` in-sample as Ray tasks, rank, re-run the ``top`` held-out.
 
-    Starts a local Ray (``num_cpus``) when none is running and shuts it down
-    again; uses the running one otherwise. ``progress(done, total)`` is called
-    as tasks finish. The two windows (in-sample, and held-out with its warm-up)
-    are prepared once here and put in the object
-    store; every task reads them from there.
+    Uses the Ray this process is already attached to, if any. Otherwise, with
+    ``address`` (a cluster's GCS ``host:port``), attaches to that cluster for
+    the sweep and disconnects after, leaving the cluster running; without it,
+    starts a local Ray of ``num_cpus`` (``$RAY_ADDRESS`` is not consulted here:
+    the CLI resolves it) and shuts it down again. ``runtime_env`` is given to
+    every task (Ray's task-level runtime env: ``pip``, ``env_vars``, remote
+    ``working_dir``/``py_modules`` URIs; Ray uploads local directories only at
+    ``ray.init``, which ``attach_ray`` does not take). ``progress(done, total)``
+    is called as tasks finish. The two windows (in-sample, and held-out with its
+    warm-up) are prepared once here and put in the object store; every task
+    reads them from there.
 
     Raises:
-        ConfigError: a bad metric, fraction or spec, or data too short to split.
+        ConfigError: a bad metric, fraction, spec or runtime env, or data too short to split.
+        ControlError: ``address`` cannot be attached to within ``attach_timeout_secs``.
     """
     import ray
 
@@ -232,12 +310,28 @@ def run_sweep(
     if split < 2 or n - split < 2:
         raise ConfigError(f"{n} candles cannot be split {1 - holdout_fraction:.0%} / {holdout_fraction:.0%}")
     split_ms = int(next(iter(series.values())).ts_ms[split])
+    task = ray.remote(num_cpus=1)(_backtest_on_node)
+    if runtime_env:
+        try:  # Ray validates here, before anything is started or attached to
+            task = task.options(runtime_env=runtime_env)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"runtime env {runtime_env!r}: {exc}") from None
     t0 = time.perf_counter()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = attached = False
+    auth = ""
+    if not ray.is_initialized():
+        if address:
+            from tradetree.supervisor import attach_ray
+
+            # Never num_cpus: a cluster's resources are its own (Ray refuses them when attaching).
+            auth = attach_ray(address, SWEEP_NAMESPACE, timeout_secs=attach_timeout_secs)
+            attached = True
+        else:
+            # "local" so that a $RAY_ADDRESS in the environment cannot turn this into an attach.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            started = True
     try:
-        task = ray.remote(num_cpus=1)(_backtest_task)
         start = max(0, split - warmup_bars)
         windows = {}
         for name, (lo, hi) in {"in_sample": (0, split), "held_out": (start, None)}.items():
@@ -251,6 +345,12 @@ def run_sweep(
         cfg = config.model_dump(mode="json")
         total = len(sets) + min(top, len(sets))
         done = [0]
+        deal = itertools.cycle(_node_deal() or [None])
+
+        def submit(params: dict, window: Any, trade_from_ms: int | None) -> Any:
+            strategy = next(deal)
+            t = task if strategy is None else task.options(scheduling_strategy=strategy)
+            return t.remote(sc, params, window, cfg, trade_from_ms)
 
         def collect(refs: list) -> list[dict]:
             pending = list(refs)
@@ -259,14 +359,20 @@ def run_sweep(
                 done[0] += len(ready)
                 if progress is not None:
                     progress(done[0], total)
-            return ray.get(list(refs))
+            try:
+                return ray.get(list(refs))
+            except ray.exceptions.OwnerDiedError as exc:
+                if not attached:
+                    raise
+                raise _unreachable_driver(address, auth, exc) from None
 
-        in_sample = collect([task.remote(sc, p, windows["in_sample"], cfg, None) for p in sets])
+        in_sample = collect([submit(p, windows["in_sample"], None) for p in sets])
         rows = [SweepRow(p, r.get("metrics"), None, r.get("error", "")) for p, r in zip(sets, in_sample)]
         rows.sort(key=_sort_key(metric))
         best = [r for r in rows if r.in_sample is not None][:top]
-        held = collect([task.remote(sc, r.params, windows["held_out"], cfg, split_ms) for r in best])
+        held = collect([submit(r.params, windows["held_out"], split_ms) for r in best])
         cpu = sum(r.get("cpu_secs", 0.0) for r in in_sample + held)
+        per_node = dict(Counter(r["node_id"] for r in in_sample + held))
         evaluated = {id(r): h for r, h in zip(best, held)}
         rows = [
             SweepRow(r.params, r.in_sample, evaluated[id(r)].get("metrics"), evaluated[id(r)].get("error", r.error))
@@ -274,10 +380,11 @@ def run_sweep(
             for r in rows
         ]
     finally:
-        if started:
+        # In a driver attached to a cluster, ray.shutdown() only disconnects: the cluster runs on.
+        if started or attached:
             ray.shutdown()
     return SweepResult(strategy_config.id, metric, rows, split_ms, split, n - split, top, time.perf_counter() - t0,
-                       task_cpu_secs=cpu)
+                       task_cpu_secs=cpu, tasks_per_node=per_node, ray_address=(address or "") if attached else "")
 
 
 def _fmt(value: Any) -> str:
@@ -291,12 +398,15 @@ def _fmt(value: Any) -> str:
 def sweep_markdown(result: SweepResult, *, rows: int = 30) -> str:
     """The ranking and the in-sample vs held-out table, as Markdown."""
     m = result.metric
+    per_node = ", ".join(f"`{node[:12]}` {count}" for node, count in sorted(result.tasks_per_node.items()))
     lines = [
         f"# Sweep: {result.strategy_id}",
         "",
         f"{len(result.rows)} parameter sets, ranked by in-sample `{m}` on {result.in_sample_bars} bars; the top "
         f"{len(result.top_rows())} re-run on the held-out {result.held_out_bars} bars from {result.split_ms} "
         f"({result.elapsed_secs:.1f} s).",
+        "",
+        f"The sweep {where_it_ran(result)} (backtests per node: {per_node}).",
         "",
         "## In-sample vs held-out (overfitting check)",
         "",
