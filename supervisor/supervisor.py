@@ -94,6 +94,7 @@ SleepFn = Callable[[float], Awaitable[None]]
 # The probe of a supervisor's own HealthReport that says it runs (not escalated or stopped).
 SUPERVISOR_PROBE = "supervisor"
 _HOOK_TIMEOUT_SECS = 30.0
+ABANDONED_START_UNDO_SECS = 30.0  # pausing strategies and canceling orders on every venue
 _ALERT_TIMEOUT_SECS = 5.0
 # A node whose raylet stopped answering after a child there died is avoided this long (Ray declares
 # it dead sooner, or it answers again and its children's probes say so).
@@ -188,6 +189,9 @@ class Supervisor:
         alert: ``(severity, key, title, text)``, called for exits, restarts and
             escalation; it is never awaited on the monitor's path.
         on_escalate: ``(reason)``, called once when restart intensity is exceeded.
+        on_start_abandoned: ``(reason)``, awaited (bounded) when ``start()`` fails, before the
+            children already started are stopped: what they did (orders resting at a venue)
+            is undone while the children that can undo it still run.
         release_upstream: answers ``release_after`` ids outside this subtree
             (the parent supervisor); without it every id must be in the tree.
         nested_kwargs: extra constructor kwargs for nested supervisor actors.
@@ -206,6 +210,7 @@ class Supervisor:
         store: HeartbeatSource | None = None,
         alert: AlertFn | None = None,
         on_escalate: EscalateFn | None = None,
+        on_start_abandoned: EscalateFn | None = None,
         release_upstream: ReleaseLookup | None = None,
         nested_kwargs: dict[str, Any] | None = None,
         clock: Clock | None = None,
@@ -221,6 +226,7 @@ class Supervisor:
         self._store = store
         self._alert_fn = alert
         self._on_escalate = on_escalate
+        self._on_start_abandoned = on_start_abandoned
         self._release_upstream = release_upstream
         self._nested_kwargs = dict(nested_kwargs or {})
         self._clock: Clock = clock or WallClock()
@@ -306,6 +312,7 @@ class Supervisor:
             except _BringUpFailed as failure:
                 await self._take_down(child, graceful=False)
                 child.lifecycle.to(ChildState.STOPPED)
+                undone = await self._undo_abandoned_start(f"child {child.id!r} did not start: {failure.detail}")
                 for done in reversed(started):
                     await self._take_down(done, graceful=True)
                     done.lifecycle.to(ChildState.STOPPED)
@@ -313,11 +320,24 @@ class Supervisor:
                 raise StartFailed(
                     f"supervisor {self._spec.id}: child {child.id!r} did not start "
                     f"({failure.reason.value}): {failure.detail}; "
-                    f"stopped {len(started)} child(ren) already started"
+                    f"stopped {len(started)} child(ren) already started{undone}"
                 ) from None
             started.append(child)
             self._check_still_starting()
         self._finish_start()
+
+    async def _undo_abandoned_start(self, reason: str) -> str:
+        """Run ``on_start_abandoned`` within ABANDONED_START_UNDO_SECS; what to add to StartFailed's message."""
+        if self._on_start_abandoned is None:
+            return ""
+        try:
+            result = self._on_start_abandoned(reason)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, timeout=ABANDONED_START_UNDO_SECS)
+        except Exception as exc:  # the unwind goes on: a venue not up has nothing of ours to cancel
+            log.exception("supervisor %s: on_start_abandoned failed", self._spec.id)
+            return f" (undoing what had started failed first: {exc.__class__.__name__}: {exc})"
+        return f"; before that: {result}" if isinstance(result, str) and result else ""
 
     async def adopt(self) -> dict[str, str]:
         """Start after the supervisor's own restart, keeping children that still run.
@@ -1135,6 +1155,9 @@ class SupervisorActor:
             ``functools.partial(RedisStore.connect, url, namespace)``.
         on_escalate: ``(reason)``, sync or async, run inside this actor when it
             escalates (the root: SAFE MODE).
+        on_start_abandoned: ``(reason)``, run inside this actor when its ``start()``
+            fails, before it stops the children already started (the root: pause the
+            strategies, cancel our orders). Not handed to nested supervisors.
         namespace: Ray namespace of the children (None: this actor's).
         seed: seeds backoff and probe jitter.
     """
@@ -1147,6 +1170,7 @@ class SupervisorActor:
         alerter: str | None = None,
         store_factory: Callable[[], Any] | None = None,
         on_escalate: EscalateFn | None = None,
+        on_start_abandoned: EscalateFn | None = None,
         namespace: str | None = None,
         seed: int | None = None,
         ancestor_nodes: tuple[str, ...] = (),
@@ -1171,6 +1195,7 @@ class SupervisorActor:
             store=self._heartbeats,
             alert=self._alert if alerter else None,
             on_escalate=self._escalated,
+            on_start_abandoned=on_start_abandoned,
             release_upstream=self._ask_parent if parent else None,
             nested_kwargs=nested,
             seed=seed,

@@ -360,6 +360,11 @@ class EngineRuntime:
             return ""
         self.root = root  # shutdown() stops it and kills it, after the wind-down below
         try:
+            if ray.get(root.status.remote(), timeout=10)["state"] == "stopped":
+                return ""  # the root gave up on a child and unwound itself, undoing first: StartFailed says so
+        except (ray.exceptions.RayError, TimeoutError, KeyError, TypeError):
+            pass  # unknown: wind down anyway
+        try:
             canceled = wind_down_for_shutdown(self.config, ray_namespace=self.ray_namespace, timeout_secs=10.0)
             done = f"strategies paused and {canceled} open order(s) canceled"
         except TradetreeError as exc:  # a gateway not yet up has no order of ours to cancel

@@ -294,6 +294,30 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
         await asyncio.to_thread(actors.tell, sid, "pause", f"SAFE MODE: {reason}")
 
 
+async def undo_abandoned_start(reason: str, *, ray_namespace: str, strategy_ids: tuple[str, ...],
+                               venues: tuple[str, ...]) -> str:
+    """The root's start failed: before it stops the children, pause every strategy and cancel our
+    orders on every venue whose gateway runs (a released strategy may have traded meanwhile).
+    Returns what was done, for the StartFailed message."""
+    log.error("start abandoned (%s): pausing strategies and canceling orders before the unwind", reason)
+    actors = ActorClient(ray_namespace, timeout_secs=10.0)
+    for sid in strategy_ids:
+        try:
+            await actors.call(sid, "pause", "start abandoned")
+        except TradetreeError:
+            pass  # not started, or already gone: it sends nothing
+    canceled, unreachable = 0, []
+    for venue in venues:
+        try:
+            canceled += int(await actors.call(gateway_id(venue), "cancel_all"))
+        except TradetreeError:
+            unreachable.append(venue)
+    done = f"strategies paused and {canceled} open order(s) canceled"
+    if unreachable:
+        done += f" (gateway not up, nothing of ours to cancel through it: {', '.join(unreachable)})"
+    return done
+
+
 def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str, redis_url: str,
                start_timeout_secs: float | None = None) -> Any:
     """Launch the root supervisor (detached, named ``RootSupervisor``) and start the tree.
@@ -311,10 +335,13 @@ def start_root(spec: SupervisorSpec, *, config: EngineConfig, ray_namespace: str
         strategy_ids=tuple(s.id for s in config.strategies),
         ray_namespace=ray_namespace,
     )
+    undo = functools.partial(undo_abandoned_start, ray_namespace=ray_namespace,
+                             strategy_ids=tuple(s.id for s in config.strategies),
+                             venues=tuple(v.name for v in config.venues))
     store_factory = functools.partial(RedisStore.connect, redis_url, config.redis.namespace)
     return asyncio.run(
         launch_supervisor(spec, namespace=ray_namespace, store_factory=store_factory, on_escalate=safe_mode,
-                          alerter=ALERTER_ID, start_timeout_secs=start_timeout_secs)
+                          on_start_abandoned=undo, alerter=ALERTER_ID, start_timeout_secs=start_timeout_secs)
     )
 
 

@@ -1,9 +1,9 @@
-"""A start that does not finish in time never leaves a live, half-started tree behind.
+"""A start that does not finish, in time or at all, never leaves a live, half-started tree behind.
 
-The strategy supervisor is replaced by an actor whose start never returns, so the tree's start
-hangs after the venue's gateway is up; meanwhile an order rests at the venue. When this
-process's bound on the start runs out, what started is paused and its orders canceled before the
-tree is torn down, and the error says so.
+The strategy supervisor is replaced by an actor whose start never returns (or fails), so the
+tree's start stops after the venue's gateway is up; meanwhile an order rests at the venue. When
+this process's bound on the start runs out, or when the root gives up on the child, what started
+is paused and its orders canceled before the tree is torn down, and the error says so.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import ray
@@ -39,24 +40,38 @@ class HangingStart:
         return HealthReport(component=STRATEGY_SUPERVISOR_ID, ts_ms=0, probes=())
 
 
-def _hanging_strategies(build):
+class FailingStart(HangingStart):
+    """Stands in for the strategy supervisor: its start fails once the test has an order resting."""
+
+    def __init__(self, flag: str, *args, **kwargs) -> None:
+        self.flag = Path(flag)
+
+    async def start(self, adopt: bool = False) -> None:
+        while not self.flag.exists():
+            await asyncio.sleep(0.2)
+        raise RuntimeError("a strategy host could not start")
+
+
+def _hanging_strategies(build, flag: Path | None = None):
     def build_root_spec(*args, **kwargs):
         spec = build(*args, **kwargs)
         hang = ChildSpec(id=STRATEGY_SUPERVISOR_ID, actor_class=f"{__name__}:HangingStart", startup_timeout_secs=900)
+        if flag is not None:
+            hang = ChildSpec(id=STRATEGY_SUPERVISOR_ID, actor_class=f"{__name__}:FailingStart", args=(str(flag),),
+                             startup_timeout_secs=900)
         children = tuple(hang if c.id == STRATEGY_SUPERVISOR_ID else c for c in spec.children)
         return spec.model_copy(update={"children": children, "startup_timeout_secs": 1800})
 
     return build_root_spec
 
 
-def test_a_start_that_times_out_pauses_and_cancels_before_it_tears_down(ray_session, redis_url, namespace, tmp_path,
-                                                                         monkeypatch):
+def _start_with_an_order_resting(ray_session, redis_url, namespace, tmp_path, monkeypatch, *, flag, timeout):
     import tradetree.tree as tree_module
     from tradetree.core.types import OrderIntent, OrderType, Side
 
-    monkeypatch.setattr(tree_module, "build_root_spec", _hanging_strategies(tree_module.build_root_spec))
+    monkeypatch.setattr(tree_module, "build_root_spec", _hanging_strategies(tree_module.build_root_spec, flag))
     config = scenario_config(redis_url, namespace).model_copy(update={"state_dir": tmp_path / "state"})
-    runtime = EngineRuntime(config, include_dashboard=False, start_timeout_secs=60.0)
+    runtime = EngineRuntime(config, include_dashboard=False, start_timeout_secs=timeout)
     failure: list[BaseException] = []
 
     def start() -> None:
@@ -79,12 +94,29 @@ def test_a_start_that_times_out_pauses_and_cancels_before_it_tears_down(ray_sess
         size=Decimal("1"), price=price, reason="rests at the venue while the start hangs")), timeout=30)
     with tree.sim.lock:
         assert len(tree.sim.engine.open_orders()) == 1
+    if flag is not None:
+        flag.write_text("order resting")
     starter.join(300)
     assert not starter.is_alive(), "start() never returned"
     assert failure and isinstance(failure[0], TradetreeError), failure
-    message = str(failure[0])
-    assert "started in part" in message and "1 open order(s) canceled" in message, message
     with tree.sim.lock:
         assert tree.sim.engine.open_orders() == []  # canceled at the venue, not just forgotten
     with pytest.raises(ValueError):
         ray.get_actor(gateway_id("okx"), namespace=runtime.ray_namespace)  # and then torn down
+    return str(failure[0])
+
+
+def test_a_start_that_times_out_pauses_and_cancels_before_it_tears_down(ray_session, redis_url, namespace, tmp_path,
+                                                                         monkeypatch):
+    message = _start_with_an_order_resting(ray_session, redis_url, namespace, tmp_path, monkeypatch, flag=None,
+                                           timeout=60.0)
+    assert "started in part" in message and "1 open order(s) canceled" in message, message
+
+
+def test_a_child_that_fails_to_start_gets_its_orders_canceled_before_the_root_unwinds(
+        ray_session, redis_url, namespace, tmp_path, monkeypatch):
+    message = _start_with_an_order_resting(ray_session, redis_url, namespace, tmp_path, monkeypatch,
+                                           flag=tmp_path / "order-resting", timeout=None)
+    assert "a strategy host could not start" in message, message
+    assert "before that: strategies paused and 1 open order(s) canceled" in message, message
+    assert "started in part" not in message, "the root undid it already; the runner has nothing to add"

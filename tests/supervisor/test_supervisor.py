@@ -122,6 +122,39 @@ async def test_failed_start_unwinds_started_children_in_reverse(h):
     assert all(h.backend.live(n) is None for n in "abcd")
 
 
+async def test_a_failed_start_undoes_what_started_while_those_children_still_run(h):
+    h.backend.behaviour("c").start_error = "venue auth rejected"
+    spec = SupervisorSpec(id="root", children=(child("a"), child("b"), child("c")), intensity=5, period_secs=60)
+    seen: list[tuple[str, list[str]]] = []
+
+    async def undo(reason: str) -> str:
+        seen.append((reason, [n for n in "ab" if h.backend.live(n) is not None]))
+        return "strategies paused and 1 open order(s) canceled"
+
+    sup = Supervisor(spec, h.backend, on_start_abandoned=undo, clock=h.clock, sleep=h.sleep, seed=1,
+                     run_monitor=False)
+    with pytest.raises(StartFailed, match=r"stopped 2 child\(ren\) already started; before that: strategies paused "
+                                          r"and 1 open order\(s\) canceled"):
+        await sup.start()
+    assert len(seen) == 1 and "child 'c' did not start" in seen[0][0] and "venue auth rejected" in seen[0][0]
+    assert seen[0][1] == ["a", "b"], "undone while the started children still run"
+    assert all(h.backend.live(n) is None for n in "abc")
+
+
+async def test_a_failing_undo_hook_does_not_stop_the_unwind(h):
+    h.backend.behaviour("b").start_error = "boom"
+
+    async def undo(reason: str) -> str:
+        raise RuntimeError("gateway gone")
+
+    spec = SupervisorSpec(id="root", children=(child("a"), child("b")), intensity=5, period_secs=60)
+    sup = Supervisor(spec, h.backend, on_start_abandoned=undo, clock=h.clock, sleep=h.sleep, seed=1,
+                     run_monitor=False)
+    with pytest.raises(StartFailed, match=r"undoing what had started failed first: RuntimeError: gateway gone"):
+        await sup.start()
+    assert h.backend.live("a") is None
+
+
 async def test_start_fails_naming_the_probe_that_never_passed(h):
     h.backend.behaviour("b").healthy = False
     sup = h.supervisor(child("a"), child("b"))
