@@ -7,8 +7,12 @@ it, with no SAFE MODE; then the node holding the root is killed, Ray re-creates 
 adopts the children it finds instead of starting duplicates. Redis positions equal the venue
 throughout; `tradetree down` winds it all down.
 
-Redis and the venue are external to the tree, as cluster mode requires: the test's Redis and a
-simulator hosted by this test process, on 127.0.0.1.
+Redis and the venue are external to the tree, as cluster mode requires: a password-protected
+redis-server and a simulator owned by this test, on 127.0.0.1. No secret travels as a Ray
+argument: each actor reads the Redis password and the venue keys from the files the config names,
+on its node. Before that, `up` is refused when a node lacks a secret that only the operator's
+shell has (venue keys, the Slack webhook), and a second `up` of the running tree is refused
+without touching it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,10 +33,12 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.cluster_host import ClusterHost
-from tests.conftest import TEST_REDIS_URL
+from tests.redis_server import RedisServer
 from tradetree.core import RISK_MONITOR_ID, ROOT_ID, RedisStore, gateway_id, reconciler_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary")]
+PASSWORD = "cluster-redis-pw-5e1f"
 
 BIN = Path(sys.executable).parent
 BOUND_SECS = 420.0  # a tree brought up, or back, on four raylets sharing two busy cores
@@ -82,14 +89,26 @@ def venue():
         sim.stop()
 
 
-def cli(*args: str, folder: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def cli(*args: str, folder: Path, timeout: float = 180, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "REDIS_URL")}
+    env.update(extra_env)
     return subprocess.run([str(BIN / "tradetree"), *args], cwd=folder, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, cluster, venue):
+def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, cluster, venue, own_redis):
     namespace = f"tt-cluster-{uuid.uuid4().hex[:10]}"
+    (tmp_path / "redis-password").write_text(PASSWORD + "\n")
     (tmp_path / "okx.secrets.yaml").write_text("api_key: cluster-key\nsecret_key: cluster-secret\n"
                                                "passphrase: cluster-pass\n")
     strategies = "\n".join(textwrap.indent(textwrap.dedent(f"""\
@@ -102,7 +121,8 @@ def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, clust
         for i, sym in ((1, "BTC-USDT-SWAP"), (2, "ETH-USDT-SWAP")))
     (tmp_path / "engine.yaml").write_text(textwrap.dedent(f"""\
         name: {namespace}
-        redis: {{url: "{TEST_REDIS_URL}", namespace: {namespace}}}
+        redis: {{url: "redis://127.0.0.1:{own_redis.port}/0", namespace: {namespace},
+                 password_file: {tmp_path / 'redis-password'}}}
         venues:
           - name: okx
             rest_url: {venue.rest_url}
@@ -128,7 +148,7 @@ def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, clust
 
     def store(read):
         async def go():
-            st = await RedisStore.connect(TEST_REDIS_URL, namespace)
+            st = await RedisStore.connect(own_redis.url, namespace)
             try:
                 return await read(st)
             finally:
@@ -146,15 +166,39 @@ def test_up_survives_losing_the_gateways_node_and_the_roots_node(tmp_path, clust
     def kill_flag():
         return store(lambda st: st.kill_flag())
 
+    # Refused before anything starts: keys or a Slack webhook that only this shell has. The nodes
+    # of this cluster were started without them; each actor reads its secrets on its own node.
+    text = (tmp_path / "engine.yaml").read_text()
+    (tmp_path / "engine-env.yaml").write_text(text.replace(f"secrets_file: {tmp_path / 'okx.secrets.yaml'}",
+                                                           "api_key_env: TT_CLUSTER_OKX_KEY\n    "
+                                                           "secret_key_env: TT_CLUSTER_OKX_SECRET\n    "
+                                                           "passphrase_env: TT_CLUSTER_OKX_PASS"))
+    refused = cli("up", "--config", "engine-env.yaml", "--address", cluster.address, folder=tmp_path,
+                  TT_CLUSTER_OKX_KEY="cluster-key", TT_CLUSTER_OKX_SECRET="cluster-secret",
+                  TT_CLUSTER_OKX_PASS="cluster-pass")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "these nodes cannot" in refused.stderr and "TT_CLUSTER_OKX_KEY" in refused.stderr
+    assert "cluster-secret" not in refused.stdout + refused.stderr
+    refused = cli("up", *cfg, folder=tmp_path, TRADETREE_SLACK_WEBHOOK_URL="https://hooks.slack.com/services/T/B/x")
+    assert refused.returncode == 2 and "Slack is set in this shell but not on node" in refused.stderr, \
+        refused.stdout + refused.stderr
+    assert store(lambda st: st.strategy_states()) == {}, "a refused up writes nothing"
+
     try:
         up = cli("up", *cfg, folder=tmp_path, timeout=BOUND_SECS + 60)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "runs on without this process" in up.stdout
+        assert PASSWORD not in up.stdout + up.stderr
         # The driver has exited; another process sees the tree.
         snap = wait_for(lambda: (s := status()) and healthy(s) and s, BOUND_SECS, "the tree healthy after up")
         nodes = {k: v.get("node_id") for k, v in snap["actors"].items()}
         assert cluster.nodes["head"] not in nodes.values(), nodes
         assert nodes[GATEWAY] != nodes[reconciler_id("okx")], nodes  # the two fill paths apart
+
+        # A second `up` of the running tree is refused, and the running tree is left as it was.
+        again = cli("up", *cfg, folder=tmp_path, timeout=BOUND_SECS)
+        assert again.returncode == 2 and "already runs" in again.stderr, again.stdout + again.stderr
+        assert healthy(status()), "a refused second up must not pause or stop the running tree"
 
         # 1. Lose the gateway's node (never the root's: children are kept off it).
         lost = nodes[GATEWAY]
