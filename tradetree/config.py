@@ -70,6 +70,11 @@ class SupervisionConfig(BaseModel):
     venue_period_secs: float = Field(default=60.0, gt=0)
     strategy_intensity: int = Field(default=10, ge=0)
     strategy_period_secs: float = Field(default=60.0, gt=0)
+    # The ServiceSupervisor (alerter, metrics exporter) never escalates: past this it alerts on the
+    # crash loop and restarts at the child's longest backoff. Its own knob, not the root's: a
+    # flapping exporter says nothing about whether trading is safe.
+    service_intensity: int = Field(default=5, ge=0)
+    service_period_secs: float = Field(default=60.0, gt=0)
     venue_startup_timeout_secs: float = Field(default=60.0, gt=0)
     child_startup_timeout_secs: float = Field(default=30.0, gt=0)
 

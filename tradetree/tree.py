@@ -244,8 +244,8 @@ def build_root_spec(config: EngineConfig, *, redis_url: str, endpoints: Mapping[
     # intensity and put trading into SAFE MODE.
     services = SupervisorSpec(
         id=SERVICE_SUPERVISOR_ID,
-        intensity=config.supervision.root_intensity,
-        period_secs=config.supervision.root_period_secs,
+        intensity=config.supervision.service_intensity,
+        period_secs=config.supervision.service_period_secs,
         escalate=False,
         children=service_children,
         startup_timeout_secs=sequential_startup_secs(service_children),

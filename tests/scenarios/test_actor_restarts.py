@@ -220,9 +220,10 @@ def test_too_many_restarts_put_the_engine_in_safe_mode(ray_session, redis_url, n
 
 
 def test_crashes_of_the_children_that_never_trade_never_reach_safe_mode(ray_session, redis_url, namespace):
-    """The metrics exporter and the alerter sit under the ServiceSupervisor, which never escalates:
-    with a root intensity of 1, four of their crashes leave the kill flag unset and trading on."""
-    config = scenario_config(redis_url, namespace, supervision={"root_intensity": 1},
+    """The metrics exporter and the alerter sit under the ServiceSupervisor, which never escalates
+    (its crash loop is tests/supervisor/test_placement.py's): with a root intensity of 1, four of
+    their crashes leave the kill flag unset and trading on."""
+    config = scenario_config(redis_url, namespace, supervision={"root_intensity": 1, "service_intensity": 10},
                              metrics={"enabled": True, "port": 0})
     strategy = config.strategies[0].id
     with running_tree(config) as tree:
@@ -239,7 +240,7 @@ def test_crashes_of_the_children_that_never_trade_never_reach_safe_mode(ray_sess
         assert root["state"] == "running" and root["restarts_in_window"] == 0, root
         assert kill_flag(tree) is None
         assert tree.strategy_states()[strategy] == "RUNNING"
-        # The alerter is back (the crash loop only slows restarts down: the exporter waits its longest
-        # backoff, 60 s), and the root never saw a failure.
-        tree.wait_for(lambda: tree.status()["Alerter"]["state"] == "running", 90, "the alerter running again")
+        # Both are back, and the root never saw a failure.
+        for name in ("MetricsExporter", "Alerter"):
+            tree.wait_for(lambda n=name: tree.status()[n]["state"] == "running", 90, f"{name} running again")
         assert kill_flag(tree) is None and call(tree, ROOT_ID, "status")["restarts_in_window"] == 0

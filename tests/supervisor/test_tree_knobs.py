@@ -39,12 +39,15 @@ def test_defaults_are_the_documented_intensities_and_a_60s_dead_man():
 def test_knobs_reach_the_spec():
     config = _config(supervision={"root_intensity": 1, "root_period_secs": 10, "venue_intensity": 2,
                                   "venue_period_secs": 20, "strategy_intensity": 4, "strategy_period_secs": 30,
-                                  "venue_startup_timeout_secs": 5},
+                                  "venue_startup_timeout_secs": 5, "service_intensity": 7,
+                                  "service_period_secs": 40},
                      dead_man_switch_secs=10)
     root, venue, strategies, gateway, reconciler = _spec(config)
     assert (root.intensity, root.period_secs) == (1, 10.0)
     assert (venue.intensity, venue.period_secs) == (2, 20.0)
     assert (strategies.intensity, strategies.period_secs) == (4, 30.0)
+    services = next(c for c in root.children if c.id == "ServiceSupervisor")
+    assert (services.intensity, services.period_secs, services.escalate) == (7, 40.0, False)
     assert gateway.startup_timeout_secs == reconciler.startup_timeout_secs == 5.0
     assert gateway.kwargs["dead_man_switch_secs"] == 10 and gateway.kwargs["dead_man_rearm_secs"] == 2.5
 
