@@ -193,20 +193,24 @@ def test_an_operator_attaches_from_another_shell_and_the_run_rides_out_a_redis_k
 
 
 def test_run_attaches_to_an_existing_cluster_named_by_ray_address(engine_dir, tmp_path):
-    """The reported failure: with RAY_ADDRESS set, `tradetree run` died asking Ray for num_cpus."""
+    """The reported failure: with RAY_ADDRESS set, `tradetree run` died asking Ray for num_cpus.
+
+    The engine's config carries the Redis password in its URL, which cannot reach actors on a
+    cluster this process did not start: the cluster's nodes hold it as $REDIS_PASSWORD (the
+    config's default password_env), where each actor reads it."""
     folder, _, namespace = engine_dir
     script = ("import ray, time; ray.init(namespace='other', include_dashboard=False, num_cpus=2, "
               "_system_config={'worker_niceness': 0}); "
               "print('GCS', ray.get_runtime_context().gcs_address, flush=True); time.sleep(3600)")
     cluster = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True, cwd=tmp_path)
+                               text=True, cwd=tmp_path, env={**os.environ, "REDIS_PASSWORD": PASSWORD})
     try:
         assert cluster.stdout is not None
         gcs = cluster.stdout.readline().split()[1]
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "REDIS_URL")}
         env["RAY_ADDRESS"] = gcs
         out = subprocess.run([str(BIN / "tradetree"), "run", "--config", "engine.yaml", "--no-dashboard",
-                              "--duration", "30"], cwd=folder, env=env, capture_output=True, text=True,
+                              "--duration", "5"], cwd=folder, env=env, capture_output=True, text=True,
                              timeout=START_BOUND_SECS + 120)
         assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
         assert f"Ray: {gcs}" in out.stdout and "VenueGateway[okx]: started, probes pass" in out.stdout
