@@ -360,7 +360,8 @@ class EngineRuntime:
             return ""
         self.root = root  # shutdown() stops it and kills it, after the wind-down below
         try:
-            if ray.get(root.status.remote(), timeout=10)["state"] == "stopped":
+            status: dict[str, Any] = ray.get(root.status.remote(), timeout=10)
+            if status["state"] == "stopped":
                 return ""  # the root gave up on a child and unwound itself, undoing first: StartFailed says so
         except (ray.exceptions.RayError, TimeoutError, KeyError, TypeError):
             pass  # unknown: wind down anyway
