@@ -360,7 +360,7 @@ class EngineRuntime:
             return ""
         self.root = root  # shutdown() stops it and kills it, after the wind-down below
         try:
-            status: dict[str, Any] = ray.get(root.status.remote(), timeout=10)
+            status: Any = ray.get(root.status.remote(), timeout=10)
             if status["state"] == "stopped":
                 return ""  # the root gave up on a child and unwound itself, undoing first: StartFailed says so
         except (ray.exceptions.RayError, TimeoutError, KeyError, TypeError):
