@@ -117,8 +117,11 @@ def test_runtime_env_is_rays_own_and_carries_no_secret(tmp_path) -> None:
 
 
 def test_the_job_runtime_env_goes_to_ray_when_attaching(tmp_path, monkeypatch) -> None:
+    import ray
+
     import tradetree.supervisor as sup
 
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the suite's own Ray may be up
     seen = {}
     monkeypatch.setattr(sup, "attach_ray", lambda address, namespace, **kw: seen.update(kw, address=address))
     from tradetree.config import RayJobConfig

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tradetree.config import EngineConfig
-from tradetree.core import ConfigError, StoreUnavailable, resolve_redis_locator
-from tradetree.core.secrets import redis_password_sources
+from tradetree.core import ConfigError, StoreUnavailable, redis_password_sources, resolve_redis_locator
 from tradetree.telemetry import resolve_slack_target
 
 __all__ = ["NodeSecrets", "check_here", "check_node_secrets", "judge"]

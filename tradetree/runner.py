@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from tradetree.config import EngineConfig
 from tradetree.core import (
+    DRIVER_REDIS_PASSWORD_ENV,
     ConfigError,
     ControlState,
     EmbeddedRedis,
@@ -43,7 +44,6 @@ from tradetree.core import (
     with_password_from_sources,
     write_engine_record,
 )
-from tradetree.core.secrets import DRIVER_REDIS_PASSWORD_ENV
 
 __all__ = ["VenueEndpoint", "EngineRuntime", "DEFAULT_STATE_DIR", "TREE_RAY_SYSTEM_CONFIG",
            "hold_running_strategies", "niced_nodes", "worker_niceness_by_node"]

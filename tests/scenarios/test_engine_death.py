@@ -56,7 +56,7 @@ def _engine_yaml(path: Path, *, sim, redis_url: str, namespace: str) -> Path:
         # Quotes that filled while no engine ran reach Redis by poll, never by WS, so fill health
         # pauses the venue until they leave its WS-flow window (120 s by default): shortened here.
         "reconciler": {"poll_interval_secs": 0.5, "fill_health_interval_secs": 0.25,
-                       "fill_gap_alert_secs": 1.5, "drift_interval_secs": 1.0, "ws_flow_window_secs": 20.0},
+                       "fill_gap_alert_secs": 1.5, "drift_interval_secs": 1.0, "ws_flow_window_secs": 10.0},
         "risk": {"max_verification_age_secs": 3.0, "max_market_data_age_secs": 3.0, "loop_interval_secs": 0.25},
         "heartbeat_interval_secs": 0.5,
         "dead_man_switch_secs": DEAD_MAN_SECS,
