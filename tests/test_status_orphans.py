@@ -38,3 +38,16 @@ def test_a_supervised_tree_shows_no_orphans_and_no_warning():
     text = snapshot_text(_snap("RUNNING", {**HEARTBEATS, ROOT_HEARTBEAT_KEY: NOW - 500}), now_ms=NOW)
     assert "ORPHAN" not in text and "unsupervised" not in text.lower()
     assert "unsupervised" not in snapshot_text(_snap("RUNNING", {}), now_ms=NOW).lower()  # no root heartbeat yet
+
+
+def test_on_a_cluster_each_actor_shows_its_node_and_on_one_node_the_column_is_left_out():
+    snap = _snap("RUNNING", {})
+    snap["actors"] = {"RootSupervisor": {"state": "running", "restarts": 0, "node_id": "aaaaaaaa1111"},
+                      "VenueGateway[okx]": {"state": "running", "restarts": 1, "node_id": "bbbbbbbb2222"},
+                      "Alerter": {"state": "running", "restarts": 0}}
+    text = snapshot_text(snap, now_ms=NOW)
+    gateway = next(line for line in text.splitlines() if "VenueGateway[okx]" in line)
+    assert "bbbbbbbb" in gateway and "2222" not in gateway
+    assert " - " in next(line for line in text.splitlines() if "Alerter" in line)
+    snap["actors"]["VenueGateway[okx]"]["node_id"] = "aaaaaaaa1111"
+    assert "aaaaaaaa" not in snapshot_text(snap, now_ms=NOW)

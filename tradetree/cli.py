@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,12 @@ class _StartupProgress:
     looks like a hang. It reads the tree from its supervisors (``tree_status``), once a second.
     """
 
-    def __init__(self, console: Any, namespace: str) -> None:
+    def __init__(self, console: Any, namespace: str, launched: Callable[[], bool] = lambda: True) -> None:
         self._console = console
         self._namespace = namespace
+        # Only the tree this start launched: before that a tree found in the namespace is another
+        # one's (a second `up`, about to be refused), and its children are not this start's progress.
+        self._launched = launched
         self._seen: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tradetree-startup-progress", daemon=True)
@@ -105,7 +109,7 @@ class _StartupProgress:
         from tradetree.core import ROOT_ID
         from tradetree.supervisor import tree_status
 
-        if not ray.is_initialized():
+        if not ray.is_initialized() or not self._launched():
             return
         try:
             status = tree_status(self._namespace, root_id=ROOT_ID, timeout_secs=2.0)
@@ -140,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runtime = EngineRuntime(config, include_dashboard=not args.no_dashboard, config_path=str(args.config),
                             on_progress=progress, ray_address=args.address)
     console.print(f"[bold]tradetree[/bold]: starting {config.name} from {args.config}")
-    with _StartupProgress(console, runtime.ray_namespace):
+    with _StartupProgress(console, runtime.ray_namespace, lambda: runtime.launched_root):
         runtime.start()
     console.print(f"[bold]tradetree[/bold]: {config.name} is up in {time.monotonic() - runtime.started_at:.0f}s")
     if runtime.sim_server is not None:
@@ -214,7 +218,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     runtime = EngineRuntime(config, include_dashboard=False, config_path=str(args.config), on_progress=progress,
                             ray_address=address, detached=True, start_timeout_secs=args.timeout)
     console.print(f"[bold]tradetree[/bold]: starting {config.name} detached on {address}")
-    with _StartupProgress(console, runtime.ray_namespace):
+    with _StartupProgress(console, runtime.ray_namespace, lambda: runtime.launched_root):
         runtime.start()
     record = runtime.record
     console.print(f"[bold]tradetree[/bold]: {config.name} is up in {time.monotonic() - runtime.started_at:.0f}s "

@@ -157,6 +157,7 @@ class EngineRuntime:
         ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self.config_path = config_path
         self._progress = on_progress or (lambda line: log.info("%s", line))
+        self._progress_given = on_progress is not None
         self._lock = EngineLock(self.state_dir)
         self.record: EngineRecord | None = None
         self.ray_address = ray_address
@@ -217,6 +218,11 @@ class EngineRuntime:
         )
         for v in needs_sim:
             self.endpoints[v.name] = VenueEndpoint(self.sim_server.rest_url, self.sim_server.ws_url, creds)
+
+    @property
+    def launched_root(self) -> bool:
+        """This start has launched the tree's root (what a progress view may show is this start's)."""
+        return self._launched_root
 
     @property
     def on_a_cluster(self) -> bool:
@@ -378,8 +384,10 @@ class EngineRuntime:
 
         assert self.actor_redis_url is not None
         for line in check_node_secrets(self.config, self.actor_redis_url, timeout_secs=NODE_CHECK_TIMEOUT_SECS):
-            log.warning("%s", line)
-            self._progress(line)
+            if self._progress_given:
+                self._progress(line)
+            else:
+                log.warning("%s", line)
 
     def _check_cluster_mode(self) -> None:
         """Refuse what cannot outlive this process: the embedded Redis and the embedded simulator."""

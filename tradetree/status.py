@@ -148,18 +148,26 @@ def render_snapshot(snap: dict[str, Any], *, elapsed_secs: float | None = None,
     for layer, counts in sorted((snap.get("fills_by_layer") or {}).items()):
         layers.add_row(layer, str(counts.get("applied", 0)), str(counts.get("delivered", 0)))
 
+    rows = sorted((snap.get("actors") or {}).items())
+    # On a cluster, where each actor runs is what an operator looks at after a node loss.
+    nodes = {str(info.get("node_id") or "") for _, info in rows} - {""}
+    by_node = len(nodes) > 1
     actors = Table(title="Actors")
     actors.add_column("actor")
     actors.add_column("state")
     actors.add_column("restarts", justify="right")
+    if by_node:
+        actors.add_column("node")
     actors.add_column("detail")
-    for name, info in sorted((snap.get("actors") or {}).items()):
+    for name, info in rows:
         state = str(info.get("state", "?"))
         colour = "green" if state.upper() == "RUNNING" else "yellow"
-        actors.add_row(escape(name), f"[{colour}]{escape(state)}[/]", str(info.get("restarts", 0)),
-                       escape(str(info.get("detail", ""))[:80]))
+        cells = [escape(name), f"[{colour}]{escape(state)}[/]", str(info.get("restarts", 0))]
+        if by_node:
+            cells.append(escape(str(info.get("node_id") or "-")[:8]))
+        actors.add_row(*cells, escape(str(info.get("detail", ""))[:80]))
     for name, age in orphans(snap.get("actors") or {}, heartbeats, now).items():
-        actors.add_row(escape(name), "[red]ORPHAN[/]", "-",
+        actors.add_row(escape(name), "[red]ORPHAN[/]", "-", *(["-"] if by_node else []),
                        f"heartbeat {age:,.1f}s ago; {ROOT_ID} unreachable: nothing restarts it")
 
     return Group(head, _strategies_table(snap), positions_table(snap.get("positions") or []), layers, actors)
