@@ -294,27 +294,47 @@ async def enter_safe_mode(reason: str, *, redis_url: str, namespace: str, strate
         await asyncio.to_thread(actors.tell, sid, "pause", f"SAFE MODE: {reason}")
 
 
+async def pause_and_cancel(ray_namespace: str, strategy_ids: tuple[str, ...], venues: tuple[str, ...], *,
+                           reason: str, timeout_secs: float) -> tuple[int, dict[str, TradetreeError]]:
+    """Pause every strategy, then cancel our open orders on every venue: the wind-down a clean stop
+    and an abandoned start share. Each step runs on all targets at once, so one hung strategy or
+    gateway cannot spend the others' time (the cancels would never be reached). A strategy that
+    does not answer is only logged (dead or never started, it sends nothing).
+
+    Returns (orders canceled, the error of each venue whose cancel failed).
+    """
+    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
+    paused = await asyncio.gather(*(actors.call(sid, "pause", reason) for sid in strategy_ids),
+                                  return_exceptions=True)
+    for sid, outcome in zip(strategy_ids, paused, strict=True):
+        if isinstance(outcome, TradetreeError):
+            log.warning("could not pause %s (%s): %s", sid, reason, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    results = await asyncio.gather(*(actors.call(gateway_id(v), "cancel_all") for v in venues),
+                                   return_exceptions=True)
+    canceled, failed = 0, {}
+    for venue, outcome in zip(venues, results, strict=True):
+        if isinstance(outcome, TradetreeError):
+            failed[venue] = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            canceled += int(outcome)
+    return canceled, failed
+
+
 async def undo_abandoned_start(reason: str, *, ray_namespace: str, strategy_ids: tuple[str, ...],
                                venues: tuple[str, ...]) -> str:
     """The root's start failed: before it stops the children, pause every strategy and cancel our
     orders on every venue whose gateway runs (a released strategy may have traded meanwhile).
     Returns what was done, for the StartFailed message."""
     log.error("start abandoned (%s): pausing strategies and canceling orders before the unwind", reason)
-    actors = ActorClient(ray_namespace, timeout_secs=10.0)
-    for sid in strategy_ids:
-        try:
-            await actors.call(sid, "pause", "start abandoned")
-        except TradetreeError:
-            pass  # not started, or already gone: it sends nothing
-    canceled, unreachable = 0, []
-    for venue in venues:
-        try:
-            canceled += int(await actors.call(gateway_id(venue), "cancel_all"))
-        except TradetreeError:
-            unreachable.append(venue)
+    canceled, failed = await pause_and_cancel(ray_namespace, strategy_ids, venues, reason="start abandoned",
+                                              timeout_secs=10.0)
     done = f"strategies paused and {canceled} open order(s) canceled"
-    if unreachable:
-        done += f" (gateway not up, nothing of ours to cancel through it: {', '.join(unreachable)})"
+    if failed:
+        done += f" (gateway not up, nothing of ours to cancel through it: {', '.join(failed)})"
     return done
 
 
@@ -351,19 +371,9 @@ def wind_down_for_shutdown(config: EngineConfig, *, ray_namespace: str, timeout_
     Returns how many orders were canceled. Raises the first venue error after
     trying every venue.
     """
-    actors = ActorClient(ray_namespace, timeout_secs=timeout_secs)
-    for s in config.strategies:
-        try:
-            actors.call_sync(s.id, "pause", "shutdown")
-        except TradetreeError as exc:
-            log.warning("could not pause %s at shutdown: %s", s.id, exc)
-    canceled: int = 0
-    first_error: BaseException | None = None
-    for v in config.venues:
-        try:
-            canceled += actors.call_sync(gateway_id(v.name), "cancel_all")
-        except TradetreeError as exc:
-            first_error = first_error or exc
-    if first_error is not None:
-        raise first_error
+    canceled, failed = asyncio.run(pause_and_cancel(
+        ray_namespace, tuple(s.id for s in config.strategies), tuple(v.name for v in config.venues),
+        reason="shutdown", timeout_secs=timeout_secs))
+    if failed:
+        raise next(iter(failed.values()))
     return canceled
