@@ -66,7 +66,7 @@ from tradetree.core import (
     VenueReleaseRefused,
     WallClock,
     cancel_and_wait,
-    resolve_redis_locator,
+    open_redis_client,
 )
 from tradetree.execution import (
     CanaryOutcome,
@@ -224,9 +224,7 @@ class FillReconciler:
             )
         ctx.store = store
         if control is None:
-            self._control_client = aioredis.Redis.from_url(
-                resolve_redis_locator(self._redis_url), socket_timeout=self._redis_timeout, socket_connect_timeout=self._redis_timeout
-            )
+            self._control_client = open_redis_client(self._redis_url, socket_timeout_secs=self._redis_timeout)
             control = ControlState(self._control_client, store.namespace)
         ctx.control = control
         if rest is None:

@@ -64,9 +64,9 @@ from tradetree.core import (
     WallClock,
     as_text,
     marks_view,
+    open_redis_client,
     read_book,
     redis_call,
-    resolve_redis_locator,
     valued_positions,
 )
 from tradetree.risk import (
@@ -236,12 +236,7 @@ class RiskMonitor:
         """
         if self._client is None:
             assert self.redis_url is not None
-            client = aioredis.Redis.from_url(
-                resolve_redis_locator(self.redis_url),
-                socket_timeout=self.socket_timeout_secs,
-                socket_connect_timeout=self.socket_timeout_secs,
-                decode_responses=False,
-            )
+            client = open_redis_client(self.redis_url, socket_timeout_secs=self.socket_timeout_secs)
             try:
                 await self._redis(client.ping())
             except StoreError:

@@ -98,7 +98,7 @@ from tradetree.core.secrets import (
     with_password_from_sources,
 )
 from tradetree.core.snapshot import collect_snapshot, marks_view, read_book, valued_positions
-from tradetree.core.store import AuditEntry, RedisStore, redact_url
+from tradetree.core.store import AuditEntry, RedisStore, open_redis_client, redact_url
 from tradetree.core.tasks import cancel_and_wait
 from tradetree.core.text import as_text
 from tradetree.core.types import (
@@ -191,6 +191,7 @@ __all__ = [
     "RedisConfig",
     "RedisKeys",
     "RedisStore",
+    "open_redis_client",
     "Refused",
     "RestartRefused",
     "STRATEGY_SUPERVISOR_ID",

@@ -55,6 +55,22 @@ class RedisConfig(BaseModel):
     password_file: Path | None = None
     password_env: str | None = "REDIS_PASSWORD"
 
+    def url_here(self) -> str | None:
+        """The URL this process (the driver, an operator's CLI) connects with: ``url``, else
+        ``$REDIS_URL``, with the password from the sources above when it carries none. None: the
+        embedded Redis. The tree's actors get a locator instead (``core.secrets``).
+
+        Raises:
+            ConfigError: a named source cannot be read.
+        """
+        from tradetree.core.embedded_redis import resolve_redis_url
+        from tradetree.core.secrets import with_password_from_sources
+
+        url = resolve_redis_url(self.url)
+        if url is None:
+            return None
+        return with_password_from_sources(url, password_file=self.password_file, password_env=self.password_env)
+
 
 class ActorCallConfig(BaseModel):
     """Calls to named actors (``supervisor.ActorClient``): the timeout a call gets unless it names its own.

@@ -56,6 +56,7 @@ from tradetree.core.text import as_text as _text
 from tradetree.core.types import Fill, FillLayer, Instrument, Order, Position, StrategyState, position_id
 
 __all__ = [
+    "open_redis_client",
     "ATOMS_PER_UNIT",
     "MAX_EXACT_ATOMS",
     "PNL_DAY_TTL_SECS",
@@ -191,6 +192,18 @@ def to_atoms(value: Decimal, what: str) -> int:
 def from_atoms(atoms: int) -> Decimal:
     """Atoms back to venue units."""
     return Decimal(atoms) / ATOMS_PER_UNIT
+
+
+def open_redis_client(url: str, *, socket_timeout_secs: float, **options: Any) -> aioredis.Redis:
+    """A client on ``url`` (bytes in and out), not yet connected. An actor is handed a locator (no
+    password in it, ``core.secrets``): its password is read here, in this process.
+
+    Raises:
+        StoreUnavailable: the locator's password cannot be found here.
+        ValueError: ``url`` is not a Redis URL.
+    """
+    return aioredis.Redis.from_url(resolve_redis_locator(url), socket_timeout=socket_timeout_secs,
+                                   socket_connect_timeout=socket_timeout_secs, decode_responses=False, **options)
 
 
 def redact_url(url: str) -> str:
@@ -346,16 +359,9 @@ class RedisStore:
             ValueError: ``namespace`` is invalid.
         """
         keys = RedisKeys(namespace)  # validate before opening anything
-        # An actor is handed a locator (no password in it): the password is read here, in this process.
-        url = resolve_redis_locator(url)
         try:
-            client = aioredis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout_secs,
-                socket_connect_timeout=socket_timeout_secs,
-                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-                decode_responses=False,
-            )
+            client = open_redis_client(url, socket_timeout_secs=socket_timeout_secs,
+                                       retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2))
         except ValueError as exc:
             raise StoreUnavailable(f"invalid Redis url {redact_url(url)}: {exc}") from exc
         store = cls(client, keys.namespace, clock=clock)

@@ -43,7 +43,6 @@ from tradetree.core import (
     read_local_record,
     reconciler_id,
     redact_url,
-    resolve_redis_url,
 )
 from tradetree.supervisor import ActorClient, attach_ray, tree_status
 
@@ -129,7 +128,7 @@ def redis_url_for(config: Any) -> str | None:
 
 
 def _redis_url(config: Any, local: EngineRecord | None) -> str | None:
-    return resolve_redis_url(config.redis.url) or (local.embedded_redis_url if local is not None else None)
+    return config.redis.url_here() or (local.embedded_redis_url if local is not None else None)
 
 
 async def _read_record(url: str, namespace: str, timeout_secs: float) -> EngineRecord | None:

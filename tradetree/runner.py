@@ -41,7 +41,6 @@ from tradetree.core import (
     port_free,
     redis_locator,
     resolve_redis_url,
-    with_password_from_sources,
     write_engine_record,
 )
 
@@ -157,7 +156,6 @@ class EngineRuntime:
         ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self.config_path = config_path
         self._progress = on_progress or (lambda line: log.info("%s", line))
-        self._progress_given = on_progress is not None
         self._lock = EngineLock(self.state_dir)
         self.record: EngineRecord | None = None
         self.ray_address = ray_address
@@ -188,15 +186,12 @@ class EngineRuntime:
     # -- start -------------------------------------------------------------
 
     def _start_redis(self) -> str:
-        cfg = self.config.redis
-        url = resolve_redis_url(cfg.url)
+        url = self.config.redis.url_here()
         if url is None:
             self.embedded_redis = EmbeddedRedis(data_dir=self.state_dir / "redis")
             self.embedded_redis.start()
             url = self.embedded_redis.url
             log.info("embedded Redis (%s) at %s", self.embedded_redis.kind, url)
-        else:
-            url = with_password_from_sources(url, password_file=cfg.password_file, password_env=cfg.password_env)
         try:
             asyncio.run(_check_redis(url, self.config.redis.namespace, self.config.redis.socket_timeout_secs))
         except StoreUnavailable:
@@ -384,10 +379,7 @@ class EngineRuntime:
 
         assert self.actor_redis_url is not None
         for line in check_node_secrets(self.config, self.actor_redis_url, timeout_secs=NODE_CHECK_TIMEOUT_SECS):
-            if self._progress_given:
-                self._progress(line)
-            else:
-                log.warning("%s", line)
+            self._progress(line)
 
     def _check_cluster_mode(self) -> None:
         """Refuse what cannot outlive this process: the embedded Redis and the embedded simulator."""

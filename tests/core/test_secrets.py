@@ -81,3 +81,13 @@ def test_resolve_secret_prefers_the_file_and_treats_empty_env_as_unset(tmp_path)
     assert resolve_secret(file=tmp_path / "s", env="E", environ={"E": "e"}).get_secret_value() == "from-file"
     assert resolve_secret(file=None, env="E", environ={"E": ""}) is None
     assert resolve_secret(file=None, env=None, environ={"E": "e"}) is None
+
+
+def test_the_operators_url_takes_the_password_from_the_configured_file(tmp_path, monkeypatch) -> None:
+    from tradetree.core import RedisConfig
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    (tmp_path / "pw").write_text("from-the-file\n")
+    cfg = RedisConfig(url="redis://redis.svc:6379/0", password_file=tmp_path / "pw")
+    assert urlsplit(cfg.url_here()).password == "from-the-file"
+    assert RedisConfig().url_here() is None  # the embedded Redis
