@@ -6,21 +6,9 @@ import argparse
 
 import pytest
 
+from tests.backtest.inputs import write_cli_inputs
 from tradetree.core.errors import ConfigError
 from tradetree.sim.backtest.cli import parse_data_args, register
-from tradetree.sim.backtest.data import synthetic_candles
-
-STRATEGY = """class: MeanReversion
-version: v2
-venue: okx
-symbols: [BTC-USDT-SWAP]
-bar_interval_ms: 60000
-params:
-  window_bars: 12
-  entry_z: 1.2
-  exit_z: 0.2
-  size: "1"
-"""
 
 
 def run_cli(*argv: str) -> int:
@@ -32,11 +20,7 @@ def run_cli(*argv: str) -> int:
 
 @pytest.fixture
 def files(tmp_path):
-    data = tmp_path / "btc.csv.gz"
-    synthetic_candles(300, seed=11, start_price=60_000.0, annual_vol=0.8).to_frame().to_csv(data, index=False)
-    strategy = tmp_path / "mr.yaml"
-    strategy.write_text(STRATEGY)
-    return strategy, data
+    return write_cli_inputs(tmp_path)
 
 
 def test_backtest_then_compare(tmp_path, files, capsys):

@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.backtest.inputs import write_cli_inputs
 from tests.cluster.cluster_host import ClusterHost
-from tradetree.sim.backtest.data import synthetic_candles
 
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
-STRATEGY = """class: MeanReversion
-version: v2
-venue: okx
-symbols: [BTC-USDT-SWAP]
-bar_interval_ms: 60000
-params: {window_bars: 12, entry_z: 1.2, exit_z: 0.2, size: "1"}
-"""
 GRID = ["--grid", "window_bars=8,12,16,20", "--grid", "entry_z=1.0,1.5,2.0,2.5,3.0"]  # 20 sets, + 4 held-out
 
 
@@ -51,11 +44,7 @@ def cluster(tmp_path, monkeypatch):
 
 @pytest.fixture
 def files(tmp_path):
-    data = tmp_path / "btc.csv.gz"
-    synthetic_candles(300, seed=11, start_price=60_000.0, annual_vol=0.8).to_frame().to_csv(data, index=False)
-    strategy = tmp_path / "mr.yaml"
-    strategy.write_text(STRATEGY)
-    return strategy, data
+    return write_cli_inputs(tmp_path)
 
 
 def sweep(*args: str, folder: Path, env: dict[str, str] | None = None,
