@@ -18,7 +18,7 @@ from tests.adapters.sim_helpers import credentials, eventually, venue_config
 from tradetree.actors.gateway import VenueGateway
 from tradetree.actors.reconciler import FillReconciler
 from tradetree.adapters.okx.rest import OkxRestClient
-from tradetree.core.control_state import ControlState
+from tradetree.core.control_state import PAUSE_SOURCE_FILL_HEALTH, ControlState
 from tradetree.core.errors import VenueUnavailable
 from tradetree.core.lifecycle import ComponentState
 from tradetree.core.store import RedisStore
@@ -168,12 +168,22 @@ async def test_incident_replay_poller_applies_the_fills_the_ws_dropped(sim, gate
         report = await reconciler.check_health()
         assert "not delivered by the WS" in next(p for p in report.probes if p.name == "fills_flowing_ws").detail
 
-        # The WS fill path works again: the probe says so only once the WS delivers a fill.
+        # Fill health's own defense acts on it: the venue is paused (the gateway refuses new
+        # orders; when the refusal lands depends only on how fast this machine runs the loop).
+        await eventually(lambda: _venue_paused_by_fill_health(control), what="venue paused by fill health")
+
+        # The WS fill path works again: the probe says so only once the WS delivers a fill. The
+        # operator lifts the pause to send one (in a tree the canary's round trip does).
         sim.faults.clear_all()
+        assert await control.resume_venue("okx", PAUSE_SOURCE_FILL_HEALTH) == [PAUSE_SOURCE_FILL_HEALTH]
         (again,) = await submit_filled(gateway, [("1", Side.SELL)])
         await eventually(lambda: _probe(reconciler, "fills_flowing_ws", ok=True), what="WS flow probe recovers")
         await eventually(lambda: matches_venue(store, sim), what="positions after recovery")
         assert reconciler.ctx.counters["fills_applied_poll"] >= 3
+
+
+async def _venue_paused_by_fill_health(control) -> bool:
+    return PAUSE_SOURCE_FILL_HEALTH in await control.venue_pauses("okx")
 
 
 async def _all_filled_in_redis(store, coids) -> bool:
